@@ -1,0 +1,299 @@
+/*
+ * axstm.h -- software transactional memory as a store of named values.
+ *
+ * axstm brings Kamaelia's Axon.STM to C: a Store holds named, versioned
+ * values.  You check values out (axstm_usevar, axstm_using), change your
+ * private copies and commit them.  A commit fails with
+ * AXSTM_CONCURRENT_UPDATE when someone else committed one of those keys
+ * after you checked it out (redo your work), or with AXSTM_BUSY_RETRY when a
+ * lock the call needs was held at that instant (simply call again).
+ *
+ * Thread safety
+ * -------------
+ * Every function taking an axstm_store may be called from any number of
+ * threads at once; no thread needs to register.  A handle (axstm_value,
+ * axstm_collection) belongs to one thread at a time: pass it between threads
+ * only with your own synchronisation.
+ *
+ * Blocking
+ * --------
+ * No function in this header ever waits for another thread.  Where another
+ * thread holds a lock this call needs, the call returns AXSTM_BUSY_RETRY at
+ * once and has changed nothing.  Locks are per key (held only for the few
+ * instructions of a commit) and per table shard (held only while a new key
+ * is created); there is no store-wide lock:
+ *   - checking out keys that exist is lock-free; it returns BUSY_RETRY only
+ *     when one of the keys is being committed at that instant;
+ *   - creating a key takes the lock of one of 64 table shards, so it returns
+ *     BUSY_RETRY only when another thread is creating a key in the same
+ *     shard (or growing it) at that instant;
+ *   - a commit takes the lock of each of its keys; commits of disjoint keys
+ *     never touch a common lock.
+ * axstm_store_foreach is the one exception: it may spin until an in-flight
+ * commit of the key it is visiting has finished (a few instructions).
+ *
+ * Errors
+ * ------
+ * Every function that can fail returns AXSTM_OK (0) or a negative code.
+ * A failed call has no effect, and out-parameters are written only on
+ * AXSTM_OK.  The library never aborts, prints or exits.
+ */
+#ifndef AXSTM_H
+#define AXSTM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(AXSTM_BUILDING) && defined(__GNUC__)
+#define AXSTM_API __attribute__((visibility("default")))
+#else
+#define AXSTM_API
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Codes                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The one list of codes: XX(NAME, value, message).  It makes both the enum
+ * below and axstm_strerror().  Library codes are negative; positive codes
+ * are free for the caller's own use (e.g. as rollback reasons).
+ */
+#define AXSTM_CODE_MAP(XX)                                                     \
+    XX(OK, 0, "success")                                                       \
+    XX(CONCURRENT_UPDATE, -1,                                                  \
+       "a key was committed by someone else since it was checked out")         \
+    XX(BUSY_RETRY, -2, "a lock was busy; nothing changed, call again")         \
+    XX(RETRY, -3, "wait until something read has changed")                     \
+    XX(ETIMEDOUT, -4, "timed out")                                             \
+    XX(EINVAL, -5, "invalid argument")                                         \
+    XX(E2BIG, -6, "key or value too long")                                     \
+    XX(ENOMEM, -7, "out of memory")                                            \
+    XX(ENOVALUE, -8, "the key has no value")                                   \
+    XX(ETYPE, -9, "the value has the wrong size for this type")
+
+enum axstm_code {
+#define AXSTM_CODE_ENUM_(name, value, msg) AXSTM_##name = (value),
+    AXSTM_CODE_MAP(AXSTM_CODE_ENUM_)
+#undef AXSTM_CODE_ENUM_
+};
+
+/*
+ * A short English phrase for a code.  Never NULL: unknown negative codes give
+ * "unknown error", positive codes "caller-defined code".  Thread-safe.
+ */
+AXSTM_API const char *axstm_strerror(int code);
+
+/* ------------------------------------------------------------------ */
+/* Store                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Longest key in bytes, not counting its NUL.  Keys are never empty. */
+#define AXSTM_KEY_MAX 1024
+/* Longest value in bytes (64 MiB). */
+#define AXSTM_VALUE_MAX ((size_t)64 * 1024 * 1024)
+
+typedef struct axstm_store axstm_store;
+
+/*
+ * Creates an empty store.  Its key hash is seeded at random, so keys chosen
+ * by an attacker cannot pile up in one bucket.
+ * Returns the store (owned by the caller; free it with axstm_store_free), or
+ * NULL only when out of memory.
+ */
+AXSTM_API axstm_store *axstm_store_new(void);
+
+/*
+ * Frees a store and every value it holds.  Every handle made from it must
+ * have been freed first, and no other thread may be using it.  NULL is a
+ * no-op.
+ */
+AXSTM_API void axstm_store_free(axstm_store *s);
+
+/* ------------------------------------------------------------------ */
+/* Values (Axon usevar)                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct axstm_value axstm_value;
+
+/*
+ * Checks out one key: *out becomes a private snapshot of the key's committed
+ * value and version.  A missing key is created, at version 0 with no value,
+ * and stays in the store even if nothing is ever committed to it.
+ *   s    the store;  key  a non-empty NUL-terminated string of at most
+ *   AXSTM_KEY_MAX bytes;  out  receives the handle (owned by the caller;
+ *   free it with axstm_value_free).
+ * Returns AXSTM_OK, AXSTM_EINVAL (NULL argument or empty key), AXSTM_E2BIG
+ * (key too long), AXSTM_BUSY_RETRY (the key is being committed, or its table
+ * shard is being changed, at this instant), or AXSTM_ENOMEM.
+ * Never blocks.
+ */
+AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out);
+
+/* The handle's key, valid as long as the store.  NULL for a NULL handle. */
+AXSTM_API const char *axstm_value_key(const axstm_value *v);
+
+/* The committed version this handle is based on (0: never committed). */
+AXSTM_API uint64_t axstm_value_version(const axstm_value *v);
+
+/*
+ * The handle's current bytes: what was checked out, or what was last set.
+ * Returns NULL when the key has no value yet (and sets *len to 0).  An empty
+ * value gives a non-NULL pointer with *len 0.  The bytes are borrowed: valid
+ * until the next set or refresh of this handle, or until it is freed.
+ * len may be NULL.
+ */
+AXSTM_API const void *axstm_value_data(const axstm_value *v, size_t *len);
+
+/*
+ * Replaces the handle's private copy with a copy of len bytes from data.
+ * Nothing in the store changes until commit.  data may be NULL only when
+ * len is 0.  Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_E2BIG (len over
+ * AXSTM_VALUE_MAX) or AXSTM_ENOMEM (the handle keeps its old bytes).
+ */
+AXSTM_API int axstm_value_set(axstm_value *v, const void *data, size_t len);
+
+/*
+ * Reads the value as an int64_t in host byte order.  Returns AXSTM_OK,
+ * AXSTM_EINVAL, AXSTM_ENOVALUE (no value yet) or AXSTM_ETYPE (the value is
+ * not exactly 8 bytes).
+ */
+AXSTM_API int axstm_value_get_i64(const axstm_value *v, int64_t *out);
+
+/* Sets the private copy to the 8 bytes of x (host order).  As value_set. */
+AXSTM_API int axstm_value_set_i64(axstm_value *v, int64_t x);
+
+/*
+ * Reads the value as a string: *out points into the handle's bytes (borrowed,
+ * as for axstm_value_data).  Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_ENOVALUE,
+ * or AXSTM_ETYPE (the value does not end with its first NUL byte).
+ */
+AXSTM_API int axstm_value_get_str(const axstm_value *v, const char **out);
+
+/* Sets the private copy to str including its NUL.  As value_set. */
+AXSTM_API int axstm_value_set_str(axstm_value *v, const char *str);
+
+/*
+ * Publishes the handle.  Rejected with AXSTM_CONCURRENT_UPDATE if and only
+ * if the key's committed version is greater than the handle's: then nothing
+ * is written and the handle is unchanged (refresh it and redo the work).
+ * On success the value (changed or not; "no value" included) is stored, the
+ * key's version becomes the handle's version + 1, and the handle's version
+ * is bumped in place, so it can be changed and committed again.
+ * Returns AXSTM_OK, AXSTM_CONCURRENT_UPDATE, AXSTM_BUSY_RETRY (the key's lock
+ * was held at this instant: call again, nothing changed), or AXSTM_EINVAL
+ * (NULL, or a value borrowed from a collection).  Never blocks.
+ */
+AXSTM_API int axstm_value_commit(axstm_value *v);
+
+/*
+ * Drops the handle's local changes and re-reads the key's committed value and
+ * version.  Returns AXSTM_OK, AXSTM_BUSY_RETRY or AXSTM_EINVAL (NULL, or a
+ * value borrowed from a collection).  Never blocks.
+ */
+AXSTM_API int axstm_value_refresh(axstm_value *v);
+
+/* Frees a handle made by axstm_usevar.  NULL and borrowed values: no-op. */
+AXSTM_API void axstm_value_free(axstm_value *v);
+
+/* ------------------------------------------------------------------ */
+/* Collections (Axon using)                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct axstm_collection axstm_collection;
+
+/*
+ * Checks out several keys as one consistent snapshot (as if read at a single
+ * instant).  Missing keys are created as by axstm_usevar; either every
+ * missing key is created or, on error, none is.  Duplicate keys count once:
+ * the collection holds the distinct keys in the order of their first
+ * appearance.  nkeys == 0 gives an empty collection (keys may then be NULL).
+ * Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_E2BIG, AXSTM_BUSY_RETRY or
+ * AXSTM_ENOMEM; *out is owned by the caller (axstm_collection_free).
+ * Never blocks.
+ */
+AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys,
+                          axstm_collection **out);
+
+/* Number of distinct keys in the collection (0 for NULL). */
+AXSTM_API size_t axstm_collection_size(const axstm_collection *c);
+
+/*
+ * The i-th value of the collection, borrowed: read and change it with the
+ * axstm_value_* functions, commit it with the collection.  NULL when i is out
+ * of range or c is NULL.
+ */
+AXSTM_API axstm_value *axstm_collection_at(axstm_collection *c, size_t i);
+
+/* The collection's value for key, borrowed; NULL if key is not in it. */
+AXSTM_API axstm_value *axstm_collection_value(axstm_collection *c,
+                                              const char *key);
+
+/*
+ * Commits every value of the collection, all or nothing, atomically with
+ * respect to every other checkout and commit.  Rejected with
+ * AXSTM_CONCURRENT_UPDATE if and only if some key's committed version is
+ * greater than the collection's version of it; then nothing is written and
+ * the collection is unchanged.  On success every key is written (changed or
+ * not) and every version is bumped in place.  An empty collection commits
+ * successfully and does nothing.  Returns as axstm_value_commit.
+ */
+AXSTM_API int axstm_collection_commit(axstm_collection *c);
+
+/*
+ * Drops all local changes and takes a new consistent snapshot of the same
+ * keys.  Returns AXSTM_OK, AXSTM_BUSY_RETRY or AXSTM_EINVAL; on failure the
+ * collection is unchanged.
+ */
+AXSTM_API int axstm_collection_refresh(axstm_collection *c);
+
+/* Frees a collection and its borrowed values.  NULL is a no-op. */
+AXSTM_API void axstm_collection_free(axstm_collection *c);
+
+/* ------------------------------------------------------------------ */
+/* Introspection                                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct axstm_stats {
+    uint64_t keys;           /* keys in the store */
+    uint64_t commits;        /* successful commits */
+    uint64_t conflicts;      /* commits rejected with CONCURRENT_UPDATE */
+    uint64_t busy;           /* calls that returned BUSY_RETRY */
+    uint64_t retries_waited; /* transactions that waited in AXSTM_RETRY */
+    uint64_t bytes;          /* memory held by the store */
+} axstm_stats;
+
+/*
+ * Fills *out with the store's counters, summed over all threads (each
+ * counter is exact once the threads updating it have finished).
+ * Returns AXSTM_OK or AXSTM_EINVAL.
+ */
+AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out);
+
+/*
+ * Called once per key by axstm_store_foreach: key, its committed version and
+ * value (data NULL and len 0 when the key has no value).  All pointers are
+ * borrowed for the duration of the call.  Return 0 to go on; anything else
+ * stops the walk.
+ */
+typedef int (*axstm_visit_fn)(const char *key, uint64_t version,
+                              const void *data, size_t len, void *arg);
+
+/*
+ * Visits every key of the store (Axon's dump()), including keys that never
+ * got a value; each visit sees one committed state of that key.  Keys created
+ * during the walk may or may not be visited.  visit may call any function of
+ * this library.  Returns AXSTM_OK, AXSTM_EINVAL, or the first non-zero value
+ * returned by visit.  May spin while a commit of the visited key is in flight.
+ */
+AXSTM_API int axstm_store_foreach(axstm_store *s, axstm_visit_fn visit, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AXSTM_H */

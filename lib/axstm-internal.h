@@ -1,0 +1,102 @@
+/*
+ * axstm-internal.h -- what the library's modules share.  Include first.
+ */
+#ifndef AXSTM_INTERNAL_H
+#define AXSTM_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "axstm.h"
+
+#include "alloc.h"
+#include "entry.h"
+#include "epoch.h"
+#include "hash.h"
+#include "table.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Per-thread-slot counters: each thread counts on its own cache line and
+ * axstm_store_stats sums them, so counting never contends. */
+struct axstm__counters {
+    _Alignas(AXSTM__CACHELINE) _Atomic uint64_t commits;
+    _Atomic uint64_t conflicts;
+    _Atomic uint64_t busy;
+    _Atomic uint64_t retries_waited;
+    _Atomic int64_t value_bytes; /* blobs referenced by entries */
+};
+
+struct axstm_store {
+    struct axstm__epoch epoch;
+    struct axstm__keytable table;
+    /* The commit clock: each commit's stamp, stored in the version locks of
+     * the keys it writes.  On its own cache line. */
+    _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t clock;
+    struct axstm__counters counters[AXSTM__SLOTS];
+};
+
+enum axstm__counter { AXSTM__COMMITS, AXSTM__CONFLICTS, AXSTM__BUSY, AXSTM__WAITED };
+
+void axstm__count(axstm_store *s, enum axstm__counter which);
+void axstm__count_value_bytes(axstm_store *s, int64_t delta);
+
+/* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
+int axstm__busy(axstm_store *s, int code);
+
+/* Checks a key: AXSTM_OK with *len set, AXSTM_EINVAL or AXSTM_E2BIG. */
+int axstm__check_key(const char *key, size_t *len);
+
+/* A private copy of one key: the state a handle checked out or will commit. */
+struct axstm__item {
+    struct axstm__entry *entry;
+    uint64_t version;
+    struct axstm__blob *blob; /* one reference owned; NULL: no value */
+};
+
+struct axstm_value {
+    struct axstm__item item;
+    axstm_store *store;
+    axstm_collection *owner; /* non-NULL: borrowed from this collection */
+};
+
+struct axstm_collection {
+    axstm_store *store;
+    size_t n;
+    axstm_value *values;         /* in order of first appearance */
+    struct axstm__item **order;  /* the same items sorted by entry: lock order */
+    /* Scratch for snapshots, so refresh needs no allocation. */
+    uint64_t *scratch_vlock;
+    uint64_t *scratch_version;
+    struct axstm__blob **scratch_blob;
+};
+
+/* Allocates a blob holding a copy of data[0..len). NULL when out of memory. */
+struct axstm__blob *axstm__blob_new(const void *data, size_t len);
+
+/*
+ * Takes one consistent snapshot of items[0..n) (sorted by entry, no
+ * duplicates): on success each item's version and blob are replaced (the old
+ * blob references dropped); on failure nothing changes.  scratch arrays hold
+ * n elements.  Returns AXSTM_OK or AXSTM_BUSY_RETRY.  Caller pinned.
+ */
+int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
+                    uint64_t *scratch_vlock, uint64_t *scratch_version,
+                    struct axstm__blob **scratch_blob);
+
+/*
+ * The one commit path (commit.c).  items[0..n) sorted by entry address, no
+ * duplicates.  Rejected iff some entry's version is greater than its item's:
+ * then nothing is written.  On success every item is published and its
+ * version bumped.  Returns AXSTM_OK, AXSTM_CONCURRENT_UPDATE or
+ * AXSTM_BUSY_RETRY, counting each in the store's counters.  scratch holds n
+ * words (the lock words to restore on failure).  Allocates nothing.
+ */
+int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n,
+                  uint64_t *scratch);
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * store.c -- the store's lifecycle, counters, key checks and foreach.
+ */
+#include "axstm-internal.h"
+
+#include <sched.h>
+#include <string.h>
+
+AXSTM_API axstm_store *axstm_store_new(void)
+{
+    axstm_store *s = axstm__aligned_alloc(_Alignof(axstm_store), sizeof *s);
+    if (s == NULL)
+        return NULL;
+    axstm__epoch_init(&s->epoch, s);
+    if (axstm__table_init(&s->table, &s->epoch) != AXSTM_OK) {
+        axstm__free(s);
+        return NULL;
+    }
+    atomic_init(&s->clock, 0);
+    for (size_t i = 0; i < AXSTM__SLOTS; i++) {
+        struct axstm__counters *c = &s->counters[i];
+        atomic_init(&c->commits, 0);
+        atomic_init(&c->conflicts, 0);
+        atomic_init(&c->busy, 0);
+        atomic_init(&c->retries_waited, 0);
+        atomic_init(&c->value_bytes, 0);
+    }
+    return s;
+}
+
+/* Drops an entry's reference to its value when the store goes away. */
+static void drop_entry_value(struct axstm__entry *e)
+{
+    axstm__blob_unref(atomic_load_explicit(&e->value, memory_order_relaxed));
+}
+
+AXSTM_API void axstm_store_free(axstm_store *s)
+{
+    if (s == NULL)
+        return;
+    axstm__epoch_drain(&s->epoch);
+    axstm__table_destroy(&s->table, drop_entry_value);
+    axstm__free(s);
+}
+
+static struct axstm__counters *my_counters(axstm_store *s)
+{
+    return &s->counters[axstm__thread_index() % AXSTM__SLOTS];
+}
+
+void axstm__count(axstm_store *s, enum axstm__counter which)
+{
+    struct axstm__counters *c = my_counters(s);
+    _Atomic uint64_t *field = which == AXSTM__COMMITS     ? &c->commits
+                              : which == AXSTM__CONFLICTS ? &c->conflicts
+                              : which == AXSTM__BUSY      ? &c->busy
+                                                          : &c->retries_waited;
+    atomic_fetch_add_explicit(field, 1, memory_order_relaxed);
+}
+
+void axstm__count_value_bytes(axstm_store *s, int64_t delta)
+{
+    if (delta != 0)
+        atomic_fetch_add_explicit(&my_counters(s)->value_bytes, delta, memory_order_relaxed);
+}
+
+int axstm__busy(axstm_store *s, int code)
+{
+    if (code == AXSTM_BUSY_RETRY)
+        axstm__count(s, AXSTM__BUSY);
+    return code;
+}
+
+int axstm__check_key(const char *key, size_t *len)
+{
+    if (key == NULL || key[0] == '\0')
+        return AXSTM_EINVAL;
+    *len = strnlen(key, AXSTM_KEY_MAX + 1);
+    return *len > AXSTM_KEY_MAX ? AXSTM_E2BIG : AXSTM_OK;
+}
+
+AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out)
+{
+    if (s == NULL || out == NULL)
+        return AXSTM_EINVAL;
+    axstm_stats st = {0};
+    int64_t value_bytes = 0;
+    for (size_t i = 0; i < AXSTM__SLOTS; i++) {
+        struct axstm__counters *c = &s->counters[i];
+        st.commits += atomic_load_explicit(&c->commits, memory_order_relaxed);
+        st.conflicts += atomic_load_explicit(&c->conflicts, memory_order_relaxed);
+        st.busy += atomic_load_explicit(&c->busy, memory_order_relaxed);
+        st.retries_waited += atomic_load_explicit(&c->retries_waited, memory_order_relaxed);
+        value_bytes += atomic_load_explicit(&c->value_bytes, memory_order_relaxed);
+    }
+    st.keys = axstm__table_keys(&s->table);
+    /* Per-thread sums can be momentarily negative while a thread that
+     * published a blob has not yet been summed next to one that freed it. */
+    st.bytes = sizeof *s + axstm__table_bytes(&s->table) + (value_bytes > 0 ? (uint64_t)value_bytes : 0);
+    *out = st;
+    return AXSTM_OK;
+}
+
+struct visit_ctx {
+    axstm_visit_fn visit;
+    void *arg;
+};
+
+static int visit_entry(struct axstm__entry *e, void *arg)
+{
+    struct visit_ctx *ctx = arg;
+    uint64_t vlock, version;
+    struct axstm__blob *b;
+    /* The one place that waits: a commit holds a key's lock for a few
+     * instructions and never blocks while holding it. */
+    while (axstm__entry_read(e, &vlock, &version, &b) != AXSTM_OK)
+        sched_yield();
+    /* The walk stays pinned, so b stays alive during the call. */
+    return ctx->visit(e->key, version, b != NULL ? b->data : NULL, b != NULL ? b->len : 0,
+                      ctx->arg);
+}
+
+AXSTM_API int axstm_store_foreach(axstm_store *s, axstm_visit_fn visit, void *arg)
+{
+    if (s == NULL || visit == NULL)
+        return AXSTM_EINVAL;
+    struct visit_ctx ctx = {visit, arg};
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    int rc = axstm__table_foreach(&s->table, visit_entry, &ctx);
+    axstm__epoch_unpin(&s->epoch, pin);
+    return rc;
+}

@@ -1,0 +1,163 @@
+/*
+ * value.c -- value handles (Axon's usevar) and the blobs they hold.
+ */
+#include "axstm-internal.h"
+
+#include <string.h>
+
+struct axstm__blob *axstm__blob_new(const void *data, size_t len)
+{
+    struct axstm__blob *b = axstm__malloc(axstm__blob_size(len));
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    if (len != 0)
+        memcpy(b->data, data, len);
+    return b;
+}
+
+void axstm__blob_unref(struct axstm__blob *b)
+{
+    if (b != NULL && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        axstm__free(b);
+}
+
+AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
+{
+    size_t len;
+    if (s == NULL || out == NULL)
+        return AXSTM_EINVAL;
+    int rc = axstm__check_key(key, &len);
+    if (rc != AXSTM_OK)
+        return rc;
+    axstm_value *v = axstm__malloc(sizeof *v);
+    if (v == NULL)
+        return AXSTM_ENOMEM;
+    v->item = (struct axstm__item){NULL, 0, NULL};
+    v->store = s;
+    v->owner = NULL;
+
+    struct axstm__keyref ref = {key, len, 0, NULL};
+    struct axstm__item *items[1] = {&v->item};
+    uint64_t vlock, version;
+    struct axstm__blob *blob;
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    axstm__table_find(&s->table, &ref);
+    if (ref.entry == NULL)
+        rc = axstm__table_create(&s->table, &ref, 1);
+    if (rc == AXSTM_OK) {
+        v->item.entry = ref.entry;
+        rc = axstm__snapshot(s, items, 1, &vlock, &version, &blob);
+    }
+    axstm__epoch_unpin(&s->epoch, pin);
+    if (rc != AXSTM_OK) {
+        axstm__free(v);
+        return axstm__busy(s, rc);
+    }
+    *out = v;
+    return AXSTM_OK;
+}
+
+AXSTM_API const char *axstm_value_key(const axstm_value *v)
+{
+    return v != NULL ? v->item.entry->key : NULL;
+}
+
+AXSTM_API uint64_t axstm_value_version(const axstm_value *v)
+{
+    return v != NULL ? v->item.version : 0;
+}
+
+AXSTM_API const void *axstm_value_data(const axstm_value *v, size_t *len)
+{
+    const struct axstm__blob *b = v != NULL ? v->item.blob : NULL;
+    if (len != NULL)
+        *len = b != NULL ? b->len : 0;
+    return b != NULL ? b->data : NULL;
+}
+
+AXSTM_API int axstm_value_set(axstm_value *v, const void *data, size_t len)
+{
+    if (v == NULL || (data == NULL && len != 0))
+        return AXSTM_EINVAL;
+    if (len > AXSTM_VALUE_MAX)
+        return AXSTM_E2BIG;
+    struct axstm__blob *b = axstm__blob_new(data, len);
+    if (b == NULL)
+        return AXSTM_ENOMEM;
+    axstm__blob_unref(v->item.blob);
+    v->item.blob = b;
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_value_get_i64(const axstm_value *v, int64_t *out)
+{
+    if (v == NULL || out == NULL)
+        return AXSTM_EINVAL;
+    const struct axstm__blob *b = v->item.blob;
+    if (b == NULL)
+        return AXSTM_ENOVALUE;
+    if (b->len != sizeof *out)
+        return AXSTM_ETYPE;
+    memcpy(out, b->data, sizeof *out);
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_value_set_i64(axstm_value *v, int64_t x)
+{
+    return axstm_value_set(v, &x, sizeof x);
+}
+
+AXSTM_API int axstm_value_get_str(const axstm_value *v, const char **out)
+{
+    if (v == NULL || out == NULL)
+        return AXSTM_EINVAL;
+    const struct axstm__blob *b = v->item.blob;
+    if (b == NULL)
+        return AXSTM_ENOVALUE;
+    if (b->len == 0 || memchr(b->data, '\0', b->len) != b->data + b->len - 1)
+        return AXSTM_ETYPE;
+    *out = (const char *)b->data;
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_value_set_str(axstm_value *v, const char *str)
+{
+    if (v == NULL || str == NULL)
+        return AXSTM_EINVAL;
+    size_t len = strnlen(str, AXSTM_VALUE_MAX);
+    if (len >= AXSTM_VALUE_MAX)
+        return AXSTM_E2BIG; /* with its NUL it would not fit */
+    return axstm_value_set(v, str, len + 1);
+}
+
+AXSTM_API int axstm_value_commit(axstm_value *v)
+{
+    if (v == NULL || v->owner != NULL)
+        return AXSTM_EINVAL;
+    struct axstm__item *items[1] = {&v->item};
+    uint64_t scratch;
+    return axstm__commit(v->store, items, 1, &scratch);
+}
+
+AXSTM_API int axstm_value_refresh(axstm_value *v)
+{
+    if (v == NULL || v->owner != NULL)
+        return AXSTM_EINVAL;
+    struct axstm__item *items[1] = {&v->item};
+    uint64_t vlock, version;
+    struct axstm__blob *blob;
+    unsigned pin = axstm__epoch_pin(&v->store->epoch);
+    int rc = axstm__snapshot(v->store, items, 1, &vlock, &version, &blob);
+    axstm__epoch_unpin(&v->store->epoch, pin);
+    return axstm__busy(v->store, rc);
+}
+
+AXSTM_API void axstm_value_free(axstm_value *v)
+{
+    if (v == NULL || v->owner != NULL)
+        return;
+    axstm__blob_unref(v->item.blob);
+    axstm__free(v);
+}

@@ -1,0 +1,100 @@
+#!/bin/sh
+# check_symbols.sh -- the shared library must export exactly the functions
+# that include/axstm.h declares with AXSTM_API: nothing missing, nothing extra.
+#
+# Run by `make check` with top_srcdir and top_builddir in the environment
+# (see AM_TESTS_ENVIRONMENT in Makefile.am).  Exit 0 pass, 1 fail, 77 skip.
+
+top_srcdir=${top_srcdir:-.}
+top_builddir=${top_builddir:-.}
+NM=${NM:-nm}
+
+header="$top_srcdir/include/axstm.h"
+la="$top_builddir/lib/libaxstm.la"
+
+if [ ! -r "$header" ]; then
+    echo "check_symbols: cannot read $header"
+    exit 1
+fi
+if [ ! -r "$la" ]; then
+    echo "check_symbols: $la is missing (build the library first)"
+    exit 1
+fi
+
+# libtool records the shared object's name in dlname; it is empty when the
+# library was configured with --disable-shared.
+dlname=$(sed -n "s/^dlname='\(.*\)'\$/\1/p" "$la")
+if [ -z "$dlname" ]; then
+    echo "check_symbols: no shared library was built; skipping"
+    exit 77
+fi
+so="$top_builddir/lib/.libs/$dlname"
+if [ ! -r "$so" ]; then
+    echo "check_symbols: $so is missing"
+    exit 1
+fi
+
+tmp=${TMPDIR:-/tmp}/check_symbols.$$
+mkdir "$tmp" || exit 1
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+# Declared: the first axstm_name( after AXSTM_API, which may sit on a later
+# line when a declaration is wrapped.
+awk '
+    /^[ \t]*#/ { next }
+    /^[ \t]*AXSTM_API([ \t]|$)/ { decl = ""; open = 1 }
+    open {
+        decl = decl " " $0
+        if (index(decl, "(")) {
+            if (match(decl, /axstm_[A-Za-z0-9_]*[ \t]*\(/)) {
+                name = substr(decl, RSTART, RLENGTH)
+                sub(/[ \t]*\($/, "", name)
+                print name
+            }
+            open = 0
+        }
+    }
+' "$header" | LC_ALL=C sort -u > "$tmp/declared"
+
+# Exported: defined text symbols in the dynamic symbol table, without any
+# symbol version suffix.
+if ! $NM -D --defined-only "$so" > "$tmp/nm"; then
+    echo "check_symbols: $NM -D failed on $so"
+    exit 1
+fi
+awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }' "$tmp/nm" \
+    | LC_ALL=C sort -u > "$tmp/exported"
+
+ndecl=$(wc -l < "$tmp/declared")
+nexp=$(wc -l < "$tmp/exported")
+echo "check_symbols: $ndecl functions declared in axstm.h, $nexp exported by $dlname"
+
+if [ "$ndecl" -eq 0 ]; then
+    echo "check_symbols: found no AXSTM_API declarations in $header"
+    exit 1
+fi
+
+LC_ALL=C comm -23 "$tmp/declared" "$tmp/exported" > "$tmp/missing"
+LC_ALL=C comm -13 "$tmp/declared" "$tmp/exported" > "$tmp/extra"
+
+status=0
+if [ -s "$tmp/missing" ]; then
+    echo "check_symbols: declared in axstm.h but not exported:"
+    sed 's/^/  /' "$tmp/missing"
+    status=1
+fi
+if [ -s "$tmp/extra" ]; then
+    echo "check_symbols: exported but not declared in axstm.h:"
+    sed 's/^/  /' "$tmp/extra"
+    status=1
+fi
+# Any other kind of dynamic symbol defined by the library (data, weak,
+# ...) is a leak of an internal name too.
+awk '$2 != "T" && $2 != "A" { print "  " $3 " (" $2 ")" }' "$tmp/nm" > "$tmp/other"
+if [ -s "$tmp/other" ]; then
+    echo "check_symbols: other symbols defined in the dynamic table:"
+    cat "$tmp/other"
+    status=1
+fi
+[ "$status" -eq 0 ] && echo "check_symbols: exported symbols match the header"
+exit "$status"

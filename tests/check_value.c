@@ -1,0 +1,767 @@
+/*
+ * check_value.c -- Value handles (Axon usevar): the Axon rules for one key,
+ * typed access, limits and bad input.
+ */
+#include "testutil.h"
+
+/* The key's committed (version, value) as foreach sees it; creates nothing. */
+static tu_entry committed(axstm_store *s, const char *key)
+{
+    tu_snapshot snap;
+    const tu_entry *e;
+    tu_entry out;
+    tu_snapshot_take(s, &snap);
+    e = tu_snapshot_find(&snap, key);
+    ck_assert_msg(e != NULL, "key %s is not in the store", key);
+    out = *e;
+    out.key = NULL;
+    out.data = NULL;
+    if (e->len > 0) {
+        out.data = tu_xmalloc(e->len);
+        memcpy(out.data, e->data, e->len);
+    }
+    tu_snapshot_free(&snap);
+    return out;
+}
+
+static void assert_committed_str(axstm_store *s, const char *key,
+                                 uint64_t version, const char *str)
+{
+    tu_entry e = committed(s, key);
+    ck_assert_msg(e.version == version, "%s at version %llu, not %llu", key,
+                  (unsigned long long)e.version, (unsigned long long)version);
+    if (str == NULL) {
+        ck_assert_msg(!e.has_value, "%s has a value", key);
+    } else {
+        ck_assert_msg(e.has_value, "%s has no value", key);
+        ck_assert_uint_eq(e.len, strlen(str) + 1);
+        ck_assert_mem_eq(e.data, str, e.len);
+    }
+    free(e.data);
+}
+
+static void assert_committed_i64(axstm_store *s, const char *key,
+                                 uint64_t version, int64_t x)
+{
+    tu_entry e = committed(s, key);
+    int64_t got;
+    ck_assert_uint_eq(e.version, version);
+    ck_assert_uint_eq(e.len, 8);
+    memcpy(&got, e.data, 8);
+    ck_assert_int_eq(got, x);
+    free(e.data);
+}
+
+/* ------------------------------------------------------------------ */
+/* Axon rules                                                         */
+/* ------------------------------------------------------------------ */
+
+START_TEST(scenario_greeting)
+{
+    /* SPEC scenario 1. */
+    axstm_store *s = tu_store_ok();
+    axstm_value *greeting = tu_usevar_ok(s, "hello"), *other;
+
+    tu_assert_no_value(greeting);
+    ck_assert_uint_eq(axstm_value_version(greeting), 0);
+    tu_set_str_ok(greeting, "Hello World");
+    ck_assert_int_eq(tu_commit(greeting), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(greeting), 1);
+    assert_committed_str(s, "hello", 1, "Hello World");
+
+    other = tu_usevar_ok(s, "hello");
+    ck_assert_uint_eq(axstm_value_version(other), 1);
+    tu_assert_str(other, "Hello World");
+    tu_set_str_ok(other, "Woo");
+    ck_assert_int_eq(tu_commit(other), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(other), 2);
+
+    tu_set_str_ok(greeting, "Woo");
+    ck_assert_int_eq(tu_commit(greeting), AXSTM_CONCURRENT_UPDATE);
+    ck_assert_uint_eq(axstm_value_version(greeting), 1);
+    tu_assert_str(greeting, "Woo");
+    assert_committed_str(s, "hello", 2, "Woo");
+
+    axstm_value_free(greeting);
+    axstm_value_free(other);
+    axstm_store_free(s);
+}
+END_TEST
+
+struct accounts {
+    int64_t balance[3];
+    char owner[16];
+};
+
+START_TEST(scenario_struct_two_holders)
+{
+    /* SPEC scenario 4. */
+    axstm_store *s = tu_store_ok();
+    axstm_value *d = tu_usevar_ok(s, "accounts"), *e;
+    struct accounts a = { { 50, 100, 0 }, "D" }, b;
+    size_t len;
+    const void *p;
+
+    ck_assert_int_eq(axstm_value_set(d, &a, sizeof a), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(d), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(d), 1);
+
+    /* D keeps changing its private copy. */
+    a.balance[2] = a.balance[0] + a.balance[1];
+    a.balance[0] = a.balance[1] = 0;
+    ck_assert_int_eq(axstm_value_set(d, &a, sizeof a), AXSTM_OK);
+
+    /* E sees the committed struct, not D's private change. */
+    e = tu_usevar_ok(s, "accounts");
+    ck_assert_uint_eq(axstm_value_version(e), 1);
+    p = axstm_value_data(e, &len);
+    ck_assert_uint_eq(len, sizeof b);
+    memcpy(&b, p, sizeof b);
+    ck_assert_int_eq(b.balance[0], 50);
+    ck_assert_int_eq(b.balance[1], 100);
+    ck_assert_int_eq(b.balance[2], 0);
+    ck_assert_str_eq(b.owner, "D");
+
+    b.balance[1] -= 25;
+    b.balance[2] += 25;
+    strcpy(b.owner, "E");
+    ck_assert_int_eq(axstm_value_set(e, &b, sizeof b), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(e), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(e), 2);
+
+    ck_assert_int_eq(tu_commit(d), AXSTM_CONCURRENT_UPDATE);
+    ck_assert_uint_eq(axstm_value_version(d), 1);
+    p = axstm_value_data(d, &len); /* D's private copy survives */
+    ck_assert_uint_eq(len, sizeof a);
+    ck_assert_mem_eq(p, &a, sizeof a);
+
+    {
+        tu_entry c = committed(s, "accounts");
+        ck_assert_uint_eq(c.version, 2);
+        ck_assert_uint_eq(c.len, sizeof b);
+        ck_assert_mem_eq(c.data, &b, sizeof b);
+        free(c.data);
+    }
+    axstm_value_free(d);
+    axstm_value_free(e);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(usevar_creates_key_that_stays)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "ghost");
+    ck_assert_str_eq(axstm_value_key(v), "ghost");
+    ck_assert_uint_eq(axstm_value_version(v), 0);
+    tu_assert_no_value(v);
+    axstm_value_free(v); /* never committed */
+
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 1);
+    assert_committed_str(s, "ghost", 0, NULL);
+
+    v = tu_usevar_ok(s, "ghost");
+    ck_assert_uint_eq(axstm_value_version(v), 0);
+    tu_assert_no_value(v);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 1);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(no_value_differs_from_empty_value)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "k"), *w;
+    size_t len = 99;
+
+    ck_assert_ptr_null(axstm_value_data(v, &len));
+    ck_assert_uint_eq(len, 0);
+    ck_assert_ptr_null(axstm_value_data(v, NULL)); /* len may be NULL */
+
+    ck_assert_int_eq(axstm_value_set(v, NULL, 0), AXSTM_OK);
+    len = 99;
+    ck_assert_ptr_nonnull(axstm_value_data(v, &len));
+    ck_assert_uint_eq(len, 0);
+    ck_assert_ptr_nonnull(axstm_value_data(v, NULL));
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+
+    w = tu_usevar_ok(s, "k");
+    len = 99;
+    ck_assert_ptr_nonnull(axstm_value_data(w, &len));
+    ck_assert_uint_eq(len, 0);
+    {
+        tu_entry e = committed(s, "k");
+        ck_assert_int_eq(e.has_value, 1);
+        ck_assert_uint_eq(e.len, 0);
+    }
+
+    /* An empty value from a non-NULL pointer is the same empty value. */
+    ck_assert_int_eq(axstm_value_set(w, "ignored", 0), AXSTM_OK);
+    len = 99;
+    ck_assert_ptr_nonnull(axstm_value_data(w, &len));
+    ck_assert_uint_eq(len, 0);
+    axstm_value_free(v);
+    axstm_value_free(w);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(checkout_is_a_private_snapshot)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *a = tu_usevar_ok(s, "k"), *b = tu_usevar_ok(s, "k"), *c;
+
+    tu_set_str_ok(a, "one");
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK);
+    /* b was checked out before: a's commit does not reach it. */
+    ck_assert_uint_eq(axstm_value_version(b), 0);
+    tu_assert_no_value(b);
+
+    /* Changing a handle does not change the store before commit. */
+    tu_set_str_ok(a, "two");
+    assert_committed_str(s, "k", 1, "one");
+    c = tu_usevar_ok(s, "k");
+    tu_assert_str(c, "one");
+    tu_assert_str(a, "two");
+
+    /* ... nor other handles, even after commit. */
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK);
+    tu_assert_str(c, "one");
+    ck_assert_uint_eq(axstm_value_version(c), 1);
+    tu_assert_no_value(b);
+
+    /* The handle owns a copy of what was set. */
+    {
+        char buf[8] = "three";
+        ck_assert_int_eq(axstm_value_set(c, buf, strlen(buf) + 1), AXSTM_OK);
+        strcpy(buf, "xxxxx");
+        tu_assert_str(c, "three");
+    }
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_value_free(c);
+    assert_committed_str(s, "k", 2, "two");
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(commit_rejected_iff_store_is_newer)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *a = tu_usevar_ok(s, "k"), *b = tu_usevar_ok(s, "k");
+    axstm_value *other = tu_usevar_ok(s, "other");
+    axstm_stats st;
+
+    /* Same version (0 == 0): accepted. */
+    tu_set_i64_ok(a, 1);
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK);
+    /* Committing another key does not make k's handles stale. */
+    ck_assert_int_eq(tu_commit(other), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK); /* 1 == 1: accepted */
+    assert_committed_i64(s, "k", 2, 1);
+
+    /* b is at 0, the store at 2: rejected, and nothing moves. */
+    tu_set_i64_ok(b, 99);
+    st = tu_stats_ok(s);
+    ck_assert_int_eq(tu_commit(b), AXSTM_CONCURRENT_UPDATE);
+    ck_assert_uint_eq(axstm_value_version(b), 0);
+    ck_assert_int_eq(tu_get_i64_ok(b), 99);
+    assert_committed_i64(s, "k", 2, 1);
+    ck_assert_uint_eq(tu_stats_ok(s).conflicts, st.conflicts + 1);
+    ck_assert_uint_eq(tu_stats_ok(s).commits, st.commits);
+
+    /* Rejected again: a failed commit changes nothing, so retrying it
+     * cannot succeed by accident. */
+    ck_assert_int_eq(tu_commit(b), AXSTM_CONCURRENT_UPDATE);
+    ck_assert_uint_eq(axstm_value_version(b), 0);
+
+    /* Once brought up to date, it is accepted. */
+    tu_refresh_ok(b);
+    ck_assert_uint_eq(axstm_value_version(b), 2);
+    tu_set_i64_ok(b, 99);
+    ck_assert_int_eq(tu_commit(b), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(b), 3);
+    assert_committed_i64(s, "k", 3, 99);
+
+    /* And now a is the stale one. */
+    ck_assert_int_eq(tu_commit(a), AXSTM_CONCURRENT_UPDATE);
+    assert_committed_i64(s, "k", 3, 99);
+
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_value_free(other);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(two_new_handles_race_for_a_new_key)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *a = tu_usevar_ok(s, "fresh"), *b = tu_usevar_ok(s, "fresh");
+    tu_set_str_ok(a, "a");
+    tu_set_str_ok(b, "b");
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(b), AXSTM_CONCURRENT_UPDATE);
+    assert_committed_str(s, "fresh", 1, "a");
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(commit_writes_unchanged_values)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *a = tu_usevar_ok(s, "k"), *b, *n;
+
+    tu_set_i64_ok(a, 5);
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK);
+
+    /* An unchanged checkout committed still bumps the version ... */
+    b = tu_usevar_ok(s, "k");
+    ck_assert_int_eq(tu_commit(b), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(b), 2);
+    assert_committed_i64(s, "k", 2, 5);
+    /* ... so the first holder is now stale. */
+    ck_assert_int_eq(tu_commit(a), AXSTM_CONCURRENT_UPDATE);
+
+    /* "No value" commits keep no value but bump the version. */
+    n = tu_usevar_ok(s, "nothing");
+    ck_assert_int_eq(tu_commit(n), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(n), 1);
+    tu_assert_no_value(n);
+    assert_committed_str(s, "nothing", 1, NULL);
+    ck_assert_int_eq(tu_commit(n), AXSTM_OK);
+    assert_committed_str(s, "nothing", 2, NULL);
+    axstm_value_free(n);
+    n = tu_usevar_ok(s, "nothing");
+    ck_assert_uint_eq(axstm_value_version(n), 2);
+    tu_assert_no_value(n);
+
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_value_free(n);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(commit_again_without_checkout)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "counter");
+    int64_t i;
+
+    for (i = 1; i <= 5; i++) {
+        tu_set_i64_ok(v, i * 10);
+        ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+        ck_assert_uint_eq(axstm_value_version(v), (uint64_t)i);
+        ck_assert_int_eq(tu_get_i64_ok(v), i * 10);
+        assert_committed_i64(s, "counter", (uint64_t)i, i * 10);
+    }
+    /* Twice in a row with no change in between. */
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    assert_committed_i64(s, "counter", 7, 50);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(refresh_picks_up_committed_state)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *a = tu_usevar_ok(s, "k"), *b = tu_usevar_ok(s, "k");
+
+    /* With nothing new in the store, refresh drops the local change. */
+    tu_set_str_ok(a, "local");
+    tu_refresh_ok(a);
+    tu_assert_no_value(a);
+    ck_assert_uint_eq(axstm_value_version(a), 0);
+
+    tu_set_str_ok(b, "theirs");
+    ck_assert_int_eq(tu_commit(b), AXSTM_OK);
+    tu_set_str_ok(a, "mine");
+    tu_refresh_ok(a);
+    ck_assert_uint_eq(axstm_value_version(a), 1);
+    tu_assert_str(a, "theirs");
+
+    /* Refresh reads the committed state, not b's private one. */
+    tu_set_str_ok(b, "private");
+    tu_refresh_ok(a);
+    tu_assert_str(a, "theirs");
+    tu_assert_str(b, "private");
+
+    /* After refresh the handle commits. */
+    tu_set_str_ok(a, "mine");
+    ck_assert_int_eq(tu_commit(a), AXSTM_OK);
+    assert_committed_str(s, "k", 2, "mine");
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(key_survives_its_handle)
+{
+    axstm_store *s = tu_store_ok();
+    char key[16] = "name";
+    axstm_value *v = tu_usevar_ok(s, key);
+    const char *k;
+    memset(key, 'x', sizeof key - 1);
+    k = axstm_value_key(v);
+    ck_assert_str_eq(k, "name");
+    axstm_value_free(v);
+    /* Valid as long as the store. */
+    ck_assert_str_eq(k, "name");
+    axstm_store_free(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Typed values                                                       */
+/* ------------------------------------------------------------------ */
+
+START_TEST(i64_round_trips)
+{
+    static const int64_t xs[] = { 0, 1, -1, 1000, INT64_MIN, INT64_MAX };
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "n"), *w;
+    size_t i, len;
+    for (i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+        int64_t raw;
+        tu_set_i64_ok(v, xs[i]);
+        ck_assert_int_eq(tu_get_i64_ok(v), xs[i]);
+        memcpy(&raw, axstm_value_data(v, &len), sizeof raw); /* host order */
+        ck_assert_uint_eq(len, 8);
+        ck_assert_int_eq(raw, xs[i]);
+        ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+        w = tu_usevar_ok(s, "n");
+        ck_assert_int_eq(tu_get_i64_ok(w), xs[i]);
+        axstm_value_free(w);
+    }
+    /* Any 8 bytes are an int64. */
+    {
+        int64_t x = 0x0102030405060708;
+        ck_assert_int_eq(axstm_value_set(v, &x, sizeof x), AXSTM_OK);
+        ck_assert_int_eq(tu_get_i64_ok(v), 0x0102030405060708);
+    }
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(i64_wrong_size_or_no_value)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "n");
+    static const unsigned char nine[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    int64_t x = 77;
+
+    ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_ENOVALUE);
+    ck_assert_int_eq(x, 77);
+
+    ck_assert_int_eq(axstm_value_set(v, nine, 7), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_ETYPE);
+    ck_assert_int_eq(x, 77);
+    ck_assert_int_eq(axstm_value_set(v, nine, 9), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_ETYPE);
+    ck_assert_int_eq(x, 77);
+    ck_assert_int_eq(axstm_value_set(v, NULL, 0), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_ETYPE);
+    ck_assert_int_eq(x, 77);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(str_round_trips)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "s"), *w;
+    size_t len;
+    const void *p;
+
+    tu_set_str_ok(v, "abc");
+    p = axstm_value_data(v, &len);
+    ck_assert_uint_eq(len, 4); /* with its NUL */
+    ck_assert_mem_eq(p, "abc", 4);
+    tu_assert_str(v, "abc");
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    w = tu_usevar_ok(s, "s");
+    tu_assert_str(w, "abc");
+
+    tu_set_str_ok(v, ""); /* the empty string is one NUL byte */
+    p = axstm_value_data(v, &len);
+    ck_assert_uint_eq(len, 1);
+    tu_assert_str(v, "");
+
+    /* Bytes set by value_set that happen to be a string read as one. */
+    ck_assert_int_eq(axstm_value_set(v, "xyz", 4), AXSTM_OK);
+    tu_assert_str(v, "xyz");
+    axstm_value_free(v);
+    axstm_value_free(w);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(str_not_nul_terminated)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "s");
+    const char *out = "sentinel";
+
+    ck_assert_int_eq(axstm_value_get_str(v, &out), AXSTM_ENOVALUE);
+    ck_assert_str_eq(out, "sentinel");
+
+    ck_assert_int_eq(axstm_value_set(v, "abc", 3), AXSTM_OK); /* no NUL */
+    ck_assert_int_eq(axstm_value_get_str(v, &out), AXSTM_ETYPE);
+    ck_assert_str_eq(out, "sentinel");
+
+    ck_assert_int_eq(axstm_value_set(v, "a\0b", 4), AXSTM_OK); /* NUL inside */
+    ck_assert_int_eq(axstm_value_get_str(v, &out), AXSTM_ETYPE);
+    ck_assert_str_eq(out, "sentinel");
+
+    ck_assert_int_eq(axstm_value_set(v, NULL, 0), AXSTM_OK); /* empty */
+    ck_assert_int_eq(axstm_value_get_str(v, &out), AXSTM_ETYPE);
+    ck_assert_str_eq(out, "sentinel");
+
+    tu_set_i64_ok(v, 0); /* eight NULs */
+    ck_assert_int_eq(axstm_value_get_str(v, &out), AXSTM_ETYPE);
+    ck_assert_str_eq(out, "sentinel");
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Limits                                                             */
+/* ------------------------------------------------------------------ */
+
+START_TEST(longest_key)
+{
+    axstm_store *s = tu_store_ok();
+    char *key = tu_xmalloc(AXSTM_KEY_MAX + 2);
+    axstm_value *v = NULL, *sentinel = (axstm_value *)&v;
+
+    memset(key, 'k', AXSTM_KEY_MAX + 1);
+    key[AXSTM_KEY_MAX] = '\0';
+    v = tu_usevar_ok(s, key);
+    ck_assert_str_eq(axstm_value_key(v), key);
+    tu_set_str_ok(v, "long");
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    axstm_value_free(v);
+    assert_committed_str(s, key, 1, "long");
+
+    key[AXSTM_KEY_MAX] = 'k';
+    key[AXSTM_KEY_MAX + 1] = '\0';
+    v = sentinel;
+    ck_assert_int_eq(axstm_usevar(s, key, &v), AXSTM_E2BIG);
+    ck_assert_ptr_eq(v, sentinel);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 1);
+    free(key);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(oversized_value_is_not_read)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "k");
+    char small[4] = "abc";
+    size_t len;
+
+    tu_set_str_ok(v, "kept");
+    /* The buffer is far smaller than len: reading it would be caught by
+     * ASan/valgrind, so E2BIG must come from len alone. */
+    ck_assert_int_eq(axstm_value_set(v, small, AXSTM_VALUE_MAX + 1), AXSTM_E2BIG);
+    ck_assert_int_eq(axstm_value_set(v, small, SIZE_MAX), AXSTM_E2BIG);
+    ck_assert_int_eq(axstm_value_set(v, small, SIZE_MAX / 2 + 1), AXSTM_E2BIG);
+    tu_assert_str(v, "kept");
+    axstm_value_data(v, &len);
+    ck_assert_uint_eq(len, 5);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(megabytes_round_trip)
+{
+    enum { N = 3 * 1024 * 1024 + 7 };
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "blob"), *w;
+    unsigned char *buf = tu_xmalloc(N);
+    const unsigned char *p;
+    size_t i, len;
+
+    for (i = 0; i < N; i++)
+        buf[i] = (unsigned char)(i * 131 + (i >> 11));
+    ck_assert_int_eq(axstm_value_set(v, buf, N), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    w = tu_usevar_ok(s, "blob");
+    p = axstm_value_data(w, &len);
+    ck_assert_uint_eq(len, N);
+    ck_assert(memcmp(p, buf, N) == 0);
+    axstm_value_free(v);
+    axstm_value_free(w);
+    free(buf);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(largest_value_is_accepted)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "max");
+    unsigned char *buf = calloc(1, AXSTM_VALUE_MAX);
+    size_t len;
+    const unsigned char *p;
+
+    ck_assert_ptr_nonnull(buf);
+    buf[0] = 1;
+    buf[AXSTM_VALUE_MAX - 1] = 2;
+    ck_assert_int_eq(axstm_value_set(v, buf, AXSTM_VALUE_MAX), AXSTM_OK);
+    free(buf);
+    p = axstm_value_data(v, &len);
+    ck_assert_uint_eq(len, AXSTM_VALUE_MAX);
+    ck_assert_uint_eq(p[0], 1);
+    ck_assert_uint_eq(p[AXSTM_VALUE_MAX - 1], 2);
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Bad input                                                          */
+/* ------------------------------------------------------------------ */
+
+START_TEST(usevar_bad_input)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v, *sentinel = (axstm_value *)&v;
+
+    v = sentinel;
+    ck_assert_int_eq(axstm_usevar(NULL, "k", &v), AXSTM_EINVAL);
+    ck_assert_ptr_eq(v, sentinel);
+    ck_assert_int_eq(axstm_usevar(s, NULL, &v), AXSTM_EINVAL);
+    ck_assert_ptr_eq(v, sentinel);
+    ck_assert_int_eq(axstm_usevar(s, "", &v), AXSTM_EINVAL);
+    ck_assert_ptr_eq(v, sentinel);
+    ck_assert_int_eq(axstm_usevar(s, "k", NULL), AXSTM_EINVAL);
+    /* None of these created a key. */
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 0);
+    ck_assert_uint_eq(tu_foreach_count(s), 0);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(getters_of_null)
+{
+    size_t len = 5;
+    ck_assert_ptr_null(axstm_value_key(NULL));
+    ck_assert_uint_eq(axstm_value_version(NULL), 0);
+    ck_assert_ptr_null(axstm_value_data(NULL, &len));
+    ck_assert_ptr_null(axstm_value_data(NULL, NULL));
+    axstm_value_free(NULL);
+}
+END_TEST
+
+START_TEST(set_bad_input)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "k");
+
+    tu_set_str_ok(v, "before");
+    ck_assert_int_eq(axstm_value_set(NULL, "x", 1), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_value_set(v, NULL, 1), AXSTM_EINVAL);
+    tu_assert_str(v, "before");
+    ck_assert_int_eq(axstm_value_set_i64(NULL, 1), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_value_set_str(NULL, "x"), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_value_set_str(v, NULL), AXSTM_EINVAL);
+    tu_assert_str(v, "before");
+    ck_assert_uint_eq(axstm_value_version(v), 0);
+    /* Failed sets did not reach the store either. */
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    assert_committed_str(s, "k", 1, "before");
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(get_bad_input)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "k");
+    int64_t x = 3;
+    const char *str = "sentinel";
+
+    tu_set_i64_ok(v, 9);
+    ck_assert_int_eq(axstm_value_get_i64(NULL, &x), AXSTM_EINVAL);
+    ck_assert_int_eq(x, 3);
+    ck_assert_int_eq(axstm_value_get_i64(v, NULL), AXSTM_EINVAL);
+    tu_set_str_ok(v, "s");
+    ck_assert_int_eq(axstm_value_get_str(NULL, &str), AXSTM_EINVAL);
+    ck_assert_str_eq(str, "sentinel");
+    ck_assert_int_eq(axstm_value_get_str(v, NULL), AXSTM_EINVAL);
+    tu_assert_str(v, "s");
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(commit_and_refresh_of_null)
+{
+    ck_assert_int_eq(axstm_value_commit(NULL), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_value_refresh(NULL), AXSTM_EINVAL);
+}
+END_TEST
+
+static Suite *value_suite(void)
+{
+    Suite *s = suite_create("value");
+    TCase *tc;
+
+    tc = tcase_create("Axon rules");
+    tcase_add_test(tc, scenario_greeting);
+    tcase_add_test(tc, scenario_struct_two_holders);
+    tcase_add_test(tc, usevar_creates_key_that_stays);
+    tcase_add_test(tc, no_value_differs_from_empty_value);
+    tcase_add_test(tc, checkout_is_a_private_snapshot);
+    tcase_add_test(tc, commit_rejected_iff_store_is_newer);
+    tcase_add_test(tc, two_new_handles_race_for_a_new_key);
+    tcase_add_test(tc, commit_writes_unchanged_values);
+    tcase_add_test(tc, commit_again_without_checkout);
+    tcase_add_test(tc, refresh_picks_up_committed_state);
+    tcase_add_test(tc, key_survives_its_handle);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Typed values");
+    tcase_add_test(tc, i64_round_trips);
+    tcase_add_test(tc, i64_wrong_size_or_no_value);
+    tcase_add_test(tc, str_round_trips);
+    tcase_add_test(tc, str_not_nul_terminated);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Limits");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, longest_key);
+    tcase_add_test(tc, oversized_value_is_not_read);
+    tcase_add_test(tc, megabytes_round_trip);
+    tcase_add_test(tc, largest_value_is_accepted);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Bad input");
+    tcase_add_test(tc, usevar_bad_input);
+    tcase_add_test(tc, getters_of_null);
+    tcase_add_test(tc, set_bad_input);
+    tcase_add_test(tc, get_bad_input);
+    tcase_add_test(tc, commit_and_refresh_of_null);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(value_suite());
+}

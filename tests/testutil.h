@@ -1,0 +1,398 @@
+/*
+ * testutil.h -- helpers shared by the Check programs in tests/.
+ *
+ * Header-only: every helper is `static inline`, so a test file that does not
+ * use one gets no unused-function warning.  Helpers whose name ends in _ok
+ * assert with Check and so belong to the thread running the test; worker
+ * threads use the plain retry macros and record what they saw.
+ */
+#ifndef AXSTM_TESTUTIL_H
+#define AXSTM_TESTUTIL_H
+
+#include <check.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "axstm.h"
+
+/*
+ * AXSTM_BUSY_RETRY is a valid answer of any call that may contend: it means
+ * "nothing happened, call again".  Repeat `call` until it says something
+ * else and leave that in `rc`.
+ */
+#define TU_RETRY(rc, call)                                                     \
+    do {                                                                       \
+        (rc) = (call);                                                         \
+        if ((rc) != AXSTM_BUSY_RETRY)                                          \
+            break;                                                             \
+        sched_yield();                                                         \
+    } while (1)
+
+/* As TU_RETRY, and add the number of BUSY_RETRY answers to `*counter`. */
+#define TU_RETRY_COUNT(rc, call, counter)                                      \
+    do {                                                                       \
+        (rc) = (call);                                                         \
+        if ((rc) != AXSTM_BUSY_RETRY)                                          \
+            break;                                                             \
+        ++*(counter);                                                          \
+        sched_yield();                                                         \
+    } while (1)
+
+/* ------------------------------------------------------------------ */
+/* Time                                                               */
+/* ------------------------------------------------------------------ */
+
+static inline double tu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline void tu_sleep_ns(long ns)
+{
+    struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static inline void tu_sleep_s(double seconds)
+{
+    tu_sleep_ns((long)(seconds * 1e9));
+}
+
+/* Seconds per stress configuration: $AXSTM_STRESS_SECONDS, default 1. */
+static inline double tu_stress_seconds(void)
+{
+    const char *env = getenv("AXSTM_STRESS_SECONDS");
+    if (env != NULL && *env != '\0') {
+        char *end;
+        double d = strtod(env, &end);
+        if (end != env && d > 0.0 && d < 86400.0)
+            return d;
+    }
+    return 1.0;
+}
+
+/*
+ * The end of a timed run.  Workers watch the clock themselves rather than
+ * wait for the test's thread to tell them: under valgrind's serialising
+ * scheduler a thread waking from sleep may not run again for a long time
+ * while others spin.  tu_clock_start() before starting the workers; each
+ * worker calls tu_time_up() once per round of work.
+ */
+typedef struct tu_clock {
+    double deadline;
+    atomic_int stop;
+} tu_clock;
+
+static inline void tu_clock_start(tu_clock *c, double seconds)
+{
+    c->deadline = tu_now() + seconds;
+    atomic_init(&c->stop, 0);
+}
+
+/* Non-zero once the run is over.  `rounds` is the caller's own counter:
+ * the clock is read every 16th call. */
+static inline int tu_time_up(tu_clock *c, unsigned long *rounds)
+{
+    if (atomic_load_explicit(&c->stop, memory_order_relaxed))
+        return 1;
+    if ((++*rounds & 15) == 0 && tu_now() >= c->deadline) {
+        atomic_store(&c->stop, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* Non-zero once any worker has seen the run end. */
+static inline int tu_stopped(tu_clock *c)
+{
+    return atomic_load_explicit(&c->stop, memory_order_relaxed);
+}
+
+/* A small per-thread PRNG (xorshift64*), so workers share no state. */
+static inline uint64_t tu_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * UINT64_C(2685821657736338717);
+}
+
+/* ------------------------------------------------------------------ */
+/* Calls that must succeed (main test thread only)                    */
+/* ------------------------------------------------------------------ */
+
+static inline axstm_store *tu_store_ok(void)
+{
+    axstm_store *s = axstm_store_new();
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+static inline axstm_value *tu_usevar_ok(axstm_store *s, const char *key)
+{
+    axstm_value *v = NULL;
+    int rc;
+    TU_RETRY(rc, axstm_usevar(s, key, &v));
+    ck_assert_msg(rc == AXSTM_OK, "usevar(%s): %s", key, axstm_strerror(rc));
+    ck_assert_ptr_nonnull(v);
+    return v;
+}
+
+static inline axstm_collection *tu_using_ok(axstm_store *s,
+                                            const char *const keys[],
+                                            size_t nkeys)
+{
+    axstm_collection *c = NULL;
+    int rc;
+    TU_RETRY(rc, axstm_using(s, keys, nkeys, &c));
+    ck_assert_msg(rc == AXSTM_OK, "using: %s", axstm_strerror(rc));
+    ck_assert_ptr_nonnull(c);
+    return c;
+}
+
+/* Commit, retrying BUSY_RETRY; returns OK or CONCURRENT_UPDATE (asserted). */
+static inline int tu_commit(axstm_value *v)
+{
+    int rc;
+    TU_RETRY(rc, axstm_value_commit(v));
+    ck_assert_msg(rc == AXSTM_OK || rc == AXSTM_CONCURRENT_UPDATE,
+                  "value_commit: %s", axstm_strerror(rc));
+    return rc;
+}
+
+static inline int tu_ccommit(axstm_collection *c)
+{
+    int rc;
+    TU_RETRY(rc, axstm_collection_commit(c));
+    ck_assert_msg(rc == AXSTM_OK || rc == AXSTM_CONCURRENT_UPDATE,
+                  "collection_commit: %s", axstm_strerror(rc));
+    return rc;
+}
+
+static inline void tu_refresh_ok(axstm_value *v)
+{
+    int rc;
+    TU_RETRY(rc, axstm_value_refresh(v));
+    ck_assert_msg(rc == AXSTM_OK, "value_refresh: %s", axstm_strerror(rc));
+}
+
+static inline void tu_crefresh_ok(axstm_collection *c)
+{
+    int rc;
+    TU_RETRY(rc, axstm_collection_refresh(c));
+    ck_assert_msg(rc == AXSTM_OK, "collection_refresh: %s", axstm_strerror(rc));
+}
+
+static inline axstm_stats tu_stats_ok(axstm_store *s)
+{
+    axstm_stats st;
+    int rc;
+    memset(&st, 0, sizeof st);
+    TU_RETRY(rc, axstm_store_stats(s, &st));
+    ck_assert_msg(rc == AXSTM_OK, "store_stats: %s", axstm_strerror(rc));
+    return st;
+}
+
+static inline int64_t tu_get_i64_ok(const axstm_value *v)
+{
+    int64_t x = 0;
+    int rc = axstm_value_get_i64(v, &x);
+    ck_assert_msg(rc == AXSTM_OK, "get_i64(%s): %s", axstm_value_key(v),
+                  axstm_strerror(rc));
+    return x;
+}
+
+static inline void tu_set_i64_ok(axstm_value *v, int64_t x)
+{
+    ck_assert_int_eq(axstm_value_set_i64(v, x), AXSTM_OK);
+}
+
+static inline void tu_set_str_ok(axstm_value *v, const char *str)
+{
+    ck_assert_int_eq(axstm_value_set_str(v, str), AXSTM_OK);
+}
+
+/* The handle holds exactly the string `want` (with its NUL). */
+static inline void tu_assert_str(const axstm_value *v, const char *want)
+{
+    const char *got = NULL;
+    int rc = axstm_value_get_str(v, &got);
+    ck_assert_msg(rc == AXSTM_OK, "get_str(%s): %s", axstm_value_key(v),
+                  axstm_strerror(rc));
+    ck_assert_str_eq(got, want);
+}
+
+/* The handle holds no value at all (as opposed to an empty one). */
+static inline void tu_assert_no_value(const axstm_value *v)
+{
+    size_t len = 12345;
+    ck_assert_ptr_null(axstm_value_data(v, &len));
+    ck_assert_uint_eq(len, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Looking at the store without creating keys                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct tu_entry {
+    char *key;
+    uint64_t version;
+    int has_value;       /* 0: data was NULL ("no value yet") */
+    size_t len;
+    unsigned char *data; /* a copy; NULL when !has_value or len == 0 */
+} tu_entry;
+
+typedef struct tu_snapshot {
+    tu_entry *e;
+    size_t n, cap;
+} tu_snapshot;
+
+static inline void *tu_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        ck_abort_msg("test ran out of memory");
+    return p;
+}
+
+static inline char *tu_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = tu_xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+static inline int tu_snapshot_visit_(const char *key, uint64_t version,
+                                     const void *data, size_t len, void *arg)
+{
+    tu_snapshot *snap = arg;
+    tu_entry *e;
+    if (snap->n == snap->cap) {
+        size_t cap = snap->cap ? snap->cap * 2 : 64;
+        tu_entry *ne = realloc(snap->e, cap * sizeof *ne);
+        if (ne == NULL)
+            return 1000; /* reported by tu_snapshot_take */
+        snap->e = ne;
+        snap->cap = cap;
+    }
+    e = &snap->e[snap->n++];
+    e->key = tu_xstrdup(key);
+    e->version = version;
+    e->has_value = data != NULL;
+    e->len = len;
+    e->data = NULL;
+    if (data != NULL && len > 0) {
+        e->data = tu_xmalloc(len);
+        memcpy(e->data, data, len);
+    }
+    return 0;
+}
+
+static inline int tu_entry_cmp_(const void *a, const void *b)
+{
+    return strcmp(((const tu_entry *)a)->key, ((const tu_entry *)b)->key);
+}
+
+/* The whole committed state of the store, sorted by key. */
+static inline void tu_snapshot_take(axstm_store *s, tu_snapshot *snap)
+{
+    int rc;
+    memset(snap, 0, sizeof *snap);
+    rc = axstm_store_foreach(s, tu_snapshot_visit_, snap);
+    ck_assert_msg(rc == AXSTM_OK, "store_foreach: %d", rc);
+    if (snap->n > 1)
+        qsort(snap->e, snap->n, sizeof *snap->e, tu_entry_cmp_);
+}
+
+static inline void tu_snapshot_free(tu_snapshot *snap)
+{
+    size_t i;
+    for (i = 0; i < snap->n; i++) {
+        free(snap->e[i].key);
+        free(snap->e[i].data);
+    }
+    free(snap->e);
+    memset(snap, 0, sizeof *snap);
+}
+
+/* Two snapshots show the same keys, versions and values.  (Compared
+ * without an assert per entry: each Check assert costs a write.) */
+static inline void tu_snapshot_assert_equal(const tu_snapshot *a,
+                                            const tu_snapshot *b)
+{
+    size_t i;
+    ck_assert_msg(a->n == b->n, "%zu keys, then %zu", a->n, b->n);
+    for (i = 0; i < a->n; i++) {
+        const tu_entry *x = &a->e[i], *y = &b->e[i];
+        if (strcmp(x->key, y->key) != 0)
+            ck_abort_msg("key %s, then %s", x->key, y->key);
+        if (x->version != y->version)
+            ck_abort_msg("%s: version %llu, then %llu", x->key,
+                         (unsigned long long)x->version,
+                         (unsigned long long)y->version);
+        if (x->has_value != y->has_value)
+            ck_abort_msg("%s: value presence %d, then %d", x->key, x->has_value,
+                         y->has_value);
+        if (x->len != y->len)
+            ck_abort_msg("%s: length %zu, then %zu", x->key, x->len, y->len);
+        if (x->len > 0 && memcmp(x->data, y->data, x->len) != 0)
+            ck_abort_msg("%s: bytes differ", x->key);
+    }
+}
+
+/* The entry for `key` in a snapshot, or NULL. */
+static inline const tu_entry *tu_snapshot_find(const tu_snapshot *snap,
+                                               const char *key)
+{
+    tu_entry probe;
+    probe.key = (char *)key;
+    return bsearch(&probe, snap->e, snap->n, sizeof *snap->e, tu_entry_cmp_);
+}
+
+/* Number of keys foreach visits. */
+static inline int tu_count_visit_(const char *key, uint64_t version,
+                                  const void *data, size_t len, void *arg)
+{
+    (void)key;
+    (void)version;
+    (void)data;
+    (void)len;
+    ++*(uint64_t *)arg;
+    return 0;
+}
+
+static inline uint64_t tu_foreach_count(axstm_store *s)
+{
+    uint64_t n = 0;
+    int rc = axstm_store_foreach(s, tu_count_visit_, &n);
+    ck_assert_int_eq(rc, AXSTM_OK);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Running a suite                                                    */
+/* ------------------------------------------------------------------ */
+
+static inline int tu_run(Suite *suite)
+{
+    SRunner *sr = srunner_create(suite);
+    int failed;
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+#endif

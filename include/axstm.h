@@ -255,6 +255,84 @@ AXSTM_API int axstm_collection_refresh(axstm_collection *c);
 AXSTM_API void axstm_collection_free(axstm_collection *c);
 
 /* ------------------------------------------------------------------ */
+/* Transactions (the stm package's atomically, retry and or_else)      */
+/* ------------------------------------------------------------------ */
+
+typedef struct axstm_txn axstm_txn;
+
+/*
+ * A transaction body.  It reads and writes keys only through tx and returns
+ *   0              to commit what it wrote;
+ *   AXSTM_RETRY    to wait until a key it read has been committed by someone
+ *                  else, then run again;
+ *   anything else  to roll back: nothing it wrote is published, and
+ *                  axstm_atomically returns that code.  Positive codes are
+ *                  the caller's own ("not enough money").
+ * A code returned by an axstm_txn_* call (e.g. AXSTM_CONCURRENT_UPDATE when
+ * a read finds the snapshot gone) should be passed straight back: the body
+ * is then simply run again.  The body may run several times, so it must not
+ * have effects outside tx that cannot be repeated.
+ */
+typedef int (*axstm_fn)(axstm_txn *tx, void *arg);
+
+/*
+ * Runs fn(tx, arg) as one atomic, serializable transaction on s.  Reads see
+ * one consistent snapshot, also before commit (opacity): a running body
+ * never sees a state that no serial order could produce.  On a conflict the
+ * body is run again after a short randomised backoff; a body that keeps
+ * losing is eventually run alone ("irrevocably": it locks each key as it
+ * first touches it, so it cannot fail), so no transaction starves.
+ * Returns AXSTM_OK once committed, the body's own non-zero code (rolled
+ * back), AXSTM_EINVAL (NULL s or fn; called from inside a body; or the body
+ * retried without having read any key, which would wait forever), or
+ * AXSTM_ENOMEM.  May block: in AXSTM_RETRY, and briefly in backoff.
+ */
+AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg);
+
+/*
+ * As axstm_atomically, but gives up waiting in AXSTM_RETRY once timeout_ns
+ * nanoseconds have passed since the call began: returns AXSTM_ETIMEDOUT
+ * (nothing published).  A timeout of 0 never waits.  Negative: AXSTM_EINVAL.
+ */
+AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg,
+                                     int64_t timeout_ns);
+
+/*
+ * Reads key inside a transaction: the transaction's own latest write of it,
+ * or its committed value.  *data and *len are written on AXSTM_OK only; the
+ * bytes are borrowed and stay valid until this run of the body ends.  A key
+ * that does not exist is created (with no value, as by axstm_usevar) so that
+ * AXSTM_RETRY can wait on it.  data may be NULL to test for a value only.
+ * Returns AXSTM_OK, AXSTM_ENOVALUE (the key has no value), AXSTM_EINVAL,
+ * AXSTM_E2BIG (key too long), AXSTM_CONCURRENT_UPDATE (the snapshot is gone:
+ * return it), AXSTM_BUSY_RETRY (return it) or AXSTM_ENOMEM.
+ */
+AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len);
+
+/*
+ * Writes a copy of len bytes from data to key inside a transaction; seen by
+ * later reads of this transaction, published at commit.  data may be NULL
+ * only when len is 0.  Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_E2BIG,
+ * AXSTM_BUSY_RETRY (return it) or AXSTM_ENOMEM.
+ */
+AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, size_t len);
+
+/* axstm_txn_get of an 8-byte value (AXSTM_ETYPE for another size). */
+AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out);
+
+/* axstm_txn_set of the 8 bytes of x (host order). */
+AXSTM_API int axstm_txn_set_i64(axstm_txn *tx, const char *key, int64_t x);
+
+/*
+ * Runs first(tx, arg); if it returns AXSTM_RETRY, its writes are discarded
+ * (its reads are kept: a later wait watches them too) and second(tx, arg)
+ * runs instead.  Returns what second returns in that case (AXSTM_RETRY if
+ * both retried), otherwise what first returned.  Nests.  Call it from inside
+ * a body only (AXSTM_EINVAL otherwise).
+ */
+AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *arg);
+
+/* ------------------------------------------------------------------ */
 /* Introspection                                                      */
 /* ------------------------------------------------------------------ */
 

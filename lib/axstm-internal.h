@@ -15,6 +15,7 @@
 #include "epoch.h"
 #include "hash.h"
 #include "table.h"
+#include "wait.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -38,6 +39,9 @@ struct axstm_store {
      * the keys it writes.  On its own cache line. */
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t clock;
     struct axstm__counters counters[AXSTM__SLOTS];
+    struct axstm__wait_bucket wait[AXSTM__WAIT_BUCKETS];
+    /* Held by the one transaction running irrevocably, if any (txn.c). */
+    pthread_mutex_t irrevocable;
 };
 
 enum axstm__counter { AXSTM__COMMITS, AXSTM__CONFLICTS, AXSTM__BUSY, AXSTM__WAITED };
@@ -88,15 +92,26 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                     uint64_t *scratch_vlock, uint64_t *scratch_version,
                     struct axstm__blob **scratch_blob);
 
+/* A transaction's reads, validated by its commit. */
+struct axstm__readset {
+    const struct axstm__read *reads;
+    size_t n;
+};
+
 /*
  * The one commit path (commit.c).  items[0..n) sorted by entry address, no
- * duplicates.  Rejected iff some entry's version is greater than its item's:
- * then nothing is written.  On success every item is published and its
- * version bumped.  Returns AXSTM_OK, AXSTM_CONCURRENT_UPDATE or
- * AXSTM_BUSY_RETRY, counting each in the store's counters.  scratch holds n
- * words (the lock words to restore on failure).  Allocates nothing.
+ * duplicates.  With rs NULL (handles), rejected iff some entry's version is
+ * greater than its item's; otherwise (transactions) iff some key of rs
+ * changed since it was read.  Then nothing is written.  On success every
+ * item is published and its version set to the key's new version.  Returns
+ * AXSTM_OK, AXSTM_CONCURRENT_UPDATE or AXSTM_BUSY_RETRY, counting each in the
+ * store's counters.  scratch holds n words.  Allocates nothing.
  */
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n,
-                  uint64_t *scratch);
+                  uint64_t *scratch, const struct axstm__readset *rs);
+
+/* Publishes items whose keys the caller already holds locked (an
+ * irrevocable transaction), and unlocks them.  Cannot fail. */
+void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n);
 
 #endif

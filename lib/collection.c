@@ -205,7 +205,7 @@ AXSTM_API int axstm_collection_commit(axstm_collection *c)
         return AXSTM_EINVAL;
     if (c->n == 0)
         return AXSTM_OK;
-    return axstm__commit(c->store, c->order, c->n, c->scratch_vlock);
+    return axstm__commit(c->store, c->order, c->n, c->scratch_vlock, NULL);
 }
 
 AXSTM_API int axstm_collection_refresh(axstm_collection *c)

@@ -1,21 +1,28 @@
 /*
- * commit.c -- the one commit path, shared by values and collections.
+ * commit.c -- the one commit path, shared by values, collections and
+ * transactions.
  *
  * Top to bottom:
- *   1. lock every key, in address order, each with a try-lock: a lock held
- *      by someone else means AXSTM_BUSY_RETRY at once (nothing was written);
- *   2. validate: a key whose committed version is greater than the
- *      handle's means AXSTM_CONCURRENT_UPDATE (nothing was written);
+ *   1. lock every key written, in address order, each with a try-lock: a
+ *      lock held by someone else means AXSTM_BUSY_RETRY at once (nothing
+ *      was written);
+ *   2. validate, by one of two rules (nothing is written if it fails):
+ *      - handles (Axon): a key whose committed version is greater than the
+ *        handle's means AXSTM_CONCURRENT_UPDATE;
+ *      - transactions: a key read whose lock word has changed since it was
+ *        read (other than by our own lock) means AXSTM_CONCURRENT_UPDATE;
  *   3. draw a stamp from the store clock;
- *   4. publish every key: its value (sharing the handle's blob, no copy) and
- *      the handle's version + 1;
+ *   4. publish every key: its value (sharing the writer's blob, no copy)
+ *      and its version + 1;
  *   5. unlock with the stamp, so lock-free readers see the keys changed;
- *   6. retire the replaced blobs (freed once no reader can hold them).
- * A blob is published at most once, so its embedded retire node is used at
- * most once: a handle whose version is current holds either the entry's own
- * blob (then nothing is replaced) or a fresh one from axstm_value_set.
+ *   6. wake whoever waits on those keys (one load per key when nobody does);
+ *   7. retire the replaced blobs (freed once no reader can hold them).
  * While all the keys are locked nobody can read a half-written set, which is
- * what makes a collection's commit atomic.
+ * what makes a commit atomic.
+ *
+ * A blob is published at most once, so its embedded retire node is used at
+ * most once: a writer whose version is current holds either the entry's own
+ * blob (then nothing is replaced) or a fresh one.
  */
 #include "axstm-internal.h"
 
@@ -32,27 +39,66 @@ static void restore_locks(struct axstm__item *const *items, const uint64_t *old,
         axstm__entry_restore(items[i]->entry, old[i]);
 }
 
-int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old)
+/* Step 1.  On failure the locks taken so far are released. */
+static int lock_all(struct axstm__item *const *items, size_t n, uint64_t *old)
 {
-    int rc = AXSTM_OK;
-    size_t locked = 0;
-
-    for (; locked < n; locked++)
-        if (!axstm__entry_trylock(items[locked]->entry, &old[locked])) {
-            rc = AXSTM_BUSY_RETRY;
-            break;
+    for (size_t i = 0; i < n; i++)
+        if (!axstm__entry_trylock(items[i]->entry, &old[i])) {
+            restore_locks(items, old, i);
+            return AXSTM_BUSY_RETRY;
         }
-    for (size_t i = 0; rc == AXSTM_OK && i < n; i++)
+    return AXSTM_OK;
+}
+
+/* Step 2, handles: Axon's rule.  Keys locked. */
+static bool versions_current(struct axstm__item *const *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
         if (atomic_load_explicit(&items[i]->entry->version, memory_order_relaxed) >
             items[i]->version)
-            rc = AXSTM_CONCURRENT_UPDATE;
-    if (rc != AXSTM_OK) {
-        restore_locks(items, old, locked);
-        axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
-        return rc;
-    }
+            return false;
+    return true;
+}
 
-    uint64_t stamp = atomic_fetch_add_explicit(&s->clock, 1, memory_order_relaxed) + 1;
+/* Where e is among the locked items (sorted by entry), or n. */
+static size_t find_locked(struct axstm__item *const *items, size_t n,
+                          const struct axstm__entry *e)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (items[mid]->entry == e)
+            return mid;
+        if ((uintptr_t)items[mid]->entry < (uintptr_t)e)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return n;
+}
+
+/* Step 2, transactions: every key read still holds what was read. */
+static bool reads_current(struct axstm__item *const *items, size_t n, const uint64_t *old,
+                          const struct axstm__readset *rs)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        const struct axstm__read *r = &rs->reads[i];
+        uint64_t now = atomic_load_explicit(&r->entry->vlock, memory_order_acquire);
+        if (now == r->vlock)
+            continue;
+        size_t k = (now & AXSTM__LOCKED) ? find_locked(items, n, r->entry) : n;
+        if (k == n || old[k] != r->vlock)
+            return false;
+    }
+    return true;
+}
+
+/* Steps 3 to 7 for items whose keys the caller has locked. */
+static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
+{
+    /* acq_rel: a transaction that reads the clock and sees this stamp must
+     * also see the locks taken before it. */
+    uint64_t stamp = atomic_fetch_add_explicit(&s->clock, 1, memory_order_acq_rel) + 1;
     int reclaim_due = 0;
     int64_t value_bytes = 0;
     for (size_t i = 0; i < n; i++) {
@@ -69,16 +115,41 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
                                                    reclaim_entry_blob,
                                                    axstm__blob_size(replaced->len));
         }
-        atomic_store_explicit(&e->version, it->version + 1, memory_order_relaxed);
+        it->version = atomic_load_explicit(&e->version, memory_order_relaxed) + 1;
+        atomic_store_explicit(&e->version, it->version, memory_order_relaxed);
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         axstm__entry_unlock(items[i]->entry, stamp);
-        items[i]->version++;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&items[i]->entry->waiters) != 0)
+            axstm__wake(s->wait, items[i]->entry);
 
     axstm__count_value_bytes(s, value_bytes);
     axstm__count(s, AXSTM__COMMITS);
     if (reclaim_due)
         axstm__epoch_reclaim(&s->epoch);
+}
+
+int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
+                  const struct axstm__readset *rs)
+{
+    int rc = lock_all(items, n, old);
+    if (rc == AXSTM_OK) {
+        bool valid = rs == NULL ? versions_current(items, n) : reads_current(items, n, old, rs);
+        if (!valid) {
+            restore_locks(items, old, n);
+            rc = AXSTM_CONCURRENT_UPDATE;
+        }
+    }
+    if (rc != AXSTM_OK) {
+        axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
+        return rc;
+    }
+    publish(s, items, n);
     return AXSTM_OK;
+}
+
+void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n)
+{
+    publish(s, items, n);
 }

@@ -42,6 +42,10 @@ struct axstm__entry {
     _Atomic(struct axstm__blob *) value; /* NULL: no value yet */
     uint64_t hash;
     uint32_t keylen;
+    /* Waiters registered on this key (wait.c).  Sits in what would be
+     * padding, on the cache line a commit already owns, so checking it
+     * costs a commit nothing when nobody waits. */
+    _Atomic uint32_t waiters;
     char key[]; /* NUL-terminated */
 };
 
@@ -94,8 +98,10 @@ static inline bool axstm__entry_trylock(struct axstm__entry *e, uint64_t *old)
     uint64_t w = atomic_load_explicit(&e->vlock, memory_order_relaxed);
     if (w & AXSTM__LOCKED)
         return false;
+    /* Sequentially consistent: wait.c relies on a waiter either seeing this
+     * lock or being seen by the committer's later load of e->waiters. */
     if (!atomic_compare_exchange_strong_explicit(&e->vlock, &w, w | AXSTM__LOCKED,
-                                                 memory_order_acquire,
+                                                 memory_order_seq_cst,
                                                  memory_order_relaxed))
         return false;
     /* Orders the lock before the writes that follow (sequence-lock writer). */

@@ -16,6 +16,17 @@ AXSTM_API axstm_store *axstm_store_new(void)
         axstm__free(s);
         return NULL;
     }
+    if (axstm__wait_init(s->wait) != AXSTM_OK) {
+        axstm__table_destroy(&s->table, NULL);
+        axstm__free(s);
+        return NULL;
+    }
+    if (pthread_mutex_init(&s->irrevocable, NULL) != 0) {
+        axstm__wait_destroy(s->wait);
+        axstm__table_destroy(&s->table, NULL);
+        axstm__free(s);
+        return NULL;
+    }
     atomic_init(&s->clock, 0);
     for (size_t i = 0; i < AXSTM__SLOTS; i++) {
         struct axstm__counters *c = &s->counters[i];
@@ -40,6 +51,8 @@ AXSTM_API void axstm_store_free(axstm_store *s)
         return;
     axstm__epoch_drain(&s->epoch);
     axstm__table_destroy(&s->table, drop_entry_value);
+    axstm__wait_destroy(s->wait);
+    pthread_mutex_destroy(&s->irrevocable);
     axstm__free(s);
 }
 

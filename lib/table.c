@@ -65,7 +65,7 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
         if (tab != NULL) {
             for (size_t j = 0; j <= tab->mask; j++) {
                 struct axstm__entry *e = atomic_load_explicit(&tab->slot[j], memory_order_relaxed);
-                if (e != NULL)
+                if (e != NULL && drop != NULL)
                     drop(e);
             }
             axstm__free(tab);
@@ -184,6 +184,7 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
     atomic_init(&e->value, NULL);
     e->hash = r->hash;
     e->keylen = (uint32_t)r->len;
+    atomic_init(&e->waiters, 0);
     memcpy(e->key, r->key, r->len);
     e->key[r->len] = '\0';
     return e;

@@ -54,7 +54,7 @@ struct axstm__keyref {
 };
 
 int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch);
-/* Frees arrays and entries; calls drop(entry) on each entry first. */
+/* Frees arrays and entries; calls drop(entry), if given, on each first. */
 void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__entry *));
 
 /* Fills r->hash and r->entry (NULL when absent).  Caller pinned. */

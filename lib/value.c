@@ -138,7 +138,7 @@ AXSTM_API int axstm_value_commit(axstm_value *v)
         return AXSTM_EINVAL;
     struct axstm__item *items[1] = {&v->item};
     uint64_t scratch;
-    return axstm__commit(v->store, items, 1, &scratch);
+    return axstm__commit(v->store, items, 1, &scratch, NULL);
 }
 
 AXSTM_API int axstm_value_refresh(axstm_value *v)

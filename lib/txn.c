@@ -1,0 +1,502 @@
+/*
+ * txn.c -- transactions: axstm_atomically, AXSTM_RETRY and axstm_or_else.
+ *
+ * The design is TL2's (Dice, Shalev, Shavit), on the store's own pieces:
+ * the store clock and the per-key version locks that handles already use.
+ *
+ *   - An attempt starts by reading the clock: its snapshot stamp `rv`.
+ *   - A read takes no lock: it reads the key under its lock word and checks
+ *     that the word's stamp is at most rv, i.e. that the key was last
+ *     committed before the snapshot.  A newer key does not abort at once:
+ *     the snapshot is extended (a new rv, after checking that nothing read
+ *     so far has changed), which keeps long read-mostly attempts alive.
+ *     Every read is therefore consistent with all earlier reads (opacity),
+ *     and a read-only transaction commits without writing anything shared.
+ *   - Writes go to a private log (read-your-own-writes) and are published by
+ *     commit.c, which locks the written keys, checks that every key read is
+ *     unchanged, and publishes.  Only written keys get new versions.
+ *   - After IRREVOCABLE_AFTER failed attempts in a row the transaction runs
+ *     irrevocably: alone among irrevocable transactions (a store mutex), it
+ *     locks each key when it first touches it, waiting out the few
+ *     instructions of any commit holding it.  Nothing can then change under
+ *     it, so that attempt cannot fail: no transaction starves.
+ *
+ * The write log is append-only within an attempt, so axstm_or_else can drop
+ * a branch's writes by marking them dead, and every byte handed out by
+ * axstm_txn_get stays valid until the attempt ends.
+ */
+#include "axstm-internal.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define IRREVOCABLE_AFTER 8
+#define INLINE_READS 32
+#define INLINE_WRITES 8
+
+struct txn_write {
+    struct axstm__item item; /* entry, version (set at commit), blob */
+    bool live;               /* false once an or_else branch is dropped */
+};
+
+struct txn_lock {
+    struct axstm__entry *entry;
+    uint64_t old; /* the lock word to restore if the key is not written */
+};
+
+/* A growable array whose first elements live inside the transaction. */
+#define TXN_ARRAY(type) \
+    struct {            \
+        type *v;        \
+        size_t n, cap;  \
+    }
+
+struct axstm_txn {
+    axstm_store *store;
+    uint64_t rv;
+    bool irrevocable;
+    unsigned pin;
+    TXN_ARRAY(struct axstm__read) reads;
+    TXN_ARRAY(struct txn_write) writes;
+    TXN_ARRAY(struct txn_lock) locks; /* irrevocable attempts only */
+    struct axstm__read reads_inline[INLINE_READS];
+    struct txn_write writes_inline[INLINE_WRITES];
+};
+
+/* The transaction running on this thread: bodies must not nest them. */
+static _Thread_local axstm_txn *running;
+
+/* Makes room for one more element; inline_buf is the array's first home. */
+static int reserve_one(void **v, size_t n, size_t *cap, size_t size, void *inline_buf)
+{
+    if (n < *cap)
+        return AXSTM_OK;
+    size_t want = *cap ? *cap * 2 : 8;
+    if (want > SIZE_MAX / size)
+        return AXSTM_ENOMEM;
+    void *grown = axstm__malloc(want * size);
+    if (grown == NULL)
+        return AXSTM_ENOMEM;
+    if (n != 0)
+        memcpy(grown, *v, n * size);
+    if (*v != inline_buf)
+        axstm__free(*v);
+    *v = grown;
+    *cap = want;
+    return AXSTM_OK;
+}
+
+#define RESERVE(arr, inline_buf)                                                            \
+    reserve_one((void **)&(arr).v, (arr).n, &(arr).cap, sizeof *(arr).v, (void *)(inline_buf))
+
+/* ------------------------------------------------------------------ */
+/* Keys                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Finds key's entry, creating the key if it does not exist. */
+static int find_entry(axstm_txn *tx, const char *key, struct axstm__entry **out)
+{
+    size_t len;
+    int rc = axstm__check_key(key, &len);
+    if (rc != AXSTM_OK)
+        return rc;
+    struct axstm__keyref ref = {key, len, 0, NULL};
+    axstm__table_find(&tx->store->table, &ref);
+    if (ref.entry == NULL) {
+        rc = axstm__table_create(&tx->store->table, &ref, 1);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    *out = ref.entry;
+    return AXSTM_OK;
+}
+
+/* The latest live write of e in this attempt, or NULL. */
+static struct txn_write *find_write(axstm_txn *tx, const struct axstm__entry *e)
+{
+    for (size_t i = tx->writes.n; i-- > 0;)
+        if (tx->writes.v[i].live && tx->writes.v[i].item.entry == e)
+            return &tx->writes.v[i];
+    return NULL;
+}
+
+/* Irrevocable attempts: lock e unless this attempt already has; *old gets
+ * the word e had before this attempt locked it. */
+static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
+{
+    for (size_t i = 0; i < tx->locks.n; i++)
+        if (tx->locks.v[i].entry == e) {
+            *old = tx->locks.v[i].old;
+            return AXSTM_OK;
+        }
+    int rc = RESERVE(tx->locks, NULL);
+    if (rc != AXSTM_OK)
+        return rc;
+    /* Whoever holds it is a commit in progress, which never waits while
+     * holding locks (and no other irrevocable attempt exists): short. */
+    for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++)
+        if (spins % 64 == 63)
+            sched_yield();
+    tx->locks.v[tx->locks.n++] = (struct txn_lock){e, *old};
+    return AXSTM_OK;
+}
+
+static void unlock_all(axstm_txn *tx)
+{
+    for (size_t i = 0; i < tx->locks.n; i++)
+        axstm__entry_restore(tx->locks.v[i].entry, tx->locks.v[i].old);
+    tx->locks.n = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Moves the snapshot forward to now, if nothing read so far has changed. */
+static int extend_snapshot(axstm_txn *tx)
+{
+    uint64_t now = atomic_load_explicit(&tx->store->clock, memory_order_acquire);
+    if (axstm__reads_changed(tx->reads.v, tx->reads.n))
+        return AXSTM_CONCURRENT_UPDATE;
+    tx->rv = now;
+    return AXSTM_OK;
+}
+
+/* Reads e's committed value into *blob, consistently with the snapshot, and
+ * records the read. */
+static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__blob **blob)
+{
+    int rc = RESERVE(tx->reads, tx->reads_inline);
+    if (rc != AXSTM_OK)
+        return rc;
+    uint64_t vlock, version;
+    if (tx->irrevocable) {
+        rc = lock_entry(tx, e, &vlock); /* then nobody can change it */
+        if (rc != AXSTM_OK)
+            return rc;
+        *blob = atomic_load_explicit(&e->value, memory_order_acquire);
+    } else {
+        for (;;) {
+            rc = axstm__entry_read(e, &vlock, &version, blob);
+            if (rc != AXSTM_OK)
+                return rc;
+            if (vlock >> 1 <= tx->rv)
+                break;
+            rc = extend_snapshot(tx);
+            if (rc != AXSTM_OK)
+                return rc;
+        }
+    }
+    tx->reads.v[tx->reads.n++] = (struct axstm__read){e, vlock};
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
+{
+    if (tx == NULL || tx != running)
+        return AXSTM_EINVAL;
+    struct axstm__entry *e;
+    int rc = find_entry(tx, key, &e);
+    if (rc != AXSTM_OK)
+        return rc;
+    struct txn_write *w = find_write(tx, e);
+    struct axstm__blob *b;
+    if (w != NULL) {
+        b = w->item.blob;
+    } else {
+        rc = read_entry(tx, e, &b);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    if (b == NULL)
+        return AXSTM_ENOVALUE;
+    if (data != NULL)
+        *data = b->data;
+    if (len != NULL)
+        *len = b->len;
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out)
+{
+    if (out == NULL)
+        return AXSTM_EINVAL;
+    const void *data;
+    size_t len;
+    int rc = axstm_txn_get(tx, key, &data, &len);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (len != sizeof *out)
+        return AXSTM_ETYPE;
+    memcpy(out, data, sizeof *out);
+    return AXSTM_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writes                                                             */
+/* ------------------------------------------------------------------ */
+
+AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, size_t len)
+{
+    if (tx == NULL || tx != running || (data == NULL && len != 0))
+        return AXSTM_EINVAL;
+    if (len > AXSTM_VALUE_MAX)
+        return AXSTM_E2BIG;
+    struct axstm__entry *e;
+    int rc = find_entry(tx, key, &e);
+    if (rc == AXSTM_OK)
+        rc = RESERVE(tx->writes, tx->writes_inline);
+    uint64_t old;
+    if (rc == AXSTM_OK && tx->irrevocable)
+        rc = lock_entry(tx, e, &old);
+    if (rc != AXSTM_OK)
+        return rc;
+    struct axstm__blob *b = axstm__blob_new(data, len);
+    if (b == NULL)
+        return AXSTM_ENOMEM;
+    tx->writes.v[tx->writes.n++] = (struct txn_write){{e, 0, b}, true};
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_txn_set_i64(axstm_txn *tx, const char *key, int64_t x)
+{
+    return axstm_txn_set(tx, key, &x, sizeof x);
+}
+
+/* ------------------------------------------------------------------ */
+/* or_else                                                            */
+/* ------------------------------------------------------------------ */
+
+static void drop_writes_from(axstm_txn *tx, size_t mark)
+{
+    for (size_t i = mark; i < tx->writes.n; i++)
+        tx->writes.v[i].live = false;
+}
+
+AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *arg)
+{
+    if (tx == NULL || tx != running || first == NULL || second == NULL)
+        return AXSTM_EINVAL;
+    size_t mark = tx->writes.n;
+    int rc = first(tx, arg);
+    if (rc != AXSTM_RETRY)
+        return rc;
+    drop_writes_from(tx, mark); /* the reads stay: a wait watches them too */
+    return second(tx, arg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Commit                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Orders written items by key (the lock order), and the latest write of a
+ * key first (later writes sit at higher addresses in the log). */
+static int by_entry_latest_first(const void *a, const void *b)
+{
+    const struct axstm__item *x = *(struct axstm__item *const *)a;
+    const struct axstm__item *y = *(struct axstm__item *const *)b;
+    if (x->entry != y->entry)
+        return (uintptr_t)x->entry < (uintptr_t)y->entry ? -1 : 1;
+    return (uintptr_t)x > (uintptr_t)y ? -1 : (uintptr_t)x < (uintptr_t)y;
+}
+
+static int commit(axstm_txn *tx)
+{
+    enum { SMALL = 16 };
+    struct axstm__item *small_items[SMALL];
+    uint64_t small_scratch[SMALL];
+    struct axstm__item **items = small_items;
+    uint64_t *scratch = small_scratch;
+    size_t n = 0;
+
+    for (size_t i = 0; i < tx->writes.n; i++)
+        n += tx->writes.v[i].live;
+    if (n == 0) {
+        /* Read-only: every read was consistent with the snapshot rv, so the
+         * transaction serializes at rv.  Nothing shared is written. */
+        unlock_all(tx);
+        return AXSTM_OK;
+    }
+    if (n > SMALL) {
+        items = axstm__malloc(n * (sizeof *items + sizeof *scratch));
+        if (items == NULL)
+            return AXSTM_ENOMEM;
+        scratch = (uint64_t *)(items + n);
+    }
+    n = 0;
+    for (size_t i = 0; i < tx->writes.n; i++)
+        if (tx->writes.v[i].live)
+            items[n++] = &tx->writes.v[i].item;
+    qsort(items, n, sizeof *items, by_entry_latest_first);
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i++)
+        if (distinct == 0 || items[i]->entry != items[distinct - 1]->entry)
+            items[distinct++] = items[i];
+
+    int rc = AXSTM_OK;
+    if (tx->irrevocable) {
+        /* Its keys are all locked by us: publish those written, then let go
+         * of those only read. */
+        axstm__commit_locked(tx->store, items, distinct);
+        size_t kept = 0;
+        for (size_t i = 0; i < tx->locks.n; i++) {
+            struct txn_lock *l = &tx->locks.v[i];
+            bool written = false;
+            for (size_t k = 0; k < distinct && !written; k++)
+                written = items[k]->entry == l->entry;
+            if (!written)
+                tx->locks.v[kept++] = *l;
+        }
+        tx->locks.n = kept;
+        unlock_all(tx);
+    } else {
+        struct axstm__readset rs = {tx->reads.v, tx->reads.n};
+        rc = axstm__commit(tx->store, items, distinct, scratch, &rs);
+    }
+    if (items != small_items)
+        axstm__free(items);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Attempts                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Ends an attempt: drops its blobs (published ones are held by their keys
+ * now) and its locks, and lets go of the snapshot. */
+static void end_attempt(axstm_txn *tx)
+{
+    for (size_t i = 0; i < tx->writes.n; i++)
+        axstm__blob_unref(tx->writes.v[i].item.blob);
+    tx->writes.n = 0;
+    unlock_all(tx);
+    if (tx->irrevocable)
+        pthread_mutex_unlock(&tx->store->irrevocable);
+    axstm__epoch_unpin(&tx->store->epoch, tx->pin);
+}
+
+/* Runs fn once and commits.  The read set is kept for a wait. */
+static int attempt(axstm_txn *tx, axstm_fn fn, void *arg)
+{
+    tx->reads.n = 0;
+    tx->writes.n = 0;
+    if (tx->irrevocable)
+        pthread_mutex_lock(&tx->store->irrevocable);
+    tx->pin = axstm__epoch_pin(&tx->store->epoch);
+    tx->rv = atomic_load_explicit(&tx->store->clock, memory_order_acquire);
+    int rc = fn(tx, arg);
+    if (rc == AXSTM_OK) {
+        rc = commit(tx);
+    } else if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
+        /* Found by a read rather than by commit.c: count it here. */
+        axstm__count(tx->store, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
+    }
+    end_attempt(tx);
+    return rc;
+}
+
+/* A small per-thread generator for backoff jitter. */
+static uint64_t jitter(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0)
+        state = (uint64_t)(uintptr_t)&state | 1;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+}
+
+/* Randomised, bounded exponential backoff after the n-th failure in a row:
+ * first a few yields, then sleeps of up to 2^n microseconds (at most 1 ms),
+ * so that colliding transactions spread out instead of colliding again. */
+static void backoff(unsigned failures)
+{
+    if (failures < 3) {
+        sched_yield();
+        return;
+    }
+    unsigned shift = failures < 10 ? failures : 10;
+    long ns = (long)(jitter() % ((uint64_t)1000 << shift));
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+}
+
+static void deadline_after(struct timespec *d, int64_t timeout_ns)
+{
+    clock_gettime(CLOCK_MONOTONIC, d);
+    int64_t sec = timeout_ns / 1000000000, nsec = timeout_ns % 1000000000;
+    d->tv_sec += (time_t)sec;
+    d->tv_nsec += (long)nsec;
+    if (d->tv_nsec >= 1000000000) {
+        d->tv_sec++;
+        d->tv_nsec -= 1000000000;
+    }
+}
+
+static int run(axstm_store *s, axstm_fn fn, void *arg, const struct timespec *deadline,
+               bool never_wait)
+{
+    if (s == NULL || fn == NULL || running != NULL)
+        return AXSTM_EINVAL;
+    axstm_txn tx;
+    tx.store = s;
+    tx.reads.v = tx.reads_inline;
+    tx.reads.n = 0;
+    tx.reads.cap = INLINE_READS;
+    tx.writes.v = tx.writes_inline;
+    tx.writes.n = 0;
+    tx.writes.cap = INLINE_WRITES;
+    tx.locks.v = NULL;
+    tx.locks.n = tx.locks.cap = 0;
+    running = &tx;
+
+    unsigned failures = 0;
+    int rc;
+    for (;;) {
+        tx.irrevocable = failures >= IRREVOCABLE_AFTER;
+        rc = attempt(&tx, fn, arg);
+        if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
+            backoff(++failures);
+            continue;
+        }
+        if (rc != AXSTM_RETRY)
+            break;
+        if (never_wait) {
+            rc = AXSTM_ETIMEDOUT;
+            break;
+        }
+        if (tx.reads.n == 0) {
+            rc = AXSTM_EINVAL; /* nothing read could ever change */
+            break;
+        }
+        rc = axstm__wait_for_change(s->wait, tx.reads.v, tx.reads.n, deadline);
+        if (rc != AXSTM_OK)
+            break;
+        axstm__count(s, AXSTM__WAITED);
+        failures = 0;
+    }
+    running = NULL;
+    if (tx.reads.v != tx.reads_inline)
+        axstm__free(tx.reads.v);
+    if (tx.writes.v != tx.writes_inline)
+        axstm__free(tx.writes.v);
+    axstm__free(tx.locks.v);
+    return rc;
+}
+
+AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg)
+{
+    return run(s, fn, arg, NULL, false);
+}
+
+AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg, int64_t timeout_ns)
+{
+    if (timeout_ns < 0)
+        return AXSTM_EINVAL;
+    struct timespec deadline;
+    deadline_after(&deadline, timeout_ns);
+    return run(s, fn, arg, &deadline, timeout_ns == 0);
+}

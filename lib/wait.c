@@ -1,0 +1,152 @@
+/*
+ * wait.c -- blocking retry and watches; see wait.h.
+ */
+#include "axstm-internal.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+struct axstm__waitnode {
+    struct axstm__waitnode *next;
+    struct axstm__waitnode **pprev; /* unlink in O(1) */
+    struct axstm__entry *entry;
+    struct axstm__waiter *waiter;
+};
+
+static struct axstm__wait_bucket *bucket_of(struct axstm__wait_bucket *buckets,
+                                            const struct axstm__entry *e)
+{
+    uint64_t h = (uint64_t)(uintptr_t)e * UINT64_C(0x9e3779b97f4a7c15);
+    return &buckets[h >> 58]; /* 64 buckets */
+}
+
+int axstm__wait_init(struct axstm__wait_bucket *buckets)
+{
+    for (size_t i = 0; i < AXSTM__WAIT_BUCKETS; i++) {
+        if (pthread_mutex_init(&buckets[i].lock, NULL) != 0) {
+            while (i-- > 0)
+                pthread_mutex_destroy(&buckets[i].lock);
+            return AXSTM_ENOMEM;
+        }
+        buckets[i].head = NULL;
+    }
+    return AXSTM_OK;
+}
+
+void axstm__wait_destroy(struct axstm__wait_bucket *buckets)
+{
+    for (size_t i = 0; i < AXSTM__WAIT_BUCKETS; i++)
+        pthread_mutex_destroy(&buckets[i].lock);
+}
+
+int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
+                         const struct axstm__read *reads, size_t n,
+                         struct axstm__waitnode **nodes)
+{
+    struct axstm__waitnode *node = axstm__calloc(n, sizeof *node);
+    if (node == NULL)
+        return AXSTM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__wait_bucket *b = bucket_of(buckets, reads[i].entry);
+        node[i].entry = reads[i].entry;
+        node[i].waiter = w;
+        pthread_mutex_lock(&b->lock);
+        node[i].next = b->head;
+        node[i].pprev = &b->head;
+        if (b->head != NULL)
+            b->head->pprev = &node[i].next;
+        b->head = &node[i];
+        pthread_mutex_unlock(&b->lock);
+        atomic_fetch_add(&reads[i].entry->waiters, 1);
+    }
+    *nodes = node;
+    return AXSTM_OK;
+}
+
+void axstm__wait_unregister(struct axstm__wait_bucket *buckets, struct axstm__waitnode *nodes,
+                            size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__waitnode *node = &nodes[i];
+        struct axstm__wait_bucket *b = bucket_of(buckets, node->entry);
+        atomic_fetch_sub(&node->entry->waiters, 1);
+        pthread_mutex_lock(&b->lock);
+        *node->pprev = node->next;
+        if (node->next != NULL)
+            node->next->pprev = node->pprev;
+        pthread_mutex_unlock(&b->lock);
+    }
+    axstm__free(nodes);
+}
+
+bool axstm__reads_changed(const struct axstm__read *reads, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&reads[i].entry->vlock) != reads[i].vlock)
+            return true;
+    return false;
+}
+
+static void notify(struct axstm__waiter *w)
+{
+    if (w->fd >= 0) {
+        uint64_t one = 1;
+        /* EAGAIN means the counter is already huge: readable either way. */
+        while (write(w->fd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+        return;
+    }
+    pthread_mutex_lock(&w->lock);
+    w->woken = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void axstm__wake(struct axstm__wait_bucket *buckets, struct axstm__entry *e)
+{
+    struct axstm__wait_bucket *b = bucket_of(buckets, e);
+    pthread_mutex_lock(&b->lock);
+    for (struct axstm__waitnode *node = b->head; node != NULL; node = node->next)
+        if (node->entry == e)
+            notify(node->waiter);
+    pthread_mutex_unlock(&b->lock);
+}
+
+int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axstm__read *reads,
+                           size_t n, const struct timespec *deadline)
+{
+    struct axstm__waiter w = {.woken = false, .fd = -1};
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return AXSTM_ENOMEM;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int init_cond = pthread_cond_init(&w.cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (init_cond != 0)
+        return AXSTM_ENOMEM;
+    if (pthread_mutex_init(&w.lock, NULL) != 0) {
+        pthread_cond_destroy(&w.cond);
+        return AXSTM_ENOMEM;
+    }
+
+    struct axstm__waitnode *nodes;
+    int rc = axstm__wait_register(buckets, &w, reads, n, &nodes);
+    if (rc == AXSTM_OK) {
+        /* A commit that landed before we registered is seen here. */
+        if (!axstm__reads_changed(reads, n)) {
+            pthread_mutex_lock(&w.lock);
+            while (!w.woken && rc == AXSTM_OK) {
+                int err = deadline != NULL
+                              ? pthread_cond_timedwait(&w.cond, &w.lock, deadline)
+                              : pthread_cond_wait(&w.cond, &w.lock);
+                if (err == ETIMEDOUT && !w.woken)
+                    rc = AXSTM_ETIMEDOUT;
+            }
+            pthread_mutex_unlock(&w.lock);
+        }
+        axstm__wait_unregister(buckets, nodes, n);
+    }
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/*
+ * wait.h -- who waits on which key: blocking AXSTM_RETRY and watches.
+ *
+ * A waiter registers a node per key in one of the store's wait buckets
+ * (hashed by entry) and raises the key's `waiters` count; a commit, after
+ * unlocking a key, loads that count and only when it is non-zero takes the
+ * bucket's lock to notify the key's waiters.
+ *
+ * No lost wake-up: the waiter raises the count and then re-reads the key's
+ * lock word; the committer takes the lock and then reads the count (all
+ * sequentially consistent).  Either the committer sees the waiter, or the
+ * waiter sees the lock (or the new stamp) and does not go to sleep.
+ */
+#ifndef AXSTM_WAIT_H
+#define AXSTM_WAIT_H
+
+#include "entry.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define AXSTM__WAIT_BUCKETS 64
+
+struct axstm__waitnode;
+
+struct axstm__wait_bucket {
+    _Alignas(AXSTM__CACHELINE) pthread_mutex_t lock;
+    struct axstm__waitnode *head;
+};
+
+/* Something to notify: a sleeping thread, or an event descriptor. */
+struct axstm__waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool woken;
+    int fd; /* >= 0: an eventfd to write to instead of signalling cond */
+};
+
+/* A key read by a transaction, with the lock word it was read under. */
+struct axstm__read {
+    struct axstm__entry *entry;
+    uint64_t vlock;
+};
+
+int axstm__wait_init(struct axstm__wait_bucket *buckets);
+void axstm__wait_destroy(struct axstm__wait_bucket *buckets);
+
+/*
+ * Registers w on every entry of reads[0..n).  Returns AXSTM_OK with *nodes
+ * set (give it to axstm__wait_unregister), or AXSTM_ENOMEM.
+ */
+int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
+                         const struct axstm__read *reads, size_t n,
+                         struct axstm__waitnode **nodes);
+void axstm__wait_unregister(struct axstm__wait_bucket *buckets, struct axstm__waitnode *nodes,
+                            size_t n);
+
+/* True when some key of reads has been locked or committed since read. */
+bool axstm__reads_changed(const struct axstm__read *reads, size_t n);
+
+/*
+ * Blocks until some key of reads[0..n) is committed, or until *deadline
+ * (CLOCK_MONOTONIC; NULL: no limit).  Returns AXSTM_OK (something changed:
+ * run again), AXSTM_ETIMEDOUT or AXSTM_ENOMEM.
+ */
+int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axstm__read *reads,
+                           size_t n, const struct timespec *deadline);
+
+/* Notifies everyone waiting on e.  Called by commits after unlocking e,
+ * only when e->waiters is non-zero. */
+void axstm__wake(struct axstm__wait_bucket *buckets, struct axstm__entry *e);
+
+#endif

@@ -333,6 +333,54 @@ AXSTM_API int axstm_txn_set_i64(axstm_txn *tx, const char *key, int64_t x);
 AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *arg);
 
 /* ------------------------------------------------------------------ */
+/* Watches (event loops)                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct axstm_watch axstm_watch;
+
+/*
+ * Watches keys for commits: the watch's descriptor becomes readable (for
+ * poll, epoll, select or libuv) once any of the keys is committed after the
+ * watch was made or last re-armed.  Keys that do not exist yet are created
+ * (with no value, as by axstm_usevar), so they can be watched before anyone
+ * writes them.  nkeys may be 0 (a watch that never fires).  *out is owned by
+ * the caller (axstm_watch_free).  Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_E2BIG,
+ * AXSTM_BUSY_RETRY (a table shard was busy creating a key) or AXSTM_ENOMEM
+ * (out of memory or of file descriptors).  Never blocks.
+ * A commit pays nothing for watches on keys it does not write.
+ */
+AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
+                              axstm_watch **out);
+
+/*
+ * The watch's file descriptor (owned by the watch: do not read, write or
+ * close it; poll it for readability).  AXSTM_EINVAL for NULL.
+ */
+AXSTM_API int axstm_watch_fd(const axstm_watch *w);
+
+/*
+ * Consumes the event(s) that made the descriptor readable, so that it
+ * becomes readable again only after the next commit of a watched key.
+ * Returns AXSTM_OK (whether or not an event was pending) or AXSTM_EINVAL.
+ * Never blocks.
+ */
+AXSTM_API int axstm_watch_rearm(axstm_watch *w);
+
+/* Stops watching, closes the descriptor and frees the watch.  NULL: no-op.
+ * Safe while other threads commit the watched keys. */
+AXSTM_API void axstm_watch_free(axstm_watch *w);
+
+/*
+ * axstm_atomically for event loops: never blocks.  Conflicts are re-run at
+ * once a bounded number of times, then AXSTM_BUSY_RETRY is returned (call
+ * again later).  When the body returns AXSTM_RETRY, so does this call, and
+ * *w becomes a new watch (owned by the caller) over every key the attempt
+ * read: wait for its descriptor, free it, and call again.  *w is written only
+ * when AXSTM_RETRY is returned.  Other results are as for axstm_atomically.
+ */
+AXSTM_API int axstm_try_atomically(axstm_store *s, axstm_fn fn, void *arg, axstm_watch **w);
+
+/* ------------------------------------------------------------------ */
 /* Introspection                                                      */
 /* ------------------------------------------------------------------ */
 

@@ -114,4 +114,12 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n,
  * irrevocable transaction), and unlocks them.  Cannot fail. */
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n);
 
+/*
+ * Makes a watch over the keys of reads[0..n) (watch.c).  With
+ * fire_if_changed, the watch is readable at once if a key has changed since
+ * it was read.  Returns AXSTM_OK or AXSTM_ENOMEM.
+ */
+int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
+                       bool fire_if_changed, axstm_watch **out);
+
 #endif

@@ -33,6 +33,9 @@
 #include <time.h>
 
 #define IRREVOCABLE_AFTER 8
+/* axstm_try_atomically gives up with AXSTM_BUSY_RETRY after this many
+ * conflicts in a row (it may neither sleep nor run irrevocably). */
+#define TRY_ATTEMPTS 64
 #define INLINE_READS 32
 #define INLINE_WRITES 8
 
@@ -436,8 +439,14 @@ static void deadline_after(struct timespec *d, int64_t timeout_ns)
     }
 }
 
-static int run(axstm_store *s, axstm_fn fn, void *arg, const struct timespec *deadline,
-               bool never_wait)
+/* How a run may wait when the body returns AXSTM_RETRY. */
+struct run_mode {
+    const struct timespec *deadline; /* NULL: no limit */
+    bool never_wait;                 /* timeout 0: AXSTM_ETIMEDOUT at once */
+    axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
+};
+
+static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mode)
 {
     if (s == NULL || fn == NULL || running != NULL)
         return AXSTM_EINVAL;
@@ -456,23 +465,39 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct timespec *de
     unsigned failures = 0;
     int rc;
     for (;;) {
-        tx.irrevocable = failures >= IRREVOCABLE_AFTER;
+        tx.irrevocable = mode->watch == NULL && failures >= IRREVOCABLE_AFTER;
         rc = attempt(&tx, fn, arg);
         if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
-            backoff(++failures);
-            continue;
+            ++failures;
+            if (mode->watch == NULL) {
+                backoff(failures);
+                continue;
+            }
+            if (failures < TRY_ATTEMPTS)
+                continue;
+            rc = AXSTM_BUSY_RETRY;
+            break;
         }
         if (rc != AXSTM_RETRY)
             break;
-        if (never_wait) {
-            rc = AXSTM_ETIMEDOUT;
-            break;
-        }
         if (tx.reads.n == 0) {
             rc = AXSTM_EINVAL; /* nothing read could ever change */
             break;
         }
-        rc = axstm__wait_for_change(s->wait, tx.reads.v, tx.reads.n, deadline);
+        if (mode->watch != NULL) {
+            axstm_watch *w;
+            rc = axstm__watch_reads(s, tx.reads.v, tx.reads.n, true, &w);
+            if (rc == AXSTM_OK) {
+                *mode->watch = w;
+                rc = AXSTM_RETRY;
+            }
+            break;
+        }
+        if (mode->never_wait) {
+            rc = AXSTM_ETIMEDOUT;
+            break;
+        }
+        rc = axstm__wait_for_change(s->wait, tx.reads.v, tx.reads.n, mode->deadline);
         if (rc != AXSTM_OK)
             break;
         axstm__count(s, AXSTM__WAITED);
@@ -489,7 +514,8 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct timespec *de
 
 AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg)
 {
-    return run(s, fn, arg, NULL, false);
+    struct run_mode mode = {NULL, false, NULL};
+    return run(s, fn, arg, &mode);
 }
 
 AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg, int64_t timeout_ns)
@@ -498,5 +524,14 @@ AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg, int
         return AXSTM_EINVAL;
     struct timespec deadline;
     deadline_after(&deadline, timeout_ns);
-    return run(s, fn, arg, &deadline, timeout_ns == 0);
+    struct run_mode mode = {&deadline, timeout_ns == 0, NULL};
+    return run(s, fn, arg, &mode);
+}
+
+AXSTM_API int axstm_try_atomically(axstm_store *s, axstm_fn fn, void *arg, axstm_watch **w)
+{
+    if (w == NULL)
+        return AXSTM_EINVAL;
+    struct run_mode mode = {NULL, false, w};
+    return run(s, fn, arg, &mode);
 }

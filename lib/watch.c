@@ -1,0 +1,121 @@
+/*
+ * watch.c -- watch handles: a descriptor that becomes readable when a
+ * watched key is committed, for event loops.
+ *
+ * A watch is a waiter of wait.c whose notification is a write to an
+ * eventfd, and which stays registered until freed.  Re-arming reads the
+ * eventfd's counter back to zero.
+ */
+#include "axstm-internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct axstm_watch {
+    axstm_store *store;
+    struct axstm__waiter waiter; /* only waiter.fd is used */
+    struct axstm__waitnode *nodes;
+    size_t n;
+};
+
+static void signal_fd(int fd)
+{
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
+                       bool fire_if_changed, axstm_watch **out)
+{
+    axstm_watch *w = axstm__malloc(sizeof *w);
+    if (w == NULL)
+        return AXSTM_ENOMEM;
+    w->store = s;
+    w->n = n;
+    w->waiter.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->waiter.fd < 0) {
+        axstm__free(w);
+        return AXSTM_ENOMEM;
+    }
+    int rc = axstm__wait_register(s->wait, &w->waiter, reads, n, &w->nodes);
+    if (rc != AXSTM_OK) {
+        close(w->waiter.fd);
+        axstm__free(w);
+        return rc;
+    }
+    /* A commit that landed between the reads and the registration would
+     * otherwise go unnoticed. */
+    if (fire_if_changed && axstm__reads_changed(reads, n))
+        signal_fd(w->waiter.fd);
+    *out = w;
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
+                              axstm_watch **out)
+{
+    if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
+        return AXSTM_EINVAL;
+    struct axstm__keyref *refs = NULL;
+    struct axstm__read *reads = NULL;
+    size_t len;
+    for (size_t i = 0; i < nkeys; i++) {
+        int rc = axstm__check_key(keys[i], &len);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    if (nkeys != 0) {
+        refs = axstm__calloc(nkeys, sizeof *refs + sizeof *reads);
+        if (refs == NULL)
+            return AXSTM_ENOMEM;
+        reads = (struct axstm__read *)(refs + nkeys);
+    }
+
+    int rc = AXSTM_OK;
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    bool missing = false;
+    for (size_t i = 0; i < nkeys; i++) {
+        refs[i] = (struct axstm__keyref){keys[i], strlen(keys[i]), 0, NULL};
+        axstm__table_find(&s->table, &refs[i]);
+        missing |= refs[i].entry == NULL;
+    }
+    if (missing)
+        rc = axstm__table_create(&s->table, refs, nkeys);
+    axstm__epoch_unpin(&s->epoch, pin);
+    if (rc == AXSTM_OK) {
+        for (size_t i = 0; i < nkeys; i++)
+            reads[i] = (struct axstm__read){refs[i].entry, 0};
+        rc = axstm__watch_reads(s, reads, nkeys, false, out);
+    }
+    axstm__free(refs);
+    return axstm__busy(s, rc);
+}
+
+AXSTM_API int axstm_watch_fd(const axstm_watch *w)
+{
+    return w != NULL ? w->waiter.fd : AXSTM_EINVAL;
+}
+
+AXSTM_API int axstm_watch_rearm(axstm_watch *w)
+{
+    if (w == NULL)
+        return AXSTM_EINVAL;
+    uint64_t count;
+    /* EAGAIN: nothing pending, which is fine. */
+    while (read(w->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
+        ;
+    return AXSTM_OK;
+}
+
+AXSTM_API void axstm_watch_free(axstm_watch *w)
+{
+    if (w == NULL)
+        return;
+    /* After this no commit can reach the descriptor. */
+    axstm__wait_unregister(w->store->wait, w->nodes, w->n);
+    close(w->waiter.fd);
+    axstm__free(w);
+}

@@ -59,7 +59,7 @@ int axstm__check_key(const char *key, size_t *len);
 struct axstm__item {
     struct axstm__entry *entry;
     uint64_t version;
-    struct axstm__blob *blob; /* one reference owned; NULL: no value */
+    struct axstm__val val; /* owns one reference if it is a blob */
 };
 
 struct axstm_value {
@@ -76,21 +76,18 @@ struct axstm_collection {
     /* Scratch for snapshots, so refresh needs no allocation. */
     uint64_t *scratch_vlock;
     uint64_t *scratch_version;
-    struct axstm__blob **scratch_blob;
+    struct axstm__val *scratch_val;
 };
-
-/* Allocates a blob holding a copy of data[0..len). NULL when out of memory. */
-struct axstm__blob *axstm__blob_new(const void *data, size_t len);
 
 /*
  * Takes one consistent snapshot of items[0..n) (sorted by entry, no
- * duplicates): on success each item's version and blob are replaced (the old
- * blob references dropped); on failure nothing changes.  scratch arrays hold
+ * duplicates): on success each item's version and value are replaced (the
+ * old values released); on failure nothing changes.  scratch arrays hold
  * n elements.  Returns AXSTM_OK or AXSTM_BUSY_RETRY.  Caller pinned.
  */
 int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                     uint64_t *scratch_vlock, uint64_t *scratch_version,
-                    struct axstm__blob **scratch_blob);
+                    struct axstm__val *scratch_val);
 
 /* A transaction's reads, validated by its commit. */
 struct axstm__readset {

@@ -15,13 +15,13 @@
  * all its keys before writing any, so it is seen whole or not at all.
  */
 int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
-                    uint64_t *vlock, uint64_t *version, struct axstm__blob **blob)
+                    uint64_t *vlock, uint64_t *version, struct axstm__val *val)
 {
     (void)s;
     for (int attempt = 0; attempt < 16; attempt++) {
         bool stable = true;
         for (size_t i = 0; i < n; i++) {
-            int rc = axstm__entry_read(items[i]->entry, &vlock[i], &version[i], &blob[i]);
+            int rc = axstm__entry_read(items[i]->entry, &vlock[i], &version[i], &val[i]);
             if (rc != AXSTM_OK)
                 return rc;
         }
@@ -32,9 +32,9 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
             continue;
         /* Still pinned, so the blobs are alive to take references on. */
         for (size_t i = 0; i < n; i++) {
-            axstm__blob_ref(blob[i]);
-            axstm__blob_unref(items[i]->blob);
-            items[i]->blob = blob[i];
+            axstm__val_retain(&val[i]);
+            axstm__val_release(&items[i]->val);
+            items[i]->val = val[i];
             items[i]->version = version[i];
         }
         return AXSTM_OK;
@@ -60,7 +60,7 @@ static int by_entry_then_index(const void *a, const void *b)
 static axstm_collection *collection_new(axstm_store *s, size_t n)
 {
     size_t per_key = sizeof(axstm_value) + sizeof(struct axstm__item *) + 2 * sizeof(uint64_t) +
-                     sizeof(struct axstm__blob *);
+                     sizeof(struct axstm__val);
     if (n > (SIZE_MAX - sizeof(axstm_collection)) / per_key)
         return NULL;
     axstm_collection *c = axstm__malloc(sizeof *c + n * per_key);
@@ -77,7 +77,7 @@ static axstm_collection *collection_new(axstm_store *s, size_t n)
     p += n * sizeof(uint64_t);
     c->scratch_version = (uint64_t *)p;
     p += n * sizeof(uint64_t);
-    c->scratch_blob = (struct axstm__blob **)p;
+    c->scratch_val = (struct axstm__val *)p;
     return c;
 }
 
@@ -104,7 +104,7 @@ static void gather_distinct(axstm_collection *c, const struct axstm__keyref *ref
             continue;
         }
         axstm_value *v = &c->values[m];
-        v->item = (struct axstm__item){refs[i].entry, 0, NULL};
+        v->item = (struct axstm__item){refs[i].entry, 0, {0, 0}};
         v->store = c->store;
         v->owner = c;
         position[i] = m++;
@@ -167,12 +167,12 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     if (rc == AXSTM_OK) {
         gather_distinct(c, refs, nkeys, slots, position);
         rc = axstm__snapshot(s, c->order, c->n, c->scratch_vlock, c->scratch_version,
-                             c->scratch_blob);
+                             c->scratch_val);
     }
     axstm__epoch_unpin(&s->epoch, pin);
     axstm__free(heap);
     if (rc != AXSTM_OK) {
-        axstm__free(c); /* its values hold no blobs: the snapshot failed */
+        axstm__free(c); /* its values hold nothing: the snapshot failed */
         return axstm__busy(s, rc);
     }
     *out = c;
@@ -214,7 +214,7 @@ AXSTM_API int axstm_collection_refresh(axstm_collection *c)
         return AXSTM_EINVAL;
     unsigned pin = axstm__epoch_pin(&c->store->epoch);
     int rc = axstm__snapshot(c->store, c->order, c->n, c->scratch_vlock, c->scratch_version,
-                             c->scratch_blob);
+                             c->scratch_val);
     axstm__epoch_unpin(&c->store->epoch, pin);
     return axstm__busy(c->store, rc);
 }
@@ -224,6 +224,6 @@ AXSTM_API void axstm_collection_free(axstm_collection *c)
     if (c == NULL)
         return;
     for (size_t i = 0; i < c->n; i++)
-        axstm__blob_unref(c->values[i].item.blob);
+        axstm__val_release(&c->values[i].item.val);
     axstm__free(c);
 }

@@ -12,8 +12,8 @@
  *      - transactions: a key read whose lock word has changed since it was
  *        read (other than by our own lock) means AXSTM_CONCURRENT_UPDATE;
  *   3. draw a stamp from the store clock;
- *   4. publish every key: its value (sharing the writer's blob, no copy)
- *      and its version + 1;
+ *   4. publish every key: its value (inline bytes are copied, a blob is
+ *      shared with the writer, not copied) and its version + 1;
  *   5. unlock with the stamp, so lock-free readers see the keys changed;
  *   6. wake whoever waits on those keys (one load per key when nobody does);
  *   7. retire the replaced blobs (freed once no reader can hold them).
@@ -104,12 +104,15 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
         struct axstm__entry *e = it->entry;
-        struct axstm__blob *replaced = atomic_load_explicit(&e->value, memory_order_relaxed);
-        if (replaced != it->blob) {
-            axstm__blob_ref(it->blob); /* the entry's own reference */
-            atomic_store_explicit(&e->value, it->blob, memory_order_release);
-            if (it->blob != NULL)
-                value_bytes += (int64_t)axstm__blob_size(it->blob->len);
+        struct axstm__val old = axstm__entry_val_locked(e);
+        struct axstm__blob *replaced = axstm__val_blob(&old);
+        struct axstm__blob *published = axstm__val_blob(&it->val);
+        if (published == NULL || published != replaced) {
+            if (published != NULL) {
+                axstm__val_retain(&it->val); /* the entry's own reference */
+                value_bytes += (int64_t)axstm__blob_size(published->len);
+            }
+            axstm__entry_store_val(e, &it->val);
             if (replaced != NULL)
                 reclaim_due |= axstm__epoch_retire(&s->epoch, &replaced->retire,
                                                    reclaim_entry_blob,

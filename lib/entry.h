@@ -1,5 +1,5 @@
 /*
- * entry.h -- one key's committed state, and the immutable value bytes.
+ * entry.h -- one key's committed state, and how values are held.
  *
  * An entry is never freed before its store: keys, once created, stay.
  * Its committed state is (version, value) guarded by a version lock:
@@ -12,12 +12,17 @@
  * all: they read vlock, the state, and vlock again (a sequence lock); equal
  * words with the lock bit clear mean the state they read was committed.
  *
- * Values are blobs: immutable, reference-counted byte strings.  The entry
- * holds one reference to its current blob; each handle that checked it out
- * holds another, so an unchanged checkout shares the committed bytes.  The
- * entry's reference is dropped through epoch reclamation (a reader may be
- * between loading the pointer and taking its own reference), a handle's
- * directly.
+ * A value (struct axstm__val) is one of three things:
+ *   - none: the key has never been given a value;
+ *   - inline: up to 8 bytes held in the word itself, so the common small
+ *     values (counters, flags, short strings) cost no allocation and no
+ *     indirection, and are simply copied;
+ *   - a blob: an immutable, reference-counted byte string.  The entry holds
+ *     one reference to its current blob and each handle that checked it out
+ *     another, so an unchanged checkout shares the committed bytes.  The
+ *     entry's reference is dropped through epoch reclamation (a reader may be
+ *     between loading the pointer and taking its own reference), a handle's
+ *     directly.
  */
 #ifndef AXSTM_ENTRY_H
 #define AXSTM_ENTRY_H
@@ -27,6 +32,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct axstm__blob {
@@ -36,16 +42,25 @@ struct axstm__blob {
     unsigned char data[];
 };
 
+#define AXSTM__INLINE_MAX 8
+#define AXSTM__VAL_INLINE (UINT32_C(1) << 31) /* | length (0..8) */
+#define AXSTM__VAL_BLOB (UINT32_C(1) << 30)   /* word is a blob pointer */
+
+struct axstm__val {
+    uint64_t word; /* the inline bytes, or the blob's address */
+    uint32_t meta; /* 0: no value; else AXSTM__VAL_INLINE | len, or AXSTM__VAL_BLOB */
+};
+
 struct axstm__entry {
     _Atomic uint64_t vlock;
-    _Atomic uint64_t version;            /* Axon's per-key version */
-    _Atomic(struct axstm__blob *) value; /* NULL: no value yet */
-    uint64_t hash;
-    uint32_t keylen;
-    /* Waiters registered on this key (wait.c).  Sits in what would be
-     * padding, on the cache line a commit already owns, so checking it
-     * costs a commit nothing when nobody waits. */
+    _Atomic uint64_t version; /* Axon's per-key version */
+    _Atomic uint64_t vword;   /* struct axstm__val, split in two atomics */
+    _Atomic uint32_t vmeta;
+    /* Waiters registered on this key (wait.c), on the cache line a commit
+     * already owns, so checking it costs a commit nothing when nobody waits. */
     _Atomic uint32_t waiters;
+    uint32_t hash; /* the low half of the key's hash: table probing and growth */
+    uint16_t keylen;
     char key[]; /* NUL-terminated */
 };
 
@@ -57,38 +72,82 @@ static inline size_t axstm__blob_size(size_t len)
     return sizeof(struct axstm__blob) + len;
 }
 
-static inline void axstm__blob_ref(struct axstm__blob *b)
+static inline struct axstm__blob *axstm__val_blob(const struct axstm__val *v)
 {
+    return (v->meta & AXSTM__VAL_BLOB) ? (struct axstm__blob *)(uintptr_t)v->word : NULL;
+}
+
+/* The bytes of v (NULL when no value) and their length. */
+static inline const void *axstm__val_data(const struct axstm__val *v, size_t *len)
+{
+    if (v->meta & AXSTM__VAL_INLINE) {
+        *len = v->meta & 0xff;
+        return &v->word;
+    }
+    const struct axstm__blob *b = axstm__val_blob(v);
+    *len = b != NULL ? b->len : 0;
+    return b != NULL ? b->data : NULL;
+}
+
+/* Takes a reference on v's blob, if any.  Caller pinned, or holding one. */
+static inline void axstm__val_retain(const struct axstm__val *v)
+{
+    struct axstm__blob *b = axstm__val_blob(v);
     if (b != NULL)
         atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
 }
 
+/* blob.c */
+struct axstm__blob *axstm__blob_new(const void *data, size_t len);
 void axstm__blob_unref(struct axstm__blob *b);
+/* Makes *v a new value holding a copy of data[0..len) (inline when small).
+ * Returns AXSTM_OK or AXSTM_ENOMEM (then *v is untouched). */
+int axstm__val_make(struct axstm__val *v, const void *data, size_t len);
+/* Drops v's reference, if any, and makes it "no value". */
+void axstm__val_release(struct axstm__val *v);
 
 /*
  * Reads one committed state of e without locking.  Returns AXSTM_OK with
  * the vlock word it was read under, or AXSTM_BUSY_RETRY when e is locked
- * (or keeps changing under us).  The caller must be pinned: *blob is only
- * safe to use (or to take a reference on) while it stays pinned.
+ * (or keeps changing under us).  The caller must be pinned: a blob in *val
+ * is only safe to use (or to take a reference on) while it stays pinned.
  */
 static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock,
-                                    uint64_t *version, struct axstm__blob **blob)
+                                    uint64_t *version, struct axstm__val *val)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
         uint64_t before = atomic_load_explicit(&e->vlock, memory_order_acquire);
         if (before & AXSTM__LOCKED)
             return AXSTM_BUSY_RETRY;
         uint64_t ver = atomic_load_explicit(&e->version, memory_order_relaxed);
-        struct axstm__blob *b = atomic_load_explicit(&e->value, memory_order_acquire);
+        uint64_t word = atomic_load_explicit(&e->vword, memory_order_acquire);
+        uint32_t meta = atomic_load_explicit(&e->vmeta, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == before) {
             *vlock = before;
             *version = ver;
-            *blob = b;
+            val->word = word;
+            val->meta = meta;
             return AXSTM_OK;
         }
     }
     return AXSTM_BUSY_RETRY;
+}
+
+/* The committed value of e, for a caller holding e's lock. */
+static inline struct axstm__val axstm__entry_val_locked(struct axstm__entry *e)
+{
+    struct axstm__val v = {atomic_load_explicit(&e->vword, memory_order_relaxed),
+                           atomic_load_explicit(&e->vmeta, memory_order_relaxed)};
+    return v;
+}
+
+/* Stores v as e's value, for a caller holding e's lock.  The release store
+ * publishes a blob's bytes to readers that load the word. */
+static inline void axstm__entry_store_val(struct axstm__entry *e, const struct axstm__val *v)
+{
+    atomic_store_explicit(&e->vmeta, v->meta, memory_order_relaxed);
+    atomic_store_explicit(&e->vword, v->word, memory_order_release);
 }
 
 /* Takes e's lock if it is free at this instant; *old gets the word to

@@ -42,7 +42,8 @@ AXSTM_API axstm_store *axstm_store_new(void)
 /* Drops an entry's reference to its value when the store goes away. */
 static void drop_entry_value(struct axstm__entry *e)
 {
-    axstm__blob_unref(atomic_load_explicit(&e->value, memory_order_relaxed));
+    struct axstm__val v = axstm__entry_val_locked(e);
+    axstm__val_release(&v);
 }
 
 AXSTM_API void axstm_store_free(axstm_store *s)
@@ -123,14 +124,16 @@ static int visit_entry(struct axstm__entry *e, void *arg)
 {
     struct visit_ctx *ctx = arg;
     uint64_t vlock, version;
-    struct axstm__blob *b;
+    struct axstm__val val;
+    size_t len;
     /* The one place that waits: a commit holds a key's lock for a few
      * instructions and never blocks while holding it. */
-    while (axstm__entry_read(e, &vlock, &version, &b) != AXSTM_OK)
+    while (axstm__entry_read(e, &vlock, &version, &val) != AXSTM_OK)
         sched_yield();
-    /* The walk stays pinned, so b stays alive during the call. */
-    return ctx->visit(e->key, version, b != NULL ? b->data : NULL, b != NULL ? b->len : 0,
-                      ctx->arg);
+    /* The walk stays pinned, so a blob stays alive during the call; inline
+     * bytes are read from our own copy. */
+    const void *data = axstm__val_data(&val, &len);
+    return ctx->visit(e->key, version, data, len, ctx->arg);
 }
 
 AXSTM_API int axstm_store_foreach(axstm_store *s, axstm_visit_fn visit, void *arg)

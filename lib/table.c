@@ -17,6 +17,8 @@ struct axstm__arena_chunk {
     _Alignas(8) char data[];
 };
 
+_Static_assert(AXSTM_KEY_MAX <= UINT16_MAX, "key lengths are stored in 16 bits");
+
 #define FIRST_CAPACITY 8
 #define ARENA_CHUNK ((size_t)32 * 1024)
 
@@ -32,7 +34,7 @@ static size_t table_size(size_t capacity)
 
 static size_t entry_size(size_t keylen)
 {
-    size_t n = sizeof(struct axstm__entry) + keylen + 1;
+    size_t n = offsetof(struct axstm__entry, key) + keylen + 1;
     return (n + 7) & ~(size_t)7;
 }
 
@@ -87,7 +89,8 @@ static struct axstm__entry *probe(const struct axstm__table *tab, const struct a
         struct axstm__entry *e = atomic_load_explicit(&tab->slot[i], memory_order_acquire);
         if (e == NULL)
             return NULL;
-        if (e->hash == r->hash && e->keylen == r->len && memcmp(e->key, r->key, r->len) == 0)
+        if (e->hash == (uint32_t)r->hash && e->keylen == r->len &&
+            memcmp(e->key, r->key, r->len) == 0)
             return e;
         i = (i + 1) & tab->mask;
     }
@@ -181,9 +184,10 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
     sh->arena_left -= size;
     atomic_init(&e->vlock, 0);
     atomic_init(&e->version, 0);
-    atomic_init(&e->value, NULL);
-    e->hash = r->hash;
-    e->keylen = (uint32_t)r->len;
+    atomic_init(&e->vword, 0);
+    atomic_init(&e->vmeta, 0);
+    e->hash = (uint32_t)r->hash;
+    e->keylen = (uint16_t)r->len;
     atomic_init(&e->waiters, 0);
     memcpy(e->key, r->key, r->len);
     e->key[r->len] = '\0';

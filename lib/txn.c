@@ -23,7 +23,10 @@
  *
  * The write log is append-only within an attempt, so axstm_or_else can drop
  * a branch's writes by marking them dead, and every byte handed out by
- * axstm_txn_get stays valid until the attempt ends.
+ * axstm_txn_get stays valid until the attempt ends: blobs are kept alive by
+ * the attempt's pin or its write log, and small inline values are copied
+ * into a per-attempt byte arena (the arrays themselves may move as they
+ * grow, so they cannot be pointed into).
  */
 #include "axstm-internal.h"
 
@@ -38,15 +41,24 @@
 #define TRY_ATTEMPTS 64
 #define INLINE_READS 32
 #define INLINE_WRITES 8
+#define INLINE_BYTES 256
+#define BYTES_CHUNK 4096
 
 struct txn_write {
-    struct axstm__item item; /* entry, version (set at commit), blob */
+    struct axstm__item item; /* entry, version (set at commit), value */
     bool live;               /* false once an or_else branch is dropped */
 };
 
 struct txn_lock {
     struct axstm__entry *entry;
     uint64_t old; /* the lock word to restore if the key is not written */
+};
+
+/* More room for inline bytes handed out by axstm_txn_get. */
+struct bytes_chunk {
+    struct bytes_chunk *next;
+    size_t used;
+    _Alignas(8) unsigned char data[BYTES_CHUNK];
 };
 
 /* A growable array whose first elements live inside the transaction. */
@@ -66,6 +78,9 @@ struct axstm_txn {
     TXN_ARRAY(struct txn_lock) locks; /* irrevocable attempts only */
     struct axstm__read reads_inline[INLINE_READS];
     struct txn_write writes_inline[INLINE_WRITES];
+    size_t bytes_used;
+    struct bytes_chunk *chunks;
+    _Alignas(8) unsigned char bytes_inline[INLINE_BYTES];
 };
 
 /* The transaction running on this thread: bodies must not nest them. */
@@ -167,9 +182,9 @@ static int extend_snapshot(axstm_txn *tx)
     return AXSTM_OK;
 }
 
-/* Reads e's committed value into *blob, consistently with the snapshot, and
- * records the read. */
-static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__blob **blob)
+/* Reads e's committed value into *val, consistently with the snapshot, and
+ * records the read.  A blob in *val lives as long as the attempt's pin. */
+static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__val *val)
 {
     int rc = RESERVE(tx->reads, tx->reads_inline);
     if (rc != AXSTM_OK)
@@ -179,10 +194,10 @@ static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__blob 
         rc = lock_entry(tx, e, &vlock); /* then nobody can change it */
         if (rc != AXSTM_OK)
             return rc;
-        *blob = atomic_load_explicit(&e->value, memory_order_acquire);
+        *val = axstm__entry_val_locked(e);
     } else {
         for (;;) {
-            rc = axstm__entry_read(e, &vlock, &version, blob);
+            rc = axstm__entry_read(e, &vlock, &version, val);
             if (rc != AXSTM_OK)
                 return rc;
             if (vlock >> 1 <= tx->rv)
@@ -196,6 +211,40 @@ static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__blob 
     return AXSTM_OK;
 }
 
+/* A copy of a small value's bytes that stays put until the attempt ends. */
+static const void *keep_bytes(axstm_txn *tx, const void *src, size_t len)
+{
+    unsigned char *p;
+    if (tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES) {
+        p = tx->bytes_inline + tx->bytes_used;
+        tx->bytes_used += AXSTM__INLINE_MAX;
+    } else {
+        struct bytes_chunk *c = tx->chunks;
+        if (c == NULL || c->used + AXSTM__INLINE_MAX > BYTES_CHUNK) {
+            c = axstm__malloc(sizeof *c);
+            if (c == NULL)
+                return NULL;
+            c->next = tx->chunks;
+            c->used = 0;
+            tx->chunks = c;
+        }
+        p = c->data + c->used;
+        c->used += AXSTM__INLINE_MAX;
+    }
+    memcpy(p, src, len);
+    return p;
+}
+
+static void forget_bytes(axstm_txn *tx)
+{
+    while (tx->chunks != NULL) {
+        struct bytes_chunk *next = tx->chunks->next;
+        axstm__free(tx->chunks);
+        tx->chunks = next;
+    }
+    tx->bytes_used = 0;
+}
+
 AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
 {
     if (tx == NULL || tx != running)
@@ -205,20 +254,27 @@ AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, s
     if (rc != AXSTM_OK)
         return rc;
     struct txn_write *w = find_write(tx, e);
-    struct axstm__blob *b;
+    struct axstm__val val;
     if (w != NULL) {
-        b = w->item.blob;
+        val = w->item.val;
     } else {
-        rc = read_entry(tx, e, &b);
+        rc = read_entry(tx, e, &val);
         if (rc != AXSTM_OK)
             return rc;
     }
-    if (b == NULL)
+    size_t n;
+    const void *bytes = axstm__val_data(&val, &n);
+    if (bytes == NULL)
         return AXSTM_ENOVALUE;
+    if (val.meta & AXSTM__VAL_INLINE) {
+        /* bytes point into our local copy: keep them somewhere stable */
+        if (data != NULL && (bytes = keep_bytes(tx, bytes, n)) == NULL)
+            return AXSTM_ENOMEM;
+    }
     if (data != NULL)
-        *data = b->data;
+        *data = bytes;
     if (len != NULL)
-        *len = b->len;
+        *len = n;
     return AXSTM_OK;
 }
 
@@ -256,11 +312,12 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
         rc = lock_entry(tx, e, &old);
     if (rc != AXSTM_OK)
         return rc;
-    struct axstm__blob *b = axstm__blob_new(data, len);
-    if (b == NULL)
-        return AXSTM_ENOMEM;
-    tx->writes.v[tx->writes.n++] = (struct txn_write){{e, 0, b}, true};
-    return AXSTM_OK;
+    struct txn_write *w = &tx->writes.v[tx->writes.n];
+    *w = (struct txn_write){{e, 0, {0, 0}}, true};
+    rc = axstm__val_make(&w->item.val, data, len);
+    if (rc == AXSTM_OK)
+        tx->writes.n++;
+    return rc;
 }
 
 AXSTM_API int axstm_txn_set_i64(axstm_txn *tx, const char *key, int64_t x)
@@ -372,8 +429,9 @@ static int commit(axstm_txn *tx)
 static void end_attempt(axstm_txn *tx)
 {
     for (size_t i = 0; i < tx->writes.n; i++)
-        axstm__blob_unref(tx->writes.v[i].item.blob);
+        axstm__val_release(&tx->writes.v[i].item.val);
     tx->writes.n = 0;
+    forget_bytes(tx);
     unlock_all(tx);
     if (tx->irrevocable)
         pthread_mutex_unlock(&tx->store->irrevocable);
@@ -460,6 +518,8 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
     tx.writes.cap = INLINE_WRITES;
     tx.locks.v = NULL;
     tx.locks.n = tx.locks.cap = 0;
+    tx.bytes_used = 0;
+    tx.chunks = NULL;
     running = &tx;
 
     unsigned failures = 0;

@@ -1,27 +1,9 @@
 /*
- * value.c -- value handles (Axon's usevar) and the blobs they hold.
+ * value.c -- value handles (Axon's usevar).
  */
 #include "axstm-internal.h"
 
 #include <string.h>
-
-struct axstm__blob *axstm__blob_new(const void *data, size_t len)
-{
-    struct axstm__blob *b = axstm__malloc(axstm__blob_size(len));
-    if (b == NULL)
-        return NULL;
-    atomic_init(&b->refs, 1);
-    b->len = len;
-    if (len != 0)
-        memcpy(b->data, data, len);
-    return b;
-}
-
-void axstm__blob_unref(struct axstm__blob *b)
-{
-    if (b != NULL && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
-        axstm__free(b);
-}
 
 AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
 {
@@ -34,21 +16,21 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     axstm_value *v = axstm__malloc(sizeof *v);
     if (v == NULL)
         return AXSTM_ENOMEM;
-    v->item = (struct axstm__item){NULL, 0, NULL};
+    v->item = (struct axstm__item){NULL, 0, {0, 0}};
     v->store = s;
     v->owner = NULL;
 
     struct axstm__keyref ref = {key, len, 0, NULL};
     struct axstm__item *items[1] = {&v->item};
     uint64_t vlock, version;
-    struct axstm__blob *blob;
+    struct axstm__val val;
     unsigned pin = axstm__epoch_pin(&s->epoch);
     axstm__table_find(&s->table, &ref);
     if (ref.entry == NULL)
         rc = axstm__table_create(&s->table, &ref, 1);
     if (rc == AXSTM_OK) {
         v->item.entry = ref.entry;
-        rc = axstm__snapshot(s, items, 1, &vlock, &version, &blob);
+        rc = axstm__snapshot(s, items, 1, &vlock, &version, &val);
     }
     axstm__epoch_unpin(&s->epoch, pin);
     if (rc != AXSTM_OK) {
@@ -71,10 +53,11 @@ AXSTM_API uint64_t axstm_value_version(const axstm_value *v)
 
 AXSTM_API const void *axstm_value_data(const axstm_value *v, size_t *len)
 {
-    const struct axstm__blob *b = v != NULL ? v->item.blob : NULL;
+    size_t n = 0;
+    const void *data = v != NULL ? axstm__val_data(&v->item.val, &n) : NULL;
     if (len != NULL)
-        *len = b != NULL ? b->len : 0;
-    return b != NULL ? b->data : NULL;
+        *len = n;
+    return data;
 }
 
 AXSTM_API int axstm_value_set(axstm_value *v, const void *data, size_t len)
@@ -83,24 +66,20 @@ AXSTM_API int axstm_value_set(axstm_value *v, const void *data, size_t len)
         return AXSTM_EINVAL;
     if (len > AXSTM_VALUE_MAX)
         return AXSTM_E2BIG;
-    struct axstm__blob *b = axstm__blob_new(data, len);
-    if (b == NULL)
-        return AXSTM_ENOMEM;
-    axstm__blob_unref(v->item.blob);
-    v->item.blob = b;
-    return AXSTM_OK;
+    return axstm__val_make(&v->item.val, data, len);
 }
 
 AXSTM_API int axstm_value_get_i64(const axstm_value *v, int64_t *out)
 {
     if (v == NULL || out == NULL)
         return AXSTM_EINVAL;
-    const struct axstm__blob *b = v->item.blob;
-    if (b == NULL)
+    size_t len;
+    const void *data = axstm__val_data(&v->item.val, &len);
+    if (data == NULL)
         return AXSTM_ENOVALUE;
-    if (b->len != sizeof *out)
+    if (len != sizeof *out)
         return AXSTM_ETYPE;
-    memcpy(out, b->data, sizeof *out);
+    memcpy(out, data, sizeof *out);
     return AXSTM_OK;
 }
 
@@ -113,12 +92,13 @@ AXSTM_API int axstm_value_get_str(const axstm_value *v, const char **out)
 {
     if (v == NULL || out == NULL)
         return AXSTM_EINVAL;
-    const struct axstm__blob *b = v->item.blob;
-    if (b == NULL)
+    size_t len;
+    const char *data = axstm__val_data(&v->item.val, &len);
+    if (data == NULL)
         return AXSTM_ENOVALUE;
-    if (b->len == 0 || memchr(b->data, '\0', b->len) != b->data + b->len - 1)
+    if (len == 0 || memchr(data, '\0', len) != data + len - 1)
         return AXSTM_ETYPE;
-    *out = (const char *)b->data;
+    *out = data;
     return AXSTM_OK;
 }
 
@@ -147,9 +127,9 @@ AXSTM_API int axstm_value_refresh(axstm_value *v)
         return AXSTM_EINVAL;
     struct axstm__item *items[1] = {&v->item};
     uint64_t vlock, version;
-    struct axstm__blob *blob;
+    struct axstm__val val;
     unsigned pin = axstm__epoch_pin(&v->store->epoch);
-    int rc = axstm__snapshot(v->store, items, 1, &vlock, &version, &blob);
+    int rc = axstm__snapshot(v->store, items, 1, &vlock, &version, &val);
     axstm__epoch_unpin(&v->store->epoch, pin);
     return axstm__busy(v->store, rc);
 }
@@ -158,6 +138,6 @@ AXSTM_API void axstm_value_free(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return;
-    axstm__blob_unref(v->item.blob);
+    axstm__val_release(&v->item.val);
     axstm__free(v);
 }

@@ -1,0 +1,51 @@
+/*
+ * blob.c -- the bytes of a value: inline when small, a shared blob otherwise.
+ */
+#include "axstm-internal.h"
+
+#include <string.h>
+
+struct axstm__blob *axstm__blob_new(const void *data, size_t len)
+{
+    struct axstm__blob *b = axstm__malloc(axstm__blob_size(len));
+    if (b == NULL)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    if (len != 0)
+        memcpy(b->data, data, len);
+    return b;
+}
+
+void axstm__blob_unref(struct axstm__blob *b)
+{
+    if (b != NULL && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        axstm__free(b);
+}
+
+int axstm__val_make(struct axstm__val *v, const void *data, size_t len)
+{
+    if (len <= AXSTM__INLINE_MAX) {
+        uint64_t word = 0;
+        if (len != 0)
+            memcpy(&word, data, len);
+        axstm__val_release(v);
+        v->word = word;
+        v->meta = AXSTM__VAL_INLINE | (uint32_t)len;
+        return AXSTM_OK;
+    }
+    struct axstm__blob *b = axstm__blob_new(data, len);
+    if (b == NULL)
+        return AXSTM_ENOMEM;
+    axstm__val_release(v);
+    v->word = (uint64_t)(uintptr_t)b;
+    v->meta = AXSTM__VAL_BLOB;
+    return AXSTM_OK;
+}
+
+void axstm__val_release(struct axstm__val *v)
+{
+    axstm__blob_unref(axstm__val_blob(v));
+    v->word = 0;
+    v->meta = 0;
+}

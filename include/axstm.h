@@ -12,16 +12,17 @@
  * -------------
  * Every function taking an axstm_store may be called from any number of
  * threads at once; no thread needs to register.  A handle (axstm_value,
- * axstm_collection) belongs to one thread at a time: pass it between threads
- * only with your own synchronisation.
+ * axstm_collection, axstm_watch) belongs to one thread at a time: pass it
+ * between threads only with your own synchronisation.  An axstm_txn is valid
+ * only inside the body it was passed to, on that body's thread.
  *
  * Blocking
  * --------
- * No function in this header ever waits for another thread.  Where another
- * thread holds a lock this call needs, the call returns AXSTM_BUSY_RETRY at
- * once and has changed nothing.  Locks are per key (held only for the few
- * instructions of a commit) and per table shard (held only while a new key
- * is created); there is no store-wide lock:
+ * No checkout, commit or watch call ever waits for another thread.  Where
+ * another thread holds a lock such a call needs, it returns AXSTM_BUSY_RETRY
+ * at once and has changed nothing.  Locks are per key (held for the few
+ * instructions of a commit) and per table shard (held while a new key is
+ * created); there is no store-wide lock on these paths:
  *   - checking out keys that exist is lock-free; it returns BUSY_RETRY only
  *     when one of the keys is being committed at that instant;
  *   - creating a key takes the lock of one of 64 table shards, so it returns
@@ -29,8 +30,15 @@
  *     shard (or growing it) at that instant;
  *   - a commit takes the lock of each of its keys; commits of disjoint keys
  *     never touch a common lock.
- * axstm_store_foreach is the one exception: it may spin until an in-flight
- * commit of the key it is visiting has finished (a few instructions).
+ * The functions that may block say so:
+ *   - axstm_atomically blocks in AXSTM_RETRY until a key it read changes, and
+ *     sleeps briefly in its backoff after conflicts.  A transaction that has
+ *     lost 8 times in a row runs irrevocably: it takes a store mutex that only
+ *     such transactions use and holds the locks of the keys it touches until
+ *     its body ends, so other calls on those keys see BUSY_RETRY meanwhile;
+ *   - axstm_store_foreach may spin while a commit of the visited key is in
+ *     flight.
+ * axstm_try_atomically is the non-blocking way to run a transaction.
  *
  * Errors
  * ------

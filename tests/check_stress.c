@@ -187,55 +187,39 @@ static void *auditor_main(void *arg)
     int rc, round = 0, busy_in_a_row = 0;
     unsigned long rounds = 0;
 
-    TU_RETRY_COUNT(rc, axstm_using(b->s, b->keys, (size_t)b->naccounts, &kept),
-                   &a->busy);
-    if (rc != AXSTM_OK) {
-        a->errors++;
-        return NULL;
-    }
     while (!tu_time_up(&b->clock, &rounds)) {
-        int64_t total;
-        /* Alternate fresh checkouts with refreshes of a kept one. */
-        if (++round % 2) {
-            axstm_collection *c = NULL;
+        axstm_collection *c = NULL;
+
+        /* Alternate fresh checkouts with refreshes of a kept one (the
+         * first fresh one is kept). */
+        if (kept == NULL || ++round % 2) {
             rc = axstm_using(b->s, b->keys, (size_t)b->naccounts, &c);
-            if (rc == AXSTM_BUSY_RETRY) {
-                a->busy++;
-                if (++busy_in_a_row == AUDITOR_PATIENCE) {
-                    a->starved++;
-                    atomic_store(&b->audit_starving, 1);
-                }
-                sched_yield();
-                continue;
-            }
-            if (rc != AXSTM_OK) {
-                a->errors++;
-                break;
-            }
-            total = bank_total(c);
-            axstm_collection_free(c);
         } else {
             rc = axstm_collection_refresh(kept);
-            if (rc == AXSTM_BUSY_RETRY) {
-                a->busy++;
-                if (++busy_in_a_row == AUDITOR_PATIENCE) {
-                    a->starved++;
-                    atomic_store(&b->audit_starving, 1);
-                }
-                sched_yield();
-                continue;
+            c = kept;
+        }
+        if (rc == AXSTM_BUSY_RETRY) {
+            a->busy++;
+            if (++busy_in_a_row == AUDITOR_PATIENCE) {
+                a->starved++;
+                atomic_store(&b->audit_starving, 1);
             }
-            if (rc != AXSTM_OK) {
-                a->errors++;
-                break;
-            }
-            total = bank_total(kept);
+            sched_yield();
+            continue;
+        }
+        if (rc != AXSTM_OK) {
+            a->errors++;
+            break;
         }
         busy_in_a_row = 0;
         atomic_store(&b->audit_starving, 0);
         a->snapshots++;
-        if (total != want)
+        if (bank_total(c) != want)
             a->wrong_totals++;
+        if (kept == NULL)
+            kept = c;
+        else if (c != kept)
+            axstm_collection_free(c);
     }
     atomic_store(&b->audit_starving, 0);
     axstm_collection_free(kept);

@@ -24,25 +24,36 @@
 /*
  * AXSTM_BUSY_RETRY is a valid answer of any call that may contend: it means
  * "nothing happened, call again".  Repeat `call` until it says something
- * else and leave that in `rc`.
+ * else and leave that in `rc`.  Between attempts yield, and after a run of
+ * them sleep a little: the lock holder may be a thread that is not running
+ * (two cores, or valgrind running one thread at a time).
  */
 #define TU_RETRY(rc, call)                                                     \
     do {                                                                       \
-        (rc) = (call);                                                         \
-        if ((rc) != AXSTM_BUSY_RETRY)                                          \
-            break;                                                             \
-        sched_yield();                                                         \
-    } while (1)
+        unsigned tu_attempt_ = 0;                                              \
+        while (((rc) = (call)) == AXSTM_BUSY_RETRY)                            \
+            tu_backoff(++tu_attempt_);                                         \
+    } while (0)
 
 /* As TU_RETRY, and add the number of BUSY_RETRY answers to `*counter`. */
 #define TU_RETRY_COUNT(rc, call, counter)                                      \
     do {                                                                       \
-        (rc) = (call);                                                         \
-        if ((rc) != AXSTM_BUSY_RETRY)                                          \
-            break;                                                             \
-        ++*(counter);                                                          \
-        sched_yield();                                                         \
-    } while (1)
+        unsigned tu_attempt_ = 0;                                              \
+        while (((rc) = (call)) == AXSTM_BUSY_RETRY) {                          \
+            ++*(counter);                                                      \
+            tu_backoff(++tu_attempt_);                                         \
+        }                                                                      \
+    } while (0)
+
+static inline void tu_backoff(unsigned attempt)
+{
+    if (attempt < 16) {
+        sched_yield();
+    } else {
+        struct timespec ts = { 0, 1000 };
+        nanosleep(&ts, NULL);
+    }
+}
 
 /* ------------------------------------------------------------------ */
 /* Time                                                               */

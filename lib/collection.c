@@ -7,6 +7,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Hands a consistent set of states to the items, releasing what they held.
+ * Caller pinned (so the blobs are alive to take references on). */
+static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *version,
+                  const struct axstm__val *val)
+{
+    for (size_t i = 0; i < n; i++) {
+        axstm__val_retain(&val[i]);
+        axstm__val_release(&items[i]->val);
+        items[i]->val = val[i];
+        items[i]->version = version[i];
+    }
+}
+
+/*
+ * The fallback for a snapshot that commits keep spoiling (many keys under
+ * steady writers): hold every key's lock for the instant of the read.  It
+ * still never waits: a lock held by someone else is AXSTM_BUSY_RETRY.
+ */
+static int locked_snapshot(struct axstm__item *const *items, size_t n, uint64_t *old,
+                           uint64_t *version, struct axstm__val *val)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!axstm__entry_trylock(items[i]->entry, &old[i])) {
+            while (i-- > 0)
+                axstm__entry_restore(items[i]->entry, old[i]);
+            return AXSTM_BUSY_RETRY;
+        }
+    for (size_t i = 0; i < n; i++) {
+        val[i] = axstm__entry_val_locked(items[i]->entry);
+        version[i] = atomic_load_explicit(&items[i]->entry->version, memory_order_relaxed);
+    }
+    adopt(items, n, version, val);
+    for (size_t i = 0; i < n; i++)
+        axstm__entry_restore(items[i]->entry, old[i]);
+    return AXSTM_OK;
+}
+
 /*
  * A consistent snapshot without locks: read every key with its version-lock
  * word, then check that no word has changed.  Each key then held what was
@@ -17,8 +54,9 @@
 int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                     uint64_t *vlock, uint64_t *version, struct axstm__val *val)
 {
+    enum { OPTIMISTIC_ATTEMPTS = 4 };
     (void)s;
-    for (int attempt = 0; attempt < 16; attempt++) {
+    for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
         bool stable = true;
         for (size_t i = 0; i < n; i++) {
             int rc = axstm__entry_read(items[i]->entry, &vlock[i], &version[i], &val[i]);
@@ -28,18 +66,12 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
         for (size_t i = 0; i < n && n > 1 && stable; i++)
             stable = atomic_load_explicit(&items[i]->entry->vlock, memory_order_acquire) ==
                      vlock[i];
-        if (!stable)
-            continue;
-        /* Still pinned, so the blobs are alive to take references on. */
-        for (size_t i = 0; i < n; i++) {
-            axstm__val_retain(&val[i]);
-            axstm__val_release(&items[i]->val);
-            items[i]->val = val[i];
-            items[i]->version = version[i];
+        if (stable) {
+            adopt(items, n, version, val);
+            return AXSTM_OK;
         }
-        return AXSTM_OK;
     }
-    return AXSTM_BUSY_RETRY; /* commits kept landing between our reads */
+    return locked_snapshot(items, n, vlock, version, val);
 }
 
 /* A key of the using() call, for finding duplicates. */

@@ -3,40 +3,37 @@
  *
  * Every allocation passes through here so that a test can make the n-th one
  * fail and check that the call reports AXSTM_ENOMEM and changes nothing.
- * The countdown is a single atomic: free when no test uses it, and safe when
- * a test runs threads.
+ * Counting and injection are per thread: a shared counter would be a cache
+ * line every allocating thread writes.
  */
 #include "axstm-internal.h"
 
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-static _Atomic unsigned long alloc_calls;
-static _Atomic unsigned long fail_at; /* 0: off; else alloc_calls value that fails */
-static _Atomic int fail_sticky;
+/* Per thread, so that counting costs the hot path no shared write. */
+static _Thread_local unsigned long alloc_calls;
+static _Thread_local unsigned long fail_at; /* 0: off; else the call that fails */
+static _Thread_local int fail_sticky;
 
 void axstm__alloc_fail_after(unsigned long n, int sticky)
 {
-    atomic_store(&fail_sticky, sticky != 0);
-    atomic_store(&fail_at, n == 0 ? 0 : atomic_load(&alloc_calls) + n);
+    fail_sticky = sticky != 0;
+    fail_at = n == 0 ? 0 : alloc_calls + n;
 }
 
 unsigned long axstm__alloc_count(void)
 {
-    return atomic_load_explicit(&alloc_calls, memory_order_relaxed);
+    return alloc_calls;
 }
 
 /* Counts the call and says whether it must fail. */
 static int injected_failure(void)
 {
-    unsigned long call = atomic_fetch_add_explicit(&alloc_calls, 1, memory_order_relaxed) + 1;
-    unsigned long at = atomic_load_explicit(&fail_at, memory_order_relaxed);
-    if (at == 0)
+    unsigned long call = ++alloc_calls;
+    if (fail_at == 0)
         return 0;
-    if (call == at)
-        return 1;
-    return call > at && atomic_load_explicit(&fail_sticky, memory_order_relaxed);
+    return call == fail_at || (call > fail_at && fail_sticky);
 }
 
 void *axstm__malloc(size_t size)

@@ -15,13 +15,13 @@ void *axstm__aligned_alloc(size_t align, size_t size);
 void axstm__free(void *p);
 
 /*
- * Test hook: make the n-th allocation from now fail (n >= 1), and every one
- * after it too when `sticky` is non-zero.  n == 0 turns injection off.
- * Process-wide and thread-safe.
+ * Test hook: make the calling thread's n-th allocation from now fail
+ * (n >= 1), and every one after it too when `sticky` is non-zero.  n == 0
+ * turns injection off.  Other threads are not affected.
  */
 void axstm__alloc_fail_after(unsigned long n, int sticky);
 
-/* Test hook: allocations attempted since the process started. */
+/* Test hook: allocations the calling thread has attempted. */
 unsigned long axstm__alloc_count(void);
 
 #endif

@@ -21,6 +21,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Per-thread-slot counters: each thread counts on its own cache line and
  * axstm_store_stats sums them, so counting never contends. */
@@ -35,8 +37,8 @@ struct axstm__counters {
 struct axstm_store {
     struct axstm__epoch epoch;
     struct axstm__keytable table;
-    /* The commit clock: each commit's stamp, stored in the version locks of
-     * the keys it writes.  On its own cache line. */
+    /* The clock transactions take snapshots from; commits stamp keys above
+     * it (commit.c), transactions advance it (txn.c).  Own cache line. */
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t clock;
     struct axstm__counters counters[AXSTM__SLOTS];
     struct axstm__wait_bucket wait[AXSTM__WAIT_BUCKETS];
@@ -51,6 +53,28 @@ void axstm__count_value_bytes(axstm_store *s, int64_t delta);
 
 /* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
 int axstm__busy(axstm_store *s, int code);
+
+/* qsort, but an insertion sort for the handful of elements most commits and
+ * checkouts have, where qsort's call overhead dominates. */
+static inline void axstm__sort(void *base, size_t n, size_t size,
+                               int (*cmp)(const void *, const void *))
+{
+    enum { SMALL = 16, MAX_ELEM = 32 };
+    if (n > SMALL || size > MAX_ELEM) {
+        qsort(base, n, size, cmp);
+        return;
+    }
+    unsigned char *a = base, tmp[MAX_ELEM];
+    for (size_t i = 1; i < n; i++) {
+        size_t j = i;
+        memcpy(tmp, a + i * size, size);
+        while (j > 0 && cmp(a + (j - 1) * size, tmp) > 0) {
+            memcpy(a + j * size, a + (j - 1) * size, size);
+            j--;
+        }
+        memcpy(a + j * size, tmp, size);
+    }
+}
 
 /* Checks a key: AXSTM_OK with *len set, AXSTM_EINVAL or AXSTM_E2BIG. */
 int axstm__check_key(const char *key, size_t *len);

@@ -123,7 +123,7 @@ static void gather_distinct(axstm_collection *c, const struct axstm__keyref *ref
 {
     for (size_t i = 0; i < n; i++)
         slots[i] = (struct key_slot){refs[i].entry, i};
-    qsort(slots, n, sizeof *slots, by_entry_then_index);
+    axstm__sort(slots, n, sizeof *slots, by_entry_then_index);
 
     /* position[i]: 1 for the first appearance of an entry, 0 for repeats... */
     for (size_t i = 0; i < n; i++)

@@ -11,7 +11,8 @@
  *        handle's means AXSTM_CONCURRENT_UPDATE;
  *      - transactions: a key read whose lock word has changed since it was
  *        read (other than by our own lock) means AXSTM_CONCURRENT_UPDATE;
- *   3. draw a stamp from the store clock;
+ *   3. choose a stamp: above the store clock and above every written key's
+ *      current stamp (see below);
  *   4. publish every key: its value (inline bytes are copied, a blob is
  *      shared with the writer, not copied) and its version + 1;
  *   5. unlock with the stamp, so lock-free readers see the keys changed;
@@ -93,12 +94,35 @@ static bool reads_current(struct axstm__item *const *items, size_t n, const uint
     return true;
 }
 
+/*
+ * Step 3.  A commit does not advance the store clock: on a busy store that
+ * one shared counter would be written by every commit of every thread, and
+ * commits of disjoint keys would contend on it.  The stamp only has to be
+ *   - above each written key's current stamp, so that a key's lock word
+ *     never repeats (what lock-free readers rely on), and
+ *   - above the clock as read now, with every key already locked: then a
+ *     transaction whose snapshot stamp rv is at least this stamp read the
+ *     clock after it was advanced past it, which is after these locks were
+ *     taken (all sequentially consistent), so it can never have seen one of
+ *     these keys unlocked with its old value.
+ * A transaction that meets a stamp above its snapshot advances the clock
+ * itself (txn.c), so only transactions that actually race write it.
+ */
+static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, size_t n)
+{
+    uint64_t stamp = atomic_load(&s->clock) + 1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t held = atomic_load_explicit(&items[i]->entry->vlock, memory_order_relaxed) >> 1;
+        if (held >= stamp)
+            stamp = held + 1;
+    }
+    return stamp;
+}
+
 /* Steps 3 to 7 for items whose keys the caller has locked. */
 static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
-    /* acq_rel: a transaction that reads the clock and sees this stamp must
-     * also see the locks taken before it. */
-    uint64_t stamp = atomic_fetch_add_explicit(&s->clock, 1, memory_order_acq_rel) + 1;
+    uint64_t stamp = choose_stamp(s, items, n);
     int reclaim_due = 0;
     int64_t value_bytes = 0;
     for (size_t i = 0; i < n; i++) {

@@ -116,7 +116,9 @@ static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock,
                                     uint64_t *version, struct axstm__val *val)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
-        uint64_t before = atomic_load_explicit(&e->vlock, memory_order_acquire);
+        /* Sequentially consistent (a plain load on x86): a transaction's
+         * snapshot relies on it being ordered after its read of the clock. */
+        uint64_t before = atomic_load(&e->vlock);
         if (before & AXSTM__LOCKED)
             return AXSTM_BUSY_RETRY;
         uint64_t ver = atomic_load_explicit(&e->version, memory_order_relaxed);

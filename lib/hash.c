@@ -17,11 +17,14 @@ static inline uint64_t rotl(uint64_t x, int b)
     return (x << b) | (x >> (64 - b));
 }
 
+/* One little-endian word: a single load on little-endian machines. */
 static inline uint64_t load_le64(const unsigned char *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
     return v;
 }
 
@@ -50,9 +53,9 @@ uint64_t axstm__hash(const struct axstm__hash_key *key, const void *data, size_t
     }
 
     /* Last block: the remaining bytes, with the length in the top byte. */
-    uint64_t last = (uint64_t)len << 56;
-    for (size_t i = 0; i < (len & 7); i++)
-        last |= (uint64_t)p[i] << (8 * i);
+    unsigned char tail[8] = {0};
+    memcpy(tail, p, len & 7);
+    uint64_t last = load_le64(tail) | (uint64_t)len << 56;
     v3 ^= last;
     SIPROUND(v0, v1, v2, v3);
     v0 ^= last;

@@ -113,6 +113,24 @@ static int reserve_one(void **v, size_t n, size_t *cap, size_t size, void *inlin
 /* Keys                                                               */
 /* ------------------------------------------------------------------ */
 
+/* A key this attempt already touched, found without hashing: a body
+ * typically reads a key and then writes it (read-modify-write). */
+static struct axstm__entry *recently_touched(const axstm_txn *tx, const char *key, size_t len)
+{
+    enum { LOOK_BACK = 8 };
+    for (size_t i = tx->writes.n, k = 0; i-- > 0 && k < LOOK_BACK; k++) {
+        struct axstm__entry *e = tx->writes.v[i].item.entry;
+        if (e->keylen == len && memcmp(e->key, key, len) == 0)
+            return e;
+    }
+    for (size_t i = tx->reads.n, k = 0; i-- > 0 && k < LOOK_BACK; k++) {
+        struct axstm__entry *e = tx->reads.v[i].entry;
+        if (e->keylen == len && memcmp(e->key, key, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
 /* Finds key's entry, creating the key if it does not exist. */
 static int find_entry(axstm_txn *tx, const char *key, struct axstm__entry **out)
 {
@@ -120,6 +138,8 @@ static int find_entry(axstm_txn *tx, const char *key, struct axstm__entry **out)
     int rc = axstm__check_key(key, &len);
     if (rc != AXSTM_OK)
         return rc;
+    if ((*out = recently_touched(tx, key, len)) != NULL)
+        return AXSTM_OK;
     struct axstm__keyref ref = {key, len, 0, NULL};
     axstm__table_find(&tx->store->table, &ref);
     if (ref.entry == NULL) {
@@ -172,10 +192,19 @@ static void unlock_all(axstm_txn *tx)
 /* Reads                                                              */
 /* ------------------------------------------------------------------ */
 
+/* Advances the store clock to at least stamp (commits leave that to us:
+ * see choose_stamp in commit.c). */
+static void advance_clock(axstm_store *s, uint64_t stamp)
+{
+    uint64_t now = atomic_load(&s->clock);
+    while (now < stamp && !atomic_compare_exchange_weak(&s->clock, &now, stamp))
+        ;
+}
+
 /* Moves the snapshot forward to now, if nothing read so far has changed. */
 static int extend_snapshot(axstm_txn *tx)
 {
-    uint64_t now = atomic_load_explicit(&tx->store->clock, memory_order_acquire);
+    uint64_t now = atomic_load(&tx->store->clock);
     if (axstm__reads_changed(tx->reads.v, tx->reads.n))
         return AXSTM_CONCURRENT_UPDATE;
     tx->rv = now;
@@ -202,6 +231,7 @@ static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__val *
                 return rc;
             if (vlock >> 1 <= tx->rv)
                 break;
+            advance_clock(tx->store, vlock >> 1);
             rc = extend_snapshot(tx);
             if (rc != AXSTM_OK)
                 return rc;
@@ -389,7 +419,7 @@ static int commit(axstm_txn *tx)
     for (size_t i = 0; i < tx->writes.n; i++)
         if (tx->writes.v[i].live)
             items[n++] = &tx->writes.v[i].item;
-    qsort(items, n, sizeof *items, by_entry_latest_first);
+    axstm__sort(items, n, sizeof *items, by_entry_latest_first);
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++)
         if (distinct == 0 || items[i]->entry != items[distinct - 1]->entry)
@@ -446,7 +476,7 @@ static int attempt(axstm_txn *tx, axstm_fn fn, void *arg)
     if (tx->irrevocable)
         pthread_mutex_lock(&tx->store->irrevocable);
     tx->pin = axstm__epoch_pin(&tx->store->epoch);
-    tx->rv = atomic_load_explicit(&tx->store->clock, memory_order_acquire);
+    tx->rv = atomic_load(&tx->store->clock);
     int rc = fn(tx, arg);
     if (rc == AXSTM_OK) {
         rc = commit(tx);

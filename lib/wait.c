@@ -87,9 +87,11 @@ bool axstm__reads_changed(const struct axstm__read *reads, size_t n)
     return false;
 }
 
-static void notify(struct axstm__waiter *w)
+void axstm__waiter_notify(struct axstm__waiter *w)
 {
     if (w->fd >= 0) {
+        if (atomic_exchange(&w->fired, true))
+            return;
         uint64_t one = 1;
         /* EAGAIN means the counter is already huge: readable either way. */
         while (write(w->fd, &one, sizeof one) < 0 && errno == EINTR)
@@ -108,7 +110,7 @@ void axstm__wake(struct axstm__wait_bucket *buckets, struct axstm__entry *e)
     pthread_mutex_lock(&b->lock);
     for (struct axstm__waitnode *node = b->head; node != NULL; node = node->next)
         if (node->entry == e)
-            notify(node->waiter);
+            axstm__waiter_notify(node->waiter);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -116,6 +118,7 @@ int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axst
                            size_t n, const struct timespec *deadline)
 {
     struct axstm__waiter w = {.woken = false, .fd = -1};
+    atomic_init(&w.fired, false);
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0)
         return AXSTM_ENOMEM;

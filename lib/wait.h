@@ -37,7 +37,13 @@ struct axstm__waiter {
     pthread_cond_t cond;
     bool woken;
     int fd; /* >= 0: an eventfd to write to instead of signalling cond */
+    /* For descriptors: already readable, so later commits need not write
+     * again until the watch is re-armed (a system call saved per commit). */
+    _Atomic bool fired;
 };
+
+/* Wakes w: signals its thread, or makes its descriptor readable. */
+void axstm__waiter_notify(struct axstm__waiter *w);
 
 /* A key read by a transaction, with the lock word it was read under. */
 struct axstm__read {

@@ -20,13 +20,6 @@ struct axstm_watch {
     size_t n;
 };
 
-static void signal_fd(int fd)
-{
-    uint64_t one = 1;
-    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
-        ;
-}
-
 int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
                        bool fire_if_changed, axstm_watch **out)
 {
@@ -36,6 +29,7 @@ int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n
     w->store = s;
     w->n = n;
     w->waiter.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    atomic_init(&w->waiter.fired, false);
     if (w->waiter.fd < 0) {
         axstm__free(w);
         return AXSTM_ENOMEM;
@@ -49,7 +43,7 @@ int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n
     /* A commit that landed between the reads and the registration would
      * otherwise go unnoticed. */
     if (fire_if_changed && axstm__reads_changed(reads, n))
-        signal_fd(w->waiter.fd);
+        axstm__waiter_notify(&w->waiter);
     *out = w;
     return AXSTM_OK;
 }
@@ -104,9 +98,13 @@ AXSTM_API int axstm_watch_rearm(axstm_watch *w)
     if (w == NULL)
         return AXSTM_EINVAL;
     uint64_t count;
-    /* EAGAIN: nothing pending, which is fine. */
+    /* EAGAIN: nothing pending, which is fine.  The descriptor is drained
+     * before `fired` is cleared: the other order could let a commit in
+     * between set `fired` and have its event drained, after which no
+     * commit would ever write again. */
     while (read(w->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
         ;
+    atomic_store(&w->waiter.fired, false);
     return AXSTM_OK;
 }
 

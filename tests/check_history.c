@@ -439,7 +439,15 @@ static void run_store(uint32_t nkeys)
 {
     struct hist_run_config cfg = {4, nkeys, history_seconds(), 0, NULL};
     static struct hist_run_result res;
-    long v = hist_run(&cfg, &res);
+    long v;
+    /* On a slow machine (valgrind runs this ~50 times slower) a short run
+     * records too little to prove anything: run longer, up to 8 s. */
+    for (;;) {
+        v = hist_run(&cfg, &res);
+        if (v != 0 || res.report.txns >= 1000 || cfg.seconds >= 8.0)
+            break;
+        cfg.seconds = cfg.seconds * 4 < 8.0 ? cfg.seconds * 4 : 8.0;
+    }
     printf("Store, %u threads, %" PRIu32 " keys, %.2f s (+%.2f s checking, %" PRIu64
            " windows, %" PRIu64 " busy retries):\n",
            cfg.threads, nkeys, res.seconds, res.check_seconds, res.windows, res.busy);

@@ -131,13 +131,11 @@ static struct axstm__entry *recently_touched(const axstm_txn *tx, const char *ke
     return NULL;
 }
 
-/* Finds key's entry, creating the key if it does not exist. */
-static int find_entry(axstm_txn *tx, const char *key, struct axstm__entry **out)
+/* Finds key's entry (len bytes, already checked), creating the key if it
+ * does not exist. */
+static int find_entry(axstm_txn *tx, const char *key, size_t len, struct axstm__entry **out)
 {
-    size_t len;
-    int rc = axstm__check_key(key, &len);
-    if (rc != AXSTM_OK)
-        return rc;
+    int rc;
     if ((*out = recently_touched(tx, key, len)) != NULL)
         return AXSTM_OK;
     struct axstm__keyref ref = {key, len, 0, NULL};
@@ -215,9 +213,7 @@ static int extend_snapshot(axstm_txn *tx)
  * records the read.  A blob in *val lives as long as the attempt's pin. */
 static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__val *val)
 {
-    int rc = RESERVE(tx->reads, tx->reads_inline);
-    if (rc != AXSTM_OK)
-        return rc;
+    int rc;
     uint64_t vlock, version;
     if (tx->irrevocable) {
         rc = lock_entry(tx, e, &vlock); /* then nobody can change it */
@@ -241,7 +237,25 @@ static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__val *
     return AXSTM_OK;
 }
 
-/* A copy of a small value's bytes that stays put until the attempt ends. */
+/* Makes sure keep_bytes will find room without allocating. */
+static int reserve_bytes(axstm_txn *tx)
+{
+    if (tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES)
+        return AXSTM_OK;
+    struct bytes_chunk *c = tx->chunks;
+    if (c != NULL && c->used + AXSTM__INLINE_MAX <= BYTES_CHUNK)
+        return AXSTM_OK;
+    c = axstm__malloc(sizeof *c);
+    if (c == NULL)
+        return AXSTM_ENOMEM;
+    c->next = tx->chunks;
+    c->used = 0;
+    tx->chunks = c;
+    return AXSTM_OK;
+}
+
+/* A copy of a small value's bytes that stays put until the attempt ends.
+ * reserve_bytes came first. */
 static const void *keep_bytes(axstm_txn *tx, const void *src, size_t len)
 {
     unsigned char *p;
@@ -249,17 +263,8 @@ static const void *keep_bytes(axstm_txn *tx, const void *src, size_t len)
         p = tx->bytes_inline + tx->bytes_used;
         tx->bytes_used += AXSTM__INLINE_MAX;
     } else {
-        struct bytes_chunk *c = tx->chunks;
-        if (c == NULL || c->used + AXSTM__INLINE_MAX > BYTES_CHUNK) {
-            c = axstm__malloc(sizeof *c);
-            if (c == NULL)
-                return NULL;
-            c->next = tx->chunks;
-            c->used = 0;
-            tx->chunks = c;
-        }
-        p = c->data + c->used;
-        c->used += AXSTM__INLINE_MAX;
+        p = tx->chunks->data + tx->chunks->used;
+        tx->chunks->used += AXSTM__INLINE_MAX;
     }
     memcpy(p, src, len);
     return p;
@@ -275,12 +280,31 @@ static void forget_bytes(axstm_txn *tx)
     tx->bytes_used = 0;
 }
 
+/* Everything a get or set may allocate, done before its key may be created,
+ * so that a failed call leaves the store as it was. */
+static int reserve_for_access(axstm_txn *tx)
+{
+    int rc = RESERVE(tx->reads, tx->reads_inline);
+    if (rc == AXSTM_OK)
+        rc = RESERVE(tx->writes, tx->writes_inline);
+    if (rc == AXSTM_OK && tx->irrevocable)
+        rc = RESERVE(tx->locks, NULL);
+    if (rc == AXSTM_OK)
+        rc = reserve_bytes(tx);
+    return rc;
+}
+
 AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
 {
     if (tx == NULL || tx != running)
         return AXSTM_EINVAL;
     struct axstm__entry *e;
-    int rc = find_entry(tx, key, &e);
+    size_t keylen;
+    int rc = axstm__check_key(key, &keylen);
+    if (rc == AXSTM_OK)
+        rc = reserve_for_access(tx);
+    if (rc == AXSTM_OK)
+        rc = find_entry(tx, key, keylen, &e);
     if (rc != AXSTM_OK)
         return rc;
     struct txn_write *w = find_write(tx, e);
@@ -296,11 +320,8 @@ AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, s
     const void *bytes = axstm__val_data(&val, &n);
     if (bytes == NULL)
         return AXSTM_ENOVALUE;
-    if (val.meta & AXSTM__VAL_INLINE) {
-        /* bytes point into our local copy: keep them somewhere stable */
-        if (data != NULL && (bytes = keep_bytes(tx, bytes, n)) == NULL)
-            return AXSTM_ENOMEM;
-    }
+    if ((val.meta & AXSTM__VAL_INLINE) && data != NULL)
+        bytes = keep_bytes(tx, bytes, n); /* ours is a local copy: keep it */
     if (data != NULL)
         *data = bytes;
     if (len != NULL)
@@ -333,21 +354,25 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
         return AXSTM_EINVAL;
     if (len > AXSTM_VALUE_MAX)
         return AXSTM_E2BIG;
+    struct axstm__val val = {0, 0};
     struct axstm__entry *e;
-    int rc = find_entry(tx, key, &e);
-    if (rc == AXSTM_OK)
-        rc = RESERVE(tx->writes, tx->writes_inline);
     uint64_t old;
+    size_t keylen;
+    int rc = axstm__check_key(key, &keylen);
+    if (rc == AXSTM_OK)
+        rc = reserve_for_access(tx);
+    if (rc == AXSTM_OK)
+        rc = axstm__val_make(&val, data, len);
+    if (rc == AXSTM_OK)
+        rc = find_entry(tx, key, keylen, &e);
     if (rc == AXSTM_OK && tx->irrevocable)
         rc = lock_entry(tx, e, &old);
-    if (rc != AXSTM_OK)
+    if (rc != AXSTM_OK) {
+        axstm__val_release(&val);
         return rc;
-    struct txn_write *w = &tx->writes.v[tx->writes.n];
-    *w = (struct txn_write){{e, 0, {0, 0}}, true};
-    rc = axstm__val_make(&w->item.val, data, len);
-    if (rc == AXSTM_OK)
-        tx->writes.n++;
-    return rc;
+    }
+    tx->writes.v[tx->writes.n++] = (struct txn_write){{e, 0, val}, true};
+    return AXSTM_OK;
 }
 
 AXSTM_API int axstm_txn_set_i64(axstm_txn *tx, const char *key, int64_t x)

@@ -39,13 +39,26 @@ void axstm__wait_destroy(struct axstm__wait_bucket *buckets)
         pthread_mutex_destroy(&buckets[i].lock);
 }
 
+struct axstm__waitnode *axstm__wait_nodes_new(size_t n)
+{
+    return axstm__calloc(n, sizeof(struct axstm__waitnode));
+}
+
 int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
                          const struct axstm__read *reads, size_t n,
                          struct axstm__waitnode **nodes)
 {
-    struct axstm__waitnode *node = axstm__calloc(n, sizeof *node);
+    struct axstm__waitnode *node = axstm__wait_nodes_new(n);
     if (node == NULL)
         return AXSTM_ENOMEM;
+    axstm__wait_link(buckets, w, reads, n, node);
+    *nodes = node;
+    return AXSTM_OK;
+}
+
+void axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
+                      const struct axstm__read *reads, size_t n, struct axstm__waitnode *node)
+{
     for (size_t i = 0; i < n; i++) {
         struct axstm__wait_bucket *b = bucket_of(buckets, reads[i].entry);
         node[i].entry = reads[i].entry;
@@ -59,8 +72,6 @@ int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waite
         pthread_mutex_unlock(&b->lock);
         atomic_fetch_add(&reads[i].entry->waiters, 1);
     }
-    *nodes = node;
-    return AXSTM_OK;
 }
 
 void axstm__wait_unregister(struct axstm__wait_bucket *buckets, struct axstm__waitnode *nodes,

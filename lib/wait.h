@@ -54,10 +54,16 @@ struct axstm__read {
 int axstm__wait_init(struct axstm__wait_bucket *buckets);
 void axstm__wait_destroy(struct axstm__wait_bucket *buckets);
 
-/*
- * Registers w on every entry of reads[0..n).  Returns AXSTM_OK with *nodes
- * set (give it to axstm__wait_unregister), or AXSTM_ENOMEM.
- */
+/* Allocates the n nodes a registration needs (NULL when out of memory), so
+ * that a caller can fail before it changes anything. */
+struct axstm__waitnode *axstm__wait_nodes_new(size_t n);
+
+/* Registers w on every entry of reads[0..n), using nodes from
+ * axstm__wait_nodes_new(n).  Cannot fail. */
+void axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
+                      const struct axstm__read *reads, size_t n, struct axstm__waitnode *nodes);
+
+/* Both of the above: AXSTM_OK with *nodes set, or AXSTM_ENOMEM. */
 int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
                          const struct axstm__read *reads, size_t n,
                          struct axstm__waitnode **nodes);

@@ -20,26 +20,42 @@ struct axstm_watch {
     size_t n;
 };
 
-int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
-                       bool fire_if_changed, axstm_watch **out)
+/* A watch with its descriptor and nodes allocated but not registered yet:
+ * everything that can fail, done before anything is changed. */
+static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
 {
     axstm_watch *w = axstm__malloc(sizeof *w);
     if (w == NULL)
         return AXSTM_ENOMEM;
     w->store = s;
     w->n = n;
-    w->waiter.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&w->waiter.fired, false);
+    w->nodes = axstm__wait_nodes_new(n);
+    w->waiter.fd = w->nodes != NULL ? eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) : -1;
     if (w->waiter.fd < 0) {
+        axstm__free(w->nodes);
         axstm__free(w);
         return AXSTM_ENOMEM;
     }
-    int rc = axstm__wait_register(s->wait, &w->waiter, reads, n, &w->nodes);
-    if (rc != AXSTM_OK) {
-        close(w->waiter.fd);
-        axstm__free(w);
+    *out = w;
+    return AXSTM_OK;
+}
+
+static void watch_discard(axstm_watch *w)
+{
+    close(w->waiter.fd);
+    axstm__free(w->nodes);
+    axstm__free(w);
+}
+
+int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
+                       bool fire_if_changed, axstm_watch **out)
+{
+    axstm_watch *w;
+    int rc = watch_alloc(s, n, &w);
+    if (rc != AXSTM_OK)
         return rc;
-    }
+    axstm__wait_link(s->wait, &w->waiter, reads, n, w->nodes);
     /* A commit that landed between the reads and the registration would
      * otherwise go unnoticed. */
     if (fire_if_changed && axstm__reads_changed(reads, n))
@@ -67,8 +83,15 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
             return AXSTM_ENOMEM;
         reads = (struct axstm__read *)(refs + nkeys);
     }
+    /* Allocate before creating any key: a failed call must leave the store
+     * as it was (creation itself is all-or-none). */
+    axstm_watch *w;
+    int rc = watch_alloc(s, nkeys, &w);
+    if (rc != AXSTM_OK) {
+        axstm__free(refs);
+        return rc;
+    }
 
-    int rc = AXSTM_OK;
     unsigned pin = axstm__epoch_pin(&s->epoch);
     bool missing = false;
     for (size_t i = 0; i < nkeys; i++) {
@@ -82,7 +105,10 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
     if (rc == AXSTM_OK) {
         for (size_t i = 0; i < nkeys; i++)
             reads[i] = (struct axstm__read){refs[i].entry, 0};
-        rc = axstm__watch_reads(s, reads, nkeys, false, out);
+        axstm__wait_link(s->wait, &w->waiter, reads, nkeys, w->nodes);
+        *out = w;
+    } else {
+        watch_discard(w);
     }
     axstm__free(refs);
     return axstm__busy(s, rc);

@@ -375,6 +375,130 @@ START_TEST(one_rearm_consumes_many_commits)
 }
 END_TEST
 
+/* A long-lived watch used the documented way -- re-arm, then read --
+ * while another thread commits as fast as it can: no commit may be lost
+ * between the re-arm and the read, so the loop must see the last value and
+ * never sleep through it.  (A lost one leaves the descriptor quiet while
+ * the value it missed sits in the store: poll() times out.)  The loop runs
+ * for a while rather than to a count, for many re-arms racing commits. */
+struct counter_run {
+    axstm_store *s;
+    atomic_int stop;
+    /* Written by the worker only; the loop reads it to know the worker
+     * has got going (a loaded machine may not run it at once). */
+    atomic_llong committed;
+    int rc;
+};
+
+static int incr_body(axstm_txn *tx, void *arg)
+{
+    int64_t x;
+    int rc = axstm_txn_get_i64(tx, "c", &x);
+    (void)arg;
+    if (rc == AXSTM_ENOVALUE)
+        x = 0;
+    else if (rc != AXSTM_OK)
+        return rc;
+    return axstm_txn_set_i64(tx, "c", x + 1);
+}
+
+static void *count_up(void *arg)
+{
+    struct counter_run *r = arg;
+    int rc = AXSTM_OK;
+    while (rc == AXSTM_OK && !atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+        rc = axstm_atomically(r->s, incr_body, NULL);
+        if (rc == AXSTM_OK &&
+            (atomic_fetch_add_explicit(&r->committed, 1, memory_order_relaxed) + 1) % 4 == 0)
+            sched_yield(); /* spread commits over the loop's re-arm/read */
+    }
+    r->rc = rc;
+    return NULL;
+}
+
+static int read_c_body(axstm_txn *tx, void *arg)
+{
+    int rc = axstm_txn_get_i64(tx, "c", arg);
+    if (rc == AXSTM_ENOVALUE) {
+        *(int64_t *)arg = 0;
+        rc = AXSTM_OK;
+    }
+    return rc;
+}
+
+START_TEST(rearm_then_read_loses_nothing)
+{
+    static const char *const c[] = { "c" };
+    struct counter_run run;
+    axstm_watch *w, *unused = w_sentinel;
+    int64_t x = 0, last = 0;
+    long wakeups = 0, went_back = 0, timeouts = 0, errors = 0;
+    double stop_at, give_up;
+    long long committed = -1;
+    int joined = 0;
+    pthread_t t;
+
+    memset(&run, 0, sizeof run);
+    run.s = tu_store_ok();
+    atomic_init(&run.stop, 0);
+    atomic_init(&run.committed, 0);
+    w = watch_ok(run.s, c, 1);
+    ck_assert_int_eq(pthread_create(&t, NULL, count_up, &run), 0);
+    stop_at = tu_now() + 0.4;
+    give_up = tu_now() + 20.0;
+    /* Until the worker has stopped and the loop has read its last commit. */
+    while (!joined || last < committed) {
+        int rc, wait_ms;
+        /* Stop the worker once the time is up and it has done some work. */
+        if (!joined && tu_now() >= stop_at &&
+            (atomic_load(&run.committed) >= 1000 || tu_now() >= give_up)) {
+            atomic_store(&run.stop, 1);
+            ck_assert_int_eq(pthread_join(t, NULL), 0);
+            joined = 1;
+            committed = atomic_load(&run.committed);
+            continue;
+        }
+        /* While the worker runs, wake up at stop_at at the latest; once it
+         * is gone, anything unread must show at once (2 s is for a slow
+         * machine: correct code returns immediately). */
+        wait_ms = joined ? 2000 : (int)((stop_at - tu_now()) * 1000) + 1;
+        if (!joined && wait_ms < 10)
+            wait_ms = 10; /* past stop_at, waiting for the worker's first commits */
+        if (!fd_readable(axstm_watch_fd(w), wait_ms > 0 ? wait_ms : 0)) {
+            if (joined) {
+                timeouts++;
+                break;
+            }
+            continue;
+        }
+        wakeups++;
+        rearm_ok(w);
+        TU_RETRY(rc, axstm_try_atomically(run.s, read_c_body, &x, &unused));
+        if (rc != AXSTM_OK) {
+            errors++;
+            break;
+        }
+        went_back += x < last;
+        last = x;
+    }
+    if (!joined) {
+        atomic_store(&run.stop, 1);
+        ck_assert_int_eq(pthread_join(t, NULL), 0);
+    }
+    ck_assert_int_eq(run.rc, AXSTM_OK);
+    ck_assert_int_eq(errors, 0);
+    ck_assert_int_eq(went_back, 0);
+    ck_assert_int_eq(timeouts, 0);
+    ck_assert_int_ge(committed, 1000);
+    ck_assert_msg(last == committed, "the loop saw %lld of %lld increments, then silence",
+                  (long long)last, committed);
+    ck_assert_int_gt(wakeups, 0);
+    ck_assert_ptr_eq(unused, w_sentinel); /* the read never retried */
+    axstm_watch_free(w);
+    axstm_store_free(run.s);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Keys                                                               */
 /* ------------------------------------------------------------------ */
@@ -1041,7 +1165,8 @@ struct hammer {
     axstm_store *s;
     atomic_int stop;
     int id;
-    long commits, errors;
+    atomic_long commits; /* read by the test's thread while it runs */
+    long errors;
 };
 
 /* Commits its keys as fast as it can until told to stop. */
@@ -1075,7 +1200,7 @@ static void *hammer_main(void *arg)
             }
         }
         if (rc == AXSTM_OK)
-            h->commits++;
+            atomic_fetch_add_explicit(&h->commits, 1, memory_order_relaxed);
         else if (rc != AXSTM_BUSY_RETRY)
             h->errors++;
         i++;
@@ -1093,6 +1218,15 @@ static void stop_hammers(struct hammer *h, pthread_t *t, int n)
         atomic_store(&h[i].stop, 1);
     for (i = 0; i < n; i++)
         ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+}
+
+static int all_committed(struct hammer *h, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        if (atomic_load_explicit(&h[i].commits, memory_order_relaxed) == 0)
+            return 0;
+    return 1;
 }
 
 static int read_hot_body(axstm_txn *tx, void *arg)
@@ -1117,7 +1251,7 @@ START_TEST(free_while_others_commit)
     pthread_t t[HAMMERS];
     axstm_watch *batch[8];
     long rounds = 0, waited = 0, fired = 0, errors = 0;
-    double deadline;
+    double deadline, give_up;
     int i, rc;
 
     for (i = 0; i < HAMMERS; i++) {
@@ -1125,14 +1259,19 @@ START_TEST(free_while_others_commit)
         h[i].s = s;
         h[i].id = i;
         atomic_init(&h[i].stop, 0);
+        atomic_init(&h[i].commits, 0);
     }
     /* Create the keys first, so the hammers start committing at once. */
     put_all(s, hot, 3, 0);
     for (i = 0; i < HAMMERS; i++)
         ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_main, &h[i]), 0);
 
+    /* At least 50 rounds and 0.5 s (or MAX_ROUNDS), and on until every
+     * hammer has committed: a loaded machine may start one late. */
     deadline = tu_now() + 0.5;
-    while (rounds < MAX_ROUNDS && (rounds < 50 || tu_now() < deadline)) {
+    give_up = deadline + 20.0;
+    while ((rounds < MAX_ROUNDS && (rounds < 50 || tu_now() < deadline)) ||
+           (!all_committed(h, HAMMERS) && tu_now() < give_up)) {
         axstm_watch *w = NULL;
         int which = (int)(rounds % 4);
         if (which == 0) {
@@ -1190,7 +1329,7 @@ START_TEST(free_while_others_commit)
     ck_assert_int_eq(fired, waited);
     for (i = 0; i < HAMMERS; i++) {
         ck_assert_int_eq(h[i].errors, 0);
-        ck_assert_int_gt(h[i].commits, 0);
+        ck_assert_int_gt(atomic_load(&h[i].commits), 0);
     }
     axstm_store_free(s);
 }
@@ -1241,9 +1380,10 @@ END_TEST
 START_TEST(out_of_descriptors)
 {
     enum { SPARE = 4 };
+    static const char *const a[] = { "a" };
     axstm_store *s = tu_store_ok();
     struct rlimit old, low;
-    int dups[256], ndup = 0, dup_errno = 0, before, rc, runs = 0;
+    int dups[256], ndup = 0, dup_errno = 0, before, runs = 0, rc_none, rc_key, rc_try;
     axstm_watch *w = w_sentinel;
     tu_snapshot snap_before, snap_after;
     axstm_stats st;
@@ -1266,19 +1406,18 @@ START_TEST(out_of_descriptors)
         }
         dups[ndup++] = fd;
     }
-    rc = axstm_watch_new(s, &hot[0], 0, &w);
-    {
-        static const char *const a[] = { "a" };
-        int rc2 = axstm_watch_new(s, a, 1, &w);
-        int rc3 = axstm_try_atomically(s, always_retry_body, &runs, &w);
-        while (ndup > 0)
-            close(dups[--ndup]);
-        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
-        ck_assert_int_eq(dup_errno, EMFILE);
-        ck_assert_int_eq(rc, AXSTM_ENOMEM);
-        ck_assert_int_eq(rc2, AXSTM_ENOMEM);
-        ck_assert_int_eq(rc3, AXSTM_ENOMEM);
-    }
+    /* Every kind of watch needs a descriptor: none, one key, a retry. */
+    rc_none = axstm_watch_new(s, NULL, 0, &w);
+    rc_key = axstm_watch_new(s, a, 1, &w);
+    rc_try = axstm_try_atomically(s, always_retry_body, &runs, &w);
+    /* Descriptors back before any assert can end the test. */
+    while (ndup > 0)
+        close(dups[--ndup]);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ck_assert_int_eq(dup_errno, EMFILE);
+    ck_assert_int_eq(rc_none, AXSTM_ENOMEM);
+    ck_assert_int_eq(rc_key, AXSTM_ENOMEM);
+    ck_assert_int_eq(rc_try, AXSTM_ENOMEM);
     ck_assert_ptr_eq(w, w_sentinel);
     ck_assert_int_eq(runs, 1);
     ck_assert_int_eq(count_fds(), before);
@@ -1596,6 +1735,8 @@ static Suite *watch_suite(void)
     tc = tcase_create("Re-arm");
     tcase_add_test(tc, rearm_consumes_the_event);
     tcase_add_test(tc, one_rearm_consumes_many_commits);
+    tcase_add_test(tc, rearm_then_read_loses_nothing);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Keys");

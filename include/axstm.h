@@ -40,6 +40,20 @@
  *     flight.
  * axstm_try_atomically is the non-blocking way to run a transaction.
  *
+ * Threads that are cancelled or exit
+ * ----------------------------------
+ * A thread may be cancelled (pthread_cancel) or exit at any point where it
+ * is not inside a call of this library, and the store stays fully usable.
+ * Inside a call:
+ *   - axstm_atomically and axstm_atomically_timed may be cancelled while
+ *     they sleep (waiting in AXSTM_RETRY, or in backoff): the wait is undone
+ *     and nothing else is held;
+ *   - no other call contains a cancellation point (commits disable
+ *     cancellation while they wake watchers);
+ *   - a transaction body or a foreach visitor must not exit or be cancelled
+ *     (nor longjmp out): the call holds a read pin, and an irrevocable body
+ *     holds key locks, which would then never be released.
+ *
  * Errors
  * ------
  * Every function that can fail returns AXSTM_OK (0) or a negative code.

@@ -552,12 +552,73 @@ static void deadline_after(struct timespec *d, int64_t timeout_ns)
     }
 }
 
+/* Ends a run: frees what its arrays grew into (also if cancelled). */
+static void run_end(void *arg)
+{
+    axstm_txn *tx = arg;
+    running = NULL;
+    if (tx->reads.v != tx->reads_inline)
+        axstm__free(tx->reads.v);
+    if (tx->writes.v != tx->writes_inline)
+        axstm__free(tx->writes.v);
+    axstm__free(tx->locks.v);
+    forget_bytes(tx);
+}
+
 /* How a run may wait when the body returns AXSTM_RETRY. */
 struct run_mode {
     const struct timespec *deadline; /* NULL: no limit */
     bool never_wait;                 /* timeout 0: AXSTM_ETIMEDOUT at once */
     axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
 };
+
+/* Runs attempts until one ends the call; returns its result. */
+static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_mode *mode)
+{
+    axstm_store *s = tx->store;
+    unsigned failures = 0;
+    int rc;
+    for (;;) {
+        tx->irrevocable = mode->watch == NULL && failures >= IRREVOCABLE_AFTER;
+        rc = attempt(tx, fn, arg);
+        if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
+            ++failures;
+            if (mode->watch == NULL) {
+                backoff(failures);
+                continue;
+            }
+            if (failures < TRY_ATTEMPTS)
+                continue;
+            rc = AXSTM_BUSY_RETRY;
+            break;
+        }
+        if (rc != AXSTM_RETRY)
+            break;
+        if (tx->reads.n == 0) {
+            rc = AXSTM_EINVAL; /* nothing read could ever change */
+            break;
+        }
+        if (mode->watch != NULL) {
+            axstm_watch *w;
+            rc = axstm__watch_reads(s, tx->reads.v, tx->reads.n, true, &w);
+            if (rc == AXSTM_OK) {
+                *mode->watch = w;
+                rc = AXSTM_RETRY;
+            }
+            break;
+        }
+        if (mode->never_wait) {
+            rc = AXSTM_ETIMEDOUT;
+            break;
+        }
+        rc = axstm__wait_for_change(s->wait, tx->reads.v, tx->reads.n, mode->deadline);
+        if (rc != AXSTM_OK)
+            break;
+        axstm__count(s, AXSTM__WAITED);
+        failures = 0;
+    }
+    return rc;
+}
 
 static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mode)
 {
@@ -577,53 +638,13 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
     tx.chunks = NULL;
     running = &tx;
 
-    unsigned failures = 0;
+    /* Between attempts the thread may sleep (a wait, a backoff), and a
+     * sleep is a cancellation point: then nothing is locked or pinned, and
+     * only this run's own memory needs freeing. */
     int rc;
-    for (;;) {
-        tx.irrevocable = mode->watch == NULL && failures >= IRREVOCABLE_AFTER;
-        rc = attempt(&tx, fn, arg);
-        if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
-            ++failures;
-            if (mode->watch == NULL) {
-                backoff(failures);
-                continue;
-            }
-            if (failures < TRY_ATTEMPTS)
-                continue;
-            rc = AXSTM_BUSY_RETRY;
-            break;
-        }
-        if (rc != AXSTM_RETRY)
-            break;
-        if (tx.reads.n == 0) {
-            rc = AXSTM_EINVAL; /* nothing read could ever change */
-            break;
-        }
-        if (mode->watch != NULL) {
-            axstm_watch *w;
-            rc = axstm__watch_reads(s, tx.reads.v, tx.reads.n, true, &w);
-            if (rc == AXSTM_OK) {
-                *mode->watch = w;
-                rc = AXSTM_RETRY;
-            }
-            break;
-        }
-        if (mode->never_wait) {
-            rc = AXSTM_ETIMEDOUT;
-            break;
-        }
-        rc = axstm__wait_for_change(s->wait, tx.reads.v, tx.reads.n, mode->deadline);
-        if (rc != AXSTM_OK)
-            break;
-        axstm__count(s, AXSTM__WAITED);
-        failures = 0;
-    }
-    running = NULL;
-    if (tx.reads.v != tx.reads_inline)
-        axstm__free(tx.reads.v);
-    if (tx.writes.v != tx.writes_inline)
-        axstm__free(tx.writes.v);
-    axstm__free(tx.locks.v);
+    pthread_cleanup_push(run_end, &tx);
+    rc = run_attempts(&tx, fn, arg, mode);
+    pthread_cleanup_pop(1);
     return rc;
 }
 

@@ -118,11 +118,34 @@ void axstm__waiter_notify(struct axstm__waiter *w)
 void axstm__wake(struct axstm__wait_bucket *buckets, struct axstm__entry *e)
 {
     struct axstm__wait_bucket *b = bucket_of(buckets, e);
+    /* write() to an eventfd is a cancellation point: a commit cancelled
+     * there would leave the bucket locked for good. */
+    int cancel_state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     pthread_mutex_lock(&b->lock);
     for (struct axstm__waitnode *node = b->head; node != NULL; node = node->next)
         if (node->entry == e)
             axstm__waiter_notify(node->waiter);
     pthread_mutex_unlock(&b->lock);
+    pthread_setcancelstate(cancel_state, NULL);
+}
+
+/* What a waiter cancelled in its sleep must undo: its nodes point at its
+ * stack, which is about to go away. */
+struct wait_cleanup {
+    struct axstm__wait_bucket *buckets;
+    struct axstm__waiter *w;
+    struct axstm__waitnode *nodes;
+    size_t n;
+};
+
+static void wait_cancelled(void *arg)
+{
+    struct wait_cleanup *c = arg;
+    pthread_mutex_unlock(&c->w->lock); /* a cancelled cond wait holds it */
+    axstm__wait_unregister(c->buckets, c->nodes, c->n);
+    pthread_mutex_destroy(&c->w->lock);
+    pthread_cond_destroy(&c->w->cond);
 }
 
 int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axstm__read *reads,
@@ -148,7 +171,9 @@ int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axst
     if (rc == AXSTM_OK) {
         /* A commit that landed before we registered is seen here. */
         if (!axstm__reads_changed(reads, n)) {
+            struct wait_cleanup cleanup = {buckets, &w, nodes, n};
             pthread_mutex_lock(&w.lock);
+            pthread_cleanup_push(wait_cancelled, &cleanup);
             while (!w.woken && rc == AXSTM_OK) {
                 int err = deadline != NULL
                               ? pthread_cond_timedwait(&w.cond, &w.lock, deadline)
@@ -156,6 +181,7 @@ int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axst
                 if (err == ETIMEDOUT && !w.woken)
                     rc = AXSTM_ETIMEDOUT;
             }
+            pthread_cleanup_pop(0);
             pthread_mutex_unlock(&w.lock);
         }
         axstm__wait_unregister(buckets, nodes, n);

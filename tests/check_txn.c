@@ -3389,6 +3389,77 @@ END_TEST
 /* Suite                                                              */
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* Cancellation                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Waits for "cancel.key" to get a value. */
+static int wait_for_cancel_key(axstm_txn *tx, void *arg)
+{
+    int64_t v;
+    int rc = axstm_txn_get_i64(tx, "cancel.key", &v);
+    (void)arg;
+    if (rc == AXSTM_ENOVALUE)
+        return AXSTM_RETRY;
+    return rc;
+}
+
+struct cancel_waiter {
+    axstm_store *s;
+    _Atomic int started;
+    int rc;
+};
+
+static void *cancel_waiter_main(void *arg)
+{
+    struct cancel_waiter *cw = arg;
+    atomic_store(&cw->started, 1);
+    cw->rc = axstm_atomically(cw->s, wait_for_cancel_key, NULL);
+    return NULL;
+}
+
+/* Lets a waiter start and fall asleep in its wait (the store cannot tell
+ * us when it sleeps; if it has not yet, the test is merely weaker). */
+static void let_it_sleep(struct cancel_waiter *cw)
+{
+    while (!atomic_load(&cw->started))
+        sched_yield();
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* A thread cancelled while blocked in AXSTM_RETRY leaves the store usable:
+ * its registration on the key is undone, so a later commit of that key
+ * neither touches its dead stack nor fails to wake the others. */
+START_TEST(cancel_blocked_waiter_leaves_store_usable)
+{
+    axstm_store *s = tu_store_ok();
+    struct cancel_waiter doomed = {s, 0, 12345}, survivor = {s, 0, 12345};
+    pthread_t a, b;
+    void *res;
+
+    /* The survivor starts first, so that the cancelled thread's stack is
+     * not handed to it afterwards (glibc reuses stacks), which could hide
+     * a registration left pointing there. */
+    ck_assert_int_eq(pthread_create(&b, NULL, cancel_waiter_main, &survivor), 0);
+    let_it_sleep(&survivor);
+    ck_assert_int_eq(pthread_create(&a, NULL, cancel_waiter_main, &doomed), 0);
+    let_it_sleep(&doomed);
+    ck_assert_int_eq(pthread_cancel(a), 0);
+    ck_assert_int_eq(pthread_join(a, &res), 0);
+    ck_assert_ptr_eq(res, PTHREAD_CANCELED);
+    ck_assert_int_eq(doomed.rc, 12345); /* it never returned */
+
+    put_i64(s, "cancel.key", 7);
+    ck_assert_int_eq(pthread_join(b, NULL), 0);
+    ck_assert_int_eq(survivor.rc, AXSTM_OK);
+
+    /* And this thread can still run transactions of its own. */
+    ck_assert_int_eq(axstm_atomically(s, wait_for_cancel_key, NULL), AXSTM_OK);
+    axstm_store_free(s);
+}
+END_TEST
+
 static Suite *txn_suite(void)
 {
     Suite *s = suite_create("txn");
@@ -3463,6 +3534,11 @@ static Suite *txn_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, long_transaction_finishes_under_hammering);
     tcase_add_test(tc, body_that_keeps_losing_finishes);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Cancellation");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, cancel_blocked_waiter_leaves_store_usable);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Allocation failure");

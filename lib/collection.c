@@ -186,16 +186,10 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
         return AXSTM_ENOMEM;
     }
 
-    int rc = AXSTM_OK;
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    bool missing = false;
-    for (size_t i = 0; i < nkeys; i++) {
+    for (size_t i = 0; i < nkeys; i++)
         refs[i] = (struct axstm__keyref){keys[i], strlen(keys[i]), 0, NULL};
-        axstm__table_find(&s->table, &refs[i]);
-        missing |= refs[i].entry == NULL;
-    }
-    if (missing)
-        rc = axstm__table_create(&s->table, refs, nkeys);
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    int rc = axstm__table_find_or_create(&s->table, refs, nkeys);
     if (rc == AXSTM_OK) {
         gather_distinct(c, refs, nkeys, slots, position);
         rc = axstm__snapshot(s, c->order, c->n, c->scratch_vlock, c->scratch_version,

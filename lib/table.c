@@ -265,6 +265,16 @@ int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, s
     return AXSTM_OK;
 }
 
+int axstm__table_find_or_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
+{
+    bool missing = false;
+    for (size_t i = 0; i < n; i++) {
+        axstm__table_find(t, &refs[i]);
+        missing |= refs[i].entry == NULL;
+    }
+    return missing ? axstm__table_create(t, refs, n) : AXSTM_OK;
+}
+
 int axstm__table_foreach(struct axstm__keytable *t,
                          int (*fn)(struct axstm__entry *, void *), void *arg)
 {

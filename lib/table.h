@@ -68,6 +68,10 @@ void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r);
  */
 int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n);
 
+/* Finds every key of refs[0..n) (key and len filled in), creating the
+ * missing ones as axstm__table_create does.  Caller pinned. */
+int axstm__table_find_or_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n);
+
 /* Calls fn on every entry until it returns non-zero (returned).  Pinned. */
 int axstm__table_foreach(struct axstm__keytable *t,
                          int (*fn)(struct axstm__entry *, void *), void *arg);

@@ -139,14 +139,10 @@ static int find_entry(axstm_txn *tx, const char *key, size_t len, struct axstm__
     if ((*out = recently_touched(tx, key, len)) != NULL)
         return AXSTM_OK;
     struct axstm__keyref ref = {key, len, 0, NULL};
-    axstm__table_find(&tx->store->table, &ref);
-    if (ref.entry == NULL) {
-        rc = axstm__table_create(&tx->store->table, &ref, 1);
-        if (rc != AXSTM_OK)
-            return rc;
-    }
-    *out = ref.entry;
-    return AXSTM_OK;
+    rc = axstm__table_find_or_create(&tx->store->table, &ref, 1);
+    if (rc == AXSTM_OK)
+        *out = ref.entry;
+    return rc;
 }
 
 /* The latest live write of e in this attempt, or NULL. */

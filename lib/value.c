@@ -25,9 +25,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     uint64_t vlock, version;
     struct axstm__val val;
     unsigned pin = axstm__epoch_pin(&s->epoch);
-    axstm__table_find(&s->table, &ref);
-    if (ref.entry == NULL)
-        rc = axstm__table_create(&s->table, &ref, 1);
+    rc = axstm__table_find_or_create(&s->table, &ref, 1);
     if (rc == AXSTM_OK) {
         v->item.entry = ref.entry;
         rc = axstm__snapshot(s, items, 1, &vlock, &version, &val);

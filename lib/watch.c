@@ -92,15 +92,10 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
         return rc;
     }
 
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    bool missing = false;
-    for (size_t i = 0; i < nkeys; i++) {
+    for (size_t i = 0; i < nkeys; i++)
         refs[i] = (struct axstm__keyref){keys[i], strlen(keys[i]), 0, NULL};
-        axstm__table_find(&s->table, &refs[i]);
-        missing |= refs[i].entry == NULL;
-    }
-    if (missing)
-        rc = axstm__table_create(&s->table, refs, nkeys);
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    rc = axstm__table_find_or_create(&s->table, refs, nkeys);
     axstm__epoch_unpin(&s->epoch, pin);
     if (rc == AXSTM_OK) {
         for (size_t i = 0; i < nkeys; i++)

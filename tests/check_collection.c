@@ -209,6 +209,41 @@ START_TEST(empty_collection)
 }
 END_TEST
 
+START_TEST(committing_an_empty_collection_does_nothing)
+{
+    /* API.md: an empty collection's commit "succeeds and does nothing":
+     * no key, version or value changes, and no commit is counted. */
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = tu_usevar_ok(s, "k");
+    axstm_collection *c = NULL;
+    axstm_stats before, after;
+    tu_snapshot was, is;
+
+    tu_set_i64_ok(v, 1);
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    before = tu_stats_ok(s);
+    tu_snapshot_take(s, &was);
+
+    ck_assert_int_eq(axstm_using(s, NULL, 0, &c), AXSTM_OK);
+    ck_assert_int_eq(axstm_collection_commit(c), AXSTM_OK);
+    ck_assert_int_eq(axstm_collection_commit(c), AXSTM_OK);
+    axstm_collection_free(c);
+
+    after = tu_stats_ok(s);
+    ck_assert_uint_eq(after.commits, before.commits);
+    ck_assert_uint_eq(after.conflicts, before.conflicts);
+    ck_assert_uint_eq(after.keys, before.keys);
+    tu_snapshot_take(s, &is);
+    tu_snapshot_assert_equal(&was, &is);
+    /* Nor did it make the value's checkout stale. */
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    tu_snapshot_free(&was);
+    tu_snapshot_free(&is);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
 START_TEST(lookups_out_of_range)
 {
     axstm_store *s = tu_store_ok();
@@ -645,6 +680,7 @@ static Suite *collection_suite(void)
     tcase_add_test(tc, duplicate_keys_count_once);
     tcase_add_test(tc, order_of_first_appearance);
     tcase_add_test(tc, empty_collection);
+    tcase_add_test(tc, committing_an_empty_collection_does_nothing);
     tcase_add_test(tc, lookups_out_of_range);
     tcase_add_test(tc, borrowed_values_commit_with_the_collection);
     tcase_add_test(tc, commit_is_all_or_nothing);

@@ -1,9 +1,13 @@
 /*
- * check_status.c -- the list of codes and axstm_strerror.
+ * check_status.c -- the list of codes and axstm_strerror; errors are
+ * returned, never printed.
  */
 #include <limits.h>
+#include <unistd.h>
 
 #include "testutil.h"
+
+#include "alloc.h"
 
 #define CODE_VALUE_(name, value, msg) AXSTM_##name,
 static const int codes[] = { AXSTM_CODE_MAP(CODE_VALUE_) };
@@ -131,6 +135,163 @@ START_TEST(positive_codes_are_the_callers)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Errors                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Runs fn(arg) with stdout and stderr going to a scratch file.  Returns the
+ * number of bytes written there, the first of them in first[0..cap).
+ */
+static long bytes_printed(void (*fn)(void *), void *arg, char *first, size_t cap)
+{
+    FILE *scratch = tmpfile();
+    int out, err;
+    long n;
+    size_t got;
+
+    ck_assert_ptr_nonnull(scratch);
+    fflush(stdout);
+    fflush(stderr);
+    out = dup(STDOUT_FILENO);
+    err = dup(STDERR_FILENO);
+    ck_assert(out >= 0 && err >= 0);
+    ck_assert(dup2(fileno(scratch), STDOUT_FILENO) >= 0);
+    ck_assert(dup2(fileno(scratch), STDERR_FILENO) >= 0);
+    fn(arg);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(out, STDOUT_FILENO);
+    dup2(err, STDERR_FILENO);
+    close(out);
+    close(err);
+
+    ck_assert_int_eq(fseek(scratch, 0, SEEK_END), 0);
+    n = ftell(scratch);
+    rewind(scratch);
+    got = fread(first, 1, cap - 1, scratch);
+    first[got] = '\0';
+    for (; got > 0; got--) /* one line, for the failure message */
+        if (first[got - 1] == '\n')
+            first[got - 1] = ' ';
+    fclose(scratch);
+    return n;
+}
+
+struct error_run {
+    int wrong; /* calls that did not answer the code expected */
+};
+
+static void expect(struct error_run *r, int got, int want)
+{
+    if (got != want)
+        r->wrong++;
+}
+
+/* Every kind of error the Store API returns, and its successes around
+ * them.  Asserts nothing itself: it runs with the output redirected. */
+static void every_error(void *arg)
+{
+    static char long_key[AXSTM_KEY_MAX + 2];
+    static const unsigned char three[3] = { 1, 2, 3 };
+    const char *const bad_keys[] = { "fine", "" };
+    const char *const long_keys[] = { "fine", long_key };
+    const char *const pair[] = { "pair.1", "pair.2" };
+    const char *const fresh[] = { "fresh" };
+    struct error_run *r = arg;
+    axstm_store *s = axstm_store_new(), *nomem;
+    axstm_value *a = NULL, *b = NULL, *v = NULL;
+    axstm_collection *c = NULL, *d = NULL, *cv = NULL;
+    axstm_stats st;
+    const char *str;
+    int64_t x;
+    size_t i;
+
+    if (s == NULL) {
+        r->wrong++;
+        return;
+    }
+    memset(long_key, 'k', AXSTM_KEY_MAX + 1);
+
+    /* Bad arguments. */
+    expect(r, axstm_usevar(NULL, "k", &v), AXSTM_EINVAL);
+    expect(r, axstm_usevar(s, NULL, &v), AXSTM_EINVAL);
+    expect(r, axstm_usevar(s, "", &v), AXSTM_EINVAL);
+    expect(r, axstm_usevar(s, long_key, &v), AXSTM_E2BIG);
+    expect(r, axstm_usevar(s, "k", NULL), AXSTM_EINVAL);
+    expect(r, axstm_using(s, bad_keys, 2, &cv), AXSTM_EINVAL);
+    expect(r, axstm_using(s, long_keys, 2, &cv), AXSTM_E2BIG);
+    expect(r, axstm_using(s, NULL, 2, &cv), AXSTM_EINVAL);
+    expect(r, axstm_value_commit(NULL), AXSTM_EINVAL);
+    expect(r, axstm_value_refresh(NULL), AXSTM_EINVAL);
+    expect(r, axstm_collection_commit(NULL), AXSTM_EINVAL);
+    expect(r, axstm_collection_refresh(NULL), AXSTM_EINVAL);
+    expect(r, axstm_store_stats(NULL, &st), AXSTM_EINVAL);
+    expect(r, axstm_store_foreach(s, NULL, NULL), AXSTM_EINVAL);
+
+    /* Values: missing, of the wrong type, too big, and a conflict. */
+    expect(r, axstm_usevar(s, "k", &a), AXSTM_OK);
+    expect(r, axstm_usevar(s, "k", &b), AXSTM_OK);
+    if (a != NULL && b != NULL) {
+        expect(r, axstm_value_get_i64(a, &x), AXSTM_ENOVALUE);
+        expect(r, axstm_value_get_str(a, &str), AXSTM_ENOVALUE);
+        expect(r, axstm_value_set(a, NULL, 1), AXSTM_EINVAL);
+        expect(r, axstm_value_set(a, three, (size_t)AXSTM_VALUE_MAX + 1), AXSTM_E2BIG);
+        expect(r, axstm_value_set_str(a, NULL), AXSTM_EINVAL);
+        expect(r, axstm_value_set(a, three, sizeof three), AXSTM_OK);
+        expect(r, axstm_value_get_i64(a, &x), AXSTM_ETYPE);
+        expect(r, axstm_value_get_str(a, &str), AXSTM_ETYPE);
+        expect(r, axstm_value_commit(a), AXSTM_OK);
+        expect(r, axstm_value_commit(b), AXSTM_CONCURRENT_UPDATE);
+    }
+
+    /* Collections: borrowed values, and a conflict. */
+    expect(r, axstm_using(s, pair, 2, &c), AXSTM_OK);
+    expect(r, axstm_using(s, pair, 2, &d), AXSTM_OK);
+    if (c != NULL && d != NULL) {
+        expect(r, axstm_value_commit(axstm_collection_at(c, 0)), AXSTM_EINVAL);
+        expect(r, axstm_value_refresh(axstm_collection_at(c, 0)), AXSTM_EINVAL);
+        expect(r, axstm_collection_commit(c), AXSTM_OK);
+        expect(r, axstm_collection_commit(d), AXSTM_CONCURRENT_UPDATE);
+    }
+
+    /* Out of memory, from the first allocation of each call on. */
+    axstm__alloc_fail_after(1, 1);
+    expect(r, axstm_usevar(s, "new", &v), AXSTM_ENOMEM);
+    expect(r, axstm_using(s, fresh, 1, &cv), AXSTM_ENOMEM);
+    if (a != NULL)
+        expect(r, axstm_value_set(a, long_key, 100), AXSTM_ENOMEM);
+    nomem = axstm_store_new();
+    axstm__alloc_fail_after(0, 0);
+    if (nomem != NULL) {
+        r->wrong++;
+        axstm_store_free(nomem);
+    }
+
+    for (i = 0; i < NCODES; i++)
+        (void)axstm_strerror(codes[i]);
+    (void)axstm_strerror(1);
+    (void)axstm_strerror(INT_MIN);
+
+    axstm_collection_free(c);
+    axstm_collection_free(d);
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_store_free(s);
+}
+
+START_TEST(errors_are_returned_not_printed)
+{
+    /* The library reports through return codes only: it never prints, not
+     * even for bad arguments, conflicts or running out of memory. */
+    struct error_run r = { 0 };
+    char first[256];
+    long printed = bytes_printed(every_error, &r, first, sizeof first);
+    ck_assert_msg(printed == 0, "the library printed %ld bytes: \"%s\"", printed, first);
+    ck_assert_msg(r.wrong == 0, "%d calls did not answer the code expected", r.wrong);
+}
+END_TEST
+
 static Suite *status_suite(void)
 {
     Suite *s = suite_create("status");
@@ -148,6 +309,10 @@ static Suite *status_suite(void)
     tcase_add_test(tc, message_comes_from_the_map);
     tcase_add_test(tc, unknown_negative_codes);
     tcase_add_test(tc, positive_codes_are_the_callers);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Errors");
+    tcase_add_test(tc, errors_are_returned_not_printed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -145,6 +145,61 @@ START_TEST(stats_count_commits_and_conflicts)
 }
 END_TEST
 
+/* Answers of a run of calls that should all succeed at once. */
+struct tally {
+    long busy, other;
+};
+
+static int tally(struct tally *t, int rc)
+{
+    if (rc == AXSTM_BUSY_RETRY)
+        t->busy++;
+    else if (rc != AXSTM_OK)
+        t->other++;
+    return rc;
+}
+
+START_TEST(no_busy_retry_without_contention)
+{
+    /* AXSTM_BUSY_RETRY means only that a lock was held at that instant.
+     * One thread alone holds no lock between calls, so however many
+     * checkouts, refreshes and commits it makes, none may answer it. */
+    static const char *const keys[] = { "a", "b", "c" };
+    axstm_store *s = tu_store_ok();
+    axstm_value *v = NULL;
+    axstm_collection *c = NULL;
+    struct tally t = { 0, 0 };
+    axstm_stats st;
+    int i;
+
+    ck_assert_int_eq(tally(&t, axstm_usevar(s, "a", &v)), AXSTM_OK);
+    ck_assert_int_eq(tally(&t, axstm_using(s, keys, 3, &c)), AXSTM_OK);
+    for (i = 0; i < 1000; i++) {
+        axstm_value *w = NULL;
+        axstm_collection *d = NULL;
+
+        tally(&t, axstm_value_set_i64(v, i));
+        tally(&t, axstm_value_commit(v));
+        tally(&t, axstm_collection_refresh(c)); /* c sees v's commit */
+        tally(&t, axstm_collection_commit(c));
+        tally(&t, axstm_value_refresh(v)); /* and v sees c's */
+        if (tally(&t, axstm_usevar(s, "b", &w)) == AXSTM_OK)
+            axstm_value_free(w);
+        if (tally(&t, axstm_using(s, keys, 3, &d)) == AXSTM_OK)
+            axstm_collection_free(d);
+    }
+    ck_assert_msg(t.busy == 0, "%ld BUSY_RETRY answers to a lone thread", t.busy);
+    ck_assert_msg(t.other == 0, "%ld calls failed otherwise", t.other);
+    st = tu_stats_ok(s);
+    ck_assert_uint_eq(st.busy, 0);
+    ck_assert_uint_eq(st.commits, 2000);
+    ck_assert_uint_eq(st.conflicts, 0);
+    axstm_collection_free(c);
+    axstm_value_free(v);
+    axstm_store_free(s);
+}
+END_TEST
+
 START_TEST(stats_bytes_follow_values)
 {
     enum { BIG = 4 * 1024 * 1024 };
@@ -659,6 +714,7 @@ static Suite *store_suite(void)
     tc = tcase_create("Stats");
     tcase_add_test(tc, stats_count_keys);
     tcase_add_test(tc, stats_count_commits_and_conflicts);
+    tcase_add_test(tc, no_busy_retry_without_contention);
     tcase_add_test(tc, stats_bytes_follow_values);
     tcase_add_test(tc, stats_bytes_grow_with_keys);
     suite_add_tcase(s, tc);

@@ -1,7 +1,9 @@
 /*
  * check_value.c -- Value handles (Axon usevar): the Axon rules for one key,
- * typed access, limits and bad input.
+ * typed access, limits, bad input, and one key read under writers.
  */
+#include <pthread.h>
+
 #include "testutil.h"
 
 /* The key's committed (version, value) as foreach sees it; creates nothing. */
@@ -717,6 +719,244 @@ START_TEST(commit_and_refresh_of_null)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Concurrency                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One key read alone under writers.  Writers commit a key with the version
+ * that commit gives it as its value (on a conflict they refresh and try
+ * again); readers refresh handles on the same key (and now and then check
+ * it out afresh and walk the store), and every look must see the version
+ * and the value of one commit.  A collection re-checks all its keys' lock
+ * words after reading them; a key read alone has only its own read, so a
+ * torn read of one key shows here and nowhere else.  Catching one needs a
+ * reader between two loads when a writer's stores land, so the run lasts
+ * $AXSTM_STRESS_SECONDS (default 1) and moves through several keys, whose
+ * entries sit differently in memory (some tear far more readily).
+ */
+#define TICK_KEYS 16
+static char tick_names[TICK_KEYS][24];
+
+struct tick_run {
+    axstm_store *s;
+    double start, seconds;
+    atomic_long commits, write_errors;
+};
+
+struct tick_reader {
+    struct tick_run *run;
+    pthread_t thread;
+    long looks, torn, errors;
+};
+
+/* The key everybody works on now, or -1 once the run is over. */
+static int tick_phase(const struct tick_run *r)
+{
+    double elapsed = tu_now() - r->start;
+    if (elapsed >= r->seconds)
+        return -1;
+    return (int)(elapsed / r->seconds * TICK_KEYS);
+}
+
+/* Handles on every tick key: 0, or -1 (holding none) on failure. */
+static int tick_handles(axstm_store *s, axstm_value *v[TICK_KEYS])
+{
+    int k, rc;
+    for (k = 0; k < TICK_KEYS; k++) {
+        TU_RETRY(rc, axstm_usevar(s, tick_names[k], &v[k]));
+        if (rc != AXSTM_OK) {
+            while (k-- > 0)
+                axstm_value_free(v[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void tick_free(axstm_value *v[TICK_KEYS])
+{
+    int k;
+    for (k = 0; k < TICK_KEYS; k++)
+        axstm_value_free(v[k]);
+}
+
+static void *tick_writer(void *arg)
+{
+    struct tick_run *r = arg;
+    axstm_value *v[TICK_KEYS];
+    unsigned long rounds = 0;
+    int rc, p;
+
+    if (tick_handles(r->s, v) != 0) {
+        atomic_fetch_add(&r->write_errors, 1);
+        return NULL;
+    }
+    for (p = tick_phase(r); p >= 0;) {
+        if (axstm_value_set_i64(v[p], (int64_t)axstm_value_version(v[p]) + 1) != AXSTM_OK) {
+            atomic_fetch_add(&r->write_errors, 1);
+            break;
+        }
+        TU_RETRY(rc, axstm_value_commit(v[p]));
+        if (rc == AXSTM_CONCURRENT_UPDATE) /* another writer was first */
+            TU_RETRY(rc, axstm_value_refresh(v[p]));
+        else if (rc == AXSTM_OK)
+            atomic_fetch_add_explicit(&r->commits, 1, memory_order_relaxed);
+        if (rc != AXSTM_OK) {
+            atomic_fetch_add(&r->write_errors, 1);
+            break;
+        }
+        if ((++rounds & 63) == 0)
+            p = tick_phase(r);
+    }
+    tick_free(v);
+    return NULL;
+}
+
+/* Counts one look at a key's (version, value). */
+static void tick_look(struct tick_reader *rd, uint64_t version, const void *data,
+                      size_t len)
+{
+    int64_t x;
+    rd->looks++;
+    if (data == NULL) {
+        if (version != 0)
+            rd->torn++; /* a committed version without its value */
+        return;
+    }
+    if (len != sizeof x) {
+        rd->errors++;
+        return;
+    }
+    memcpy(&x, data, sizeof x);
+    if ((uint64_t)x != version)
+        rd->torn++;
+}
+
+static void tick_look_handle(struct tick_reader *rd, const axstm_value *v)
+{
+    size_t len;
+    const void *data = axstm_value_data(v, &len);
+    tick_look(rd, axstm_value_version(v), data, len);
+}
+
+static int tick_visit(const char *key, uint64_t version, const void *data,
+                      size_t len, void *arg)
+{
+    (void)key;
+    tick_look(arg, version, data, len);
+    return 0;
+}
+
+static void *tick_reader_main(void *arg)
+{
+    struct tick_reader *rd = arg;
+    struct tick_run *r = rd->run;
+    axstm_value *v[TICK_KEYS];
+    unsigned long rounds = 0;
+    int rc, p;
+
+    if (tick_handles(r->s, v) != 0) {
+        rd->errors++;
+        return NULL;
+    }
+    for (p = tick_phase(r); p >= 0;) {
+        /* Spin a little on BUSY_RETRY before yielding: a writer holds the
+         * lock for a few instructions, and a reader that left the CPU each
+         * time would seldom be reading while a writer writes. */
+        unsigned spins = 0;
+        while ((rc = axstm_value_refresh(v[p])) == AXSTM_BUSY_RETRY)
+            if (++spins % 64 == 0)
+                sched_yield();
+        if (rc != AXSTM_OK) {
+            rd->errors++;
+            break;
+        }
+        tick_look_handle(rd, v[p]);
+
+        if ((++rounds & 63) == 0) {
+            axstm_value *fresh = NULL;
+            TU_RETRY(rc, axstm_usevar(r->s, tick_names[p], &fresh));
+            if (rc != AXSTM_OK) {
+                rd->errors++;
+                break;
+            }
+            tick_look_handle(rd, fresh);
+            axstm_value_free(fresh);
+            if (axstm_store_foreach(r->s, tick_visit, rd) != AXSTM_OK)
+                rd->errors++;
+            p = tick_phase(r);
+        }
+    }
+    tick_free(v);
+    return NULL;
+}
+
+START_TEST(one_key_is_read_whole_under_writers)
+{
+    enum { WRITERS = 3, READERS = 3 };
+    struct tick_run run;
+    struct tick_reader rd[READERS];
+    pthread_t writers[WRITERS];
+    uint64_t versions = 0;
+    tu_snapshot snap;
+    size_t j;
+    int k;
+
+    memset(&run, 0, sizeof run);
+    memset(rd, 0, sizeof rd);
+    run.s = tu_store_ok();
+    atomic_init(&run.commits, 0);
+    atomic_init(&run.write_errors, 0);
+    for (k = 0; k < TICK_KEYS; k++) {
+        axstm_value *v;
+        /* Names of different lengths: entries of different sizes. */
+        snprintf(tick_names[k], sizeof tick_names[k], "tick.%d.%.*s", k, k % 9,
+                 "xxxxxxxx");
+        v = tu_usevar_ok(run.s, tick_names[k]);
+        axstm_value_free(v);
+    }
+    run.seconds = tu_stress_seconds();
+    run.start = tu_now();
+    for (k = 0; k < READERS; k++) {
+        rd[k].run = &run;
+        ck_assert_int_eq(pthread_create(&rd[k].thread, NULL, tick_reader_main, &rd[k]), 0);
+    }
+    for (k = 0; k < WRITERS; k++)
+        ck_assert_int_eq(pthread_create(&writers[k], NULL, tick_writer, &run), 0);
+    for (k = 0; k < WRITERS; k++)
+        pthread_join(writers[k], NULL);
+    for (k = 0; k < READERS; k++)
+        pthread_join(rd[k].thread, NULL);
+
+    ck_assert_int_eq(atomic_load(&run.write_errors), 0);
+    ck_assert_int_gt(atomic_load(&run.commits), 0);
+    for (k = 0; k < READERS; k++) {
+        ck_assert_msg(rd[k].torn == 0, "reader %d: %ld of %ld looks saw a version "
+                      "with another commit's value", k, rd[k].torn, rd[k].looks);
+        ck_assert_int_eq(rd[k].errors, 0);
+        ck_assert_int_gt(rd[k].looks, 0);
+    }
+
+    /* The store agrees: each key's value is its version, and the versions
+     * add up to the commits. */
+    tu_snapshot_take(run.s, &snap);
+    ck_assert_uint_eq(snap.n, TICK_KEYS);
+    for (j = 0; j < snap.n; j++) {
+        int64_t x = 0;
+        if (snap.e[j].version != 0) {
+            ck_assert_uint_eq(snap.e[j].len, sizeof x);
+            memcpy(&x, snap.e[j].data, sizeof x);
+        }
+        ck_assert_uint_eq((uint64_t)x, snap.e[j].version);
+        versions += snap.e[j].version;
+    }
+    ck_assert_uint_eq(versions, (uint64_t)atomic_load(&run.commits));
+    tu_snapshot_free(&snap);
+    axstm_store_free(run.s);
+}
+END_TEST
+
 static Suite *value_suite(void)
 {
     Suite *s = suite_create("value");
@@ -757,6 +997,11 @@ static Suite *value_suite(void)
     tcase_add_test(tc, set_bad_input);
     tcase_add_test(tc, get_bad_input);
     tcase_add_test(tc, commit_and_refresh_of_null);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Concurrency");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, one_key_is_read_whole_under_writers);
     suite_add_tcase(s, tc);
     return s;
 }

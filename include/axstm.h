@@ -20,7 +20,8 @@
  * --------
  * No checkout, commit or watch call ever waits for another thread.  Where
  * another thread holds a lock such a call needs, it returns AXSTM_BUSY_RETRY
- * at once and has changed nothing.  Locks are per key (held for the few
+ * at once; it has changed nothing but, at most, created keys it was asked
+ * to create (see axstm_usevar).  Locks are per key (held for the few
  * instructions of a commit) and per table shard (held while a new key is
  * created); there is no store-wide lock on these paths:
  *   - checking out keys that exist is lock-free; it returns BUSY_RETRY only
@@ -151,8 +152,10 @@ typedef struct axstm_value axstm_value;
  *   free it with axstm_value_free).
  * Returns AXSTM_OK, AXSTM_EINVAL (NULL argument or empty key), AXSTM_E2BIG
  * (key too long), AXSTM_BUSY_RETRY (the key is being committed, or its table
- * shard is being changed, at this instant), or AXSTM_ENOMEM.
- * Never blocks.
+ * shard is being changed, at this instant), or AXSTM_ENOMEM.  On ENOMEM,
+ * EINVAL and E2BIG no key is created.  A BUSY_RETRY may come after the key
+ * was created (someone committed it at that instant); the key then stays,
+ * exactly as the repeated call will find it.  Never blocks.
  */
 AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out);
 
@@ -230,8 +233,10 @@ typedef struct axstm_collection axstm_collection;
 
 /*
  * Checks out several keys as one consistent snapshot (as if read at a single
- * instant).  Missing keys are created as by axstm_usevar; either every
- * missing key is created or, on error, none is.  Duplicate keys count once:
+ * instant).  Missing keys are created as by axstm_usevar, all at once: on
+ * ENOMEM, EINVAL or E2BIG none is created; a BUSY_RETRY that comes after the
+ * creation (a key committed at that instant) leaves them created, as the
+ * repeated call will find them.  Duplicate keys count once:
  * the collection holds the distinct keys in the order of their first
  * appearance.  nkeys == 0 gives an empty collection (keys may then be NULL).
  * Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_E2BIG, AXSTM_BUSY_RETRY or

@@ -8,13 +8,14 @@
  */
 #include "axstm-internal.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 /* Per thread, so that counting costs the hot path no shared write. */
-static _Thread_local unsigned long alloc_calls;
-static _Thread_local unsigned long fail_at; /* 0: off; else the call that fails */
-static _Thread_local int fail_sticky;
+static AXSTM__TLS unsigned long alloc_calls;
+static AXSTM__TLS unsigned long fail_at; /* 0: off; else the call that fails */
+static AXSTM__TLS int fail_sticky;
 
 void axstm__alloc_fail_after(unsigned long n, int sticky)
 {
@@ -64,5 +65,111 @@ void *axstm__aligned_alloc(size_t align, size_t size)
 
 void axstm__free(void *p)
 {
+    free(p);
+}
+
+/* ---- the per-thread cache of handle blocks -------------------------- */
+
+enum { CLASSES = 2, DEPTH = 4 };
+static const size_t class_size[CLASSES] = {64, 512}; /* a value; a few-key collection */
+
+struct handle_cache {
+    struct handle_cache *prev, *next; /* every live cache, for leak checkers */
+    unsigned n[CLASSES];
+    void *block[CLASSES][DEPTH];
+};
+
+/* NULL until this thread first frees a handle; CLOSED once its exit
+ * destructor ran (later calls, from other destructors, bypass the cache). */
+static AXSTM__TLS struct handle_cache *my_cache;
+#define CLOSED ((struct handle_cache *)(uintptr_t)1)
+
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static pthread_key_t cache_key;
+static int cache_key_ok;
+/* The caches hang off this list so that the blocks of a thread still
+ * running at exit (the main thread) stay reachable, not "leaked". */
+static pthread_mutex_t caches_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle_cache *caches;
+
+static void cache_destroy(void *arg)
+{
+    struct handle_cache *c = arg;
+    pthread_mutex_lock(&caches_lock);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        caches = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&caches_lock);
+    for (int k = 0; k < CLASSES; k++)
+        while (c->n[k] > 0)
+            free(c->block[k][--c->n[k]]);
+    free(c);
+    my_cache = CLOSED;
+}
+
+static void cache_key_create(void)
+{
+    cache_key_ok = pthread_key_create(&cache_key, cache_destroy) == 0;
+}
+
+/* This thread's cache, made on first use; NULL when there is none. */
+static struct handle_cache *cache_open(void)
+{
+    if (my_cache != NULL)
+        return my_cache != CLOSED ? my_cache : NULL;
+    pthread_once(&cache_once, cache_key_create);
+    struct handle_cache *c = cache_key_ok ? calloc(1, sizeof *c) : NULL;
+    if (c == NULL)
+        return NULL; /* no cache: handles go straight to the heap */
+    if (pthread_setspecific(cache_key, c) != 0) {
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&caches_lock);
+    c->next = caches;
+    if (caches != NULL)
+        caches->prev = c;
+    caches = c;
+    pthread_mutex_unlock(&caches_lock);
+    my_cache = c;
+    return c;
+}
+
+static int class_of(size_t size)
+{
+    for (int k = 0; k < CLASSES; k++)
+        if (size <= class_size[k])
+            return k;
+    return -1;
+}
+
+void *axstm__handle_alloc(size_t size)
+{
+    if (injected_failure())
+        return NULL;
+    int k = class_of(size);
+    if (k < 0)
+        return malloc(size);
+    struct handle_cache *c = my_cache;
+    if (c != NULL && c != CLOSED && c->n[k] > 0)
+        return c->block[k][--c->n[k]];
+    /* Made at the class size, so that any block of a class fits any
+     * handle of that class when it comes back. */
+    return malloc(class_size[k]);
+}
+
+void axstm__handle_free(void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+    int k = class_of(size);
+    struct handle_cache *c = k >= 0 ? cache_open() : NULL;
+    if (c != NULL && c->n[k] < DEPTH) {
+        c->block[k][c->n[k]++] = p;
+        return;
+    }
     free(p);
 }

@@ -15,6 +15,18 @@ void *axstm__aligned_alloc(size_t align, size_t size);
 void axstm__free(void *p);
 
 /*
+ * Handles (values, collections) are made and freed once per checkout: the
+ * hottest allocation there is.  These keep a few freed handle blocks per
+ * thread for the next checkout, so a checkout loop calls malloc only while
+ * the cache warms up.  Blocks are binned by size class; a block may be
+ * freed by another thread than the one that made it.  handle_alloc counts
+ * and fails like axstm__malloc (tests see no difference); the size passed to
+ * handle_free must be the one passed to handle_alloc.
+ */
+void *axstm__handle_alloc(size_t size);
+void axstm__handle_free(void *p, size_t size);
+
+/*
  * Test hook: make the calling thread's n-th allocation from now fail
  * (n >= 1), and every one after it too when `sticky` is non-zero.  n == 0
  * turns injection off.  Other threads are not affected.

@@ -77,7 +77,13 @@ static inline void axstm__sort(void *base, size_t n, size_t size,
 }
 
 /* Checks a key: AXSTM_OK with *len set, AXSTM_EINVAL or AXSTM_E2BIG. */
-int axstm__check_key(const char *key, size_t *len);
+static inline int axstm__check_key(const char *key, size_t *len)
+{
+    if (key == NULL || key[0] == '\0')
+        return AXSTM_EINVAL;
+    *len = strnlen(key, AXSTM_KEY_MAX + 1);
+    return *len > AXSTM_KEY_MAX ? AXSTM_E2BIG : AXSTM_OK;
+}
 
 /* A private copy of one key: the state a handle checked out or will commit. */
 struct axstm__item {
@@ -93,6 +99,7 @@ struct axstm_value {
 };
 
 struct axstm_collection {
+    size_t size; /* bytes allocated, for axstm__handle_free */
     axstm_store *store;
     size_t n;
     axstm_value *values;         /* in order of first appearance */

@@ -23,17 +23,8 @@ void axstm__blob_unref(struct axstm__blob *b)
         axstm__free(b);
 }
 
-int axstm__val_make(struct axstm__val *v, const void *data, size_t len)
+int axstm__val_make_blob(struct axstm__val *v, const void *data, size_t len)
 {
-    if (len <= AXSTM__INLINE_MAX) {
-        uint64_t word = 0;
-        if (len != 0)
-            memcpy(&word, data, len);
-        axstm__val_release(v);
-        v->word = word;
-        v->meta = AXSTM__VAL_INLINE | (uint32_t)len;
-        return AXSTM_OK;
-    }
     struct axstm__blob *b = axstm__blob_new(data, len);
     if (b == NULL)
         return AXSTM_ENOMEM;
@@ -41,11 +32,4 @@ int axstm__val_make(struct axstm__val *v, const void *data, size_t len)
     v->word = (uint64_t)(uintptr_t)b;
     v->meta = AXSTM__VAL_BLOB;
     return AXSTM_OK;
-}
-
-void axstm__val_release(struct axstm__val *v)
-{
-    axstm__blob_unref(axstm__val_blob(v));
-    v->word = 0;
-    v->meta = 0;
 }

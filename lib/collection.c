@@ -95,10 +95,12 @@ static axstm_collection *collection_new(axstm_store *s, size_t n)
                      sizeof(struct axstm__val);
     if (n > (SIZE_MAX - sizeof(axstm_collection)) / per_key)
         return NULL;
-    axstm_collection *c = axstm__malloc(sizeof *c + n * per_key);
+    size_t size = sizeof(axstm_collection) + n * per_key;
+    axstm_collection *c = axstm__handle_alloc(size);
     if (c == NULL)
         return NULL;
     char *p = (char *)(c + 1);
+    c->size = size;
     c->store = s;
     c->n = 0;
     c->values = (axstm_value *)p;
@@ -153,12 +155,6 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
-    for (size_t i = 0; i < nkeys; i++) {
-        size_t len;
-        int rc = axstm__check_key(keys[i], &len);
-        if (rc != AXSTM_OK)
-            return rc;
-    }
 
     /* Scratch for the lookup; on the stack for the common small case so a
      * checkout of a few keys makes a single allocation. */
@@ -173,12 +169,25 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     size_t *position = small.position;
     void *heap = NULL;
     size_t per_key = sizeof *refs + sizeof *slots + sizeof *position;
+    for (size_t i = 0; i < nkeys && i < SMALL; i++) {
+        int rc = axstm__check_key(keys[i], &refs[i].len);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
     if (nkeys > SMALL) {
+        for (size_t i = SMALL; i < nkeys; i++) {
+            size_t len;
+            int rc = axstm__check_key(keys[i], &len);
+            if (rc != AXSTM_OK)
+                return rc;
+        }
         if (nkeys > SIZE_MAX / per_key || (heap = axstm__malloc(nkeys * per_key)) == NULL)
             return AXSTM_ENOMEM;
         refs = heap;
         slots = (struct key_slot *)(refs + nkeys);
         position = (size_t *)(slots + nkeys);
+        for (size_t i = 0; i < nkeys; i++)
+            refs[i].len = strlen(keys[i]);
     }
     axstm_collection *c = collection_new(s, nkeys);
     if (c == NULL) {
@@ -187,7 +196,7 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     }
 
     for (size_t i = 0; i < nkeys; i++)
-        refs[i] = (struct axstm__keyref){keys[i], strlen(keys[i]), 0, NULL};
+        refs[i] = (struct axstm__keyref){keys[i], refs[i].len, 0, NULL};
     unsigned pin = axstm__epoch_pin(&s->epoch);
     int rc = axstm__table_find_or_create(&s->table, refs, nkeys);
     if (rc == AXSTM_OK) {
@@ -198,7 +207,7 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     axstm__epoch_unpin(&s->epoch, pin);
     axstm__free(heap);
     if (rc != AXSTM_OK) {
-        axstm__free(c); /* its values hold nothing: the snapshot failed */
+        axstm__handle_free(c, c->size); /* its values hold nothing: the snapshot failed */
         return axstm__busy(s, rc);
     }
     *out = c;
@@ -251,5 +260,5 @@ AXSTM_API void axstm_collection_free(axstm_collection *c)
         return;
     for (size_t i = 0; i < c->n; i++)
         axstm__val_release(&c->values[i].item.val);
-    axstm__free(c);
+    axstm__handle_free(c, c->size);
 }

@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct axstm__blob {
     struct axstm__retired retire; /* used once the entry lets go of it */
@@ -100,11 +101,32 @@ static inline void axstm__val_retain(const struct axstm__val *v)
 /* blob.c */
 struct axstm__blob *axstm__blob_new(const void *data, size_t len);
 void axstm__blob_unref(struct axstm__blob *b);
-/* Makes *v a new value holding a copy of data[0..len) (inline when small).
- * Returns AXSTM_OK or AXSTM_ENOMEM (then *v is untouched). */
-int axstm__val_make(struct axstm__val *v, const void *data, size_t len);
+int axstm__val_make_blob(struct axstm__val *v, const void *data, size_t len);
+
 /* Drops v's reference, if any, and makes it "no value". */
-void axstm__val_release(struct axstm__val *v);
+static inline void axstm__val_release(struct axstm__val *v)
+{
+    if (v->meta & AXSTM__VAL_BLOB)
+        axstm__blob_unref(axstm__val_blob(v));
+    v->word = 0;
+    v->meta = 0;
+}
+
+/* Makes *v a new value holding a copy of data[0..len) (inline when small).
+ * Returns AXSTM_OK or AXSTM_ENOMEM (then *v is untouched).  Inline here:
+ * every set of a small value comes through, and costs no call. */
+static inline int axstm__val_make(struct axstm__val *v, const void *data, size_t len)
+{
+    if (len > AXSTM__INLINE_MAX)
+        return axstm__val_make_blob(v, data, len);
+    uint64_t word = 0;
+    if (len != 0)
+        memcpy(&word, data, len);
+    axstm__val_release(v);
+    v->word = word;
+    v->meta = AXSTM__VAL_INLINE | (uint32_t)len;
+    return AXSTM_OK;
+}
 
 /*
  * Reads one committed state of e without locking.  Returns AXSTM_OK with

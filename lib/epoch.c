@@ -14,15 +14,12 @@
 #define RECLAIM_HEAVY ((size_t)64 * 1024)
 
 static _Atomic unsigned next_thread_index;
-static _Thread_local unsigned thread_index_plus_one;
+AXSTM__TLS unsigned axstm__thread_index_plus_one;
 
-unsigned axstm__thread_index(void)
+unsigned axstm__thread_index_assign(void)
 {
-    unsigned i = thread_index_plus_one;
-    if (i == 0) {
-        i = atomic_fetch_add_explicit(&next_thread_index, 1, memory_order_relaxed) + 1;
-        thread_index_plus_one = i;
-    }
+    unsigned i = atomic_fetch_add_explicit(&next_thread_index, 1, memory_order_relaxed) + 1;
+    axstm__thread_index_plus_one = i;
     return i - 1;
 }
 

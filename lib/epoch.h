@@ -27,6 +27,19 @@
 #define AXSTM__SLOTS 64
 #define AXSTM__CACHELINE 64
 
+/*
+ * Thread-local storage for the hot paths.  In a shared library the default
+ * model calls __tls_get_addr on every access; initial-exec makes it one
+ * load from the thread pointer.  It takes a little of the static TLS space
+ * the C library keeps for libraries (ours: a few words), so the library can
+ * still be loaded with dlopen.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define AXSTM__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define AXSTM__TLS _Thread_local
+#endif
+
 struct axstm__retired;
 typedef void (*axstm__reclaim_fn)(struct axstm__retired *node, void *owner);
 
@@ -50,7 +63,14 @@ struct axstm__epoch {
 };
 
 /* This thread's small integer index (assigned on first use, never reused). */
-unsigned axstm__thread_index(void);
+extern AXSTM__TLS unsigned axstm__thread_index_plus_one;
+unsigned axstm__thread_index_assign(void);
+
+static inline unsigned axstm__thread_index(void)
+{
+    unsigned i = axstm__thread_index_plus_one;
+    return i != 0 ? i - 1 : axstm__thread_index_assign();
+}
 
 void axstm__epoch_init(struct axstm__epoch *ep, void *owner);
 

@@ -1,5 +1,5 @@
 /*
- * hash.h -- keyed hashing of keys (SipHash-1-3).
+ * hash.h -- keyed hashing of keys (multiply-and-fold, see hash.c).
  *
  * Each store draws its own random 128-bit key, so nobody can choose key
  * names that land in one bucket (hash flooding) without knowing it.

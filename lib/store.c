@@ -85,13 +85,6 @@ int axstm__busy(axstm_store *s, int code)
     return code;
 }
 
-int axstm__check_key(const char *key, size_t *len)
-{
-    if (key == NULL || key[0] == '\0')
-        return AXSTM_EINVAL;
-    *len = strnlen(key, AXSTM_KEY_MAX + 1);
-    return *len > AXSTM_KEY_MAX ? AXSTM_E2BIG : AXSTM_OK;
-}
 
 AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out)
 {

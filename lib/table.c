@@ -5,10 +5,20 @@
 
 #include <string.h>
 
+/*
+ * A shard's array.  Beside each entry pointer it keeps a one-byte tag:
+ * 0 for an empty slot, else 0x80 | 7 bits of the key's hash (bits the slot
+ * position does not use).  A probe scans the tags, which sit 64 to a cache
+ * line, and follows a pointer only when its tag matches: a lookup then
+ * touches, besides the tags, only the entry it is after (1 in 128 others),
+ * where comparing each passed entry's hash would miss the cache once per
+ * slot passed.  The tags follow the pointers in the same allocation.
+ */
 struct axstm__table {
     struct axstm__retired retire; /* when growth replaces it */
     size_t mask;                  /* capacity - 1; capacity a power of two */
     _Atomic(struct axstm__entry *) slot[];
+    /* _Atomic uint8_t tag[capacity]; after slot[capacity]: see tags() */
 };
 
 struct axstm__arena_chunk {
@@ -29,7 +39,19 @@ static size_t shard_of(uint64_t hash)
 
 static size_t table_size(size_t capacity)
 {
-    return sizeof(struct axstm__table) + capacity * sizeof(struct axstm__entry *);
+    return sizeof(struct axstm__table) + capacity * (sizeof(struct axstm__entry *) + 1);
+}
+
+static _Atomic uint8_t *tags(const struct axstm__table *tab)
+{
+    return (_Atomic uint8_t *)(uintptr_t)&tab->slot[tab->mask + 1];
+}
+
+/* The tag of a key: the top 7 bits of the 32 its entry keeps (positions use
+ * the low bits), marked as a full slot. */
+static uint8_t tag_of(uint32_t hash)
+{
+    return (uint8_t)(0x80 | hash >> 25);
 }
 
 static size_t entry_size(size_t keylen)
@@ -84,14 +106,20 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
 
 static struct axstm__entry *probe(const struct axstm__table *tab, const struct axstm__keyref *r)
 {
+    _Atomic uint8_t *tag = tags(tab);
+    uint8_t want = tag_of((uint32_t)r->hash);
     size_t i = (size_t)r->hash & tab->mask;
     for (;;) {
-        struct axstm__entry *e = atomic_load_explicit(&tab->slot[i], memory_order_acquire);
-        if (e == NULL)
+        /* Acquire: a tag is stored after its pointer and entry (place). */
+        uint8_t t = atomic_load_explicit(&tag[i], memory_order_acquire);
+        if (t == 0)
             return NULL;
-        if (e->hash == (uint32_t)r->hash && e->keylen == r->len &&
-            memcmp(e->key, r->key, r->len) == 0)
-            return e;
+        if (t == want) {
+            struct axstm__entry *e = atomic_load_explicit(&tab->slot[i], memory_order_relaxed);
+            if (e->hash == (uint32_t)r->hash && e->keylen == r->len &&
+                memcmp(e->key, r->key, r->len) == 0)
+                return e;
+        }
         i = (i + 1) & tab->mask;
     }
 }
@@ -107,10 +135,14 @@ void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
 /* Places e in an array nobody else writes (growth) or under the shard lock. */
 static void place(struct axstm__table *tab, struct axstm__entry *e)
 {
+    _Atomic uint8_t *tag = tags(tab);
     size_t i = (size_t)e->hash & tab->mask;
-    while (atomic_load_explicit(&tab->slot[i], memory_order_relaxed) != NULL)
+    while (atomic_load_explicit(&tag[i], memory_order_relaxed) != 0)
         i = (i + 1) & tab->mask;
+    /* Both release: probes find the entry through the tag, foreach through
+     * the pointer, and either must then see the entry whole. */
     atomic_store_explicit(&tab->slot[i], e, memory_order_release);
+    atomic_store_explicit(&tag[i], tag_of(e->hash), memory_order_release);
 }
 
 static void reclaim_table(struct axstm__retired *node, void *owner)

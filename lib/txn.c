@@ -43,6 +43,7 @@
 #define INLINE_WRITES 8
 #define INLINE_BYTES 256
 #define BYTES_CHUNK 4096
+#define RECENT_KEYS 8
 
 struct txn_write {
     struct axstm__item item; /* entry, version (set at commit), value */
@@ -68,11 +69,23 @@ struct bytes_chunk {
         size_t n, cap;  \
     }
 
+/* A key string this run looked up, and its entry. */
+struct recent_key {
+    const char *key;
+    struct axstm__entry *entry;
+};
+
 struct axstm_txn {
     axstm_store *store;
     uint64_t rv;
     bool irrevocable;
     unsigned pin;
+    /* The last keys looked up, by the address of the caller's string: a
+     * body nearly always reads a key and then writes it, passing the same
+     * string both times.  Entries never move or go away while the store
+     * lives, so these stay right across attempts. */
+    struct recent_key recent[RECENT_KEYS];
+    unsigned nrecent, recent_next;
     TXN_ARRAY(struct axstm__read) reads;
     TXN_ARRAY(struct txn_write) writes;
     TXN_ARRAY(struct txn_lock) locks; /* irrevocable attempts only */
@@ -84,7 +97,7 @@ struct axstm_txn {
 };
 
 /* The transaction running on this thread: bodies must not nest them. */
-static _Thread_local axstm_txn *running;
+static AXSTM__TLS axstm_txn *running;
 
 /* Makes room for one more element; inline_buf is the array's first home. */
 static int reserve_one(void **v, size_t n, size_t *cap, size_t size, void *inline_buf)
@@ -113,21 +126,16 @@ static int reserve_one(void **v, size_t n, size_t *cap, size_t size, void *inlin
 /* Keys                                                               */
 /* ------------------------------------------------------------------ */
 
-/* A key this attempt already touched, found without hashing: a body
- * typically reads a key and then writes it (read-modify-write). */
-static struct axstm__entry *recently_touched(const axstm_txn *tx, const char *key, size_t len)
+/* A key looked up recently, found without hashing.  The same address is
+ * only a hint (the caller may have rewritten its buffer): the bytes decide. */
+static struct axstm__entry *recently_found(const axstm_txn *tx, const char *key, size_t len)
 {
-    enum { LOOK_BACK = 8 };
-    for (size_t i = tx->writes.n, k = 0; i-- > 0 && k < LOOK_BACK; k++) {
-        struct axstm__entry *e = tx->writes.v[i].item.entry;
-        if (e->keylen == len && memcmp(e->key, key, len) == 0)
-            return e;
-    }
-    for (size_t i = tx->reads.n, k = 0; i-- > 0 && k < LOOK_BACK; k++) {
-        struct axstm__entry *e = tx->reads.v[i].entry;
-        if (e->keylen == len && memcmp(e->key, key, len) == 0)
-            return e;
-    }
+    for (unsigned i = 0; i < tx->nrecent; i++)
+        if (tx->recent[i].key == key) {
+            struct axstm__entry *e = tx->recent[i].entry;
+            if (e->keylen == len && memcmp(e->key, key, len) == 0)
+                return e;
+        }
     return NULL;
 }
 
@@ -136,12 +144,17 @@ static struct axstm__entry *recently_touched(const axstm_txn *tx, const char *ke
 static int find_entry(axstm_txn *tx, const char *key, size_t len, struct axstm__entry **out)
 {
     int rc;
-    if ((*out = recently_touched(tx, key, len)) != NULL)
+    if ((*out = recently_found(tx, key, len)) != NULL)
         return AXSTM_OK;
     struct axstm__keyref ref = {key, len, 0, NULL};
     rc = axstm__table_find_or_create(&tx->store->table, &ref, 1);
-    if (rc == AXSTM_OK)
+    if (rc == AXSTM_OK) {
         *out = ref.entry;
+        tx->recent[tx->recent_next] = (struct recent_key){key, ref.entry};
+        tx->recent_next = (tx->recent_next + 1) % RECENT_KEYS;
+        if (tx->nrecent < RECENT_KEYS)
+            tx->nrecent++;
+    }
     return rc;
 }
 
@@ -278,7 +291,7 @@ static void forget_bytes(axstm_txn *tx)
 
 /* Everything a get or set may allocate, done before its key may be created,
  * so that a failed call leaves the store as it was. */
-static int reserve_for_access(axstm_txn *tx)
+static int reserve_for_access_slow(axstm_txn *tx)
 {
     int rc = RESERVE(tx->reads, tx->reads_inline);
     if (rc == AXSTM_OK)
@@ -290,7 +303,18 @@ static int reserve_for_access(axstm_txn *tx)
     return rc;
 }
 
-AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
+/* The common case first: room everywhere, nothing to allocate. */
+static inline int reserve_for_access(axstm_txn *tx)
+{
+    if (tx->reads.n < tx->reads.cap && tx->writes.n < tx->writes.cap && !tx->irrevocable &&
+        tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES)
+        return AXSTM_OK;
+    return reserve_for_access_slow(tx);
+}
+
+/* The value of key as this attempt sees it (its own latest write, else the
+ * snapshot's), into *val: a blob there lives until the attempt ends. */
+static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
 {
     if (tx == NULL || tx != running)
         return AXSTM_EINVAL;
@@ -304,14 +328,19 @@ AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, s
     if (rc != AXSTM_OK)
         return rc;
     struct txn_write *w = find_write(tx, e);
-    struct axstm__val val;
     if (w != NULL) {
-        val = w->item.val;
-    } else {
-        rc = read_entry(tx, e, &val);
-        if (rc != AXSTM_OK)
-            return rc;
+        *val = w->item.val;
+        return AXSTM_OK;
     }
+    return read_entry(tx, e, val);
+}
+
+AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
+{
+    struct axstm__val val;
+    int rc = get_value(tx, key, &val);
+    if (rc != AXSTM_OK)
+        return rc;
     size_t n;
     const void *bytes = axstm__val_data(&val, &n);
     if (bytes == NULL)
@@ -329,11 +358,14 @@ AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out)
 {
     if (out == NULL)
         return AXSTM_EINVAL;
-    const void *data;
-    size_t len;
-    int rc = axstm_txn_get(tx, key, &data, &len);
+    struct axstm__val val;
+    int rc = get_value(tx, key, &val);
     if (rc != AXSTM_OK)
         return rc;
+    size_t len;
+    const void *data = axstm__val_data(&val, &len); /* no copy kept: read here */
+    if (data == NULL)
+        return AXSTM_ENOVALUE;
     if (len != sizeof *out)
         return AXSTM_ETYPE;
     memcpy(out, data, sizeof *out);
@@ -413,6 +445,25 @@ static int by_entry_latest_first(const void *a, const void *b)
     return (uintptr_t)x > (uintptr_t)y ? -1 : (uintptr_t)x < (uintptr_t)y;
 }
 
+/* Sorts by by_entry_latest_first: a plain insertion sort for the few
+ * writes most transactions make (no comparator calls), qsort beyond. */
+static void sort_items(struct axstm__item **a, size_t n)
+{
+    if (n > 16) {
+        qsort(a, n, sizeof *a, by_entry_latest_first);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct axstm__item *x = a[i];
+        size_t j = i;
+        while (j > 0 && by_entry_latest_first(&a[j - 1], &x) > 0) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
 static int commit(axstm_txn *tx)
 {
     enum { SMALL = 16 };
@@ -440,7 +491,7 @@ static int commit(axstm_txn *tx)
     for (size_t i = 0; i < tx->writes.n; i++)
         if (tx->writes.v[i].live)
             items[n++] = &tx->writes.v[i].item;
-    axstm__sort(items, n, sizeof *items, by_entry_latest_first);
+    sort_items(items, n);
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++)
         if (distinct == 0 || items[i]->entry != items[distinct - 1]->entry)
@@ -512,7 +563,7 @@ static int attempt(axstm_txn *tx, axstm_fn fn, void *arg)
 /* A small per-thread generator for backoff jitter. */
 static uint64_t jitter(void)
 {
-    static _Thread_local uint64_t state;
+    static AXSTM__TLS uint64_t state;
     if (state == 0)
         state = (uint64_t)(uintptr_t)&state | 1;
     state ^= state << 13;
@@ -568,52 +619,51 @@ struct run_mode {
     axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
 };
 
-/* Runs attempts until one ends the call; returns its result. */
-static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_mode *mode)
+/* Whether an attempt's result ends the call at once (no wait, no retry). */
+static bool final_result(int rc)
+{
+    return rc != AXSTM_CONCURRENT_UPDATE && rc != AXSTM_BUSY_RETRY && rc != AXSTM_RETRY;
+}
+
+/* Runs attempts after a first one that returned rc, until one ends the
+ * call; returns its result.  This is where a run may sleep. */
+static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_mode *mode,
+                        int rc)
 {
     axstm_store *s = tx->store;
     unsigned failures = 0;
-    int rc;
     for (;;) {
-        tx->irrevocable = mode->watch == NULL && failures >= IRREVOCABLE_AFTER;
-        rc = attempt(tx, fn, arg);
         if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
             ++failures;
-            if (mode->watch == NULL) {
+            if (mode->watch == NULL)
                 backoff(failures);
-                continue;
+            else if (failures >= TRY_ATTEMPTS)
+                return AXSTM_BUSY_RETRY;
+        } else if (rc == AXSTM_RETRY) {
+            if (tx->reads.n == 0)
+                return AXSTM_EINVAL; /* nothing read could ever change */
+            if (mode->watch != NULL) {
+                axstm_watch *w;
+                rc = axstm__watch_reads(s, tx->reads.v, tx->reads.n, true, &w);
+                if (rc == AXSTM_OK) {
+                    *mode->watch = w;
+                    rc = AXSTM_RETRY;
+                }
+                return rc;
             }
-            if (failures < TRY_ATTEMPTS)
-                continue;
-            rc = AXSTM_BUSY_RETRY;
-            break;
+            if (mode->never_wait)
+                return AXSTM_ETIMEDOUT;
+            rc = axstm__wait_for_change(s->wait, tx->reads.v, tx->reads.n, mode->deadline);
+            if (rc != AXSTM_OK)
+                return rc;
+            axstm__count(s, AXSTM__WAITED);
+            failures = 0;
+        } else {
+            return rc;
         }
-        if (rc != AXSTM_RETRY)
-            break;
-        if (tx->reads.n == 0) {
-            rc = AXSTM_EINVAL; /* nothing read could ever change */
-            break;
-        }
-        if (mode->watch != NULL) {
-            axstm_watch *w;
-            rc = axstm__watch_reads(s, tx->reads.v, tx->reads.n, true, &w);
-            if (rc == AXSTM_OK) {
-                *mode->watch = w;
-                rc = AXSTM_RETRY;
-            }
-            break;
-        }
-        if (mode->never_wait) {
-            rc = AXSTM_ETIMEDOUT;
-            break;
-        }
-        rc = axstm__wait_for_change(s->wait, tx->reads.v, tx->reads.n, mode->deadline);
-        if (rc != AXSTM_OK)
-            break;
-        axstm__count(s, AXSTM__WAITED);
-        failures = 0;
+        tx->irrevocable = mode->watch == NULL && failures >= IRREVOCABLE_AFTER;
+        rc = attempt(tx, fn, arg);
     }
-    return rc;
 }
 
 static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mode)
@@ -632,14 +682,22 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
     tx.locks.n = tx.locks.cap = 0;
     tx.bytes_used = 0;
     tx.chunks = NULL;
+    tx.nrecent = tx.recent_next = 0;
+    tx.irrevocable = false;
     running = &tx;
 
+    /* Most runs are one attempt that commits: it never sleeps, so it needs
+     * no cancellation handler (registering one costs a setjmp). */
+    int rc = attempt(&tx, fn, arg);
+    if (final_result(rc)) {
+        run_end(&tx);
+        return rc;
+    }
     /* Between attempts the thread may sleep (a wait, a backoff), and a
      * sleep is a cancellation point: then nothing is locked or pinned, and
      * only this run's own memory needs freeing. */
-    int rc;
     pthread_cleanup_push(run_end, &tx);
-    rc = run_attempts(&tx, fn, arg, mode);
+    rc = run_attempts(&tx, fn, arg, mode, rc);
     pthread_cleanup_pop(1);
     return rc;
 }

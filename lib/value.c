@@ -13,7 +13,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     int rc = axstm__check_key(key, &len);
     if (rc != AXSTM_OK)
         return rc;
-    axstm_value *v = axstm__malloc(sizeof *v);
+    axstm_value *v = axstm__handle_alloc(sizeof *v);
     if (v == NULL)
         return AXSTM_ENOMEM;
     v->item = (struct axstm__item){NULL, 0, {0, 0}};
@@ -32,7 +32,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     }
     axstm__epoch_unpin(&s->epoch, pin);
     if (rc != AXSTM_OK) {
-        axstm__free(v);
+        axstm__handle_free(v, sizeof *v);
         return axstm__busy(s, rc);
     }
     *out = v;
@@ -137,5 +137,5 @@ AXSTM_API void axstm_value_free(axstm_value *v)
     if (v == NULL || v->owner != NULL)
         return;
     axstm__val_release(&v->item.val);
-    axstm__free(v);
+    axstm__handle_free(v, sizeof *v);
 }

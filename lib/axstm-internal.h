@@ -15,6 +15,7 @@
 #include "epoch.h"
 #include "hash.h"
 #include "table.h"
+#include "thread.h"
 #include "wait.h"
 
 #include <stdatomic.h>
@@ -31,7 +32,8 @@ struct axstm__counters {
     _Atomic uint64_t conflicts;
     _Atomic uint64_t busy;
     _Atomic uint64_t retries_waited;
-    _Atomic int64_t value_bytes; /* blobs referenced by entries */
+    _Atomic uint64_t value_bytes; /* blobs referenced by entries: an int64_t,
+                                   * kept wrapping so it can be added to */
 };
 
 struct axstm_store {
@@ -40,7 +42,7 @@ struct axstm_store {
     /* The clock transactions take snapshots from; commits stamp keys above
      * it (commit.c), transactions advance it (txn.c).  Own cache line. */
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t clock;
-    struct axstm__counters counters[AXSTM__SLOTS];
+    struct axstm__counters counters[AXSTM__ALL_SLOTS];
     struct axstm__wait_bucket wait[AXSTM__WAIT_BUCKETS];
     /* Held by the one transaction running irrevocably, if any (txn.c). */
     pthread_mutex_t irrevocable;
@@ -48,8 +50,26 @@ struct axstm_store {
 
 enum axstm__counter { AXSTM__COMMITS, AXSTM__CONFLICTS, AXSTM__BUSY, AXSTM__WAITED };
 
-void axstm__count(axstm_store *s, enum axstm__counter which);
-void axstm__count_value_bytes(axstm_store *s, int64_t delta);
+/* Counts one event in the calling thread's counters: a plain increment in
+ * a slot of its own (thread.h), so counting costs no locked instruction. */
+static inline void axstm__count(axstm_store *s, enum axstm__counter which)
+{
+    unsigned slot = axstm__thread_slot();
+    struct axstm__counters *c = &s->counters[slot];
+    _Atomic uint64_t *field = which == AXSTM__COMMITS     ? &c->commits
+                              : which == AXSTM__CONFLICTS ? &c->conflicts
+                              : which == AXSTM__BUSY      ? &c->busy
+                                                          : &c->retries_waited;
+    axstm__slot_add(field, 1, slot);
+}
+
+static inline void axstm__count_value_bytes(axstm_store *s, int64_t delta)
+{
+    if (delta != 0) {
+        unsigned slot = axstm__thread_slot();
+        axstm__slot_add(&s->counters[slot].value_bytes, (uint64_t)delta, slot);
+    }
+}
 
 /* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
 int axstm__busy(axstm_store *s, int code);

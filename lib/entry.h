@@ -120,7 +120,9 @@ static inline int axstm__val_make(struct axstm__val *v, const void *data, size_t
     if (len > AXSTM__INLINE_MAX)
         return axstm__val_make_blob(v, data, len);
     uint64_t word = 0;
-    if (len != 0)
+    if (len == sizeof word)
+        memcpy(&word, data, sizeof word); /* the common int64: one load */
+    else if (len != 0)
         memcpy(&word, data, len);
     axstm__val_release(v);
     v->word = word;

@@ -1,8 +1,9 @@
 /*
  * epoch.c -- epoch-based reclamation; see epoch.h for the idea.
  *
- * All operations on the epoch and the pin counters are sequentially
- * consistent: the proof that a retired node is unreachable relies on a
+ * The epoch and the reclaimer's reads of the pin counts are sequentially
+ * consistent, and so is a pin (a seq_cst fence after the increment, see
+ * epoch.h): the proof that a retired node is unreachable relies on a
  * reader's pin being ordered before its loads of shared pointers, and on a
  * retirer's unlink being ordered before its read of the epoch.
  */
@@ -13,19 +14,9 @@
 /* ...or sooner when a node holds at least this much memory. */
 #define RECLAIM_HEAVY ((size_t)64 * 1024)
 
-static _Atomic unsigned next_thread_index;
-AXSTM__TLS unsigned axstm__thread_index_plus_one;
-
-unsigned axstm__thread_index_assign(void)
-{
-    unsigned i = atomic_fetch_add_explicit(&next_thread_index, 1, memory_order_relaxed) + 1;
-    axstm__thread_index_plus_one = i;
-    return i - 1;
-}
-
 static struct axstm__epoch_slot *my_slot(struct axstm__epoch *ep)
 {
-    return &ep->slot[axstm__thread_index() % AXSTM__SLOTS];
+    return &ep->slot[axstm__thread_slot()];
 }
 
 void axstm__epoch_init(struct axstm__epoch *ep, void *owner)
@@ -33,7 +24,7 @@ void axstm__epoch_init(struct axstm__epoch *ep, void *owner)
     /* Start at 2 so that "epoch - 1" and "epoch + 2" never wrap around. */
     atomic_init(&ep->now, 2);
     ep->owner = owner;
-    for (size_t i = 0; i < AXSTM__SLOTS; i++) {
+    for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         atomic_init(&ep->slot[i].pins[0], 0);
         atomic_init(&ep->slot[i].pins[1], 0);
         atomic_init(&ep->slot[i].retired, NULL);
@@ -41,34 +32,12 @@ void axstm__epoch_init(struct axstm__epoch *ep, void *owner)
     }
 }
 
-unsigned axstm__epoch_pin(struct axstm__epoch *ep)
-{
-    unsigned index = axstm__thread_index() % AXSTM__SLOTS;
-    struct axstm__epoch_slot *slot = &ep->slot[index];
-    uint64_t e = atomic_load(&ep->now);
-    for (;;) {
-        atomic_fetch_add(&slot->pins[e & 1], 1);
-        /* The pin counts for e only if the epoch did not move meanwhile;
-         * otherwise a reclaimer may already have looked at this counter. */
-        uint64_t again = atomic_load(&ep->now);
-        if (again == e)
-            return index << 1 | (unsigned)(e & 1);
-        atomic_fetch_sub(&slot->pins[e & 1], 1);
-        e = again;
-    }
-}
-
-void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
-{
-    atomic_fetch_sub(&ep->slot[token >> 1].pins[token & 1], 1);
-}
-
 /* Advances the epoch from e to e+1 if nobody is pinned in e-1. */
 static void try_advance(struct axstm__epoch *ep)
 {
     uint64_t e = atomic_load(&ep->now);
     unsigned parity = (unsigned)((e - 1) & 1);
-    for (size_t i = 0; i < AXSTM__SLOTS; i++)
+    for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++)
         if (atomic_load(&ep->slot[i].pins[parity]) != 0)
             return;
     atomic_compare_exchange_strong(&ep->now, &e, e + 1);
@@ -135,7 +104,7 @@ void axstm__epoch_reclaim(struct axstm__epoch *ep)
 
 void axstm__epoch_drain(struct axstm__epoch *ep)
 {
-    for (size_t i = 0; i < AXSTM__SLOTS; i++) {
+    for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         struct axstm__retired *node = atomic_exchange(&ep->slot[i].retired, NULL);
         while (node != NULL) {
             struct axstm__retired *next = node->next;

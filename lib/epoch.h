@@ -7,15 +7,15 @@
  * and it is freed once every reader that could have seen it has finished.
  *
  * Readers bracket their reads with pin/unpin.  A pin increments one of two
- * counters (by the parity of the global epoch) in one of AXSTM__SLOTS
- * cache-line-sized slots, chosen by a per-thread index; threads do not
- * register, they are simply hashed onto slots, and slots may be shared.
- * The global epoch may advance from e to e+1 only when no reader is pinned
- * in e-1, so something retired while the epoch was e is unreachable by any
- * pinned reader once the epoch reaches e+2.
+ * counters (by the parity of the global epoch) in the thread's slot (see
+ * thread.h).  The global epoch may advance from e to e+1 only when no
+ * reader is pinned in e-1, so something retired while the epoch was e is
+ * unreachable by any pinned reader once the epoch reaches e+2.
  *
- * Cost of a pin: two loads of the epoch and one atomic add on a slot that is
- * normally private to the thread; no shared cache line is written.
+ * Cost of a pin, in a slot of the thread's own: a plain increment, one
+ * full fence (one locked instruction on x86) and two loads of the epoch;
+ * of an unpin: a plain decrement with release order.  No shared cache line
+ * is written.  In the shared slot both use atomic read-modify-writes.
  */
 #ifndef AXSTM_EPOCH_H
 #define AXSTM_EPOCH_H
@@ -24,21 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AXSTM__SLOTS 64
-#define AXSTM__CACHELINE 64
+#include "thread.h"
 
-/*
- * Thread-local storage for the hot paths.  In a shared library the default
- * model calls __tls_get_addr on every access; initial-exec makes it one
- * load from the thread pointer.  It takes a little of the static TLS space
- * the C library keeps for libraries (ours: a few words), so the library can
- * still be loaded with dlopen.
- */
-#if defined(__GNUC__) || defined(__clang__)
-#define AXSTM__TLS _Thread_local __attribute__((tls_model("initial-exec")))
-#else
-#define AXSTM__TLS _Thread_local
-#endif
+#define AXSTM__CACHELINE 64
 
 struct axstm__retired;
 typedef void (*axstm__reclaim_fn)(struct axstm__retired *node, void *owner);
@@ -59,27 +47,59 @@ struct axstm__epoch_slot {
 struct axstm__epoch {
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t now;
     void *owner; /* passed to every reclaim function */
-    struct axstm__epoch_slot slot[AXSTM__SLOTS];
+    struct axstm__epoch_slot slot[AXSTM__ALL_SLOTS];
 };
-
-/* This thread's small integer index (assigned on first use, never reused). */
-extern AXSTM__TLS unsigned axstm__thread_index_plus_one;
-unsigned axstm__thread_index_assign(void);
-
-static inline unsigned axstm__thread_index(void)
-{
-    unsigned i = axstm__thread_index_plus_one;
-    return i != 0 ? i - 1 : axstm__thread_index_assign();
-}
 
 void axstm__epoch_init(struct axstm__epoch *ep, void *owner);
 
 /* Reclaims everything still retired.  Only when no thread uses the owner. */
 void axstm__epoch_drain(struct axstm__epoch *ep);
 
-/* Pins the calling thread; returns the token to give to unpin.  Nestable. */
-unsigned axstm__epoch_pin(struct axstm__epoch *ep);
-void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token);
+/* Adds d (1 or -1) to a pin count of the calling thread's slot. */
+static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
+{
+    if (slot < AXSTM__SLOTS) {
+        atomic_store_explicit(count, atomic_load_explicit(count, memory_order_relaxed) + d,
+                              memory_order_relaxed);
+        /* The pin must be visible before this thread's later loads (of the
+         * epoch, and of whatever it is about to read). */
+        atomic_thread_fence(memory_order_seq_cst);
+    } else {
+        atomic_fetch_add(count, d);
+    }
+}
+
+/* Pins the calling thread; returns the token to give to unpin.  Nestable.
+ * Inline: every checkout and transaction attempt pins once. */
+static inline unsigned axstm__epoch_pin(struct axstm__epoch *ep)
+{
+    unsigned index = axstm__thread_slot();
+    struct axstm__epoch_slot *slot = &ep->slot[index];
+    uint64_t e = atomic_load(&ep->now);
+    for (;;) {
+        axstm__pin_add(&slot->pins[e & 1], 1, index);
+        /* The pin counts for e only if the epoch did not move meanwhile;
+         * otherwise a reclaimer may already have looked at this counter. */
+        uint64_t again = atomic_load(&ep->now);
+        if (again == e)
+            return index << 1 | (unsigned)(e & 1);
+        axstm__pin_add(&slot->pins[e & 1], (uint64_t)-1, index);
+        e = again;
+    }
+}
+
+static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
+{
+    unsigned index = token >> 1;
+    _Atomic uint64_t *count = &ep->slot[index].pins[token & 1];
+    /* Release: this thread's reads are done before a reclaimer can see the
+     * count drop and free what they read. */
+    if (index < AXSTM__SLOTS)
+        atomic_store_explicit(count, atomic_load_explicit(count, memory_order_relaxed) - 1,
+                              memory_order_release);
+    else
+        atomic_fetch_sub(count, 1);
+}
 
 /*
  * Retires node (already unreachable for new readers); reclaim(node, owner)

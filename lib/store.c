@@ -28,7 +28,7 @@ AXSTM_API axstm_store *axstm_store_new(void)
         return NULL;
     }
     atomic_init(&s->clock, 0);
-    for (size_t i = 0; i < AXSTM__SLOTS; i++) {
+    for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         struct axstm__counters *c = &s->counters[i];
         atomic_init(&c->commits, 0);
         atomic_init(&c->conflicts, 0);
@@ -57,26 +57,6 @@ AXSTM_API void axstm_store_free(axstm_store *s)
     axstm__free(s);
 }
 
-static struct axstm__counters *my_counters(axstm_store *s)
-{
-    return &s->counters[axstm__thread_index() % AXSTM__SLOTS];
-}
-
-void axstm__count(axstm_store *s, enum axstm__counter which)
-{
-    struct axstm__counters *c = my_counters(s);
-    _Atomic uint64_t *field = which == AXSTM__COMMITS     ? &c->commits
-                              : which == AXSTM__CONFLICTS ? &c->conflicts
-                              : which == AXSTM__BUSY      ? &c->busy
-                                                          : &c->retries_waited;
-    atomic_fetch_add_explicit(field, 1, memory_order_relaxed);
-}
-
-void axstm__count_value_bytes(axstm_store *s, int64_t delta)
-{
-    if (delta != 0)
-        atomic_fetch_add_explicit(&my_counters(s)->value_bytes, delta, memory_order_relaxed);
-}
 
 int axstm__busy(axstm_store *s, int code)
 {
@@ -92,13 +72,13 @@ AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out)
         return AXSTM_EINVAL;
     axstm_stats st = {0};
     int64_t value_bytes = 0;
-    for (size_t i = 0; i < AXSTM__SLOTS; i++) {
+    for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         struct axstm__counters *c = &s->counters[i];
         st.commits += atomic_load_explicit(&c->commits, memory_order_relaxed);
         st.conflicts += atomic_load_explicit(&c->conflicts, memory_order_relaxed);
         st.busy += atomic_load_explicit(&c->busy, memory_order_relaxed);
         st.retries_waited += atomic_load_explicit(&c->retries_waited, memory_order_relaxed);
-        value_bytes += atomic_load_explicit(&c->value_bytes, memory_order_relaxed);
+        value_bytes += (int64_t)atomic_load_explicit(&c->value_bytes, memory_order_relaxed);
     }
     st.keys = axstm__table_keys(&s->table);
     /* Per-thread sums can be momentarily negative while a thread that

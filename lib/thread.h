@@ -1,0 +1,62 @@
+/*
+ * thread.h -- per-thread slots: a small number for each live thread.
+ *
+ * Several structures keep one cache-line-sized slot per thread, so that the
+ * hot paths write only lines no other thread writes: the epoch pin counts,
+ * the store's counters.  Each live thread gets a slot of its own among
+ * AXSTM__SLOTS (lowest free first); only that thread writes its slot, so it
+ * may update it with a plain load and store instead of an atomic
+ * read-modify-write (a locked instruction, some 20 cycles on x86).  A slot
+ * is given back when its thread exits and is reused by a later thread.
+ * Threads beyond AXSTM__SLOTS live at once share one more slot,
+ * AXSTM__SHARED_SLOT, and update it with atomic read-modify-writes.
+ *
+ * Threads do not register: the slot is assigned on a thread's first call
+ * and handed back by a thread-exit destructor.
+ */
+#ifndef AXSTM_THREAD_H
+#define AXSTM_THREAD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define AXSTM__SLOTS 64
+#define AXSTM__SHARED_SLOT AXSTM__SLOTS
+#define AXSTM__ALL_SLOTS (AXSTM__SLOTS + 1)
+
+/*
+ * Thread-local storage for the hot paths.  In a shared library the default
+ * model calls __tls_get_addr on every access; initial-exec makes it one
+ * load from the thread pointer.  It takes a little of the static TLS space
+ * the C library keeps for libraries (ours: a few words), so the library can
+ * still be loaded with dlopen.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define AXSTM__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define AXSTM__TLS _Thread_local
+#endif
+
+/* This thread's slot + 1; 0 until its first call. */
+extern AXSTM__TLS unsigned axstm__slot_plus_one;
+unsigned axstm__slot_assign(void);
+
+/* The calling thread's slot: below AXSTM__SLOTS its own, else shared. */
+static inline unsigned axstm__thread_slot(void)
+{
+    unsigned s = axstm__slot_plus_one;
+    return s != 0 ? s - 1 : axstm__slot_assign();
+}
+
+/* Adds d to a counter of the calling thread's slot `slot` (wrapping). */
+static inline void axstm__slot_add(_Atomic uint64_t *counter, uint64_t d, unsigned slot)
+{
+    if (slot < AXSTM__SLOTS)
+        atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + d,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(counter, d, memory_order_relaxed);
+}
+
+#endif

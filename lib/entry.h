@@ -60,7 +60,6 @@ struct axstm__entry {
     /* Waiters registered on this key (wait.c), on the cache line a commit
      * already owns, so checking it costs a commit nothing when nobody waits. */
     _Atomic uint32_t waiters;
-    uint32_t hash; /* the low half of the key's hash: table probing and growth */
     uint16_t keylen;
     char key[]; /* NUL-terminated */
 };

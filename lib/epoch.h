@@ -12,15 +12,17 @@
  * reader is pinned in e-1, so something retired while the epoch was e is
  * unreachable by any pinned reader once the epoch reaches e+2.
  *
- * Cost of a pin, in a slot of the thread's own: a plain increment, one
- * full fence (one locked instruction on x86) and two loads of the epoch;
- * of an unpin: a plain decrement with release order.  No shared cache line
- * is written.  In the shared slot both use atomic read-modify-writes.
+ * Cost of a pin, in a slot of the thread's own: a plain increment and two
+ * loads of the epoch (plus one full fence where the system has no
+ * membarrier, see epoch.c); of an unpin: a plain decrement with release
+ * order.  No shared cache line is written.  In the shared slot both use
+ * atomic read-modify-writes.
  */
 #ifndef AXSTM_EPOCH_H
 #define AXSTM_EPOCH_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +57,10 @@ void axstm__epoch_init(struct axstm__epoch *ep, void *owner);
 /* Reclaims everything still retired.  Only when no thread uses the owner. */
 void axstm__epoch_drain(struct axstm__epoch *ep);
 
+/* True when reclaimers make every thread execute a barrier before they
+ * trust a pin count (epoch.c): pins then need no fence of their own. */
+extern _Atomic bool axstm__pins_unfenced;
+
 /* Adds d (1 or -1) to a pin count of the calling thread's slot. */
 static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
 {
@@ -62,8 +68,12 @@ static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned 
         atomic_store_explicit(count, atomic_load_explicit(count, memory_order_relaxed) + d,
                               memory_order_relaxed);
         /* The pin must be visible before this thread's later loads (of the
-         * epoch, and of whatever it is about to read). */
-        atomic_thread_fence(memory_order_seq_cst);
+         * epoch, and of whatever it is about to read): the reclaimer's
+         * barrier sees to that, or else this fence. */
+        if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
+            atomic_signal_fence(memory_order_seq_cst);
+        else
+            atomic_thread_fence(memory_order_seq_cst);
     } else {
         atomic_fetch_add(count, d);
     }

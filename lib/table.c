@@ -47,11 +47,11 @@ static _Atomic uint8_t *tags(const struct axstm__table *tab)
     return (_Atomic uint8_t *)(uintptr_t)&tab->slot[tab->mask + 1];
 }
 
-/* The tag of a key: the top 7 bits of the 32 its entry keeps (positions use
- * the low bits), marked as a full slot. */
-static uint8_t tag_of(uint32_t hash)
+/* The tag of a key: 7 bits of its hash that neither the shard (the top 6)
+ * nor the position (the low ones) uses, marked as a full slot. */
+static uint8_t tag_of(uint64_t hash)
 {
-    return (uint8_t)(0x80 | hash >> 25);
+    return (uint8_t)(0x80 | (hash >> 50 & 0x7f));
 }
 
 static size_t entry_size(size_t keylen)
@@ -125,7 +125,7 @@ static inline bool same_bytes(const char *a, const char *b, size_t len)
 static struct axstm__entry *probe(const struct axstm__table *tab, const struct axstm__keyref *r)
 {
     _Atomic uint8_t *tag = tags(tab);
-    uint8_t want = tag_of((uint32_t)r->hash);
+    uint8_t want = tag_of(r->hash);
     size_t i = (size_t)r->hash & tab->mask;
     for (;;) {
         /* Acquire: a tag is stored after its pointer and entry (place). */
@@ -134,8 +134,7 @@ static struct axstm__entry *probe(const struct axstm__table *tab, const struct a
             return NULL;
         if (t == want) {
             struct axstm__entry *e = atomic_load_explicit(&tab->slot[i], memory_order_relaxed);
-            if (e->hash == (uint32_t)r->hash && e->keylen == r->len &&
-                same_bytes(e->key, r->key, r->len))
+            if (e->keylen == r->len && same_bytes(e->key, r->key, r->len))
                 return e;
         }
         i = (i + 1) & tab->mask;
@@ -150,17 +149,18 @@ void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
     r->entry = tab != NULL ? probe(tab, r) : NULL;
 }
 
-/* Places e in an array nobody else writes (growth) or under the shard lock. */
-static void place(struct axstm__table *tab, struct axstm__entry *e)
+/* Places e (whose key hashes to hash) in an array nobody else writes
+ * (growth) or under the shard lock. */
+static void place(struct axstm__table *tab, struct axstm__entry *e, uint64_t hash)
 {
     _Atomic uint8_t *tag = tags(tab);
-    size_t i = (size_t)e->hash & tab->mask;
+    size_t i = (size_t)hash & tab->mask;
     while (atomic_load_explicit(&tag[i], memory_order_relaxed) != 0)
         i = (i + 1) & tab->mask;
     /* Both release: probes find the entry through the tag, foreach through
      * the pointer, and either must then see the entry whole. */
     atomic_store_explicit(&tab->slot[i], e, memory_order_release);
-    atomic_store_explicit(&tag[i], tag_of(e->hash), memory_order_release);
+    atomic_store_explicit(&tag[i], tag_of(hash), memory_order_release);
 }
 
 static void reclaim_table(struct axstm__retired *node, void *owner)
@@ -193,8 +193,10 @@ static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, siz
     if (old != NULL)
         for (size_t j = 0; j < capacity; j++) {
             struct axstm__entry *e = atomic_load_explicit(&old->slot[j], memory_order_relaxed);
+            /* Entries keep no hash: growth computes them again (cheap,
+             * and growth is rare; the four bytes per key are saved). */
             if (e != NULL)
-                place(grown, e);
+                place(grown, e, axstm__hash(&t->seed, e->key, e->keylen));
         }
     /* Readers switch to the copy with this one store; those still in the
      * old array find the same entries there until they unpin. */
@@ -236,7 +238,6 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
     atomic_init(&e->version, 0);
     atomic_init(&e->vword, 0);
     atomic_init(&e->vmeta, 0);
-    e->hash = (uint32_t)r->hash;
     e->keylen = (uint16_t)r->len;
     atomic_init(&e->waiters, 0);
     memcpy(e->key, r->key, r->len);
@@ -306,7 +307,7 @@ int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, s
         if (refs[i].entry != NULL)
             continue;
         refs[i].entry = new_entry(sh, &refs[i]);
-        place(tab, refs[i].entry);
+        place(tab, refs[i].entry, refs[i].hash);
         atomic_fetch_add_explicit(&sh->count, 1, memory_order_relaxed);
     }
     unlock_shards(t, locked);

@@ -150,6 +150,36 @@ static void gather_distinct(axstm_collection *c, const struct axstm__keyref *ref
             c->order[k++] = &c->values[position[slots[i].index]].item;
 }
 
+/*
+ * gather_distinct for a few keys: the same result without sorting, by
+ * looking for each entry among those already taken and inserting it into
+ * the lock order in place (n^2 steps, fewer than a sort's calls up to a
+ * dozen keys or so).
+ */
+static void gather_few(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__entry *e = refs[i].entry;
+        size_t k = 0;
+        while (k < m && c->values[k].item.entry != e)
+            k++;
+        if (k < m)
+            continue; /* a repeat */
+        axstm_value *v = &c->values[m++];
+        v->item = (struct axstm__item){e, 0, {0, 0}};
+        v->store = c->store;
+        v->owner = c;
+        size_t j = m - 1;
+        while (j > 0 && (uintptr_t)c->order[j - 1]->entry > (uintptr_t)e) {
+            c->order[j] = c->order[j - 1];
+            j--;
+        }
+        c->order[j] = &v->item;
+    }
+    c->n = m;
+}
+
 AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys,
                           axstm_collection **out)
 {
@@ -157,16 +187,13 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
         return AXSTM_EINVAL;
 
     /* Scratch for the lookup; on the stack for the common small case so a
-     * checkout of a few keys makes a single allocation. */
+     * checkout of a few keys makes no allocation but its handle (which the
+     * handle cache usually serves). */
     enum { SMALL = 8 };
-    struct {
-        struct axstm__keyref refs[SMALL];
-        struct key_slot slots[SMALL];
-        size_t position[SMALL];
-    } small;
-    struct axstm__keyref *refs = small.refs;
-    struct key_slot *slots = small.slots;
-    size_t *position = small.position;
+    struct axstm__keyref small_refs[SMALL];
+    struct axstm__keyref *refs = small_refs;
+    struct key_slot *slots = NULL;
+    size_t *position = NULL;
     void *heap = NULL;
     size_t per_key = sizeof *refs + sizeof *slots + sizeof *position;
     for (size_t i = 0; i < nkeys && i < SMALL; i++) {
@@ -200,12 +227,16 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     unsigned pin = axstm__epoch_pin(&s->epoch);
     int rc = axstm__table_find_or_create(&s->table, refs, nkeys);
     if (rc == AXSTM_OK) {
-        gather_distinct(c, refs, nkeys, slots, position);
+        if (nkeys <= SMALL)
+            gather_few(c, refs, nkeys);
+        else
+            gather_distinct(c, refs, nkeys, slots, position);
         rc = axstm__snapshot(s, c->order, c->n, c->scratch_vlock, c->scratch_version,
                              c->scratch_val);
     }
     axstm__epoch_unpin(&s->epoch, pin);
-    axstm__free(heap);
+    if (heap != NULL)
+        axstm__free(heap);
     if (rc != AXSTM_OK) {
         axstm__handle_free(c, c->size); /* its values hold nothing: the snapshot failed */
         return axstm__busy(s, rc);

@@ -64,12 +64,30 @@ static inline uint64_t axstm__load32(const unsigned char *p)
     return v;
 }
 
+/* Whether the len bytes at a and b are equal: a few word compares for the
+ * short keys most stores have, where calling memcmp costs more than the
+ * comparison.  Both must have len readable bytes. */
+static inline int axstm__same_bytes(const char *a, const char *b, size_t len)
+{
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    if (len >= 8) {
+        for (size_t i = 0; i + 8 < len; i += 8)
+            if (axstm__load64(x + i) != axstm__load64(y + i))
+                return 0;
+        return axstm__load64(x + len - 8) == axstm__load64(y + len - 8);
+    }
+    if (len >= 4)
+        return axstm__load32(x) == axstm__load32(y) &&
+               axstm__load32(x + len - 4) == axstm__load32(y + len - 4);
+    return memcmp(x, y, len) == 0;
+}
+
 static inline uint64_t axstm__hash(const struct axstm__hash_key *key, const void *data,
                                    size_t len)
 {
     const unsigned char *p = data;
     size_t n = len;
-    uint64_t h = key->k0 ^ axstm__fold_mul(len ^ AXSTM__MIX0, key->k1 ^ AXSTM__MIX1);
+    uint64_t h = key->k0 ^ (uint64_t)len * AXSTM__MIX0;
 
     for (; n > 16; n -= 16, p += 16)
         h = axstm__fold_mul(axstm__load64(p) ^ key->k1, axstm__load64(p + 8) ^ h);

@@ -104,25 +104,8 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
     }
 }
 
-/* Whether the len bytes at a and b are equal: a few word compares for the
- * short keys most stores have, where calling memcmp costs more than the
- * comparison. */
-static inline bool same_bytes(const char *a, const char *b, size_t len)
-{
-    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
-    if (len >= 8) {
-        for (size_t i = 0; i + 8 < len; i += 8)
-            if (axstm__load64(x + i) != axstm__load64(y + i))
-                return false;
-        return axstm__load64(x + len - 8) == axstm__load64(y + len - 8);
-    }
-    if (len >= 4)
-        return axstm__load32(x) == axstm__load32(y) &&
-               axstm__load32(x + len - 4) == axstm__load32(y + len - 4);
-    return memcmp(x, y, len) == 0;
-}
-
-static struct axstm__entry *probe(const struct axstm__table *tab, const struct axstm__keyref *r)
+static inline struct axstm__entry *probe(const struct axstm__table *tab,
+                                         const struct axstm__keyref *r)
 {
     _Atomic uint8_t *tag = tags(tab);
     uint8_t want = tag_of(r->hash);
@@ -134,7 +117,7 @@ static struct axstm__entry *probe(const struct axstm__table *tab, const struct a
             return NULL;
         if (t == want) {
             struct axstm__entry *e = atomic_load_explicit(&tab->slot[i], memory_order_relaxed);
-            if (e->keylen == r->len && same_bytes(e->key, r->key, r->len))
+            if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len))
                 return e;
         }
         i = (i + 1) & tab->mask;
@@ -318,6 +301,10 @@ int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, s
 
 int axstm__table_find_or_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
 {
+    if (n == 1) { /* the common case, without the loop */
+        axstm__table_find(t, refs);
+        return refs->entry != NULL ? AXSTM_OK : axstm__table_create(t, refs, 1);
+    }
     bool missing = false;
     for (size_t i = 0; i < n; i++) {
         axstm__table_find(t, &refs[i]);

@@ -128,12 +128,12 @@ static int reserve_one(void **v, size_t n, size_t *cap, size_t size, void *inlin
 
 /* A key looked up recently, found without hashing.  The same address is
  * only a hint (the caller may have rewritten its buffer): the bytes decide. */
-static struct axstm__entry *recently_found(const axstm_txn *tx, const char *key, size_t len)
+static inline struct axstm__entry *recently_found(const axstm_txn *tx, const char *key, size_t len)
 {
     for (unsigned i = 0; i < tx->nrecent; i++)
         if (tx->recent[i].key == key) {
             struct axstm__entry *e = tx->recent[i].entry;
-            if (e->keylen == len && memcmp(e->key, key, len) == 0)
+            if (e->keylen == len && axstm__same_bytes(e->key, key, len))
                 return e;
         }
     return NULL;

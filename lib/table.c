@@ -12,13 +12,13 @@
  * line, and follows a pointer only when its tag matches: a lookup then
  * touches, besides the tags, only the entry it is after (1 in 128 others),
  * where comparing each passed entry's hash would miss the cache once per
- * slot passed.  The tags follow the pointers in the same allocation.
+ * slot passed.  The tags come right after the header, so that in a small
+ * array the mask and the tags share a line; the pointers follow them.
  */
 struct axstm__table {
     struct axstm__retired retire; /* when growth replaces it */
     size_t mask;                  /* capacity - 1; capacity a power of two */
-    _Atomic(struct axstm__entry *) slot[];
-    /* _Atomic uint8_t tag[capacity]; after slot[capacity]: see tags() */
+    _Atomic uint8_t tag[];        /* capacity of them, then the pointers */
 };
 
 struct axstm__arena_chunk {
@@ -37,14 +37,21 @@ static size_t shard_of(uint64_t hash)
     return (size_t)(hash >> 58); /* top 6 bits: 64 shards */
 }
 
-static size_t table_size(size_t capacity)
+/* Where the pointers start: after the tags, rounded up for alignment. */
+static size_t slots_offset(size_t capacity)
 {
-    return sizeof(struct axstm__table) + capacity * (sizeof(struct axstm__entry *) + 1);
+    size_t n = sizeof(struct axstm__table) + capacity;
+    return (n + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
 }
 
-static _Atomic uint8_t *tags(const struct axstm__table *tab)
+static size_t table_size(size_t capacity)
 {
-    return (_Atomic uint8_t *)(uintptr_t)&tab->slot[tab->mask + 1];
+    return slots_offset(capacity) + capacity * sizeof(struct axstm__entry *);
+}
+
+static _Atomic(struct axstm__entry *) *slots(const struct axstm__table *tab)
+{
+    return (_Atomic(struct axstm__entry *) *)((uintptr_t)tab + slots_offset(tab->mask + 1));
 }
 
 /* The tag of a key: 7 bits of its hash that neither the shard (the top 6)
@@ -88,7 +95,7 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
         struct axstm__table *tab = atomic_load(&sh->table);
         if (tab != NULL) {
             for (size_t j = 0; j <= tab->mask; j++) {
-                struct axstm__entry *e = atomic_load_explicit(&tab->slot[j], memory_order_relaxed);
+                struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_relaxed);
                 if (e != NULL && drop != NULL)
                     drop(e);
             }
@@ -107,7 +114,7 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
 static inline struct axstm__entry *probe(const struct axstm__table *tab,
                                          const struct axstm__keyref *r)
 {
-    _Atomic uint8_t *tag = tags(tab);
+    const _Atomic uint8_t *tag = tab->tag;
     uint8_t want = tag_of(r->hash);
     size_t i = (size_t)r->hash & tab->mask;
     for (;;) {
@@ -116,7 +123,7 @@ static inline struct axstm__entry *probe(const struct axstm__table *tab,
         if (t == 0)
             return NULL;
         if (t == want) {
-            struct axstm__entry *e = atomic_load_explicit(&tab->slot[i], memory_order_relaxed);
+            struct axstm__entry *e = atomic_load_explicit(&slots(tab)[i], memory_order_relaxed);
             if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len))
                 return e;
         }
@@ -136,13 +143,13 @@ void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
  * (growth) or under the shard lock. */
 static void place(struct axstm__table *tab, struct axstm__entry *e, uint64_t hash)
 {
-    _Atomic uint8_t *tag = tags(tab);
+    _Atomic uint8_t *tag = tab->tag;
     size_t i = (size_t)hash & tab->mask;
     while (atomic_load_explicit(&tag[i], memory_order_relaxed) != 0)
         i = (i + 1) & tab->mask;
     /* Both release: probes find the entry through the tag, foreach through
      * the pointer, and either must then see the entry whole. */
-    atomic_store_explicit(&tab->slot[i], e, memory_order_release);
+    atomic_store_explicit(&slots(tab)[i], e, memory_order_release);
     atomic_store_explicit(&tag[i], tag_of(hash), memory_order_release);
 }
 
@@ -175,7 +182,7 @@ static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, siz
     grown->mask = want - 1;
     if (old != NULL)
         for (size_t j = 0; j < capacity; j++) {
-            struct axstm__entry *e = atomic_load_explicit(&old->slot[j], memory_order_relaxed);
+            struct axstm__entry *e = atomic_load_explicit(&slots(old)[j], memory_order_relaxed);
             /* Entries keep no hash: growth computes them again (cheap,
              * and growth is rare; the four bytes per key are saved). */
             if (e != NULL)
@@ -321,7 +328,7 @@ int axstm__table_foreach(struct axstm__keytable *t,
         if (tab == NULL)
             continue;
         for (size_t j = 0; j <= tab->mask; j++) {
-            struct axstm__entry *e = atomic_load_explicit(&tab->slot[j], memory_order_acquire);
+            struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_acquire);
             if (e != NULL) {
                 int rc = fn(e, arg);
                 if (rc != 0)

@@ -3,6 +3,8 @@
  */
 #include "testutil.h"
 
+#include "axstm-internal.h" /* the key hash, tested directly */
+
 /* ------------------------------------------------------------------ */
 /* Lifecycle                                                          */
 /* ------------------------------------------------------------------ */
@@ -606,6 +608,79 @@ START_TEST(many_keys)
 }
 END_TEST
 
+/*
+ * The key hash (lib/hash.h) places keys: its top 6 bits pick the shard, its
+ * low bits the slot, bits 50..56 the probe tag.  Names that differ only in
+ * a counter, as most programs' keys do, must spread evenly over all three,
+ * or lookups slow down (a hash that ignored a byte would put every such key
+ * in a few shards).  Fixed random keys keep the test deterministic.
+ */
+#define SPREAD_KEYS 65536
+
+/* Pearson's chi-square of counts[0..n) against an even spread. */
+static double chi_square(const unsigned *counts, size_t n, double total)
+{
+    double expect = total / (double)n, x = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = counts[i] - expect;
+        x += d * d / expect;
+    }
+    return x;
+}
+
+START_TEST(hash_spreads_similar_keys)
+{
+    const struct axstm__hash_key seeds[2] = {{0x243f6a8885a308d3u, 0x13198a2e03707344u},
+                                             {0xa4093822299f31d0u, 0x082efa98ec4e6c89u}};
+    static unsigned shard[64], low[1024], tag[128];
+    char key[64];
+    for (int s = 0; s < 2; s++) {
+        memset(shard, 0, sizeof shard);
+        memset(low, 0, sizeof low);
+        memset(tag, 0, sizeof tag);
+        for (int i = 0; i < SPREAD_KEYS; i++) {
+            int len = snprintf(key, sizeof key, i % 2 ? "account-%d" : "user:%d:balance", i);
+            uint64_t h = axstm__hash(&seeds[s], key, (size_t)len);
+            shard[h >> 58]++;
+            low[h & 1023]++;
+            tag[h >> 50 & 127]++;
+        }
+        /* Chi-square with k-1 degrees of freedom has mean k-1 and standard
+         * deviation sqrt(2(k-1)) (11.2, 45.2 and 15.9 here); allow six. */
+        ck_assert_double_lt(chi_square(shard, 64, SPREAD_KEYS), 63 + 6 * 11.2);
+        ck_assert_double_lt(chi_square(low, 1024, SPREAD_KEYS), 1023 + 6 * 45.2);
+        ck_assert_double_lt(chi_square(tag, 128, SPREAD_KEYS), 127 + 6 * 15.9);
+    }
+}
+END_TEST
+
+START_TEST(hash_depends_on_every_byte_and_the_seed)
+{
+    const struct axstm__hash_key a = {0x9e3779b97f4a7c15u, 0xbf58476d1ce4e5b9u};
+    const struct axstm__hash_key b = {0x9e3779b97f4a7c15u, 0xbf58476d1ce4e5bau};
+    unsigned char key[40];
+    for (size_t len = 1; len <= sizeof key; len++) {
+        memset(key, 'k', len);
+        uint64_t h = axstm__hash(&a, key, len);
+        /* The seed matters, and so does the length (a prefix differs). */
+        ck_assert(h != axstm__hash(&b, key, len));
+        if (len > 1)
+            ck_assert(h != axstm__hash(&a, key, len - 1));
+        /* Flipping any one bit of any byte changes about half the bits. */
+        double changed = 0;
+        for (size_t i = 0; i < len; i++)
+            for (int bit = 0; bit < 8; bit++) {
+                key[i] ^= (unsigned char)(1u << bit);
+                changed += __builtin_popcountll(h ^ axstm__hash(&a, key, len));
+                key[i] ^= (unsigned char)(1u << bit);
+            }
+        double mean = changed / (double)(8 * len);
+        ck_assert_msg(mean > 24 && mean < 40, "len %zu: %.1f bits change on average", len,
+                      mean);
+    }
+}
+END_TEST
+
 START_TEST(similar_keys_stay_apart)
 {
     /* Keys a weak hash would collide: one byte apart, prefixes of each
@@ -736,6 +811,8 @@ static Suite *store_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, many_keys);
     tcase_add_test(tc, similar_keys_stay_apart);
+    tcase_add_test(tc, hash_spreads_similar_keys);
+    tcase_add_test(tc, hash_depends_on_every_byte_and_the_seed);
     tcase_add_test(tc, key_is_copied);
     suite_add_tcase(s, tc);
     return s;

@@ -47,11 +47,16 @@ static void barrier_setup(void)
 #endif
 }
 
-/* A full barrier in every running thread of the process (see the top). */
+/* A full barrier in every running thread of the process (see the top).
+ * A child made by fork may not have inherited the registration: it then
+ * registers again, once per failure. */
 static bool barrier_everywhere(void)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
+        return true;
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0 &&
+           syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0;
 #else
     return false;
 #endif

@@ -83,7 +83,9 @@ AXSTM_API int axstm_value_get_i64(const axstm_value *v, int64_t *out)
 
 AXSTM_API int axstm_value_set_i64(axstm_value *v, int64_t x)
 {
-    return axstm_value_set(v, &x, sizeof x);
+    if (v == NULL)
+        return AXSTM_EINVAL;
+    return axstm__val_make(&v->item.val, &x, sizeof x);
 }
 
 AXSTM_API int axstm_value_get_str(const axstm_value *v, const char **out)

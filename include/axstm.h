@@ -16,6 +16,13 @@
  * between threads only with your own synchronisation.  An axstm_txn is valid
  * only inside the body it was passed to, on that body's thread.
  *
+ * Each thread that calls the library gets, on its first call, a per-thread
+ * slot of its own for its bookkeeping, given back when the thread exits;
+ * up to 64 threads alive at once have one each, and further threads share
+ * one more slot (correct, but their bookkeeping takes atomic instructions).
+ * Each thread also keeps a few freed handle blocks for its next checkouts,
+ * freed when it exits.
+ *
  * Blocking
  * --------
  * No checkout, commit or watch call ever waits for another thread.  Where

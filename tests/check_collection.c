@@ -173,6 +173,34 @@ START_TEST(duplicate_keys_count_once)
 }
 END_TEST
 
+/* Above 8 keys using() takes another path (a sort instead of in-place
+ * insertion): the same rules must hold there. */
+START_TEST(duplicate_keys_count_once_among_many)
+{
+    static const char *const keys[] = { "k7", "k1", "k7", "k9", "k2", "k1", "k3", "k8",
+                                        "k4", "k9", "k5", "k0", "k6", "k7", "k2", "k10",
+                                        "k11", "k0", "k5", "k12" };
+    static const char *const distinct[] = { "k7", "k1", "k9", "k2", "k3", "k8", "k4",
+                                            "k5", "k0", "k6", "k10", "k11", "k12" };
+    const size_t nkeys = sizeof keys / sizeof *keys, n = sizeof distinct / sizeof *distinct;
+    axstm_store *s = tu_store_ok();
+    axstm_collection *c = tu_using_ok(s, keys, nkeys);
+    size_t i;
+
+    ck_assert_uint_eq(axstm_collection_size(c), n);
+    for (i = 0; i < n; i++) {
+        ck_assert_str_eq(axstm_value_key(axstm_collection_at(c, i)), distinct[i]);
+        tu_set_i64_ok(axstm_collection_at(c, i), (int64_t)i);
+    }
+    ck_assert_uint_eq(tu_stats_ok(s).keys, n);
+    ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
+    for (i = 0; i < n; i++)
+        assert_committed(s, distinct[i], 1, 1, (int64_t)i);
+    axstm_collection_free(c);
+    axstm_store_free(s);
+}
+END_TEST
+
 START_TEST(order_of_first_appearance)
 {
     static const char *const keys[] = { "zeta", "alpha", "mu", "beta" };
@@ -678,6 +706,7 @@ static Suite *collection_suite(void)
     tcase_add_test(tc, scenario_overlapping_collections);
     tcase_add_test(tc, using_creates_missing_keys);
     tcase_add_test(tc, duplicate_keys_count_once);
+    tcase_add_test(tc, duplicate_keys_count_once_among_many);
     tcase_add_test(tc, order_of_first_appearance);
     tcase_add_test(tc, empty_collection);
     tcase_add_test(tc, committing_an_empty_collection_does_nothing);

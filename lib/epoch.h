@@ -64,19 +64,18 @@ extern _Atomic bool axstm__pins_unfenced;
 /* Adds d (1 or -1) to a pin count of the calling thread's slot. */
 static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
 {
-    if (slot < AXSTM__SLOTS) {
-        atomic_store_explicit(count, atomic_load_explicit(count, memory_order_relaxed) + d,
-                              memory_order_relaxed);
-        /* The pin must be visible before this thread's later loads (of the
-         * epoch, and of whatever it is about to read): the reclaimer's
-         * barrier sees to that, or else this fence. */
-        if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
-            atomic_signal_fence(memory_order_seq_cst);
-        else
-            atomic_thread_fence(memory_order_seq_cst);
-    } else {
-        atomic_fetch_add(count, d);
+    if (slot >= AXSTM__SLOTS) {
+        atomic_fetch_add(count, d); /* shared: a seq_cst RMW, its own fence */
+        return;
     }
+    axstm__slot_add(count, d, slot);
+    /* The pin must be visible before this thread's later loads (of the
+     * epoch, and of whatever it is about to read): the reclaimer's barrier
+     * sees to that, or else this fence. */
+    if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
 }
 
 /* Pins the calling thread; returns the token to give to unpin.  Nestable.

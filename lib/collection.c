@@ -196,18 +196,15 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     size_t *position = NULL;
     void *heap = NULL;
     size_t per_key = sizeof *refs + sizeof *slots + sizeof *position;
-    for (size_t i = 0; i < nkeys && i < SMALL; i++) {
-        int rc = axstm__check_key(keys[i], &refs[i].len);
+    for (size_t i = 0; i < nkeys; i++) {
+        size_t len;
+        int rc = axstm__check_key(keys[i], &len);
         if (rc != AXSTM_OK)
             return rc;
+        if (i < SMALL)
+            refs[i].len = len;
     }
     if (nkeys > SMALL) {
-        for (size_t i = SMALL; i < nkeys; i++) {
-            size_t len;
-            int rc = axstm__check_key(keys[i], &len);
-            if (rc != AXSTM_OK)
-                return rc;
-        }
         if (nkeys > SIZE_MAX / per_key || (heap = axstm__malloc(nkeys * per_key)) == NULL)
             return AXSTM_ENOMEM;
         refs = heap;

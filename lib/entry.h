@@ -89,6 +89,20 @@ static inline const void *axstm__val_data(const struct axstm__val *v, size_t *le
     return b != NULL ? b->data : NULL;
 }
 
+/* v as a 64-bit integer: AXSTM_OK, AXSTM_ENOVALUE (no value) or AXSTM_ETYPE
+ * (not 8 bytes long); *out is written only on AXSTM_OK. */
+static inline int axstm__val_get_i64(const struct axstm__val *v, int64_t *out)
+{
+    size_t len;
+    const void *data = axstm__val_data(v, &len);
+    if (data == NULL)
+        return AXSTM_ENOVALUE;
+    if (len != sizeof *out)
+        return AXSTM_ETYPE;
+    memcpy(out, data, sizeof *out);
+    return AXSTM_OK;
+}
+
 /* Takes a reference on v's blob, if any.  Caller pinned, or holding one. */
 static inline void axstm__val_retain(const struct axstm__val *v)
 {

@@ -360,16 +360,8 @@ AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out)
         return AXSTM_EINVAL;
     struct axstm__val val;
     int rc = get_value(tx, key, &val);
-    if (rc != AXSTM_OK)
-        return rc;
-    size_t len;
-    const void *data = axstm__val_data(&val, &len); /* no copy kept: read here */
-    if (data == NULL)
-        return AXSTM_ENOVALUE;
-    if (len != sizeof *out)
-        return AXSTM_ETYPE;
-    memcpy(out, data, sizeof *out);
-    return AXSTM_OK;
+    /* Read here, so no copy of the bytes needs keeping. */
+    return rc == AXSTM_OK ? axstm__val_get_i64(&val, out) : rc;
 }
 
 /* ------------------------------------------------------------------ */

@@ -71,14 +71,7 @@ AXSTM_API int axstm_value_get_i64(const axstm_value *v, int64_t *out)
 {
     if (v == NULL || out == NULL)
         return AXSTM_EINVAL;
-    size_t len;
-    const void *data = axstm__val_data(&v->item.val, &len);
-    if (data == NULL)
-        return AXSTM_ENOVALUE;
-    if (len != sizeof *out)
-        return AXSTM_ETYPE;
-    memcpy(out, data, sizeof *out);
-    return AXSTM_OK;
+    return axstm__val_get_i64(&v->item.val, out);
 }
 
 AXSTM_API int axstm_value_set_i64(axstm_value *v, int64_t x)

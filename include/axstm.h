@@ -229,6 +229,22 @@ AXSTM_API int axstm_value_commit(axstm_value *v);
  */
 AXSTM_API int axstm_value_refresh(axstm_value *v);
 
+/*
+ * Marks the handle's key for deletion: like axstm_value_set, a change of
+ * the private copy only (axstm_value_data then returns NULL).  The next
+ * successful commit of the handle (or of its collection) removes the key
+ * from the store, together with everything else that commit writes: a
+ * commit of that key like any other (handles checked out before it get
+ * AXSTM_CONCURRENT_UPDATE, watches on it fire, transactions waiting on it
+ * wake), after which axstm_store_foreach no longer visits it and
+ * axstm_stats.keys no longer counts it.  A later axstm_usevar of the name
+ * creates the key afresh (version 0, no value), and no handle checked out
+ * before the delete can ever commit over it, whatever the version
+ * numbers; nor can the deleting handle itself (refresh it to go on using
+ * the name).  Returns AXSTM_OK or AXSTM_EINVAL (NULL).  Never blocks.
+ */
+AXSTM_API int axstm_value_delete(axstm_value *v);
+
 /* Frees a handle made by axstm_usevar.  NULL and borrowed values: no-op. */
 AXSTM_API void axstm_value_free(axstm_value *v);
 
@@ -350,6 +366,16 @@ AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, s
  * AXSTM_BUSY_RETRY (return it) or AXSTM_ENOMEM.
  */
 AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, size_t len);
+
+/*
+ * Deletes key inside a transaction: later reads of this transaction see no
+ * value (AXSTM_ENOVALUE), and the commit removes the key (see
+ * axstm_value_delete), all or nothing with the rest of the transaction.
+ * A key that does not exist needs no delete.  Returns AXSTM_OK,
+ * AXSTM_EINVAL, AXSTM_E2BIG, AXSTM_CONCURRENT_UPDATE or AXSTM_BUSY_RETRY
+ * (return them) or AXSTM_ENOMEM.
+ */
+AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key);
 
 /* axstm_txn_get of an 8-byte value (AXSTM_ETYPE for another size). */
 AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out);

@@ -71,7 +71,8 @@ void axstm__free(void *p)
 /* ---- the per-thread cache of handle blocks -------------------------- */
 
 enum { CLASSES = 2, DEPTH = 4 };
-static const size_t class_size[CLASSES] = {64, 512}; /* a value; a few-key collection */
+/* A value handle with its key; a collection of a few keys. */
+static const size_t class_size[CLASSES] = {128, 2048};
 
 struct handle_cache {
     struct handle_cache *prev, *next; /* every live cache, for leak checkers */

@@ -34,6 +34,7 @@ struct axstm__counters {
     _Atomic uint64_t retries_waited;
     _Atomic uint64_t value_bytes; /* blobs referenced by entries: an int64_t,
                                    * kept wrapping so it can be added to */
+    _Atomic uint64_t keys;        /* keys born minus keys deleted, likewise */
 };
 
 struct axstm_store {
@@ -42,6 +43,8 @@ struct axstm_store {
     /* The clock transactions take snapshots from; commits stamp keys above
      * it (commit.c), transactions advance it (txn.c).  Own cache line. */
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t clock;
+    /* Incarnations handed out (entry.h): only keys being born write it. */
+    _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t births;
     struct axstm__counters counters[AXSTM__ALL_SLOTS];
     struct axstm__wait_bucket wait[AXSTM__WAIT_BUCKETS];
     /* Held by the one transaction running irrevocably, if any (txn.c). */
@@ -68,6 +71,14 @@ static inline void axstm__count_value_bytes(axstm_store *s, int64_t delta)
     if (delta != 0) {
         unsigned slot = axstm__thread_slot();
         axstm__slot_add(&s->counters[slot].value_bytes, (uint64_t)delta, slot);
+    }
+}
+
+static inline void axstm__count_keys(axstm_store *s, int64_t delta)
+{
+    if (delta != 0) {
+        unsigned slot = axstm__thread_slot();
+        axstm__slot_add(&s->counters[slot].keys, (uint64_t)delta, slot);
     }
 }
 
@@ -108,37 +119,88 @@ static inline int axstm__check_key(const char *key, size_t *len)
 /* A private copy of one key: the state a handle checked out or will commit. */
 struct axstm__item {
     struct axstm__entry *entry;
+    uint64_t born;    /* the incarnation checked out (entry.h) */
     uint64_t version;
     struct axstm__val val; /* owns one reference if it is a blob */
 };
 
+/*
+ * A handle keeps its entry's address while it lives, but entries of keys
+ * that are deleted are freed: the handle also keeps its key's name and the
+ * table's removal count from when it found the entry (table.h).  While the
+ * count is unchanged the entry is known to be there; otherwise the name is
+ * looked up again, and a different entry means the key was deleted since
+ * (AXSTM_CONCURRENT_UPDATE).
+ */
 struct axstm_value {
     struct axstm__item item;
     axstm_store *store;
     axstm_collection *owner; /* non-NULL: borrowed from this collection */
+    uint64_t removals;       /* own handles; a collection keeps one for all */
+    const char *key;         /* the handle's own copy */
+    size_t keylen;
 };
 
 struct axstm_collection {
     size_t size; /* bytes allocated, for axstm__handle_free */
     axstm_store *store;
     size_t n;
+    uint64_t removals;
     axstm_value *values;         /* in order of first appearance */
     struct axstm__item **order;  /* the same items sorted by entry: lock order */
-    /* Scratch for snapshots, so refresh needs no allocation. */
+    /* Scratch, so refresh needs no allocation. */
     uint64_t *scratch_vlock;
     uint64_t *scratch_version;
+    uint64_t *scratch_born;
     struct axstm__val *scratch_val;
+    struct axstm__keyref *scratch_refs;
+    void *scratch_slots; /* collection.c's own */
+    size_t *scratch_positions;
+    bool *scratch_anchored;
 };
+
+/* What axstm__snapshot answers when a key it reads is gone. */
+#define AXSTM__KEY_GONE 1
 
 /*
  * Takes one consistent snapshot of items[0..n) (sorted by entry, no
- * duplicates): on success each item's version and value are replaced (the
- * old values released); on failure nothing changes.  scratch arrays hold
- * n elements.  Returns AXSTM_OK or AXSTM_BUSY_RETRY.  Caller pinned.
+ * duplicates): on success each item's incarnation, version and value are
+ * replaced (the old values released); on failure nothing changes.
+ * scratch arrays hold n elements.  Returns AXSTM_OK, AXSTM_BUSY_RETRY, or
+ * AXSTM__KEY_GONE when a key is gone.  Caller pinned.
  */
 int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
-                    uint64_t *scratch_vlock, uint64_t *scratch_version,
+                    uint64_t *scratch_vlock, uint64_t *scratch_version, uint64_t *scratch_born,
                     struct axstm__val *scratch_val);
+
+/*
+ * Brings the gone entries among entries[0..n) (distinct, each anchored by
+ * the caller) back to life, as keys at version 0 with no value: what
+ * axstm_usevar does to a missing key.  Never waits: a lock held elsewhere
+ * is AXSTM_BUSY_RETRY, with nothing changed.  scratch holds n words.
+ */
+int axstm__revive(axstm_store *s, struct axstm__entry *const *entries, size_t n,
+                  uint64_t *scratch);
+
+/*
+ * Finds the entries of refs[0..n) (key and len filled in) for a checkout:
+ * missing and gone keys get an entry, anchored, with anchored[i] set (the
+ * caller revives them and then drops the anchors with
+ * axstm__release_anchors).  anchored holds 2n flags (the second half is
+ * scratch).  Returns AXSTM_OK, AXSTM_BUSY_RETRY or
+ * AXSTM_ENOMEM (nothing anchored then).  Caller pinned.
+ */
+int axstm__find_for_checkout(axstm_store *s, struct axstm__keyref *refs, size_t n,
+                             bool *anchored);
+void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n,
+                            const bool *anchored);
+
+/*
+ * Whether the entries of values[0..n), found when the table's removal
+ * count was *removals, are still the entries of their keys (table.h);
+ * refreshes *removals when they are.  Caller pinned.
+ */
+bool axstm__still_there(axstm_store *s, uint64_t *removals, const axstm_value *values, size_t n);
 
 /* A transaction's reads, validated by its commit. */
 struct axstm__readset {

@@ -8,16 +8,20 @@
  *      was written);
  *   2. validate, by one of two rules (nothing is written if it fails):
  *      - handles (Axon): a key whose committed version is greater than the
- *        handle's means AXSTM_CONCURRENT_UPDATE;
+ *        handle's, or that is gone or was born again since the handle
+ *        checked it out (entry.h), means AXSTM_CONCURRENT_UPDATE;
  *      - transactions: a key read whose lock word has changed since it was
  *        read (other than by our own lock) means AXSTM_CONCURRENT_UPDATE;
  *   3. choose a stamp: above the store clock and above every written key's
  *      current stamp (see below);
  *   4. publish every key: its value (inline bytes are copied, a blob is
- *      shared with the writer, not copied) and its version + 1;
+ *      shared with the writer, not copied) and its version + 1.  A delete
+ *      makes the key gone; a write to a gone key brings it back, born
+ *      again at version 1;
  *   5. unlock with the stamp, so lock-free readers see the keys changed;
  *   6. wake whoever waits on those keys (one load per key when nobody does);
- *   7. retire the replaced blobs (freed once no reader can hold them).
+ *   7. retire the replaced blobs (freed once no reader can hold them), and
+ *      take the deleted keys nobody waits on out of the table.
  * While all the keys are locked nobody can read a half-written set, which is
  * what makes a commit atomic.
  *
@@ -51,13 +55,17 @@ static int lock_all(struct axstm__item *const *items, size_t n, uint64_t *old)
     return AXSTM_OK;
 }
 
-/* Step 2, handles: Axon's rule.  Keys locked. */
-static bool versions_current(struct axstm__item *const *items, size_t n)
+/* Step 2, handles: Axon's rule, on the incarnation checked out.  Keys
+ * locked; old holds their words from before. */
+static bool versions_current(struct axstm__item *const *items, size_t n, const uint64_t *old)
 {
-    for (size_t i = 0; i < n; i++)
-        if (atomic_load_explicit(&items[i]->entry->version, memory_order_relaxed) >
-            items[i]->version)
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__entry *e = items[i]->entry;
+        if (axstm__lock_gone(old[i]) ||
+            atomic_load_explicit(&e->born, memory_order_relaxed) != items[i]->born ||
+            atomic_load_explicit(&e->version, memory_order_relaxed) > items[i]->version)
             return false;
+    }
     return true;
 }
 
@@ -112,49 +120,86 @@ static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, s
 {
     uint64_t stamp = atomic_load(&s->clock) + 1;
     for (size_t i = 0; i < n; i++) {
-        uint64_t held = atomic_load_explicit(&items[i]->entry->vlock, memory_order_relaxed) >> 1;
+        uint64_t held = axstm__lock_stamp(
+            atomic_load_explicit(&items[i]->entry->vlock, memory_order_relaxed));
         if (held >= stamp)
             stamp = held + 1;
     }
     return stamp;
 }
 
+/* Makes a gone entry (locked by the caller) a key again: a new
+ * incarnation at version 0 with no value. */
+static void rebirth(axstm_store *s, struct axstm__entry *e)
+{
+    atomic_store_explicit(&e->born, atomic_fetch_add_explicit(&s->births, 1,
+                                                              memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&e->version, 0, memory_order_relaxed);
+}
+
+/* Step 7's second half: deleted keys that nobody waits on leave the
+ * table now; those that cannot (a shard busy) go at its next rebuild. */
+static void remove_deleted(axstm_store *s, struct axstm__item *const *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i]->val.meta & AXSTM__VAL_DELETE)
+            axstm__table_remove(&s->table, items[i]->entry);
+}
+
 /* Steps 3 to 7 for items whose keys the caller has locked. */
 static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
+    static const struct axstm__val no_value = {0, 0};
     uint64_t stamp = choose_stamp(s, items, n);
     int reclaim_due = 0;
-    int64_t value_bytes = 0;
+    int64_t value_bytes = 0, keys = 0;
+    bool deleted = false;
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
         struct axstm__entry *e = it->entry;
+        bool was_gone = axstm__lock_gone(atomic_load_explicit(&e->vlock, memory_order_relaxed));
+        bool deleting = (it->val.meta & AXSTM__VAL_DELETE) != 0;
+        const struct axstm__val *val = deleting ? &no_value : &it->val;
         struct axstm__val old = axstm__entry_val_locked(e);
         struct axstm__blob *replaced = axstm__val_blob(&old);
-        struct axstm__blob *published = axstm__val_blob(&it->val);
+        struct axstm__blob *published = axstm__val_blob(val);
         if (published == NULL || published != replaced) {
             if (published != NULL) {
-                axstm__val_retain(&it->val); /* the entry's own reference */
+                axstm__val_retain(val); /* the entry's own reference */
                 value_bytes += (int64_t)axstm__blob_size(published->len);
             }
-            axstm__entry_store_val(e, &it->val);
+            axstm__entry_store_val(e, val);
             if (replaced != NULL)
                 reclaim_due |= axstm__epoch_retire(&s->epoch, &replaced->retire,
                                                    reclaim_entry_blob,
                                                    axstm__blob_size(replaced->len));
         }
+        if (was_gone && !deleting) {
+            rebirth(s, e);
+            keys++;
+        } else if (!was_gone && deleting) {
+            keys--;
+        }
+        deleted |= deleting;
+        it->born = atomic_load_explicit(&e->born, memory_order_relaxed);
         it->version = atomic_load_explicit(&e->version, memory_order_relaxed) + 1;
         atomic_store_explicit(&e->version, it->version, memory_order_relaxed);
     }
     for (size_t i = 0; i < n; i++)
-        axstm__entry_unlock(items[i]->entry, stamp);
+        axstm__entry_unlock(items[i]->entry, stamp,
+                            (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
     for (size_t i = 0; i < n; i++)
         if (atomic_load(&items[i]->entry->waiters) != 0)
             axstm__wake(s->wait, items[i]->entry);
 
     axstm__count_value_bytes(s, value_bytes);
+    axstm__count_keys(s, keys);
     axstm__count(s, AXSTM__COMMITS);
+    if (deleted)
+        remove_deleted(s, items, n);
     if (reclaim_due)
-        axstm__epoch_reclaim(&s->epoch);
+        axstm__epoch_reclaim_soon(&s->epoch);
 }
 
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
@@ -162,7 +207,8 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
 {
     int rc = lock_all(items, n, old);
     if (rc == AXSTM_OK) {
-        bool valid = rs == NULL ? versions_current(items, n) : reads_current(items, n, old, rs);
+        bool valid =
+            rs == NULL ? versions_current(items, n, old) : reads_current(items, n, old, rs);
         if (!valid) {
             restore_locks(items, old, n);
             rc = AXSTM_CONCURRENT_UPDATE;
@@ -179,4 +225,48 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
     publish(s, items, n);
+}
+
+int axstm__revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *old)
+{
+    /* Lock the gone ones; old[i] stays 0 for the others (a gone entry's
+     * word is never 0). */
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w;
+        old[i] = 0;
+        if (!axstm__entry_gone(entries[i]))
+            continue;
+        if (!axstm__entry_trylock(entries[i], &w)) {
+            while (i-- > 0)
+                if (old[i] != 0)
+                    axstm__entry_restore(entries[i], old[i]);
+            return AXSTM_BUSY_RETRY;
+        }
+        if (!axstm__lock_gone(w)) { /* born meanwhile */
+            axstm__entry_restore(entries[i], w);
+            continue;
+        }
+        old[i] = w;
+        any = true;
+    }
+    if (!any)
+        return AXSTM_OK;
+    uint64_t stamp = atomic_load(&s->clock) + 1;
+    int64_t born = 0;
+    for (size_t i = 0; i < n; i++)
+        if (old[i] != 0 && axstm__lock_stamp(old[i]) >= stamp)
+            stamp = axstm__lock_stamp(old[i]) + 1;
+    for (size_t i = 0; i < n; i++)
+        if (old[i] != 0) {
+            rebirth(s, entries[i]);
+            born++;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (old[i] != 0)
+            axstm__entry_unlock(entries[i], stamp, false);
+    /* No wake-up: a key coming into existence with no value is not a
+     * commit of it (a watch fires on commits). */
+    axstm__count_keys(s, born);
+    return AXSTM_OK;
 }

@@ -1,10 +1,10 @@
 /*
  * entry.h -- one key's committed state, and how values are held.
  *
- * An entry is never freed before its store: keys, once created, stay.
- * Its committed state is (version, value) guarded by a version lock:
+ * An entry holds one key's committed state, (version, value), guarded by a
+ * version lock:
  *
- *   vlock = stamp << 1 | locked
+ *   vlock = stamp << 2 | GONE << 1 | LOCKED
  *
  * A committer takes the lock (a compare-and-swap, never a wait), writes,
  * and releases it with a new stamp drawn from the store's clock, so the
@@ -12,7 +12,26 @@
  * all: they read vlock, the state, and vlock again (a sequence lock); equal
  * words with the lock bit clear mean the state they read was committed.
  *
- * A value (struct axstm__val) is one of three things:
+ * Keys come and go, so an entry has a life of its own:
+ *   - live (GONE clear): the key exists, with or without a value;
+ *   - gone (GONE set): the entry is in the table but the key does not
+ *     exist.  It was deleted, or it was made to be created by a commit
+ *     that has not happened yet, or somebody waits for the key to appear.
+ *     A gone entry is brought back to life by the next commit that writes
+ *     the key (or by axstm_usevar), with a new incarnation `born`;
+ *   - dead (vlock == AXSTM__DEAD): a gone entry nobody waits on, anchors
+ *     or is about to revive, taken out of the table by table.c and freed
+ *     once no reader can still hold it (epoch reclamation).  Its word looks
+ *     locked for good, so no commit can take it and readers look again.
+ *
+ * `born` tells incarnations apart: a handle remembers the incarnation it
+ * checked out, and a commit of it is rejected when the entry has died or
+ * been reborn since, whatever the version numbers say (no ABA).  `waiters`
+ * and `anchors` keep a gone entry in the table: waiters for wake-ups
+ * (wait.c), anchors for a caller that must not see it freed meanwhile
+ * (creating a key, a foreach walk).
+ *
+ * A value (struct axstm__val) is one of four things:
  *   - none: the key has never been given a value;
  *   - inline: up to 8 bytes held in the word itself, so the common small
  *     values (counters, flags, short strings) cost no allocation and no
@@ -22,7 +41,9 @@
  *     another, so an unchanged checkout shares the committed bytes.  The
  *     entry's reference is dropped through epoch reclamation (a reader may be
  *     between loading the pointer and taking its own reference), a handle's
- *     directly.
+ *     directly;
+ *   - a delete: only ever in a handle or a transaction's write, never in an
+ *     entry: committing it removes the key.
  */
 #ifndef AXSTM_ENTRY_H
 #define AXSTM_ENTRY_H
@@ -46,10 +67,12 @@ struct axstm__blob {
 #define AXSTM__INLINE_MAX 8
 #define AXSTM__VAL_INLINE (UINT32_C(1) << 31) /* | length (0..8) */
 #define AXSTM__VAL_BLOB (UINT32_C(1) << 30)   /* word is a blob pointer */
+#define AXSTM__VAL_DELETE (UINT32_C(1) << 29) /* a delete (handles, writes) */
 
 struct axstm__val {
     uint64_t word; /* the inline bytes, or the blob's address */
-    uint32_t meta; /* 0: no value; else AXSTM__VAL_INLINE | len, or AXSTM__VAL_BLOB */
+    uint32_t meta; /* 0: no value; else AXSTM__VAL_INLINE | len, AXSTM__VAL_BLOB
+                    * or AXSTM__VAL_DELETE */
 };
 
 struct axstm__entry {
@@ -60,11 +83,32 @@ struct axstm__entry {
     /* Waiters registered on this key (wait.c), on the cache line a commit
      * already owns, so checking it costs a commit nothing when nobody waits. */
     _Atomic uint32_t waiters;
+    _Atomic uint64_t born; /* this incarnation; written under the lock */
+    _Atomic uint16_t anchors;
     uint16_t keylen;
     char key[]; /* NUL-terminated */
 };
 
 #define AXSTM__LOCKED UINT64_C(1)
+#define AXSTM__GONE UINT64_C(2)
+#define AXSTM__DEAD UINT64_MAX
+
+/* The commit stamp a lock word carries, and whether it says "gone". */
+static inline uint64_t axstm__lock_stamp(uint64_t vlock)
+{
+    return vlock >> 2;
+}
+
+static inline bool axstm__lock_gone(uint64_t vlock)
+{
+    return (vlock & AXSTM__GONE) != 0;
+}
+
+/* Whether e is gone at this instant (a hint: the state may change). */
+static inline bool axstm__entry_gone(struct axstm__entry *e)
+{
+    return (atomic_load_explicit(&e->vlock, memory_order_acquire) & AXSTM__GONE) != 0;
+}
 
 /* Memory a blob of len bytes occupies. */
 static inline size_t axstm__blob_size(size_t len)
@@ -150,7 +194,7 @@ static inline int axstm__val_make(struct axstm__val *v, const void *data, size_t
  * is only safe to use (or to take a reference on) while it stays pinned.
  */
 static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock,
-                                    uint64_t *version, struct axstm__val *val)
+                                    uint64_t *version, uint64_t *born, struct axstm__val *val)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
         /* Sequentially consistent (a plain load on x86): a transaction's
@@ -159,12 +203,14 @@ static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock,
         if (before & AXSTM__LOCKED)
             return AXSTM_BUSY_RETRY;
         uint64_t ver = atomic_load_explicit(&e->version, memory_order_relaxed);
+        uint64_t b = atomic_load_explicit(&e->born, memory_order_relaxed);
         uint64_t word = atomic_load_explicit(&e->vword, memory_order_acquire);
         uint32_t meta = atomic_load_explicit(&e->vmeta, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == before) {
             *vlock = before;
             *version = ver;
+            *born = b;
             val->word = word;
             val->meta = meta;
             return AXSTM_OK;
@@ -214,10 +260,60 @@ static inline void axstm__entry_restore(struct axstm__entry *e, uint64_t old)
     atomic_store_explicit(&e->vlock, old, memory_order_release);
 }
 
-/* Releases e's lock after a write, with the commit's stamp. */
-static inline void axstm__entry_unlock(struct axstm__entry *e, uint64_t stamp)
+/* Releases e's lock after a write, with the commit's stamp; gone says
+ * whether the key exists afterwards. */
+static inline void axstm__entry_unlock(struct axstm__entry *e, uint64_t stamp, bool gone)
 {
-    atomic_store_explicit(&e->vlock, stamp << 1, memory_order_release);
+    atomic_store_explicit(&e->vlock, stamp << 2 | (gone ? AXSTM__GONE : 0),
+                          memory_order_release);
+}
+
+/* Anchors e: it stays in the table (it may still become gone).  Returns
+ * false, with nothing held, when e is already dead: look the key up again.
+ * The anchor is raised before the lock word is read, and table.c's
+ * axstm__entry_kill takes the word before it reads the anchors (both
+ * sequentially consistent): one of the two sees the other. */
+static inline bool axstm__entry_anchor(struct axstm__entry *e)
+{
+    atomic_fetch_add(&e->anchors, 1);
+    if (atomic_load(&e->vlock) != AXSTM__DEAD)
+        return true;
+    atomic_fetch_sub(&e->anchors, 1);
+    return false;
+}
+
+static inline void axstm__entry_unanchor(struct axstm__entry *e)
+{
+    atomic_fetch_sub_explicit(&e->anchors, 1, memory_order_release);
+}
+
+/* Whether e is gone with nobody keeping it: worth taking out (a hint). */
+static inline bool axstm__entry_unused(struct axstm__entry *e)
+{
+    uint64_t w = atomic_load_explicit(&e->vlock, memory_order_relaxed);
+    return w != AXSTM__DEAD && (w & (AXSTM__GONE | AXSTM__LOCKED)) == AXSTM__GONE &&
+           atomic_load_explicit(&e->waiters, memory_order_relaxed) == 0 &&
+           atomic_load_explicit(&e->anchors, memory_order_relaxed) == 0;
+}
+
+/*
+ * Marks e dead if it is gone, unlocked, and has no waiters and no anchors:
+ * from then on no commit, waiter or anchor can take it.  A waiter or anchor
+ * raises its count before it reads the lock word, and this takes the word
+ * before it reads the counts (all sequentially consistent): either it sees
+ * them and gives the word back, or they see it dead.
+ */
+static inline bool axstm__entry_kill(struct axstm__entry *e)
+{
+    uint64_t w = atomic_load_explicit(&e->vlock, memory_order_relaxed);
+    if (w == AXSTM__DEAD || (w & (AXSTM__GONE | AXSTM__LOCKED)) != AXSTM__GONE)
+        return false;
+    if (!atomic_compare_exchange_strong(&e->vlock, &w, AXSTM__DEAD))
+        return false;
+    if (atomic_load(&e->waiters) == 0 && atomic_load(&e->anchors) == 0)
+        return true;
+    atomic_store(&e->vlock, w);
+    return false;
 }
 
 #endif

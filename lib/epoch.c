@@ -32,6 +32,7 @@
 #define RECLAIM_HEAVY ((size_t)64 * 1024)
 
 _Atomic bool axstm__pins_unfenced;
+AXSTM__TLS struct axstm__epoch *axstm__reclaim_wanted;
 
 static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
 

@@ -97,6 +97,22 @@ static inline unsigned axstm__epoch_pin(struct axstm__epoch *ep)
     }
 }
 
+/* The epoch this thread should reclaim in once it unpins (see
+ * axstm__epoch_reclaim_soon), or NULL. */
+extern AXSTM__TLS struct axstm__epoch *axstm__reclaim_wanted;
+
+void axstm__epoch_reclaim(struct axstm__epoch *ep);
+
+/*
+ * Asks for axstm__epoch_reclaim once the calling thread unpins: a thread
+ * that is pinned itself holds the epoch back, so reclaiming then would
+ * free nothing new.
+ */
+static inline void axstm__epoch_reclaim_soon(struct axstm__epoch *ep)
+{
+    axstm__reclaim_wanted = ep;
+}
+
 static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
 {
     unsigned index = token >> 1;
@@ -108,19 +124,23 @@ static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
                               memory_order_release);
     else
         atomic_fetch_sub(count, 1);
+    if (axstm__reclaim_wanted == ep) {
+        axstm__reclaim_wanted = NULL;
+        axstm__epoch_reclaim(ep);
+    }
 }
 
 /*
  * Retires node (already unreachable for new readers); reclaim(node, owner)
  * runs once no pinned reader can still hold it.  weight is the memory it
  * holds, so big things are reclaimed sooner.  Returns non-zero when the
- * caller should call axstm__epoch_reclaim soon (outside any lock it holds).
+ * caller should have it reclaimed (axstm__epoch_reclaim_soon, or
+ * axstm__epoch_reclaim when it is not pinned).
  */
 int axstm__epoch_retire(struct axstm__epoch *ep, struct axstm__retired *node,
                         axstm__reclaim_fn reclaim, size_t weight);
 
 /* Tries to advance the epoch and reclaims what is old enough in this
- * thread's slot.  Never blocks. */
-void axstm__epoch_reclaim(struct axstm__epoch *ep);
+ * thread's slot.  Never blocks.  (Declared above.) */
 
 #endif

@@ -7,7 +7,8 @@
 
 /*
  * A shard's array.  Beside each entry pointer it keeps a one-byte tag:
- * 0 for an empty slot, else 0x80 | 7 bits of the key's hash (bits the slot
+ * 0 for an empty slot, TOMBSTONE for a slot whose entry was taken out
+ * (probes go on past it), else 0x80 | 7 bits of the key's hash (bits the slot
  * position does not use).  A probe scans the tags, which sit 64 to a cache
  * line, and follows a pointer only when its tag matches: a lookup then
  * touches, besides the tags, only the entry it is after (1 in 128 others),
@@ -31,6 +32,7 @@ _Static_assert(AXSTM_KEY_MAX <= UINT16_MAX, "key lengths are stored in 16 bits")
 
 #define FIRST_CAPACITY 8
 #define ARENA_CHUNK ((size_t)32 * 1024)
+#define TOMBSTONE 0x01
 
 static size_t shard_of(uint64_t hash)
 {
@@ -61,16 +63,33 @@ static uint8_t tag_of(uint64_t hash)
     return (uint8_t)(0x80 | (hash >> 50 & 0x7f));
 }
 
+/* Entries come in size classes, so that a freed one fits the next key of
+ * about its length: 16-byte steps up to 256 bytes (nearly every key), then
+ * 128-byte steps up to the longest key. */
+static size_t class_of(size_t size)
+{
+    return size <= 256 ? (size + 15) / 16 - 1 : 15 + (size - 256 + 127) / 128;
+}
+
+static size_t class_size(size_t cls)
+{
+    return cls < 16 ? (cls + 1) * 16 : 256 + (cls - 15) * 128;
+}
+
 static size_t entry_size(size_t keylen)
 {
-    size_t n = offsetof(struct axstm__entry, key) + keylen + 1;
-    return (n + 7) & ~(size_t)7;
+    return class_size(class_of(offsetof(struct axstm__entry, key) + keylen + 1));
 }
+
+_Static_assert(AXSTM__ENTRY_CLASSES > 15 + (offsetof(struct axstm__entry, key) + AXSTM_KEY_MAX +
+                                             1 - 256 + 127) / 128,
+               "a size class for the longest key");
 
 int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
 {
     axstm__hash_seed(&t->seed);
     t->epoch = epoch;
+    atomic_init(&t->removals, 0);
     for (size_t i = 0; i < AXSTM__SHARDS; i++) {
         struct axstm__shard *sh = &t->shard[i];
         if (pthread_mutex_init(&sh->lock, NULL) != 0) {
@@ -81,9 +100,12 @@ int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
         atomic_init(&sh->table, NULL);
         atomic_init(&sh->count, 0);
         atomic_init(&sh->bytes, 0);
+        sh->tombstones = 0;
         sh->chunks = NULL;
         sh->arena_next = NULL;
         sh->arena_left = 0;
+        for (size_t k = 0; k < AXSTM__ENTRY_CLASSES; k++)
+            atomic_init(&sh->free_list[k], NULL);
     }
     return AXSTM_OK;
 }
@@ -95,8 +117,10 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
         struct axstm__table *tab = atomic_load(&sh->table);
         if (tab != NULL) {
             for (size_t j = 0; j <= tab->mask; j++) {
+                if (atomic_load_explicit(&tab->tag[j], memory_order_relaxed) < 0x80)
+                    continue;
                 struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_relaxed);
-                if (e != NULL && drop != NULL)
+                if (drop != NULL)
                     drop(e);
             }
             axstm__free(tab);
@@ -112,7 +136,7 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
 }
 
 static inline struct axstm__entry *probe(const struct axstm__table *tab,
-                                         const struct axstm__keyref *r)
+                                         const struct axstm__keyref *r, size_t *where)
 {
     const _Atomic uint8_t *tag = tab->tag;
     uint8_t want = tag_of(r->hash);
@@ -124,8 +148,11 @@ static inline struct axstm__entry *probe(const struct axstm__table *tab,
             return NULL;
         if (t == want) {
             struct axstm__entry *e = atomic_load_explicit(&slots(tab)[i], memory_order_relaxed);
-            if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len))
+            if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len)) {
+                if (where != NULL)
+                    *where = i;
                 return e;
+            }
         }
         i = (i + 1) & tab->mask;
     }
@@ -136,21 +163,26 @@ void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
     r->hash = axstm__hash(&t->seed, r->key, r->len);
     struct axstm__table *tab =
         atomic_load_explicit(&t->shard[shard_of(r->hash)].table, memory_order_acquire);
-    r->entry = tab != NULL ? probe(tab, r) : NULL;
+    r->entry = tab != NULL ? probe(tab, r, NULL) : NULL;
 }
 
 /* Places e (whose key hashes to hash) in an array nobody else writes
- * (growth) or under the shard lock. */
-static void place(struct axstm__table *tab, struct axstm__entry *e, uint64_t hash)
+ * (a rebuild) or under the shard lock.  Returns whether it took a
+ * tombstone's slot. */
+static bool place(struct axstm__table *tab, struct axstm__entry *e, uint64_t hash)
 {
     _Atomic uint8_t *tag = tab->tag;
     size_t i = (size_t)hash & tab->mask;
-    while (atomic_load_explicit(&tag[i], memory_order_relaxed) != 0)
+    uint8_t t;
+    while ((t = atomic_load_explicit(&tag[i], memory_order_relaxed)) >= 0x80)
         i = (i + 1) & tab->mask;
     /* Both release: probes find the entry through the tag, foreach through
-     * the pointer, and either must then see the entry whole. */
+     * the pointer, and either must then see the entry whole.  A probe for
+     * another key that passes a tombstone being reused sees either the
+     * tombstone or this entry, and goes on past both. */
     atomic_store_explicit(&slots(tab)[i], e, memory_order_release);
     atomic_store_explicit(&tag[i], tag_of(hash), memory_order_release);
+    return t == TOMBSTONE;
 }
 
 static void reclaim_table(struct axstm__retired *node, void *owner)
@@ -159,18 +191,63 @@ static void reclaim_table(struct axstm__retired *node, void *owner)
     axstm__free((struct axstm__table *)node);
 }
 
-/* Makes room for `more` entries, keeping the load factor at most 3/4.
- * Shard lock held. */
-static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
-                         int *reclaim_due)
+/* An entry taken out, waiting for its readers: pinned readers may still
+ * read every field of the entry, so the retire node is kept beside it. */
+struct dead_entry {
+    struct axstm__retired retire;
+    struct axstm__keytable *table;
+    struct axstm__entry *entry;
+};
+
+/* The entry's memory goes back to its shard's free list; the shard is
+ * found again from the key. */
+static void free_entry(struct axstm__keytable *t, struct axstm__entry *e)
+{
+    uint64_t hash = axstm__hash(&t->seed, e->key, e->keylen);
+    struct axstm__shard *sh = &t->shard[shard_of(hash)];
+    size_t cls = class_of(offsetof(struct axstm__entry, key) + e->keylen + 1);
+    /* The link goes in the first word; pushes race with each other, and
+     * the one popper holds the shard lock, so no pop can see a node come
+     * back under it (no ABA). */
+    struct axstm__entry **link = (struct axstm__entry **)(void *)e;
+    struct axstm__entry *head = atomic_load_explicit(&sh->free_list[cls], memory_order_relaxed);
+    do
+        *link = head;
+    while (!atomic_compare_exchange_weak_explicit(&sh->free_list[cls], &head, e,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+static void reclaim_entry(struct axstm__retired *node, void *owner)
+{
+    (void)owner;
+    struct dead_entry *d = (struct dead_entry *)node;
+    free_entry(d->table, d->entry);
+    axstm__free(d);
+}
+
+/* Retires e, already out of every array, with the node d: `removals` is
+ * raised first (see table.h), then e waits out the readers. */
+static int retire_entry(struct axstm__keytable *t, struct axstm__entry *e, struct dead_entry *d)
+{
+    atomic_fetch_add(&t->removals, 1);
+    d->table = t;
+    d->entry = e;
+    return axstm__epoch_retire(t->epoch, &d->retire, reclaim_entry, 0);
+}
+
+/*
+ * Replaces the shard's array with one sized for its entries and `more`
+ * new ones at a load of at most 3/4, dropping tombstones and the entries
+ * nobody uses (gone, unwaited, unanchored: they are retired).  Shard lock
+ * held.  Returns AXSTM_OK or AXSTM_ENOMEM (then nothing changed).
+ */
+static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
+                   int *reclaim_due)
 {
     struct axstm__table *old = atomic_load_explicit(&sh->table, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
     size_t capacity = old != NULL ? old->mask + 1 : 0;
-    if (count + more <= capacity / 4 * 3)
-        return AXSTM_OK;
-
-    size_t want = capacity ? capacity : FIRST_CAPACITY;
+    size_t want = FIRST_CAPACITY;
     while (count + more > want / 4 * 3) {
         if (want > SIZE_MAX / 2 / sizeof(struct axstm__entry *))
             return AXSTM_ENOMEM;
@@ -180,17 +257,31 @@ static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, siz
     if (grown == NULL)
         return AXSTM_ENOMEM;
     grown->mask = want - 1;
+    size_t kept = 0;
     if (old != NULL)
         for (size_t j = 0; j < capacity; j++) {
+            if (atomic_load_explicit(&old->tag[j], memory_order_relaxed) < 0x80)
+                continue;
             struct axstm__entry *e = atomic_load_explicit(&slots(old)[j], memory_order_relaxed);
-            /* Entries keep no hash: growth computes them again (cheap,
-             * and growth is rare; the four bytes per key are saved). */
-            if (e != NULL)
-                place(grown, e, axstm__hash(&t->seed, e->key, e->keylen));
+            if (axstm__entry_unused(e)) {
+                /* Without a node it simply stays until a later rebuild. */
+                struct dead_entry *d = axstm__malloc(sizeof *d);
+                if (d != NULL && axstm__entry_kill(e)) {
+                    *reclaim_due |= retire_entry(t, e, d);
+                    continue;
+                }
+                axstm__free(d);
+            }
+            /* Entries keep no hash: a rebuild computes them again (cheap,
+             * and rebuilds are rare; the bytes per key are saved). */
+            place(grown, e, axstm__hash(&t->seed, e->key, e->keylen));
+            kept++;
         }
     /* Readers switch to the copy with this one store; those still in the
      * old array find the same entries there until they unpin. */
     atomic_store_explicit(&sh->table, grown, memory_order_release);
+    atomic_store_explicit(&sh->count, kept, memory_order_relaxed);
+    sh->tombstones = 0;
     atomic_fetch_add_explicit(&sh->bytes, table_size(want), memory_order_relaxed);
     if (old != NULL) {
         atomic_fetch_sub_explicit(&sh->bytes, table_size(capacity), memory_order_relaxed);
@@ -198,6 +289,19 @@ static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, siz
                                             table_size(capacity));
     }
     return AXSTM_OK;
+}
+
+/* Makes room for `more` entries, keeping the load factor (tombstones
+ * count: probes pass them) at most 3/4.  Shard lock held. */
+static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
+                         int *reclaim_due)
+{
+    struct axstm__table *old = atomic_load_explicit(&sh->table, memory_order_relaxed);
+    size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
+    size_t capacity = old != NULL ? old->mask + 1 : 0;
+    if (count + sh->tombstones + more <= capacity / 4 * 3)
+        return AXSTM_OK;
+    return rebuild(t, sh, more, reclaim_due);
 }
 
 /* Makes sure the shard's arena can hand out `need` bytes.  Lock held. */
@@ -218,18 +322,32 @@ static int reserve_arena(struct axstm__shard *sh, size_t need)
     return AXSTM_OK;
 }
 
+/* A new gone entry, anchored once.  Lock held; the arena was reserved for
+ * it, in case its free list is empty. */
 static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axstm__keyref *r)
 {
-    size_t size = entry_size(r->len);
-    struct axstm__entry *e = (struct axstm__entry *)sh->arena_next;
-    sh->arena_next += size;
-    sh->arena_left -= size;
-    atomic_init(&e->vlock, 0);
+    size_t cls = class_of(offsetof(struct axstm__entry, key) + r->len + 1);
+    struct axstm__entry *e = atomic_load_explicit(&sh->free_list[cls], memory_order_acquire);
+    while (e != NULL) {
+        struct axstm__entry *next = *(struct axstm__entry **)(void *)e;
+        if (atomic_compare_exchange_weak_explicit(&sh->free_list[cls], &e, next,
+                                                  memory_order_acquire, memory_order_acquire))
+            break;
+    }
+    if (e == NULL) {
+        size_t size = class_size(cls);
+        e = (struct axstm__entry *)sh->arena_next;
+        sh->arena_next += size;
+        sh->arena_left -= size;
+    }
+    atomic_init(&e->vlock, AXSTM__GONE);
     atomic_init(&e->version, 0);
     atomic_init(&e->vword, 0);
     atomic_init(&e->vmeta, 0);
-    e->keylen = (uint16_t)r->len;
     atomic_init(&e->waiters, 0);
+    atomic_init(&e->born, 0);
+    atomic_init(&e->anchors, 1);
+    e->keylen = (uint16_t)r->len;
     memcpy(e->key, r->key, r->len);
     e->key[r->len] = '\0';
     return e;
@@ -242,12 +360,15 @@ static void unlock_shards(struct axstm__keytable *t, uint64_t locked)
             pthread_mutex_unlock(&t->shard[i].lock);
 }
 
-int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
+int axstm__table_add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
+                     bool *anchored)
 {
     uint64_t wanted = 0, locked = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        anchored[i] = false;
         if (refs[i].entry == NULL)
             wanted |= UINT64_C(1) << shard_of(refs[i].hash);
+    }
     if (wanted == 0)
         return AXSTM_OK;
 
@@ -262,15 +383,17 @@ int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, s
     }
 
     /* Under the locks: what is still missing, and how much room it needs.
-     * Every fallible step happens before the first key is published. */
+     * Every fallible step happens before the first entry is published.
+     * A missing key may have been added meanwhile; a dead entry found is
+     * on its way out and does not count (a new one is made). */
     size_t slots_needed[AXSTM__SHARDS] = {0}, bytes_needed[AXSTM__SHARDS] = {0};
     for (size_t i = 0; i < n; i++) {
         if (refs[i].entry != NULL)
             continue;
         struct axstm__shard *sh = &t->shard[shard_of(refs[i].hash)];
         struct axstm__table *tab = atomic_load_explicit(&sh->table, memory_order_relaxed);
-        if (tab != NULL && probe(tab, &refs[i]) != NULL)
-            continue; /* created meanwhile; found again below */
+        if (tab != NULL && probe(tab, &refs[i], NULL) != NULL)
+            continue; /* added meanwhile; found again below */
         slots_needed[shard_of(refs[i].hash)]++;
         bytes_needed[shard_of(refs[i].hash)] += entry_size(refs[i].len);
     }
@@ -284,67 +407,119 @@ int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, s
     if (rc != AXSTM_OK) {
         unlock_shards(t, locked);
         if (reclaim_due)
-            axstm__epoch_reclaim(t->epoch);
+            axstm__epoch_reclaim_soon(t->epoch);
         return rc;
     }
 
+    /* Under the shard lock nothing leaves the table, so an entry found
+     * here can be anchored unless it died before we took the lock: such
+     * an entry is out of the array already (removals take the lock), so
+     * probe cannot return it. */
     for (size_t i = 0; i < n; i++) {
         if (refs[i].entry != NULL)
             continue;
         struct axstm__shard *sh = &t->shard[shard_of(refs[i].hash)];
         struct axstm__table *tab = atomic_load_explicit(&sh->table, memory_order_relaxed);
-        refs[i].entry = probe(tab, &refs[i]); /* a duplicate made just before */
-        if (refs[i].entry != NULL)
+        struct axstm__entry *e = probe(tab, &refs[i], NULL);
+        if (e != NULL) { /* added meanwhile, or a duplicate within refs */
+            if (axstm__entry_anchor(e)) {
+                refs[i].entry = e;
+                anchored[i] = true;
+            }
             continue;
+        }
         refs[i].entry = new_entry(sh, &refs[i]);
-        place(tab, refs[i].entry, refs[i].hash);
+        anchored[i] = true;
+        if (place(tab, refs[i].entry, refs[i].hash))
+            sh->tombstones--;
         atomic_fetch_add_explicit(&sh->count, 1, memory_order_relaxed);
     }
     unlock_shards(t, locked);
     if (reclaim_due)
-        axstm__epoch_reclaim(t->epoch);
+        axstm__epoch_reclaim_soon(t->epoch);
     return AXSTM_OK;
 }
 
-int axstm__table_find_or_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
+bool axstm__table_remove(struct axstm__keytable *t, struct axstm__entry *e)
 {
-    if (n == 1) { /* the common case, without the loop */
-        axstm__table_find(t, refs);
-        return refs->entry != NULL ? AXSTM_OK : axstm__table_create(t, refs, 1);
+    if (!axstm__entry_unused(e))
+        return false;
+    struct axstm__keyref r = {e->key, e->keylen, 0, NULL};
+    r.hash = axstm__hash(&t->seed, r.key, r.len);
+    struct axstm__shard *sh = &t->shard[shard_of(r.hash)];
+    struct dead_entry *d = axstm__malloc(sizeof *d);
+    if (d == NULL)
+        return false; /* it stays until a later chance */
+    if (pthread_mutex_trylock(&sh->lock) != 0) {
+        axstm__free(d); /* somebody else is changing the shard: later */
+        return false;
     }
-    bool missing = false;
-    for (size_t i = 0; i < n; i++) {
-        axstm__table_find(t, &refs[i]);
-        missing |= refs[i].entry == NULL;
+    struct axstm__table *tab = atomic_load_explicit(&sh->table, memory_order_relaxed);
+    size_t where;
+    bool removed = false;
+    int reclaim_due = 0;
+    if (tab != NULL && probe(tab, &r, &where) == e && axstm__entry_kill(e)) {
+        atomic_store_explicit(&tab->tag[where], TOMBSTONE, memory_order_release);
+        atomic_fetch_sub_explicit(&sh->count, 1, memory_order_relaxed);
+        sh->tombstones++;
+        reclaim_due = retire_entry(t, e, d);
+        d = NULL;
+        removed = true;
+        /* Many tombstones: shrink (a failure to allocate just waits for
+         * the next chance). */
+        if (sh->tombstones > (tab->mask + 1) / 2)
+            (void)rebuild(t, sh, 0, &reclaim_due);
     }
-    return missing ? axstm__table_create(t, refs, n) : AXSTM_OK;
+    pthread_mutex_unlock(&sh->lock);
+    axstm__free(d);
+    if (reclaim_due)
+        axstm__epoch_reclaim_soon(t->epoch);
+    return removed;
 }
 
-int axstm__table_foreach(struct axstm__keytable *t,
-                         int (*fn)(struct axstm__entry *, void *), void *arg)
+int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
+                               int (*fn)(struct axstm__entry *, void *), void *arg)
 {
-    for (size_t i = 0; i < AXSTM__SHARDS; i++) {
-        struct axstm__table *tab = atomic_load_explicit(&t->shard[i].table, memory_order_acquire);
-        if (tab == NULL)
+    struct axstm__table *tab = atomic_load_explicit(&t->shard[i].table, memory_order_acquire);
+    if (tab == NULL)
+        return 0;
+    for (size_t j = 0; j <= tab->mask; j++) {
+        if (atomic_load_explicit(&tab->tag[j], memory_order_acquire) < 0x80)
             continue;
-        for (size_t j = 0; j <= tab->mask; j++) {
-            struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_acquire);
-            if (e != NULL) {
-                int rc = fn(e, arg);
-                if (rc != 0)
-                    return rc;
-            }
-        }
+        struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_acquire);
+        int rc = fn(e, arg);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
 
-uint64_t axstm__table_keys(const struct axstm__keytable *t)
+int axstm__table_shard_entries(struct axstm__keytable *t, size_t i, struct axstm__entry ***out,
+                               size_t *n)
 {
-    uint64_t n = 0;
-    for (size_t i = 0; i < AXSTM__SHARDS; i++)
-        n += atomic_load_explicit(&t->shard[i].count, memory_order_relaxed);
-    return n;
+    struct axstm__table *tab = atomic_load_explicit(&t->shard[i].table, memory_order_acquire);
+    *out = NULL;
+    *n = 0;
+    if (tab == NULL)
+        return AXSTM_OK;
+    size_t m = 0, cap = 0;
+    for (size_t j = 0; j <= tab->mask; j++)
+        cap += atomic_load_explicit(&tab->tag[j], memory_order_relaxed) >= 0x80;
+    if (cap == 0)
+        return AXSTM_OK;
+    struct axstm__entry **a = axstm__malloc(cap * sizeof *a);
+    if (a == NULL)
+        return AXSTM_ENOMEM;
+    for (size_t j = 0; j <= tab->mask && m < cap; j++) {
+        if (atomic_load_explicit(&tab->tag[j], memory_order_acquire) < 0x80)
+            continue;
+        struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_acquire);
+        if (axstm__entry_anchor(e))
+            a[m++] = e;
+    }
+    *out = a;
+    *n = m;
+    return AXSTM_OK;
 }
 
 uint64_t axstm__table_bytes(const struct axstm__keytable *t)

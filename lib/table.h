@@ -2,13 +2,20 @@
  * table.h -- the concurrent key table: key string -> entry.
  *
  * 64 shards chosen by the top bits of a seeded hash; each shard is an
- * open-addressing array of entry pointers (linear probing).  Entries are
- * never removed, which keeps everything simple:
+ * open-addressing array of entry pointers (linear probing):
  *   - lookups take no lock: they read the shard's current array (the caller
- *     is pinned, so an array replaced by growth stays readable);
- *   - creating keys takes the shard's lock with a try-lock, so creation in
- *     one shard never waits and never stalls readers; growth copies the
- *     array under that lock and publishes the copy with one pointer store.
+ *     is pinned, so an array replaced by a rebuild stays readable);
+ *   - adding entries takes the shard's lock with a try-lock, so it never
+ *     waits and never stalls readers; a rebuild copies the array under that
+ *     lock and publishes the copy with one pointer store;
+ *   - taking an entry out (a gone key nobody needs: see entry.h) leaves a
+ *     tombstone in its slot, so that probes for the keys behind it go on;
+ *     rebuilds drop the tombstones, and shrink the array as keys go.
+ * An entry taken out is freed through the epoch, and only after
+ * `removals` has been raised: a handle that remembers the count it saw
+ * when it found its entry knows, while the count is unchanged, that the
+ * entry has not been freed (value.c).  Freed entries go to per-shard free
+ * lists by size and are reused for new keys.
  * The table knows nothing of handles, commits or waiting.
  */
 #ifndef AXSTM_TABLE_H
@@ -19,6 +26,7 @@
 #include "hash.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,21 +35,28 @@
 struct axstm__table;
 struct axstm__arena_chunk;
 
+#define AXSTM__ENTRY_CLASSES 24
+
 struct axstm__shard {
-    _Alignas(2 * AXSTM__CACHELINE) pthread_mutex_t lock; /* creation and growth */
+    _Alignas(2 * AXSTM__CACHELINE) pthread_mutex_t lock; /* adding and removing */
     _Atomic(struct axstm__table *) table;                 /* NULL until first key */
-    _Atomic uint64_t count;                               /* entries */
+    _Atomic uint64_t count;                               /* entries in the array */
     _Atomic uint64_t bytes;                               /* memory held */
-    /* Entries are carved from chunks: they live as long as the store, so a
-     * bump allocator saves malloc's per-block overhead. */
+    size_t tombstones;                                    /* under the lock */
+    /* Entries are carved from chunks, which saves malloc's per-block
+     * overhead; freed entries wait on a list per size class for reuse
+     * (pushed by any thread, popped under the lock). */
     struct axstm__arena_chunk *chunks;
     char *arena_next;
     size_t arena_left;
+    _Atomic(struct axstm__entry *) free_list[AXSTM__ENTRY_CLASSES];
 };
 
 struct axstm__keytable {
     struct axstm__hash_key seed;
     struct axstm__epoch *epoch;
+    /* Raised before every entry taken out is retired; read-mostly. */
+    _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t removals;
     struct axstm__shard shard[AXSTM__SHARDS];
 };
 
@@ -57,26 +72,48 @@ int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch);
 /* Frees arrays and entries; calls drop(entry), if given, on each first. */
 void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__entry *));
 
-/* Fills r->hash and r->entry (NULL when absent).  Caller pinned. */
+/* Fills r->hash and r->entry (NULL when absent); the entry found may be
+ * gone or dead (entry.h).  Caller pinned. */
 void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r);
 
+/* The removal count, read before a lookup whose entry is kept (table.h). */
+static inline uint64_t axstm__table_removals(struct axstm__keytable *t)
+{
+    return atomic_load(&t->removals);
+}
+
 /*
- * Creates every key of refs[0..n) whose entry is NULL (finding those that
- * appeared meanwhile, and duplicates within refs), all or none.  Caller
- * pinned.  Returns AXSTM_OK, AXSTM_BUSY_RETRY (a shard lock was held) or
- * AXSTM_ENOMEM; on failure no key was created and no entry field written.
+ * Adds a gone entry (entry.h) for every key of refs[0..n) whose entry is
+ * NULL (finding those that appeared meanwhile, and duplicates within
+ * refs), all or none, and anchors each entry it adds or finds that way;
+ * the caller drops those anchors (axstm__entry_unanchor) and marks which
+ * refs it must drop them for by `anchored`.  Caller pinned.  Returns
+ * AXSTM_OK, AXSTM_BUSY_RETRY (a shard lock was held) or AXSTM_ENOMEM; on
+ * failure nothing was added and nothing is anchored.
  */
-int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n);
+int axstm__table_add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
+                     bool *anchored);
 
-/* Finds every key of refs[0..n) (key and len filled in), creating the
- * missing ones as axstm__table_create does.  Caller pinned. */
-int axstm__table_find_or_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n);
+/*
+ * Takes e out of the table if it is unused (gone, no waiters, no anchors:
+ * entry.h) and its shard's lock is free, and retires it.  Returns whether
+ * it did.  Caller pinned.
+ */
+bool axstm__table_remove(struct axstm__keytable *t, struct axstm__entry *e);
 
-/* Calls fn on every entry until it returns non-zero (returned).  Pinned. */
-int axstm__table_foreach(struct axstm__keytable *t,
-                         int (*fn)(struct axstm__entry *, void *), void *arg);
+/* Calls fn on every entry of shard i until it returns non-zero (returned).
+ * Pinned. */
+int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
+                               int (*fn)(struct axstm__entry *, void *), void *arg);
 
-uint64_t axstm__table_keys(const struct axstm__keytable *t);
+/*
+ * Copies the entries of shard i (gone ones too) into a new array *out of
+ * *n entries, anchoring each; NULL with *n == 0 when the shard is empty.
+ * Returns AXSTM_OK or AXSTM_ENOMEM.  Caller pinned.
+ */
+int axstm__table_shard_entries(struct axstm__keytable *t, size_t i, struct axstm__entry ***out,
+                               size_t *n);
+
 uint64_t axstm__table_bytes(const struct axstm__keytable *t);
 
 #endif

@@ -15,6 +15,12 @@
  *   - Writes go to a private log (read-your-own-writes) and are published by
  *     commit.c, which locks the written keys, checks that every key read is
  *     unchanged, and publishes.  Only written keys get new versions.
+ *   - Keys that do not exist are not created: reading, writing or deleting
+ *     one uses a gone entry (entry.h), which only a commit that writes it
+ *     brings to life, so a transaction that does not commit leaves no key
+ *     behind.  Reading a gone entry records its lock word like any read,
+ *     so validation and waiting (for the key to appear) work the same.
+ *     Gone entries nobody uses are taken out when the run ends.
  *   - After IRREVOCABLE_AFTER failed attempts in a row the transaction runs
  *     irrevocably: alone among irrevocable transactions (a store mutex), it
  *     locks each key when it first touches it, waiting out the few
@@ -79,21 +85,33 @@ struct axstm_txn {
     axstm_store *store;
     uint64_t rv;
     bool irrevocable;
+    bool touched_gone; /* this attempt used a gone entry */
     unsigned pin;
     /* The last keys looked up, by the address of the caller's string: a
      * body nearly always reads a key and then writes it, passing the same
-     * string both times.  Entries never move or go away while the store
-     * lives, so these stay right across attempts. */
+     * string both times.  They stay right across attempts while the
+     * table's removal count does not move (table.h). */
     struct recent_key recent[RECENT_KEYS];
     unsigned nrecent, recent_next;
+    uint64_t recent_removals;
     TXN_ARRAY(struct axstm__read) reads;
     TXN_ARRAY(struct txn_write) writes;
     TXN_ARRAY(struct txn_lock) locks; /* irrevocable attempts only */
+    const struct run_mode *mode;
+    bool waiting;           /* wait registered by the last attempt */
+    struct axstm__wait wait;
     struct axstm__read reads_inline[INLINE_READS];
     struct txn_write writes_inline[INLINE_WRITES];
     size_t bytes_used;
     struct bytes_chunk *chunks;
     _Alignas(8) unsigned char bytes_inline[INLINE_BYTES];
+};
+
+/* How a run may wait when the body returns AXSTM_RETRY. */
+struct run_mode {
+    const struct timespec *deadline; /* NULL: no limit */
+    bool never_wait;                 /* timeout 0: AXSTM_ETIMEDOUT at once */
+    axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
 };
 
 /* The transaction running on this thread: bodies must not nest them. */
@@ -139,16 +157,25 @@ static inline struct axstm__entry *recently_found(const axstm_txn *tx, const cha
     return NULL;
 }
 
-/* Finds key's entry (len bytes, already checked), creating the key if it
- * does not exist. */
-static int find_entry(axstm_txn *tx, const char *key, size_t len, struct axstm__entry **out)
+/* Finds key's entry (len bytes, already checked).  A key that does not
+ * exist gets a gone entry when `add` is set; otherwise *out is NULL. */
+static int find_entry(axstm_txn *tx, const char *key, size_t len, bool add,
+                      struct axstm__entry **out)
 {
-    int rc;
+    int rc = AXSTM_OK;
     if ((*out = recently_found(tx, key, len)) != NULL)
         return AXSTM_OK;
     struct axstm__keyref ref = {key, len, 0, NULL};
-    rc = axstm__table_find_or_create(&tx->store->table, &ref, 1);
-    if (rc == AXSTM_OK) {
+    axstm__table_find(&tx->store->table, &ref);
+    if (ref.entry == NULL && add) {
+        bool anchored;
+        rc = axstm__table_add(&tx->store->table, &ref, 1, &anchored);
+        /* The attempt's pin keeps the entry alive; should it be taken out
+         * meanwhile, its lock word says so and the attempt runs again. */
+        if (rc == AXSTM_OK && anchored)
+            axstm__entry_unanchor(ref.entry);
+    }
+    if (rc == AXSTM_OK && ref.entry != NULL) {
         *out = ref.entry;
         tx->recent[tx->recent_next] = (struct recent_key){key, ref.entry};
         tx->recent_next = (tx->recent_next + 1) % RECENT_KEYS;
@@ -180,10 +207,14 @@ static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
     if (rc != AXSTM_OK)
         return rc;
     /* Whoever holds it is a commit in progress, which never waits while
-     * holding locks (and no other irrevocable attempt exists): short. */
-    for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++)
+     * holding locks (and no other irrevocable attempt exists): short.  A
+     * dead entry stays locked: the key must be looked up again. */
+    for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++) {
+        if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == AXSTM__DEAD)
+            return AXSTM_CONCURRENT_UPDATE;
         if (spins % 64 == 63)
             sched_yield();
+    }
     tx->locks.v[tx->locks.n++] = (struct txn_lock){e, *old};
     return AXSTM_OK;
 }
@@ -231,17 +262,19 @@ static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__val *
         *val = axstm__entry_val_locked(e);
     } else {
         for (;;) {
-            rc = axstm__entry_read(e, &vlock, &version, val);
+            uint64_t born;
+            rc = axstm__entry_read(e, &vlock, &version, &born, val);
             if (rc != AXSTM_OK)
                 return rc;
-            if (vlock >> 1 <= tx->rv)
+            if (axstm__lock_stamp(vlock) <= tx->rv)
                 break;
-            advance_clock(tx->store, vlock >> 1);
+            advance_clock(tx->store, axstm__lock_stamp(vlock));
             rc = extend_snapshot(tx);
             if (rc != AXSTM_OK)
                 return rc;
         }
     }
+    tx->touched_gone |= axstm__lock_gone(vlock);
     tx->reads.v[tx->reads.n++] = (struct axstm__read){e, vlock};
     return AXSTM_OK;
 }
@@ -324,7 +357,7 @@ static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
     if (rc == AXSTM_OK)
         rc = reserve_for_access(tx);
     if (rc == AXSTM_OK)
-        rc = find_entry(tx, key, keylen, &e);
+        rc = find_entry(tx, key, keylen, true, &e);
     if (rc != AXSTM_OK)
         return rc;
     struct txn_write *w = find_write(tx, e);
@@ -384,14 +417,39 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
     if (rc == AXSTM_OK)
         rc = axstm__val_make(&val, data, len);
     if (rc == AXSTM_OK)
-        rc = find_entry(tx, key, keylen, &e);
+        rc = find_entry(tx, key, keylen, true, &e);
     if (rc == AXSTM_OK && tx->irrevocable)
         rc = lock_entry(tx, e, &old);
     if (rc != AXSTM_OK) {
         axstm__val_release(&val);
         return rc;
     }
-    tx->writes.v[tx->writes.n++] = (struct txn_write){{e, 0, val}, true};
+    tx->touched_gone |= axstm__entry_gone(e);
+    tx->writes.v[tx->writes.n++] = (struct txn_write){{e, 0, 0, val}, true};
+    return AXSTM_OK;
+}
+
+AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key)
+{
+    if (tx == NULL || tx != running)
+        return AXSTM_EINVAL;
+    struct axstm__entry *e;
+    uint64_t old;
+    size_t keylen;
+    int rc = axstm__check_key(key, &keylen);
+    if (rc == AXSTM_OK)
+        rc = reserve_for_access(tx);
+    /* A key that does not exist, and that this attempt has not written,
+     * needs no delete: nothing is recorded. */
+    if (rc == AXSTM_OK)
+        rc = find_entry(tx, key, keylen, false, &e);
+    if (rc != AXSTM_OK || e == NULL)
+        return rc;
+    if (tx->irrevocable && (rc = lock_entry(tx, e, &old)) != AXSTM_OK)
+        return rc;
+    tx->touched_gone = true; /* the run's end looks at it */
+    tx->writes.v[tx->writes.n++] =
+        (struct txn_write){{e, 0, 0, {0, AXSTM__VAL_DELETE}}, true};
     return AXSTM_OK;
 }
 
@@ -518,10 +576,22 @@ static int commit(axstm_txn *tx)
 /* Attempts                                                           */
 /* ------------------------------------------------------------------ */
 
+/* Takes out the gone entries this attempt used that nobody else needs
+ * (a key read or written but never created, or deleted).  Pinned. */
+static void remove_unused(axstm_txn *tx)
+{
+    for (size_t i = 0; i < tx->reads.n; i++)
+        axstm__table_remove(&tx->store->table, tx->reads.v[i].entry);
+    for (size_t i = 0; i < tx->writes.n; i++)
+        axstm__table_remove(&tx->store->table, tx->writes.v[i].item.entry);
+}
+
 /* Ends an attempt: drops its blobs (published ones are held by their keys
  * now) and its locks, and lets go of the snapshot. */
 static void end_attempt(axstm_txn *tx)
 {
+    if (tx->touched_gone && !tx->waiting)
+        remove_unused(tx);
     for (size_t i = 0; i < tx->writes.n; i++)
         axstm__val_release(&tx->writes.v[i].item.val);
     tx->writes.n = 0;
@@ -532,21 +602,56 @@ static void end_attempt(axstm_txn *tx)
     axstm__epoch_unpin(&tx->store->epoch, tx->pin);
 }
 
+/*
+ * After a body returned AXSTM_RETRY: gets ready to wait for a key it read
+ * to change, while the attempt is still pinned (the entries read are then
+ * alive; once registered, they stay).  Returns AXSTM_RETRY, or the error
+ * that ends the run.
+ */
+static int prepare_wait(axstm_txn *tx)
+{
+    const struct run_mode *mode = tx->mode;
+    axstm_store *s = tx->store;
+    if (tx->reads.n == 0)
+        return AXSTM_EINVAL; /* nothing read could ever change */
+    if (mode->watch != NULL) {
+        int rc = axstm__watch_reads(s, tx->reads.v, tx->reads.n, true, mode->watch);
+        return rc == AXSTM_OK ? AXSTM_RETRY : rc;
+    }
+    if (mode->never_wait)
+        return AXSTM_RETRY;
+    int rc = axstm__wait_begin(&tx->wait, s->wait, tx->reads.v, tx->reads.n);
+    if (rc != AXSTM_OK)
+        return rc;
+    tx->waiting = true;
+    return AXSTM_RETRY;
+}
+
 /* Runs fn once and commits.  The read set is kept for a wait. */
 static int attempt(axstm_txn *tx, axstm_fn fn, void *arg)
 {
+    axstm_store *s = tx->store;
     tx->reads.n = 0;
     tx->writes.n = 0;
+    tx->touched_gone = false;
     if (tx->irrevocable)
-        pthread_mutex_lock(&tx->store->irrevocable);
-    tx->pin = axstm__epoch_pin(&tx->store->epoch);
-    tx->rv = atomic_load(&tx->store->clock);
+        pthread_mutex_lock(&s->irrevocable);
+    tx->pin = axstm__epoch_pin(&s->epoch);
+    /* Entries remembered by an earlier attempt may have been freed since. */
+    uint64_t removals = axstm__table_removals(&s->table);
+    if (removals != tx->recent_removals) {
+        tx->nrecent = tx->recent_next = 0;
+        tx->recent_removals = removals;
+    }
+    tx->rv = atomic_load(&s->clock);
     int rc = fn(tx, arg);
     if (rc == AXSTM_OK) {
         rc = commit(tx);
     } else if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
         /* Found by a read rather than by commit.c: count it here. */
-        axstm__count(tx->store, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
+        axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
+    } else if (rc == AXSTM_RETRY) {
+        rc = prepare_wait(tx);
     }
     end_attempt(tx);
     return rc;
@@ -604,17 +709,23 @@ static void run_end(void *arg)
     forget_bytes(tx);
 }
 
-/* How a run may wait when the body returns AXSTM_RETRY. */
-struct run_mode {
-    const struct timespec *deadline; /* NULL: no limit */
-    bool never_wait;                 /* timeout 0: AXSTM_ETIMEDOUT at once */
-    axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
-};
-
 /* Whether an attempt's result ends the call at once (no wait, no retry). */
 static bool final_result(int rc)
 {
     return rc != AXSTM_CONCURRENT_UPDATE && rc != AXSTM_BUSY_RETRY && rc != AXSTM_RETRY;
+}
+
+/* After a wait: lets go of it and of the gone entries it kept. */
+static void finish_wait(axstm_txn *tx)
+{
+    axstm_store *s = tx->store;
+    /* Pinned before the entries lose their waiter, which kept them. */
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    axstm__wait_end(&tx->wait);
+    tx->waiting = false;
+    for (size_t i = 0; i < tx->reads.n; i++)
+        axstm__table_remove(&s->table, tx->reads.v[i].entry);
+    axstm__epoch_unpin(&s->epoch, pin);
 }
 
 /* Runs attempts after a first one that returned rc, until one ends the
@@ -632,20 +743,12 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_
             else if (failures >= TRY_ATTEMPTS)
                 return AXSTM_BUSY_RETRY;
         } else if (rc == AXSTM_RETRY) {
-            if (tx->reads.n == 0)
-                return AXSTM_EINVAL; /* nothing read could ever change */
-            if (mode->watch != NULL) {
-                axstm_watch *w;
-                rc = axstm__watch_reads(s, tx->reads.v, tx->reads.n, true, &w);
-                if (rc == AXSTM_OK) {
-                    *mode->watch = w;
-                    rc = AXSTM_RETRY;
-                }
-                return rc;
-            }
-            if (mode->never_wait)
-                return AXSTM_ETIMEDOUT;
-            rc = axstm__wait_for_change(s->wait, tx->reads.v, tx->reads.n, mode->deadline);
+            if (mode->watch != NULL)
+                return AXSTM_RETRY; /* with the watch handed out */
+            if (!tx->waiting)
+                return AXSTM_ETIMEDOUT; /* never_wait */
+            rc = axstm__wait_sleep(&tx->wait, mode->deadline);
+            finish_wait(tx);
             if (rc != AXSTM_OK)
                 return rc;
             axstm__count(s, AXSTM__WAITED);
@@ -675,7 +778,10 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
     tx.bytes_used = 0;
     tx.chunks = NULL;
     tx.nrecent = tx.recent_next = 0;
+    tx.recent_removals = axstm__table_removals(&s->table);
     tx.irrevocable = false;
+    tx.mode = mode;
+    tx.waiting = false;
     running = &tx;
 
     /* Most runs are one attempt that commits: it never sleeps, so it needs

@@ -5,6 +5,42 @@
 
 #include <string.h>
 
+/* Checks out v's key into v: finds it (creating it, or bringing it back
+ * if it was deleted), then reads it.  Caller pinned. */
+static int checkout(axstm_store *s, axstm_value *v)
+{
+    /* A key deleted between being born and being read is simply born
+     * again; a store that keeps deleting it answers BUSY_RETRY. */
+    enum { ATTEMPTS = 4 };
+    struct axstm__item *items[1] = {&v->item};
+    uint64_t vlock, version, born;
+    struct axstm__val val;
+    bool anchored[2];
+    for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+        struct axstm__keyref ref = {v->key, v->keylen, 0, NULL};
+        uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
+        int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
+        if (rc != AXSTM_OK)
+            return rc;
+        if (anchored[0])
+            rc = axstm__revive(s, &ref.entry, 1, &vlock);
+        axstm__release_anchors(s, &ref, 1, anchored);
+        if (rc != AXSTM_OK)
+            return rc;
+        struct axstm__entry *before = v->item.entry;
+        v->item.entry = ref.entry;
+        rc = axstm__snapshot(s, items, 1, &vlock, &version, &born, &val);
+        if (rc == AXSTM_OK) {
+            v->removals = removals;
+            return AXSTM_OK;
+        }
+        v->item.entry = before;
+        if (rc != AXSTM__KEY_GONE)
+            return rc;
+    }
+    return AXSTM_BUSY_RETRY;
+}
+
 AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
 {
     size_t len;
@@ -13,26 +49,22 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     int rc = axstm__check_key(key, &len);
     if (rc != AXSTM_OK)
         return rc;
-    axstm_value *v = axstm__handle_alloc(sizeof *v);
+    axstm_value *v = axstm__handle_alloc(sizeof *v + len + 1);
     if (v == NULL)
         return AXSTM_ENOMEM;
-    v->item = (struct axstm__item){NULL, 0, {0, 0}};
+    char *copy = (char *)(v + 1);
+    memcpy(copy, key, len + 1);
+    v->item = (struct axstm__item){NULL, 0, 0, {0, 0}};
     v->store = s;
     v->owner = NULL;
+    v->key = copy;
+    v->keylen = len;
 
-    struct axstm__keyref ref = {key, len, 0, NULL};
-    struct axstm__item *items[1] = {&v->item};
-    uint64_t vlock, version;
-    struct axstm__val val;
     unsigned pin = axstm__epoch_pin(&s->epoch);
-    rc = axstm__table_find_or_create(&s->table, &ref, 1);
-    if (rc == AXSTM_OK) {
-        v->item.entry = ref.entry;
-        rc = axstm__snapshot(s, items, 1, &vlock, &version, &val);
-    }
+    rc = checkout(s, v);
     axstm__epoch_unpin(&s->epoch, pin);
     if (rc != AXSTM_OK) {
-        axstm__handle_free(v, sizeof *v);
+        axstm__handle_free(v, sizeof *v + len + 1);
         return axstm__busy(s, rc);
     }
     *out = v;
@@ -41,7 +73,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
 
 AXSTM_API const char *axstm_value_key(const axstm_value *v)
 {
-    return v != NULL ? v->item.entry->key : NULL;
+    return v != NULL ? v->key : NULL;
 }
 
 AXSTM_API uint64_t axstm_value_version(const axstm_value *v)
@@ -65,6 +97,15 @@ AXSTM_API int axstm_value_set(axstm_value *v, const void *data, size_t len)
     if (len > AXSTM_VALUE_MAX)
         return AXSTM_E2BIG;
     return axstm__val_make(&v->item.val, data, len);
+}
+
+AXSTM_API int axstm_value_delete(axstm_value *v)
+{
+    if (v == NULL)
+        return AXSTM_EINVAL;
+    axstm__val_release(&v->item.val);
+    v->item.val.meta = AXSTM__VAL_DELETE;
+    return AXSTM_OK;
 }
 
 AXSTM_API int axstm_value_get_i64(const axstm_value *v, int64_t *out)
@@ -109,20 +150,27 @@ AXSTM_API int axstm_value_commit(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return AXSTM_EINVAL;
+    axstm_store *s = v->store;
     struct axstm__item *items[1] = {&v->item};
     uint64_t scratch;
-    return axstm__commit(v->store, items, 1, &scratch, NULL);
+    int rc;
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    if (axstm__still_there(s, &v->removals, v, 1)) {
+        rc = axstm__commit(s, items, 1, &scratch, NULL);
+    } else {
+        axstm__count(s, AXSTM__CONFLICTS);
+        rc = AXSTM_CONCURRENT_UPDATE;
+    }
+    axstm__epoch_unpin(&s->epoch, pin);
+    return rc;
 }
 
 AXSTM_API int axstm_value_refresh(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return AXSTM_EINVAL;
-    struct axstm__item *items[1] = {&v->item};
-    uint64_t vlock, version;
-    struct axstm__val val;
     unsigned pin = axstm__epoch_pin(&v->store->epoch);
-    int rc = axstm__snapshot(v->store, items, 1, &vlock, &version, &val);
+    int rc = checkout(v->store, v);
     axstm__epoch_unpin(&v->store->epoch, pin);
     return axstm__busy(v->store, rc);
 }
@@ -132,5 +180,5 @@ AXSTM_API void axstm_value_free(axstm_value *v)
     if (v == NULL || v->owner != NULL)
         return;
     axstm__val_release(&v->item.val);
-    axstm__handle_free(v, sizeof *v);
+    axstm__handle_free(v, sizeof *v + v->keylen + 1);
 }

@@ -58,15 +58,28 @@ void axstm__wait_destroy(struct axstm__wait_bucket *buckets);
  * that a caller can fail before it changes anything. */
 struct axstm__waitnode *axstm__wait_nodes_new(size_t n);
 
+/* Registers w on e with node (caller pinned).  Returns false, with
+ * nothing registered, when e is dead (entry.h): look the key up again. */
+bool axstm__wait_link_one(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
+                          struct axstm__entry *e, struct axstm__waitnode *node);
+
 /* Registers w on every entry of reads[0..n), using nodes from
- * axstm__wait_nodes_new(n).  Cannot fail. */
+ * axstm__wait_nodes_new(n), leaving out dead ones.  Caller pinned. */
 void axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
                       const struct axstm__read *reads, size_t n, struct axstm__waitnode *nodes);
+
+/* The size of a node, for finding node i in an array of them. */
+size_t axstm__wait_node_size(void);
+
+/* The entry node i is registered on, or NULL. */
+struct axstm__entry *axstm__wait_node_entry(const struct axstm__waitnode *nodes, size_t i);
 
 /* Both of the above: AXSTM_OK with *nodes set, or AXSTM_ENOMEM. */
 int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
                          const struct axstm__read *reads, size_t n,
                          struct axstm__waitnode **nodes);
+/* Undoes the registrations of nodes[0..n) (the nodes stay allocated: the
+ * caller frees them).  The entries may be freed once it returns. */
 void axstm__wait_unregister(struct axstm__wait_bucket *buckets, struct axstm__waitnode *nodes,
                             size_t n);
 
@@ -74,12 +87,31 @@ void axstm__wait_unregister(struct axstm__wait_bucket *buckets, struct axstm__wa
 bool axstm__reads_changed(const struct axstm__read *reads, size_t n);
 
 /*
- * Blocks until some key of reads[0..n) is committed, or until *deadline
- * (CLOCK_MONOTONIC; NULL: no limit).  Returns AXSTM_OK (something changed:
- * run again), AXSTM_ETIMEDOUT or AXSTM_ENOMEM.
+ * A thread's wait for a change of some key it read, in three steps:
+ *   begin  registers it on every key (the caller still pinned, so that the
+ *          entries are alive; registered, they stay: entry.h);
+ *   sleep  blocks until one of them is committed or the deadline passes
+ *          (a cancellation point: cancelled, it unregisters);
+ *   end    unregisters it.
  */
-int axstm__wait_for_change(struct axstm__wait_bucket *buckets, const struct axstm__read *reads,
-                           size_t n, const struct timespec *deadline);
+struct axstm__wait {
+    struct axstm__waiter waiter;
+    struct axstm__wait_bucket *buckets;
+    const struct axstm__read *reads;
+    size_t n;
+    struct axstm__waitnode *nodes;
+};
+
+/* Returns AXSTM_OK or AXSTM_ENOMEM (then nothing is registered). */
+int axstm__wait_begin(struct axstm__wait *w, struct axstm__wait_bucket *buckets,
+                      const struct axstm__read *reads, size_t n);
+
+/* Blocks until some key read has changed since it was read, or until
+ * *deadline (CLOCK_MONOTONIC; NULL: no limit).  Returns AXSTM_OK (changed:
+ * run again) or AXSTM_ETIMEDOUT. */
+int axstm__wait_sleep(struct axstm__wait *w, const struct timespec *deadline);
+
+void axstm__wait_end(struct axstm__wait *w);
 
 /* Notifies everyone waiting on e.  Called by commits after unlocking e,
  * only when e->waiters is non-zero. */

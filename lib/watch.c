@@ -4,7 +4,9 @@
  *
  * A watch is a waiter of wait.c whose notification is a write to an
  * eventfd, and which stays registered until freed.  Re-arming reads the
- * eventfd's counter back to zero.
+ * eventfd's counter back to zero.  A watched key that does not exist (or
+ * is deleted) keeps a gone entry (entry.h) in the table while the watch
+ * lives, so that the commit that makes it appear finds the watch.
  */
 #include "axstm-internal.h"
 
@@ -57,11 +59,51 @@ int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n
         return rc;
     axstm__wait_link(s->wait, &w->waiter, reads, n, w->nodes);
     /* A commit that landed between the reads and the registration would
-     * otherwise go unnoticed. */
+     * otherwise go unnoticed (so would an entry left out as dead). */
     if (fire_if_changed && axstm__reads_changed(reads, n))
         axstm__waiter_notify(&w->waiter);
     *out = w;
     return AXSTM_OK;
+}
+
+/* Takes out the gone entries that only w's nodes[0..n) kept.  Pinned, and
+ * called before the nodes let go of them. */
+static void unregister_and_tidy(axstm_store *s, struct axstm__waitnode *nodes, size_t n)
+{
+    struct axstm__entry *small[16], **entries = n <= 16 ? small : axstm__malloc(n * sizeof *entries);
+    for (size_t i = 0; entries != NULL && i < n; i++)
+        entries[i] = axstm__wait_node_entry(nodes, i);
+    axstm__wait_unregister(s->wait, nodes, n);
+    /* Without the list (out of memory) they wait for a table rebuild. */
+    for (size_t i = 0; entries != NULL && i < n; i++)
+        if (entries[i] != NULL)
+            axstm__table_remove(&s->table, entries[i]);
+    if (entries != small)
+        axstm__free(entries);
+}
+
+/* Registers w's node i on the entry of key (len bytes), adding a gone one
+ * when the key does not exist.  Caller pinned. */
+static int watch_key(axstm_store *s, axstm_watch *w, size_t i, const char *key, size_t len)
+{
+    struct axstm__waitnode *node = (struct axstm__waitnode *)((char *)w->nodes +
+                                                              i * axstm__wait_node_size());
+    for (;;) {
+        struct axstm__keyref ref = {key, len, 0, NULL};
+        bool anchored = false;
+        axstm__table_find(&s->table, &ref);
+        if (ref.entry == NULL) {
+            int rc = axstm__table_add(&s->table, &ref, 1, &anchored);
+            if (rc != AXSTM_OK)
+                return rc;
+        }
+        bool linked = axstm__wait_link_one(s->wait, &w->waiter, ref.entry, node);
+        if (anchored)
+            axstm__entry_unanchor(ref.entry);
+        if (linked)
+            return AXSTM_OK;
+        /* It died as we came: look again (it is out of the table now). */
+    }
 }
 
 AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
@@ -69,44 +111,31 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
-    struct axstm__keyref *refs = NULL;
-    struct axstm__read *reads = NULL;
     size_t len;
     for (size_t i = 0; i < nkeys; i++) {
         int rc = axstm__check_key(keys[i], &len);
         if (rc != AXSTM_OK)
             return rc;
     }
-    if (nkeys != 0) {
-        refs = axstm__calloc(nkeys, sizeof *refs + sizeof *reads);
-        if (refs == NULL)
-            return AXSTM_ENOMEM;
-        reads = (struct axstm__read *)(refs + nkeys);
-    }
-    /* Allocate before creating any key: a failed call must leave the store
-     * as it was (creation itself is all-or-none). */
+    /* Allocate first: a failed call must leave the store as it was. */
     axstm_watch *w;
     int rc = watch_alloc(s, nkeys, &w);
-    if (rc != AXSTM_OK) {
-        axstm__free(refs);
+    if (rc != AXSTM_OK)
         return rc;
-    }
 
-    for (size_t i = 0; i < nkeys; i++)
-        refs[i] = (struct axstm__keyref){keys[i], strlen(keys[i]), 0, NULL};
     unsigned pin = axstm__epoch_pin(&s->epoch);
-    rc = axstm__table_find_or_create(&s->table, refs, nkeys);
+    size_t done = 0;
+    for (; done < nkeys && rc == AXSTM_OK; done++)
+        rc = watch_key(s, w, done, keys[done], strlen(keys[done]));
+    if (rc != AXSTM_OK)
+        unregister_and_tidy(s, w->nodes, done);
     axstm__epoch_unpin(&s->epoch, pin);
-    if (rc == AXSTM_OK) {
-        for (size_t i = 0; i < nkeys; i++)
-            reads[i] = (struct axstm__read){refs[i].entry, 0};
-        axstm__wait_link(s->wait, &w->waiter, reads, nkeys, w->nodes);
-        *out = w;
-    } else {
+    if (rc != AXSTM_OK) {
         watch_discard(w);
+        return axstm__busy(s, rc);
     }
-    axstm__free(refs);
-    return axstm__busy(s, rc);
+    *out = w;
+    return AXSTM_OK;
 }
 
 AXSTM_API int axstm_watch_fd(const axstm_watch *w)
@@ -134,7 +163,8 @@ AXSTM_API void axstm_watch_free(axstm_watch *w)
     if (w == NULL)
         return;
     /* After this no commit can reach the descriptor. */
-    axstm__wait_unregister(w->store->wait, w->nodes, w->n);
-    close(w->waiter.fd);
-    axstm__free(w);
+    unsigned pin = axstm__epoch_pin(&w->store->epoch);
+    unregister_and_tidy(w->store, w->nodes, w->n);
+    axstm__epoch_unpin(&w->store->epoch, pin);
+    watch_discard(w);
 }

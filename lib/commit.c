@@ -190,8 +190,8 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
         axstm__entry_unlock(items[i]->entry, stamp,
                             (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
     for (size_t i = 0; i < n; i++)
-        if (atomic_load(&items[i]->entry->waiters) != 0)
-            axstm__wake(s->wait, items[i]->entry);
+        if (atomic_load(&items[i]->entry->waiters) != NULL)
+            axstm__wake(items[i]->entry);
 
     axstm__count_value_bytes(s, value_bytes);
     axstm__count_keys(s, keys);

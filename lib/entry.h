@@ -57,6 +57,8 @@
 #include <stdint.h>
 #include <string.h>
 
+struct axstm__waitnode;
+
 struct axstm__blob {
     struct axstm__retired retire; /* used once the entry lets go of it */
     _Atomic uint32_t refs;
@@ -80,9 +82,9 @@ struct axstm__entry {
     _Atomic uint64_t version; /* Axon's per-key version */
     _Atomic uint64_t vword;   /* struct axstm__val, split in two atomics */
     _Atomic uint32_t vmeta;
-    /* Waiters registered on this key (wait.c), on the cache line a commit
-     * already owns, so checking it costs a commit nothing when nobody waits. */
-    _Atomic uint32_t waiters;
+    /* The key's waiters (wait.h), on the cache line a commit already owns,
+     * so checking for them costs a commit nothing when nobody waits. */
+    _Atomic(struct axstm__waitnode *) waiters;
     _Atomic uint64_t born; /* this incarnation; written under the lock */
     _Atomic uint16_t anchors;
     uint16_t keylen;
@@ -242,7 +244,7 @@ static inline bool axstm__entry_trylock(struct axstm__entry *e, uint64_t *old)
     uint64_t w = atomic_load_explicit(&e->vlock, memory_order_relaxed);
     if (w & AXSTM__LOCKED)
         return false;
-    /* Sequentially consistent: wait.c relies on a waiter either seeing this
+    /* Sequentially consistent: wait.h relies on a waiter either seeing this
      * lock or being seen by the committer's later load of e->waiters. */
     if (!atomic_compare_exchange_strong_explicit(&e->vlock, &w, w | AXSTM__LOCKED,
                                                  memory_order_seq_cst,
@@ -292,7 +294,7 @@ static inline bool axstm__entry_unused(struct axstm__entry *e)
 {
     uint64_t w = atomic_load_explicit(&e->vlock, memory_order_relaxed);
     return w != AXSTM__DEAD && (w & (AXSTM__GONE | AXSTM__LOCKED)) == AXSTM__GONE &&
-           atomic_load_explicit(&e->waiters, memory_order_relaxed) == 0 &&
+           atomic_load_explicit(&e->waiters, memory_order_relaxed) == NULL &&
            atomic_load_explicit(&e->anchors, memory_order_relaxed) == 0;
 }
 
@@ -310,7 +312,7 @@ static inline bool axstm__entry_kill(struct axstm__entry *e)
         return false;
     if (!atomic_compare_exchange_strong(&e->vlock, &w, AXSTM__DEAD))
         return false;
-    if (atomic_load(&e->waiters) == 0 && atomic_load(&e->anchors) == 0)
+    if (atomic_load(&e->waiters) == NULL && atomic_load(&e->anchors) == 0)
         return true;
     atomic_store(&e->vlock, w);
     return false;

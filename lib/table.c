@@ -344,7 +344,7 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
     atomic_init(&e->version, 0);
     atomic_init(&e->vword, 0);
     atomic_init(&e->vmeta, 0);
-    atomic_init(&e->waiters, 0);
+    atomic_init(&e->waiters, NULL);
     atomic_init(&e->born, 0);
     atomic_init(&e->anchors, 1);
     e->keylen = (uint16_t)r->len;

@@ -620,7 +620,7 @@ static int prepare_wait(axstm_txn *tx)
     }
     if (mode->never_wait)
         return AXSTM_RETRY;
-    int rc = axstm__wait_begin(&tx->wait, s->wait, tx->reads.v, tx->reads.n);
+    int rc = axstm__wait_begin(&tx->wait, s->wait, &s->epoch, tx->reads.v, tx->reads.n);
     if (rc != AXSTM_OK)
         return rc;
     tx->waiting = true;

@@ -6,13 +6,6 @@
 #include <errno.h>
 #include <unistd.h>
 
-struct axstm__waitnode {
-    struct axstm__waitnode *next;
-    struct axstm__waitnode **pprev; /* unlink in O(1) */
-    struct axstm__entry *entry;
-    struct axstm__waiter *waiter;
-};
-
 static struct axstm__wait_bucket *bucket_of(struct axstm__wait_bucket *buckets,
                                             const struct axstm__entry *e)
 {
@@ -22,14 +15,12 @@ static struct axstm__wait_bucket *bucket_of(struct axstm__wait_bucket *buckets,
 
 int axstm__wait_init(struct axstm__wait_bucket *buckets)
 {
-    for (size_t i = 0; i < AXSTM__WAIT_BUCKETS; i++) {
+    for (size_t i = 0; i < AXSTM__WAIT_BUCKETS; i++)
         if (pthread_mutex_init(&buckets[i].lock, NULL) != 0) {
             while (i-- > 0)
                 pthread_mutex_destroy(&buckets[i].lock);
             return AXSTM_ENOMEM;
         }
-        buckets[i].head = NULL;
-    }
     return AXSTM_OK;
 }
 
@@ -39,83 +30,103 @@ void axstm__wait_destroy(struct axstm__wait_bucket *buckets)
         pthread_mutex_destroy(&buckets[i].lock);
 }
 
-struct axstm__waitnode *axstm__wait_nodes_new(size_t n)
+struct axstm__wait_reg *axstm__wait_reg_new(size_t n, int fd)
 {
-    return axstm__calloc(n, sizeof(struct axstm__waitnode));
+    if (n > (SIZE_MAX - sizeof(struct axstm__wait_reg)) / sizeof(struct axstm__waitnode))
+        return NULL;
+    struct axstm__wait_reg *r =
+        axstm__calloc(1, sizeof *r + n * sizeof(struct axstm__waitnode));
+    if (r == NULL)
+        return NULL;
+    r->n = n;
+    r->waiter.fd = fd;
+    atomic_init(&r->waiter.fired, false);
+    atomic_init(&r->waiter.users, 0);
+    if (fd < 0 && sem_init(&r->waiter.sem, 0, 0) != 0) {
+        axstm__free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        r->node[i].waiter = &r->waiter;
+    return r;
 }
 
-int axstm__wait_register(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
-                         const struct axstm__read *reads, size_t n,
-                         struct axstm__waitnode **nodes)
+void axstm__wait_reg_discard(struct axstm__wait_reg *r)
 {
-    struct axstm__waitnode *node = axstm__wait_nodes_new(n);
-    if (node == NULL)
-        return AXSTM_ENOMEM;
-    axstm__wait_link(buckets, w, reads, n, node);
-    *nodes = node;
-    return AXSTM_OK;
+    if (r->waiter.fd < 0)
+        sem_destroy(&r->waiter.sem);
+    axstm__free(r);
 }
 
-static void unlink_node(struct axstm__wait_bucket *buckets, struct axstm__waitnode *node)
+static void reclaim_reg(struct axstm__retired *node, void *owner)
 {
-    struct axstm__wait_bucket *b = bucket_of(buckets, node->entry);
-    atomic_fetch_sub(&node->entry->waiters, 1);
-    pthread_mutex_lock(&b->lock);
-    *node->pprev = node->next;
-    if (node->next != NULL)
-        node->next->pprev = node->pprev;
-    pthread_mutex_unlock(&b->lock);
-    node->entry = NULL;
+    (void)owner;
+    axstm__wait_reg_discard((struct axstm__wait_reg *)node);
 }
 
-bool axstm__wait_link_one(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
-                          struct axstm__entry *e, struct axstm__waitnode *node)
+bool axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__wait_reg *r, size_t i,
+                      struct axstm__entry *e)
 {
+    struct axstm__waitnode *node = &r->node[i];
     struct axstm__wait_bucket *b = bucket_of(buckets, e);
-    node->entry = e;
-    node->waiter = w;
     pthread_mutex_lock(&b->lock);
-    node->next = b->head;
-    node->pprev = &b->head;
-    if (b->head != NULL)
-        b->head->pprev = &node->next;
-    b->head = node;
+    struct axstm__waitnode *head = atomic_load_explicit(&e->waiters, memory_order_relaxed);
+    node->entry = e;
+    node->prev = NULL;
+    atomic_init(&node->next, head);
+    if (head != NULL)
+        head->prev = node;
+    /* Sequentially consistent, and before the lock word is read below:
+     * the wake-up protocol (wait.h) and entry.h's kill both rely on it. */
+    atomic_store(&e->waiters, node);
     pthread_mutex_unlock(&b->lock);
-    /* Raised before the lock word is read, as entry.h's kill requires:
-     * an entry seen dead here is on its way out (or was, for an instant),
-     * and must not be kept. */
-    atomic_fetch_add(&e->waiters, 1);
     if (atomic_load(&e->vlock) != AXSTM__DEAD)
         return true;
-    unlink_node(buckets, node);
+    /* Dead (or, for an instant, being looked at by a kill that will see
+     * us and give up): either way, not an entry to stay on. */
+    pthread_mutex_lock(&b->lock);
+    struct axstm__waitnode *next = atomic_load_explicit(&node->next, memory_order_relaxed);
+    if (node->prev != NULL)
+        atomic_store_explicit(&node->prev->next, next, memory_order_release);
+    else
+        atomic_store(&e->waiters, next);
+    if (next != NULL)
+        next->prev = node->prev;
+    pthread_mutex_unlock(&b->lock);
+    node->entry = NULL;
     return false;
 }
 
-void axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__waiter *w,
-                      const struct axstm__read *reads, size_t n, struct axstm__waitnode *node)
-{
-    /* A dead entry is left out: its read differs from its word now, so
-     * the caller sees the change and does not sleep on it. */
-    for (size_t i = 0; i < n; i++)
-        (void)axstm__wait_link_one(buckets, w, reads[i].entry, &node[i]);
-}
-
-void axstm__wait_unregister(struct axstm__wait_bucket *buckets, struct axstm__waitnode *nodes,
-                            size_t n)
+void axstm__wait_link_reads(struct axstm__wait_bucket *buckets, struct axstm__wait_reg *r,
+                            const struct axstm__read *reads, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (nodes[i].entry != NULL)
-            unlink_node(buckets, &nodes[i]);
+        (void)axstm__wait_link(buckets, r, i, reads[i].entry);
 }
 
-size_t axstm__wait_node_size(void)
+void axstm__wait_unlink(struct axstm__wait_bucket *buckets, struct axstm__epoch *ep,
+                        struct axstm__wait_reg *r)
 {
-    return sizeof(struct axstm__waitnode);
-}
-
-struct axstm__entry *axstm__wait_node_entry(const struct axstm__waitnode *nodes, size_t i)
-{
-    return nodes[i].entry;
+    for (size_t i = 0; i < r->n; i++) {
+        struct axstm__waitnode *node = &r->node[i];
+        struct axstm__entry *e = node->entry;
+        if (e == NULL)
+            continue;
+        struct axstm__wait_bucket *b = bucket_of(buckets, e);
+        pthread_mutex_lock(&b->lock);
+        /* The node keeps its own forward link: a commit standing on it
+         * goes on to the rest of the list. */
+        struct axstm__waitnode *next = atomic_load_explicit(&node->next, memory_order_relaxed);
+        if (node->prev != NULL)
+            atomic_store_explicit(&node->prev->next, next, memory_order_release);
+        else
+            atomic_store(&e->waiters, next);
+        if (next != NULL)
+            next->prev = node->prev;
+        pthread_mutex_unlock(&b->lock);
+    }
+    if (axstm__epoch_retire(ep, &r->retire, reclaim_reg, 0))
+        axstm__epoch_reclaim_soon(ep);
 }
 
 bool axstm__reads_changed(const struct axstm__read *reads, size_t n)
@@ -128,98 +139,82 @@ bool axstm__reads_changed(const struct axstm__read *reads, size_t n)
 
 void axstm__waiter_notify(struct axstm__waiter *w)
 {
-    if (w->fd >= 0) {
-        if (atomic_exchange(&w->fired, true))
-            return;
-        uint64_t one = 1;
-        /* EAGAIN means the counter is already huge: readable either way. */
-        while (write(w->fd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
+    if (w->fd < 0) {
+        sem_post(&w->sem); /* never blocks */
         return;
     }
-    pthread_mutex_lock(&w->lock);
-    w->woken = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
+    if (atomic_exchange(&w->fired, true))
+        return;
+    /* Counted, so that the watch's owner closes the descriptor only after
+     * this write (wait.h). */
+    if (atomic_fetch_add(&w->users, 1) & AXSTM__WAITER_CLOSING) {
+        atomic_fetch_sub(&w->users, 1);
+        return;
+    }
+    uint64_t one = 1;
+    /* Non-blocking; EAGAIN means the counter is already huge: readable
+     * either way. */
+    while (write(w->fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+    atomic_fetch_sub_explicit(&w->users, 1, memory_order_release);
 }
 
-void axstm__wake(struct axstm__wait_bucket *buckets, struct axstm__entry *e)
+void axstm__wake(struct axstm__entry *e)
 {
-    struct axstm__wait_bucket *b = bucket_of(buckets, e);
-    /* write() to an eventfd is a cancellation point: a commit cancelled
-     * there would leave the bucket locked for good. */
+    /* write() to an eventfd is a cancellation point: a commit must not be
+     * cancelled halfway through its notifications. */
     int cancel_state;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-    pthread_mutex_lock(&b->lock);
-    for (struct axstm__waitnode *node = b->head; node != NULL; node = node->next)
-        if (node->entry == e)
-            axstm__waiter_notify(node->waiter);
-    pthread_mutex_unlock(&b->lock);
+    for (struct axstm__waitnode *node = atomic_load(&e->waiters); node != NULL;
+         node = atomic_load_explicit(&node->next, memory_order_acquire))
+        axstm__waiter_notify(node->waiter);
     pthread_setcancelstate(cancel_state, NULL);
 }
 
 int axstm__wait_begin(struct axstm__wait *w, struct axstm__wait_bucket *buckets,
-                      const struct axstm__read *reads, size_t n)
+                      struct axstm__epoch *ep, const struct axstm__read *reads, size_t n)
 {
-    w->waiter.woken = false;
-    w->waiter.fd = -1;
-    atomic_init(&w->waiter.fired, false);
+    w->reg = axstm__wait_reg_new(n, -1);
+    if (w->reg == NULL)
+        return AXSTM_ENOMEM;
     w->buckets = buckets;
+    w->epoch = ep;
     w->reads = reads;
     w->n = n;
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0)
-        return AXSTM_ENOMEM;
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    int init_cond = pthread_cond_init(&w->waiter.cond, &attr);
-    pthread_condattr_destroy(&attr);
-    if (init_cond != 0)
-        return AXSTM_ENOMEM;
-    if (pthread_mutex_init(&w->waiter.lock, NULL) != 0) {
-        pthread_cond_destroy(&w->waiter.cond);
-        return AXSTM_ENOMEM;
-    }
-    if (axstm__wait_register(buckets, &w->waiter, reads, n, &w->nodes) != AXSTM_OK) {
-        pthread_mutex_destroy(&w->waiter.lock);
-        pthread_cond_destroy(&w->waiter.cond);
-        return AXSTM_ENOMEM;
-    }
+    axstm__wait_link_reads(buckets, w->reg, reads, n);
     return AXSTM_OK;
 }
 
-/* What a waiter cancelled in its sleep must undo: its nodes point at its
- * waiter, which is about to go away with its stack. */
+/* A waiter cancelled in its sleep unregisters. */
 static void wait_cancelled(void *arg)
 {
-    struct axstm__wait *w = arg;
-    pthread_mutex_unlock(&w->waiter.lock); /* a cancelled cond wait holds it */
-    axstm__wait_end(w);
+    axstm__wait_end(arg);
 }
 
 int axstm__wait_sleep(struct axstm__wait *w, const struct timespec *deadline)
 {
-    volatile int rc = AXSTM_OK; /* lives across pthread_cleanup_push's setjmp */
     /* A commit that landed before we registered is seen here. */
     if (axstm__reads_changed(w->reads, w->n))
         return AXSTM_OK;
-    pthread_mutex_lock(&w->waiter.lock);
+    volatile int rc = AXSTM_OK; /* lives across pthread_cleanup_push's setjmp */
     pthread_cleanup_push(wait_cancelled, w);
-    while (!w->waiter.woken && rc == AXSTM_OK) {
+    for (;;) {
         int err = deadline != NULL
-                      ? pthread_cond_timedwait(&w->waiter.cond, &w->waiter.lock, deadline)
-                      : pthread_cond_wait(&w->waiter.cond, &w->waiter.lock);
-        if (err == ETIMEDOUT && !w->waiter.woken)
+                      ? sem_clockwait(&w->reg->waiter.sem, CLOCK_MONOTONIC, deadline)
+                      : sem_wait(&w->reg->waiter.sem);
+        if (err == 0)
+            break;
+        if (errno == ETIMEDOUT) {
             rc = AXSTM_ETIMEDOUT;
+            break;
+        }
+        /* EINTR: a signal handler ran; wait on. */
     }
     pthread_cleanup_pop(0);
-    pthread_mutex_unlock(&w->waiter.lock);
     return rc;
 }
 
 void axstm__wait_end(struct axstm__wait *w)
 {
-    axstm__wait_unregister(w->buckets, w->nodes, w->n);
-    axstm__free(w->nodes);
-    pthread_mutex_destroy(&w->waiter.lock);
-    pthread_cond_destroy(&w->waiter.cond);
+    axstm__wait_unlink(w->buckets, w->epoch, w->reg);
 }

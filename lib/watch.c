@@ -2,52 +2,54 @@
  * watch.c -- watch handles: a descriptor that becomes readable when a
  * watched key is committed, for event loops.
  *
- * A watch is a waiter of wait.c whose notification is a write to an
- * eventfd, and which stays registered until freed.  Re-arming reads the
- * eventfd's counter back to zero.  A watched key that does not exist (or
- * is deleted) keeps a gone entry (entry.h) in the table while the watch
+ * A watch is a registration of wait.h whose waiter writes to an eventfd,
+ * and which stays linked until freed.  Re-arming reads the eventfd's
+ * counter back to zero.  A watched key that does not exist (or is
+ * deleted) keeps a gone entry (entry.h) in the table while the watch
  * lives, so that the commit that makes it appear finds the watch.
  */
 #include "axstm-internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 struct axstm_watch {
     axstm_store *store;
-    struct axstm__waiter waiter; /* only waiter.fd is used */
-    struct axstm__waitnode *nodes;
-    size_t n;
+    struct axstm__wait_reg *reg;
 };
 
-/* A watch with its descriptor and nodes allocated but not registered yet:
+/* close() is a cancellation point, and so is read(); the library promises
+ * none outside axstm_atomically (axstm.h), and a watch cancelled halfway
+ * through being freed would leak. */
+static void close_quietly(int fd)
+{
+    int state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    close(fd);
+    pthread_setcancelstate(state, NULL);
+}
+
+/* A watch with its descriptor and nodes allocated but not linked yet:
  * everything that can fail, done before anything is changed. */
 static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
 {
     axstm_watch *w = axstm__malloc(sizeof *w);
     if (w == NULL)
         return AXSTM_ENOMEM;
-    w->store = s;
-    w->n = n;
-    atomic_init(&w->waiter.fired, false);
-    w->nodes = axstm__wait_nodes_new(n);
-    w->waiter.fd = w->nodes != NULL ? eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) : -1;
-    if (w->waiter.fd < 0) {
-        axstm__free(w->nodes);
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    w->reg = fd >= 0 ? axstm__wait_reg_new(n, fd) : NULL;
+    if (w->reg == NULL) {
+        if (fd >= 0)
+            close_quietly(fd);
         axstm__free(w);
         return AXSTM_ENOMEM;
     }
+    w->store = s;
     *out = w;
     return AXSTM_OK;
-}
-
-static void watch_discard(axstm_watch *w)
-{
-    close(w->waiter.fd);
-    axstm__free(w->nodes);
-    axstm__free(w);
 }
 
 int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
@@ -57,37 +59,19 @@ int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n
     int rc = watch_alloc(s, n, &w);
     if (rc != AXSTM_OK)
         return rc;
-    axstm__wait_link(s->wait, &w->waiter, reads, n, w->nodes);
-    /* A commit that landed between the reads and the registration would
+    axstm__wait_link_reads(s->wait, w->reg, reads, n);
+    /* A commit that landed between the reads and the linking would
      * otherwise go unnoticed (so would an entry left out as dead). */
     if (fire_if_changed && axstm__reads_changed(reads, n))
-        axstm__waiter_notify(&w->waiter);
+        axstm__waiter_notify(&w->reg->waiter);
     *out = w;
     return AXSTM_OK;
 }
 
-/* Takes out the gone entries that only w's nodes[0..n) kept.  Pinned, and
- * called before the nodes let go of them. */
-static void unregister_and_tidy(axstm_store *s, struct axstm__waitnode *nodes, size_t n)
-{
-    struct axstm__entry *small[16], **entries = n <= 16 ? small : axstm__malloc(n * sizeof *entries);
-    for (size_t i = 0; entries != NULL && i < n; i++)
-        entries[i] = axstm__wait_node_entry(nodes, i);
-    axstm__wait_unregister(s->wait, nodes, n);
-    /* Without the list (out of memory) they wait for a table rebuild. */
-    for (size_t i = 0; entries != NULL && i < n; i++)
-        if (entries[i] != NULL)
-            axstm__table_remove(&s->table, entries[i]);
-    if (entries != small)
-        axstm__free(entries);
-}
-
-/* Registers w's node i on the entry of key (len bytes), adding a gone one
- * when the key does not exist.  Caller pinned. */
+/* Links node i on the entry of key (len bytes), adding a gone one when
+ * the key does not exist.  Caller pinned. */
 static int watch_key(axstm_store *s, axstm_watch *w, size_t i, const char *key, size_t len)
 {
-    struct axstm__waitnode *node = (struct axstm__waitnode *)((char *)w->nodes +
-                                                              i * axstm__wait_node_size());
     for (;;) {
         struct axstm__keyref ref = {key, len, 0, NULL};
         bool anchored = false;
@@ -97,13 +81,45 @@ static int watch_key(axstm_store *s, axstm_watch *w, size_t i, const char *key, 
             if (rc != AXSTM_OK)
                 return rc;
         }
-        bool linked = axstm__wait_link_one(s->wait, &w->waiter, ref.entry, node);
+        bool linked = axstm__wait_link(s->wait, w->reg, i, ref.entry);
         if (anchored)
             axstm__entry_unanchor(ref.entry);
         if (linked)
             return AXSTM_OK;
         /* It died as we came: look again (it is out of the table now). */
     }
+}
+
+/*
+ * Unlinks w and retires its registration; takes out the gone entries
+ * only w kept.  Then closes the descriptor, once no commit is writing to
+ * it (a commit that has just found the watch may be inside write(): a
+ * system call's time).  Frees w.
+ */
+static void watch_destroy(axstm_watch *w)
+{
+    axstm_store *s = w->store;
+    struct axstm__wait_reg *r = w->reg;
+    size_t n = r->n;
+    int fd = r->waiter.fd;
+    struct axstm__entry *small[16], **entries = n <= 16 ? small : axstm__malloc(n * sizeof *entries);
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    for (size_t i = 0; entries != NULL && i < n; i++)
+        entries[i] = axstm__wait_reg_entry(r, i);
+    atomic_fetch_or(&r->waiter.users, AXSTM__WAITER_CLOSING);
+    axstm__wait_unlink(s->wait, &s->epoch, r);
+    /* Without the list (out of memory) they wait for a table rebuild. */
+    for (size_t i = 0; entries != NULL && i < n; i++)
+        if (entries[i] != NULL)
+            axstm__table_remove(&s->table, entries[i]);
+    /* Still pinned: r is not freed under us. */
+    while ((atomic_load(&r->waiter.users) & ~AXSTM__WAITER_CLOSING) != 0)
+        sched_yield();
+    axstm__epoch_unpin(&s->epoch, pin);
+    if (entries != small)
+        axstm__free(entries);
+    close_quietly(fd);
+    axstm__free(w);
 }
 
 AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
@@ -124,14 +140,11 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
         return rc;
 
     unsigned pin = axstm__epoch_pin(&s->epoch);
-    size_t done = 0;
-    for (; done < nkeys && rc == AXSTM_OK; done++)
-        rc = watch_key(s, w, done, keys[done], strlen(keys[done]));
-    if (rc != AXSTM_OK)
-        unregister_and_tidy(s, w->nodes, done);
+    for (size_t i = 0; i < nkeys && rc == AXSTM_OK; i++)
+        rc = watch_key(s, w, i, keys[i], strlen(keys[i]));
     axstm__epoch_unpin(&s->epoch, pin);
     if (rc != AXSTM_OK) {
-        watch_discard(w);
+        watch_destroy(w);
         return axstm__busy(s, rc);
     }
     *out = w;
@@ -140,7 +153,7 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
 
 AXSTM_API int axstm_watch_fd(const axstm_watch *w)
 {
-    return w != NULL ? w->waiter.fd : AXSTM_EINVAL;
+    return w != NULL ? w->reg->waiter.fd : AXSTM_EINVAL;
 }
 
 AXSTM_API int axstm_watch_rearm(axstm_watch *w)
@@ -148,23 +161,21 @@ AXSTM_API int axstm_watch_rearm(axstm_watch *w)
     if (w == NULL)
         return AXSTM_EINVAL;
     uint64_t count;
+    int state;
     /* EAGAIN: nothing pending, which is fine.  The descriptor is drained
      * before `fired` is cleared: the other order could let a commit in
      * between set `fired` and have its event drained, after which no
-     * commit would ever write again. */
-    while (read(w->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
+     * commit would ever write again.  Not a cancellation point (close_quietly). */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    while (read(w->reg->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
         ;
-    atomic_store(&w->waiter.fired, false);
+    pthread_setcancelstate(state, NULL);
+    atomic_store(&w->reg->waiter.fired, false);
     return AXSTM_OK;
 }
 
 AXSTM_API void axstm_watch_free(axstm_watch *w)
 {
-    if (w == NULL)
-        return;
-    /* After this no commit can reach the descriptor. */
-    unsigned pin = axstm__epoch_pin(&w->store->epoch);
-    unregister_and_tidy(w->store, w->nodes, w->n);
-    axstm__epoch_unpin(&w->store->epoch, pin);
-    watch_discard(w);
+    if (w != NULL)
+        watch_destroy(w);
 }

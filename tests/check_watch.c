@@ -21,6 +21,7 @@
 #include "testutil.h"
 
 #include "alloc.h"
+#include "axstm-internal.h" /* white-box: the wait buckets, a key's waiters */
 
 static axstm_watch *const w_sentinel = (axstm_watch *)&w_sentinel;
 
@@ -1723,6 +1724,166 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
+
+/* ------------------------------------------------------------------ */
+/* What a commit pays for watches, and what it may wait for           */
+/* ------------------------------------------------------------------ */
+
+/* The entry of an existing key (white-box). */
+static struct axstm__entry *entry_of(axstm_store *s, const char *key)
+{
+    struct axstm__keyref ref = {key, strlen(key), 0, NULL};
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    axstm__table_find(&s->table, &ref);
+    axstm__epoch_unpin(&s->epoch, pin);
+    return ref.entry;
+}
+
+/* How many waiters a commit of key would walk (white-box, as axstm__wake
+ * walks them). */
+static size_t waiters_walked(axstm_store *s, const char *key)
+{
+    struct axstm__entry *e = entry_of(s, key);
+    size_t n = 0;
+    ck_assert_ptr_nonnull(e);
+    for (struct axstm__waitnode *node = atomic_load(&e->waiters); node != NULL;
+         node = atomic_load(&node->next))
+        n++;
+    return n;
+}
+
+/*
+ * A commit pays only for the watches on the keys it writes: with many
+ * watches on other keys (all of which land in every one of the old shared
+ * wait buckets), a commit of a key walks exactly that key's watches.
+ */
+START_TEST(commit_walks_only_its_keys_watches)
+{
+    enum { OTHERS = 2000, MINE = 3 };
+    static char names[OTHERS][16];
+    axstm_store *s = tu_store_ok();
+    axstm_watch **others = calloc(OTHERS, sizeof *others), *mine[MINE];
+    int i;
+
+    ck_assert_ptr_nonnull(others);
+    put_i64(s, "mine", 0);
+    put_i64(s, "quiet", 0);
+    for (i = 0; i < OTHERS; i++) {
+        snprintf(names[i], sizeof names[i], "other.%d", i);
+        others[i] = watch1_ok(s, names[i]);
+    }
+    for (i = 0; i < MINE; i++)
+        mine[i] = watch1_ok(s, "mine");
+    ck_assert_uint_eq(waiters_walked(s, "mine"), MINE);
+    ck_assert_uint_eq(waiters_walked(s, "quiet"), 0);
+    put_i64(s, "mine", 1);
+    for (i = 0; i < MINE; i++)
+        ck_assert(readable(mine[i]));
+    for (i = 0; i < OTHERS; i++)
+        ck_assert(!readable(others[i]));
+    /* Freed watches leave the list. */
+    axstm_watch_free(mine[0]);
+    ck_assert_uint_eq(waiters_walked(s, "mine"), MINE - 1);
+    for (i = 1; i < MINE; i++)
+        axstm_watch_free(mine[i]);
+    for (i = 0; i < OTHERS; i++)
+        axstm_watch_free(others[i]);
+    free(others);
+    axstm_store_free(s);
+}
+END_TEST
+
+struct lone_commit {
+    axstm_store *s;
+    const char *key;
+    atomic_int done;
+    int rc;
+};
+
+static void *lone_commit_main(void *arg)
+{
+    struct lone_commit *lc = arg;
+    axstm_value *v;
+    int rc;
+    TU_RETRY(rc, axstm_usevar(lc->s, lc->key, &v));
+    if (rc == AXSTM_OK) {
+        axstm_value_set_i64(v, 7);
+        TU_RETRY(rc, axstm_value_commit(v));
+        axstm_value_free(v);
+    }
+    lc->rc = rc;
+    atomic_store(&lc->done, 1);
+    return NULL;
+}
+
+/*
+ * No commit waits for another thread: a commit that wakes a watch and a
+ * blocked transaction completes while every lock of the waiting side is
+ * held by someone else (here, the test itself, standing for threads that
+ * are registering or unregistering waiters at that instant).  The old
+ * commit took its key's wait bucket lock to walk the waiters, and would
+ * hang here: the test then fails on its generous deadline (60 s, a guard
+ * against a hang, not a timing).
+ */
+static int blocked_get(axstm_txn *tx, void *arg)
+{
+    int64_t x;
+    (void)arg;
+    int rc = axstm_txn_get_i64(tx, "hot", &x);
+    if (rc == AXSTM_OK && x == 0)
+        return AXSTM_RETRY;
+    return rc;
+}
+
+struct blocked_waiter {
+    axstm_store *s;
+    int rc;
+};
+
+static void *blocked_waiter_main(void *arg)
+{
+    struct blocked_waiter *bw = arg;
+    bw->rc = axstm_atomically(bw->s, blocked_get, NULL);
+    return NULL;
+}
+
+START_TEST(commit_takes_no_lock_of_the_waiting_side)
+{
+    axstm_store *s = tu_store_ok();
+    struct lone_commit lc = {s, "hot", 0, -1};
+    struct blocked_waiter bw = {s, -1};
+    pthread_t committer, waiter;
+    axstm_watch *w;
+    int i;
+
+    put_i64(s, "hot", 0);
+    w = watch1_ok(s, "hot");
+    ck_assert_int_eq(pthread_create(&waiter, NULL, blocked_waiter_main, &bw), 0);
+    /* Wait until the transaction is registered on "hot" (the watch plus
+     * its node: two waiters). */
+    while (waiters_walked(s, "hot") < 2)
+        tu_sleep_ns(100000);
+
+    for (i = 0; i < AXSTM__WAIT_BUCKETS; i++)
+        pthread_mutex_lock(&s->wait[i].lock);
+    ck_assert_int_eq(pthread_create(&committer, NULL, lone_commit_main, &lc), 0);
+    double until = tu_now() + 60;
+    while (!atomic_load(&lc.done) && tu_now() < until)
+        tu_sleep_ns(1000000);
+    int finished = atomic_load(&lc.done);
+    for (i = 0; i < AXSTM__WAIT_BUCKETS; i++)
+        pthread_mutex_unlock(&s->wait[i].lock);
+    ck_assert_msg(finished, "a commit waited for a lock of the waiting side");
+    ck_assert_int_eq(pthread_join(committer, NULL), 0);
+    ck_assert_int_eq(lc.rc, AXSTM_OK);
+    ck_assert(readable(w));
+    ck_assert_int_eq(pthread_join(waiter, NULL), 0);
+    ck_assert_int_eq(bw.rc, AXSTM_OK);
+    axstm_watch_free(w);
+    axstm_store_free(s);
+}
+END_TEST
+
 static Suite *watch_suite(void)
 {
     Suite *s = suite_create("watch");
@@ -1766,6 +1927,8 @@ static Suite *watch_suite(void)
 
     tc = tcase_create("Concurrency");
     tcase_add_test(tc, free_while_others_commit);
+    tcase_add_test(tc, commit_walks_only_its_keys_watches);
+    tcase_add_test(tc, commit_takes_no_lock_of_the_waiting_side);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 

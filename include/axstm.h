@@ -25,19 +25,29 @@
  *
  * Blocking
  * --------
- * No checkout, commit or watch call ever waits for another thread.  Where
- * another thread holds a lock such a call needs, it returns AXSTM_BUSY_RETRY
- * at once; it has changed nothing but, at most, created keys it was asked
- * to create (see axstm_usevar).  Locks are per key (held for the few
- * instructions of a commit) and per table shard (held while a new key is
- * created); there is no store-wide lock on these paths:
+ * No checkout or commit ever waits for another thread.  Where another
+ * thread holds a lock such a call needs, it returns AXSTM_BUSY_RETRY at
+ * once; it has changed nothing but, at most, created keys it was asked to
+ * create (see axstm_usevar).  Locks are per key (held for the few
+ * instructions of a commit) and per table shard (held while a key is
+ * added or taken out); there is no store-wide lock on these paths:
  *   - checking out keys that exist is lock-free; it returns BUSY_RETRY only
  *     when one of the keys is being committed at that instant;
  *   - creating a key takes the lock of one of 64 table shards, so it returns
- *     BUSY_RETRY only when another thread is creating a key in the same
- *     shard (or growing it) at that instant;
+ *     BUSY_RETRY only when another thread is changing the same shard at
+ *     that instant;
  *   - a commit takes the lock of each of its keys; commits of disjoint keys
- *     never touch a common lock.
+ *     never touch a common lock.  Waking the waiters and watches of the
+ *     keys it wrote takes no lock either (a semaphore post, or a write to a
+ *     watch's eventfd per watch, once until the watch is re-armed), so a
+ *     commit's cost depends only on the waiters of the keys it writes.
+ * Watch calls and waits register on keys under a short lock (one of 64,
+ * shared only with other registrations, held for a few instructions and
+ * never across a system call):
+ *   - axstm_watch_new and axstm_watch_free may wait that long for another
+ *     thread registering or unregistering on a key of the same lock;
+ *     axstm_watch_free also waits, if a commit is writing to the watch's
+ *     descriptor at that instant, for that write to finish.
  * The functions that may block say so:
  *   - axstm_atomically blocks in AXSTM_RETRY until a key it read changes, and
  *     sleeps briefly in its backoff after conflicts.  A transaction that has
@@ -166,7 +176,8 @@ typedef struct axstm_value axstm_value;
  */
 AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out);
 
-/* The handle's key, valid as long as the store.  NULL for a NULL handle. */
+/* The handle's key (its own copy), valid as long as the handle.  NULL for
+ * a NULL handle. */
 AXSTM_API const char *axstm_value_key(const axstm_value *v);
 
 /* The committed version this handle is based on (0: never committed). */
@@ -351,8 +362,9 @@ AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg,
  * Reads key inside a transaction: the transaction's own latest write of it,
  * or its committed value.  *data and *len are written on AXSTM_OK only; the
  * bytes are borrowed and stay valid until this run of the body ends.  A key
- * that does not exist is created (with no value, as by axstm_usevar) so that
- * AXSTM_RETRY can wait on it.  data may be NULL to test for a value only.
+ * that does not exist (or was deleted) reads as AXSTM_ENOVALUE and is not
+ * created; AXSTM_RETRY can still wait on it, and wakes when a commit creates
+ * it.  data may be NULL to test for a value only.
  * Returns AXSTM_OK, AXSTM_ENOVALUE (the key has no value), AXSTM_EINVAL,
  * AXSTM_E2BIG (key too long), AXSTM_CONCURRENT_UPDATE (the snapshot is gone:
  * return it), AXSTM_BUSY_RETRY (return it) or AXSTM_ENOMEM.
@@ -401,13 +413,15 @@ typedef struct axstm_watch axstm_watch;
 /*
  * Watches keys for commits: the watch's descriptor becomes readable (for
  * poll, epoll, select or libuv) once any of the keys is committed after the
- * watch was made or last re-armed.  Keys that do not exist yet are created
- * (with no value, as by axstm_usevar), so they can be watched before anyone
- * writes them.  nkeys may be 0 (a watch that never fires).  *out is owned by
- * the caller (axstm_watch_free).  Returns AXSTM_OK, AXSTM_EINVAL, AXSTM_E2BIG,
- * AXSTM_BUSY_RETRY (a table shard was busy creating a key) or AXSTM_ENOMEM
- * (out of memory or of file descriptors).  Never blocks.
- * A commit pays nothing for watches on keys it does not write.
+ * watch was made or last re-armed; a delete is a commit too.  Keys that do
+ * not exist yet can be watched (no key is created): the watch fires when a
+ * commit creates them.  A watched key that is deleted and created again is
+ * still watched.  nkeys may be 0 (a watch that never fires).  *out is owned
+ * by the caller (axstm_watch_free).  Returns AXSTM_OK, AXSTM_EINVAL,
+ * AXSTM_E2BIG, AXSTM_BUSY_RETRY (a table shard was busy at that instant) or
+ * AXSTM_ENOMEM (out of memory or of file descriptors).  May wait only as
+ * the Blocking section at the top says.  A commit pays nothing for watches
+ * on keys it does not write.
  */
 AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
                               axstm_watch **out);
@@ -472,9 +486,12 @@ typedef int (*axstm_visit_fn)(const char *key, uint64_t version,
 /*
  * Visits every key of the store (Axon's dump()), including keys that never
  * got a value; each visit sees one committed state of that key.  Keys created
- * during the walk may or may not be visited.  visit may call any function of
- * this library.  Returns AXSTM_OK, AXSTM_EINVAL, or the first non-zero value
- * returned by visit.  May spin while a commit of the visited key is in flight.
+ * or deleted during the walk may or may not be visited.  visit may call any
+ * function of this library (except freeing the store), and may take as long
+ * as it likes: the walk holds nothing that stops other threads' replaced
+ * values from being freed meanwhile, only the visited key's name and bytes.
+ * Returns AXSTM_OK, AXSTM_EINVAL, or the first non-zero value returned by
+ * visit.  May spin while a commit of the visited key is in flight.
  */
 AXSTM_API int axstm_store_foreach(axstm_store *s, axstm_visit_fn visit, void *arg);
 

@@ -47,6 +47,7 @@
 #define TRY_ATTEMPTS 64
 #define INLINE_READS 32
 #define INLINE_WRITES 8
+#define INLINE_ANCHORS 8
 #define INLINE_BYTES 256
 #define BYTES_CHUNK 4096
 #define RECENT_KEYS 8
@@ -97,11 +98,17 @@ struct axstm_txn {
     TXN_ARRAY(struct axstm__read) reads;
     TXN_ARRAY(struct txn_write) writes;
     TXN_ARRAY(struct txn_lock) locks; /* irrevocable attempts only */
+    /* Gone entries this attempt added (reading, writing or deleting a key
+     * that does not exist): anchored until the attempt ends, so that no
+     * table rebuild (not even one of this attempt's own) takes them out
+     * from under its reads. */
+    TXN_ARRAY(struct axstm__entry *) anchors;
     const struct run_mode *mode;
     bool waiting;           /* wait registered by the last attempt */
     struct axstm__wait wait;
     struct axstm__read reads_inline[INLINE_READS];
     struct txn_write writes_inline[INLINE_WRITES];
+    struct axstm__entry *anchors_inline[INLINE_ANCHORS];
     size_t bytes_used;
     struct bytes_chunk *chunks;
     _Alignas(8) unsigned char bytes_inline[INLINE_BYTES];
@@ -170,10 +177,8 @@ static int find_entry(axstm_txn *tx, const char *key, size_t len, bool add,
     if (ref.entry == NULL && add) {
         bool anchored;
         rc = axstm__table_add(&tx->store->table, &ref, 1, &anchored);
-        /* The attempt's pin keeps the entry alive; should it be taken out
-         * meanwhile, its lock word says so and the attempt runs again. */
-        if (rc == AXSTM_OK && anchored)
-            axstm__entry_unanchor(ref.entry);
+        if (rc == AXSTM_OK && anchored) /* room was reserved */
+            tx->anchors.v[tx->anchors.n++] = ref.entry;
     }
     if (rc == AXSTM_OK && ref.entry != NULL) {
         *out = ref.entry;
@@ -329,6 +334,8 @@ static int reserve_for_access_slow(axstm_txn *tx)
     int rc = RESERVE(tx->reads, tx->reads_inline);
     if (rc == AXSTM_OK)
         rc = RESERVE(tx->writes, tx->writes_inline);
+    if (rc == AXSTM_OK)
+        rc = RESERVE(tx->anchors, tx->anchors_inline);
     if (rc == AXSTM_OK && tx->irrevocable)
         rc = RESERVE(tx->locks, NULL);
     if (rc == AXSTM_OK)
@@ -339,7 +346,8 @@ static int reserve_for_access_slow(axstm_txn *tx)
 /* The common case first: room everywhere, nothing to allocate. */
 static inline int reserve_for_access(axstm_txn *tx)
 {
-    if (tx->reads.n < tx->reads.cap && tx->writes.n < tx->writes.cap && !tx->irrevocable &&
+    if (tx->reads.n < tx->reads.cap && tx->writes.n < tx->writes.cap &&
+        tx->anchors.n < tx->anchors.cap && !tx->irrevocable &&
         tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES)
         return AXSTM_OK;
     return reserve_for_access_slow(tx);
@@ -590,6 +598,9 @@ static void remove_unused(axstm_txn *tx)
  * now) and its locks, and lets go of the snapshot. */
 static void end_attempt(axstm_txn *tx)
 {
+    for (size_t i = 0; i < tx->anchors.n; i++)
+        axstm__entry_unanchor(tx->anchors.v[i]);
+    tx->anchors.n = 0;
     if (tx->touched_gone && !tx->waiting)
         remove_unused(tx);
     for (size_t i = 0; i < tx->writes.n; i++)
@@ -705,6 +716,8 @@ static void run_end(void *arg)
         axstm__free(tx->reads.v);
     if (tx->writes.v != tx->writes_inline)
         axstm__free(tx->writes.v);
+    if (tx->anchors.v != tx->anchors_inline)
+        axstm__free(tx->anchors.v);
     axstm__free(tx->locks.v);
     forget_bytes(tx);
 }
@@ -775,6 +788,9 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
     tx.writes.cap = INLINE_WRITES;
     tx.locks.v = NULL;
     tx.locks.n = tx.locks.cap = 0;
+    tx.anchors.v = tx.anchors_inline;
+    tx.anchors.n = 0;
+    tx.anchors.cap = INLINE_ANCHORS;
     tx.bytes_used = 0;
     tx.chunks = NULL;
     tx.nrecent = tx.recent_next = 0;

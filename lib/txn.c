@@ -453,6 +453,12 @@ AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key)
         rc = find_entry(tx, key, keylen, false, &e);
     if (rc != AXSTM_OK || e == NULL)
         return rc;
+    /* Nor does a gone entry (somebody waits on the key, or reads it):
+     * unless this attempt wrote the key, there is nothing to delete.  If
+     * the key is created before the commit, the transaction serializes
+     * before that creation. */
+    if (axstm__entry_gone(e) && find_write(tx, e) == NULL)
+        return AXSTM_OK;
     if (tx->irrevocable && (rc = lock_entry(tx, e, &old)) != AXSTM_OK)
         return rc;
     tx->touched_gone = true; /* the run's end looks at it */

@@ -670,8 +670,9 @@ static int kq_fill(struct kq_item *it)
     rc = axstm_value_set(v, it, sizeof *it);
     /* Only its consumer touches the key next, and only once it has a
      * value: anything but BUSY_RETRY (an irrevocable reader) is wrong. */
-    while (rc == AXSTM_OK && (rc = axstm_value_commit(v)) == AXSTM_BUSY_RETRY)
-        backoff(++attempt);
+    if (rc == AXSTM_OK)
+        while ((rc = axstm_value_commit(v)) == AXSTM_BUSY_RETRY)
+            backoff(++attempt);
     axstm_value_free(v);
     return rc;
 }

@@ -8,6 +8,18 @@
  * Each store and table is built once per size and reused by every row.
  * Every operation draws its key(s) and takes a prebuilt name, in every row
  * alike, so the rows differ only by what they call.
+ *
+ * Deleting keys has rows of its own, measured after every run of the rows
+ * above them (so those are measured exactly as before):
+ *   - the delete of an existing key, through a handle (usevar + delete +
+ *     commit + free) and in a transaction (axstm_txn_delete).  A batch
+ *     deletes BATCH distinct keys, drawn before the clock starts (hot:
+ *     the same BATCH keys every batch), which get their values back after
+ *     it stops, so the store keeps its size;
+ *   - a key per item: usevar of a name that is not in the store (created),
+ *     set + commit, delete + commit, free (hot: one name every time;
+ *     random: one of as many names as the store has keys, none of them
+ *     in it).
  */
 #define _GNU_SOURCE
 #include "axstm.h"
@@ -27,6 +39,9 @@ enum row {
     R_ATOM4,
     R_LOOKUP,
     R_MUTEX_UPDATE,
+    R_DELETE,        /* rows from here on delete keys: measured after the others */
+    R_TXN_DELETE,
+    R_CREATE_DELETE,
     NROWS
 };
 
@@ -38,11 +53,16 @@ static const char *const row_name[NROWS] = {
     "atomically, 4 keys read+write",
     "plain table: lookup",
     "plain table: mutex + lookup + update",
+    "usevar + delete + commit + free",
+    "atomically, 1 key deleted",
+    "create after delete (key per item)",
 };
 
 struct ctx {
     size_t n;
     struct bench_names names;
+    struct bench_names fresh; /* names not in the store (key per item) */
+    unsigned char *drawn;     /* n flags: drawn for this batch of deletes */
     axstm_store *store;
     struct bench_map map;
     pthread_mutex_t lock;
@@ -61,6 +81,12 @@ static inline void pick(struct ctx *c, bool hot, size_t nkeys, const char **k)
 {
     for (size_t i = 0; i < nkeys; i++)
         k[i] = bench_name(&c->names, hot ? c->hot + i : bench_rng_below(&c->rng, c->n));
+}
+
+/* As pick, from the names that are not in the store. */
+static inline void pick_fresh(struct ctx *c, bool hot, const char **k)
+{
+    k[0] = bench_name(&c->fresh, hot ? c->hot : bench_rng_below(&c->rng, c->n));
 }
 
 /*
@@ -161,6 +187,108 @@ static double row_atomically(struct ctx *c, bool hot, size_t nkeys)
     });
 }
 
+/* Deletes key k through a handle, or in a transaction. */
+static int delete_body(axstm_txn *tx, void *arg)
+{
+    return axstm_txn_delete(tx, arg);
+}
+
+static void delete_key(struct ctx *c, const char *k, bool txn)
+{
+    int rc;
+    if (txn) {
+        rc = axstm_atomically(c->store, delete_body, (void *)k);
+    } else {
+        axstm_value *v;
+        rc = axstm_usevar(c->store, k, &v);
+        if (rc == AXSTM_OK) {
+            if ((rc = axstm_value_delete(v)) == AXSTM_OK)
+                rc = axstm_value_commit(v);
+            axstm_value_free(v);
+        }
+    }
+    if (rc != AXSTM_OK)
+        fail(txn ? "atomically (txn_delete)" : "usevar + delete + commit", rc);
+}
+
+/* Gives key k back a value (untimed, after a batch of deletes). */
+static void restore_key(struct ctx *c, const char *k)
+{
+    axstm_value *v;
+    int rc = axstm_usevar(c->store, k, &v);
+    if (rc == AXSTM_OK) {
+        if ((rc = axstm_value_set_i64(v, 0)) == AXSTM_OK)
+            rc = axstm_value_commit(v);
+        axstm_value_free(v);
+    }
+    if (rc != AXSTM_OK)
+        fail("restoring a deleted key", rc);
+}
+
+/*
+ * The delete rows: batches of BATCH distinct existing keys, drawn and
+ * given back their values outside the clock, deleted inside it, until
+ * the deletes alone have taken the window.
+ */
+static double row_delete(struct ctx *c, bool hot, bool txn)
+{
+    const char *k[BATCH];
+    size_t idx[BATCH];
+    uint64_t ops = 0, spent = 0;
+    uint64_t limit = (uint64_t)(c->seconds * 1e9);
+    do {
+        for (unsigned b = 0; b < BATCH; b++) {
+            size_t i = hot ? c->hot + b : bench_rng_below(&c->rng, c->n);
+            while (!hot && c->drawn[i])
+                i = bench_rng_below(&c->rng, c->n);
+            if (!hot)
+                c->drawn[i] = 1;
+            idx[b] = i;
+            k[b] = bench_name(&c->names, i);
+        }
+        uint64_t t0 = bench_now_ns();
+        for (unsigned b = 0; b < BATCH; b++)
+            delete_key(c, k[b], txn);
+        spent += bench_now_ns() - t0;
+        ops += BATCH;
+        for (unsigned b = 0; b < BATCH; b++) {
+            restore_key(c, k[b]);
+            c->drawn[idx[b]] = 0;
+        }
+    } while (spent < limit);
+    axstm_stats st;
+    if (axstm_store_stats(c->store, &st) != AXSTM_OK || st.keys != c->n)
+        fail("the store's size after the deletes", AXSTM_EINVAL);
+    return (double)spent / (double)ops;
+}
+
+/* A key per item: created by usevar, given a value, deleted. */
+static double row_create_delete(struct ctx *c, bool hot)
+{
+    uint64_t ops = 0, t0 = bench_now_ns(), el;
+    uint64_t limit = (uint64_t)(c->seconds * 1e9);
+    do {
+        for (unsigned b = 0; b < BATCH; b++) {
+            const char *k[1];
+            pick_fresh(c, hot, k);
+            axstm_value *v;
+            int rc = axstm_usevar(c->store, k[0], &v);
+            if (rc != AXSTM_OK)
+                fail("usevar (new key)", rc);
+            if ((rc = axstm_value_set_i64(v, 1)) == AXSTM_OK &&
+                (rc = axstm_value_commit(v)) == AXSTM_OK &&
+                (rc = axstm_value_delete(v)) == AXSTM_OK)
+                rc = axstm_value_commit(v);
+            if (rc != AXSTM_OK)
+                fail("create + commit + delete + commit", rc);
+            axstm_value_free(v);
+        }
+        ops += BATCH;
+        el = bench_now_ns() - t0;
+    } while (el < limit);
+    return (double)el / (double)ops;
+}
+
 static double row_lookup(struct ctx *c, bool hot)
 {
     TIMED(c, hot, 1, {
@@ -199,8 +327,14 @@ static double measure(struct ctx *c, enum row r, bool hot)
         return row_atomically(c, hot, 4);
     case R_LOOKUP:
         return row_lookup(c, hot);
-    default:
+    case R_MUTEX_UPDATE:
         return row_mutex_update(c, hot);
+    case R_DELETE:
+        return row_delete(c, hot, false);
+    case R_TXN_DELETE:
+        return row_delete(c, hot, true);
+    default:
+        return row_create_delete(c, hot);
     }
 }
 
@@ -250,9 +384,17 @@ static double bench_size(const struct bench_config *cfg, size_t n)
     double store_s, table_s;
     build(&c, &store_s, &table_s);
     uint64_t rss1 = bench_rss_bytes();
+    /* After the memory figure: the rows that delete keys need these. */
+    c.drawn = calloc(n, 1);
+    if (c.drawn == NULL || bench_names_init(&c.fresh, "new-", n) != 0)
+        fail("names", AXSTM_ENOMEM);
 
     for (unsigned run = 0; run < cfg->runs; run++)
-        for (int r = 0; r < NROWS; r++)
+        for (int r = 0; r < R_DELETE; r++)
+            for (int hot = 1; hot >= 0; hot--)
+                ns[r][hot][run] = measure(&c, (enum row)r, hot);
+    for (unsigned run = 0; run < cfg->runs; run++)
+        for (int r = R_DELETE; r < NROWS; r++)
             for (int hot = 1; hot >= 0; hot--)
                 ns[r][hot][run] = measure(&c, (enum row)r, hot);
 
@@ -290,6 +432,8 @@ static double bench_size(const struct bench_config *cfg, size_t n)
     axstm_store_free(c.store);
     bench_map_free(&c.map);
     bench_names_free(&c.names);
+    bench_names_free(&c.fresh);
+    free(c.drawn);
     pthread_mutex_destroy(&c.lock);
     return rss1 > rss0 ? (double)(rss1 - rss0) / (double)n : 0;
 }

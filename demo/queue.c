@@ -6,8 +6,9 @@
  *
  * A queue named q is a few keys of the store: "q.head" and "q.tail" (int64
  * indexes), "q.closed" (int64, 1 once no more puts will come) and one key
- * "q.<index>" per item.  Keys are never removed from a store, so this queue
- * grows by one key per item: fine for a demo.
+ * "q.<index>" per item waiting in it.  The get that takes an item deletes
+ * its key in the same transaction, so the store holds a key only per item
+ * still queued: however many items go through, memory stays flat.
  *
  * Two producers put distinct items into queues "a" and "b" in turn.  Two
  * consumers take from "a" with a blocking get; a third takes from either
@@ -15,7 +16,10 @@
  * thread closes both queues; a consumer that finds its queue empty and
  * closed returns the caller code QUEUE_CLOSED, which rolls its transaction
  * back and ends its loop.  The main thread then checks that every item was
- * delivered exactly once and in queue order.
+ * delivered exactly once and in queue order, and that no item key is left
+ * in the store.  While items move, a line every second gives the items
+ * taken so far, the process's resident memory and the store's keys and
+ * bytes.
  *
  * A second phase measures how long a blocked get takes to wake after a put:
  * one consumer waits on the empty queue "lat"; the main thread puts the
@@ -26,6 +30,7 @@
 #include <axstm.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -33,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PRODUCERS 2
 #define A_CONSUMERS 2 /* consumers of queue "a"; one more takes from a or b */
@@ -44,6 +50,7 @@
 /* A get waiting this long is taken for a lost wake-up instead of hanging. */
 #define GET_TIMEOUT_NS (INT64_C(60) * 1000000000)
 #define KEY_LEN 48
+#define PROGRESS_NS INT64_C(1000000000) /* a progress line this often */
 
 /* Caller-defined codes: positive, so they never clash with the library's. */
 #define QUEUE_CLOSED 1
@@ -57,6 +64,13 @@ struct put {
     int64_t item;
 };
 
+/* What the consumers took, checked as they go, so that the check needs no
+ * memory per item beyond one bit: items are p * ITEM_BASE + i. */
+struct delivery {
+    long items; /* per producer */
+    _Atomic uint64_t *seen; /* a bit per item: taken once already */
+};
+
 struct consumer {
     axstm_store *store;
     const char *label;
@@ -65,10 +79,13 @@ struct consumer {
     int64_t item; /* what the last run of the body took ... */
     size_t from;  /* ... and from which of queues[] */
     int latency;  /* store now - item instead of item (the timing phase) */
-    int64_t *got; /* everything taken, in order */
+    int64_t *got; /* the timing phase: every latency, in order */
     size_t n, cap;
+    struct delivery *check; /* phase 1: every item is checked here */
+    int64_t last[PRODUCERS][2]; /* the last index of each producer, per queue */
+    unsigned long bogus, dup, disorder, misrouted;
     unsigned long per_queue[2];
-    atomic_size_t taken; /* n, for the timing phase's main thread */
+    atomic_size_t taken; /* n, for the main thread */
     int rc;
 };
 
@@ -78,6 +95,7 @@ struct producer {
     int id;
     long items;
     int rc;
+    atomic_bool done;
 };
 
 static void queue_init(struct queue *q, const char *name)
@@ -141,7 +159,7 @@ static int close_queues(axstm_txn *tx, void *arg)
     return AXSTM_OK;
 }
 
-/* The seed's put (TList.append): the item goes to the slot at the tail. */
+/* The seed's put (TList.append): the item goes to a new key at the tail. */
 static int put(axstm_txn *tx, void *arg)
 {
     const struct put *p = arg;
@@ -169,13 +187,14 @@ static int put_stamp(axstm_txn *tx, void *arg)
 /*
  * The seed's blocking get: takes the item at the head, or returns
  * AXSTM_RETRY when there is none, so that the transaction sleeps until
- * something it read changes.
+ * something it read changes.  Taking an item deletes its key, in the same
+ * transaction: the queue keeps no key for an item once it is taken.
  *
- * The queue is empty when the slot at the head has no value yet.  Testing
- * that instead of head == tail keeps the tail out of the gets' reads, so
- * puts and gets touch different keys (and do not conflict) unless the queue
- * is empty.  Reading the empty slot creates its key, so the waiting get
- * watches exactly the key that the next put will write.
+ * The queue is empty when the key at the head has no value.  Testing that
+ * instead of head == tail keeps the tail out of the gets' reads, so puts and
+ * gets touch different keys (and do not conflict) unless the queue is
+ * empty.  Reading the missing key creates nothing, but the waiting get
+ * watches it all the same: the next put, which writes it, wakes the get.
  */
 static int get(axstm_txn *tx, const struct queue *q, int64_t *item)
 {
@@ -190,6 +209,8 @@ static int get(axstm_txn *tx, const struct queue *q, int64_t *item)
     if (rc == AXSTM_ENOVALUE)
         return AXSTM_RETRY;
     if (rc != AXSTM_OK)
+        return rc;
+    if ((rc = axstm_txn_delete(tx, key)) != AXSTM_OK)
         return rc;
     return axstm_txn_set_i64(tx, q->head, head + 1);
 }
@@ -264,11 +285,45 @@ static void *produce(void *arg)
             break;
         }
     }
+    atomic_store(&p->done, true);
     return NULL;
+}
+
+/*
+ * Phase 1: checks one item as it is taken.  Every item must be taken
+ * exactly once, by a consumer of its queue, and each consumer must take one
+ * producer's items of one queue in the order they were put (a FIFO seen by
+ * several consumers is still in order for each).
+ */
+static void check_item(struct consumer *c, int64_t x)
+{
+    struct delivery *d = c->check;
+    int64_t p = x / ITEM_BASE, i = x % ITEM_BASE;
+    size_t q, bit;
+
+    if (x < 0 || p >= PRODUCERS || i >= d->items) {
+        c->bogus++;
+        return;
+    }
+    bit = (size_t)(p * d->items + i);
+    if (atomic_fetch_or(&d->seen[bit / 64], UINT64_C(1) << (bit % 64)) &
+        (UINT64_C(1) << (bit % 64)))
+        c->dup++;
+    q = (size_t)(i % 2);
+    if (c->nqueues == 1 && q != 0)
+        c->misrouted++; /* a consumer of "a" got an item put into "b" */
+    if (i <= c->last[p][q])
+        c->disorder++;
+    c->last[p][q] = i;
 }
 
 static int record(struct consumer *c, int64_t x)
 {
+    if (c->check != NULL) {
+        check_item(c, x);
+        atomic_store(&c->taken, ++c->n);
+        return AXSTM_OK;
+    }
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 1024;
         int64_t *grown = realloc(c->got, cap * sizeof *grown);
@@ -309,53 +364,75 @@ static void *consume(void *arg)
 /* Checks and figures                                                 */
 /* ------------------------------------------------------------------ */
 
-/*
- * Every item must have been taken exactly once, by a consumer of its queue,
- * and each consumer must have taken one producer's items of one queue in the
- * order they were put (a FIFO seen by several consumers is still in order
- * for each).  Returns the number of violations.
- */
-static unsigned long check_delivery(const struct consumer *cons, size_t ncons, long items)
+/* After phase 1: what check_item found, and the items nobody took.
+ * Returns the number of violations. */
+static unsigned long check_delivery(const struct consumer *cons, size_t ncons,
+                                    const struct delivery *d)
 {
-    size_t total = (size_t)PRODUCERS * (size_t)items;
-    unsigned char *seen = calloc(total, 1);
+    size_t total = (size_t)PRODUCERS * (size_t)d->items;
     unsigned long bogus = 0, dup = 0, lost = 0, disorder = 0, misrouted = 0;
 
-    if (seen == NULL) {
-        fprintf(stderr, "queue: out of memory for the check\n");
-        return 1;
-    }
     for (size_t k = 0; k < ncons; k++) {
-        const struct consumer *c = &cons[k];
-        int64_t last[PRODUCERS][2];
-
-        for (int p = 0; p < PRODUCERS; p++)
-            last[p][0] = last[p][1] = -1;
-        for (size_t j = 0; j < c->n; j++) {
-            int64_t x = c->got[j], p = x / ITEM_BASE, i = x % ITEM_BASE;
-            size_t q;
-
-            if (x < 0 || p >= PRODUCERS || i >= items) {
-                bogus++;
-                continue;
-            }
-            if (seen[p * items + i]++ != 0)
-                dup++;
-            q = (size_t)(i % 2);
-            if (c->nqueues == 1 && q != 0)
-                misrouted++; /* a consumer of "a" got an item put into "b" */
-            if (i <= last[p][q])
-                disorder++;
-            last[p][q] = i;
-        }
+        bogus += cons[k].bogus;
+        dup += cons[k].dup;
+        disorder += cons[k].disorder;
+        misrouted += cons[k].misrouted;
     }
     for (size_t i = 0; i < total; i++)
-        lost += seen[i] == 0;
-    free(seen);
+        lost += !(atomic_load_explicit(&d->seen[i / 64], memory_order_relaxed) &
+                  (UINT64_C(1) << (i % 64)));
     printf("check: %lu lost, %lu duplicated, %lu out of order, %lu from the wrong queue, "
            "%lu unknown\n",
            lost, dup, disorder, misrouted, bogus);
     return bogus + dup + lost + disorder + misrouted;
+}
+
+/* Resident memory of this process in MiB (0 if unknown). */
+static double rss_mib(void)
+{
+    unsigned long size, resident;
+    FILE *f = fopen("/proc/self/statm", "r");
+    int n;
+
+    if (f == NULL)
+        return 0;
+    n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0 : 0;
+}
+
+/* One progress line: items taken so far, memory, and the store's keys. */
+static void progress(axstm_store *s, int64_t t0, const struct consumer *cons, int ncons)
+{
+    axstm_stats st;
+    size_t taken = 0;
+
+    for (int i = 0; i < ncons; i++) {
+        size_t n = atomic_load(&cons[i].taken);
+
+        taken += n != (size_t)-1 ? n : cons[i].n; /* -1: it has ended */
+    }
+    if (axstm_store_stats(s, &st) != AXSTM_OK)
+        memset(&st, 0, sizeof st);
+    printf("  %6.1f s: %zu items taken, RSS %.1f MiB, store %" PRIu64 " keys, %.1f KiB\n",
+           (double)(now_ns() - t0) / 1e9, taken, rss_mib(), st.keys,
+           (double)st.bytes / 1024.0);
+    fflush(stdout);
+}
+
+/* Counts the keys of the queues' items (a key "<name>.<digits>"). */
+static int count_item_keys(const char *key, uint64_t version, const void *data, size_t len,
+                           void *arg)
+{
+    unsigned long *n = arg;
+    const char *dot = strrchr(key, '.');
+
+    (void)version;
+    (void)data;
+    (void)len;
+    if (dot != NULL && dot[1] >= '0' && dot[1] <= '9')
+        ++*n;
+    return 0;
 }
 
 static int by_value(const void *a, const void *b)
@@ -401,8 +478,21 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
     struct consumer cons[CONSUMERS];
     pthread_t pt[PRODUCERS], ct[CONSUMERS];
     int nprod = 0, ncons = 0, ok = 1, rc;
-    int64_t t0, t1;
+    int64_t t0, t1, next;
+    struct delivery check;
+    size_t words = ((size_t)PRODUCERS * (size_t)items + 63) / 64;
+    unsigned long left = 0;
 
+    /* Written through now, so that it adds nothing to the memory figures
+     * while items move. */
+    check.items = items;
+    check.seen = malloc(words * sizeof *check.seen);
+    if (check.seen == NULL) {
+        fprintf(stderr, "queue: out of memory for the check\n");
+        return 0;
+    }
+    for (size_t i = 0; i < words; i++)
+        atomic_init(&check.seen[i], 0);
     memset(prod, 0, sizeof prod);
     memset(cons, 0, sizeof cons);
     /* Consumers first: they find the queues empty and block. */
@@ -414,6 +504,9 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
         c->queues[0] = a;
         c->queues[1] = b;
         c->nqueues = ncons < A_CONSUMERS ? 1 : 2;
+        c->check = &check;
+        for (int p = 0; p < PRODUCERS; p++)
+            c->last[p][0] = c->last[p][1] = -1;
         atomic_init(&c->taken, 0);
         if ((rc = pthread_create(&ct[ncons], NULL, consume, c)) != 0) {
             fprintf(stderr, "queue: pthread_create: %s\n", strerror(rc));
@@ -430,12 +523,23 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
         p->queues[1] = b;
         p->id = nprod;
         p->items = items;
+        atomic_init(&p->done, false);
         if ((rc = pthread_create(&pt[nprod], NULL, produce, p)) != 0) {
             fprintf(stderr, "queue: pthread_create: %s\n", strerror(rc));
             ok = 0;
             break;
         }
     }
+    progress(s, t0, cons, ncons);
+    next = t0 + PROGRESS_NS;
+    for (int i = 0; i < nprod; i++)
+        while (!atomic_load(&prod[i].done)) {
+            sleep_ns(10000000L);
+            if (now_ns() >= next) {
+                progress(s, t0, cons, ncons);
+                next += PROGRESS_NS;
+            }
+        }
     for (int i = 0; i < nprod; i++)
         if ((rc = pthread_join(pt[i], NULL)) != 0) {
             fprintf(stderr, "queue: pthread_join: %s\n", strerror(rc));
@@ -452,6 +556,7 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
             exit(1);
         }
     t1 = now_ns();
+    progress(s, t0, cons, ncons);
 
     for (int i = 0; i < nprod; i++)
         if (prod[i].rc != AXSTM_OK) {
@@ -482,10 +587,18 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
             ok = 0;
         }
     }
-    if (ok && check_delivery(cons, (size_t)ncons, items) != 0)
+    if (ok && check_delivery(cons, (size_t)ncons, &check) != 0)
         ok = 0;
-    for (int i = 0; i < ncons; i++)
-        free(cons[i].got);
+    /* Every item taken was deleted with it. */
+    if ((rc = axstm_store_foreach(s, count_item_keys, &left)) != AXSTM_OK) {
+        fprintf(stderr, "queue: axstm_store_foreach: %s\n", axstm_strerror(rc));
+        ok = 0;
+    } else if (ok && left != 0) {
+        fprintf(stderr, "queue: %lu item keys left in the store after every item was taken\n",
+                left);
+        ok = 0;
+    }
+    free(check.seen);
     return ok;
 }
 

@@ -23,8 +23,11 @@ seed() {
 
 # Operations: 00 usevar, 01 using, 02 set, 04 commit, 05 refresh, 06 free,
 # 07 get, 08 collection, 09 foreach, 0a atomically, 0b try_atomically,
-# 0c atomically_timed, 0d watch, 0e bulk using, 0f misc.  An op byte with
-# both top bits set (c0 | op) is followed by an allocation-failure byte.
+# 0c atomically_timed, 0d watch, 0e bulk using, 0f misc, 10 delete (a
+# handle's value_delete; then a byte: & 3 non-zero commits it at once).  An
+# op byte with both top bits set (c0 | op) is followed by an
+# allocation-failure byte.  In transaction bodies: 00 get, 01 get_i64,
+# 02 set, 04 or_else, 08 txn_delete (then a key).
 # Keys: 00-07 short names (00 "a", 01 "b", 04 "acct.1", 05 "acct.2"),
 # 08 the longest key, x9 generated "g<x>", 0a "", 0b too long, 0c NULL.
 
@@ -204,3 +207,106 @@ seed self-set \
     02 00 00 09 \
     02 00 00 04 \
     07 00 00 02
+
+# Deleting through a value handle: the deleted key is gone from foreach,
+# a handle checked out before the delete is refused, also after the key is
+# created again (at version 0, by usevar), and so is the deleting handle;
+# a refresh brings the key back.
+seed delete-value \
+    00 00 00 \
+    02 00 00 00 00 00 00 00 00 00 00 05 \
+    04 00 00 \
+    00 01 00 \
+    10 00 00 00 \
+    07 00 00 00 \
+    04 00 00 \
+    04 01 00 \
+    09 0f 00 00 \
+    00 02 00 \
+    02 01 00 00 00 00 00 00 00 00 00 06 \
+    04 01 00 \
+    02 02 00 00 00 00 00 00 00 00 00 07 \
+    04 02 00 \
+    04 00 00 \
+    05 00 00 \
+    10 00 00 01 \
+    05 01 00 \
+    07 01 00 03
+
+# Deleting a value of a collection, committed with the others; a collection
+# checked out before refused until refreshed; a bulk collection losing one.
+seed delete-collection \
+    01 00 03 00 01 02 \
+    02 00 01 00 00 00 00 00 00 00 00 01 \
+    02 00 03 00 00 00 00 00 00 00 00 02 \
+    04 00 01 \
+    01 03 02 01 02 \
+    10 00 03 01 \
+    09 0f 00 01 \
+    01 01 02 01 02 \
+    04 03 01 \
+    04 00 01 \
+    05 00 01 \
+    04 00 01 \
+    0e 02 10 00 01 \
+    10 02 01 01 \
+    09 0f 00 00
+
+# axstm_txn_delete: of a key that exists (a later read: no value), of one
+# the body wrote, of one that does not exist; rolled back (nothing
+# happens); of a missing key read first, and of a watched one.
+seed txn-delete \
+    00 00 00 \
+    02 00 00 00 00 00 00 00 00 00 00 08 \
+    04 00 00 \
+    0a 05 \
+       08 00 \
+       01 00 \
+       02 01 00 00 00 00 00 00 00 00 09 \
+       08 01 \
+       08 02 \
+    00 \
+    04 00 00 \
+    0a 02 00 03 00 08 03 06 05 \
+    0a 02 00 03 00 08 03 00 \
+    0d 00 00 01 04 \
+    0a 01 08 04 00 \
+    0d 01 00 \
+    09 0f 00 00
+
+# or_else: the first branch deletes and retries (its delete is dropped),
+# the second reads the value and deletes it.
+seed txn-delete-or-else \
+    00 00 00 \
+    02 00 00 00 00 00 00 00 00 00 00 0a \
+    04 00 00 \
+    0a 01 04 \
+       01 08 00 04 \
+       02 01 00 08 00 00 \
+    00 \
+    04 00 00
+
+# A try_atomically waiting on a missing key (no key is made): a transaction
+# creates it (the watch fires), a handle deletes it (fires again).
+seed try-delete-watch \
+    0b 01 00 02 00 04 \
+    09 0f 00 00 \
+    0a 01 02 02 00 00 00 00 00 00 00 00 0b 00 \
+    0d 01 00 \
+    00 00 02 \
+    10 00 00 01 \
+    0d 03 00 \
+    09 0f 00 00
+
+# Allocation failures while a deleted key is brought back by a refresh,
+# and in a transaction deleting.
+seed delete-enomem \
+    00 00 00 \
+    04 00 00 \
+    00 01 00 \
+    10 00 00 01 \
+    c5 00 01 00 \
+    c5 20 01 00 \
+    05 01 00 \
+    ca 00 02 08 00 08 00 00 \
+    ca 21 03 02 05 00 00 00 00 00 00 00 00 0c 08 05 01 05 00

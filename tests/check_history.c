@@ -6,11 +6,18 @@
  *            correct must pass; each kind of anomaly (lost update, write
  *            skew, stale, dirty and never-written reads, real-time order,
  *            forked and gapped version orders) must be rejected for the
- *            right reason.  Also windows, and a large history in bounded
- *            time.
+ *            right reason.  The same with deletes: keys deleted and
+ *            created again (versions starting afresh) must pass; stale or
+ *            dirty reads of an absent key, two creations over one delete,
+ *            a value read where a delete was (and the other way round),
+ *            wrong versions after a delete and a final state that
+ *            disagrees must be rejected.  Also windows, and a large
+ *            history in bounded time.
  *   Store    short real runs, 4 threads mixing using/commit, usevar/commit,
- *            snapshots and axstm_atomically on 4 keys (contention) and on
- *            1024 keys; every history must check with 0 violations.
+ *            snapshots and axstm_atomically, deleting keys (value_delete,
+ *            txn_delete) and creating them again, on 4 keys (contention)
+ *            and on 1024 keys; every history must check with 0
+ *            violations.
  *            $AXSTM_HISTORY_SECONDS sets the seconds per run (default 0.3).
  */
 #define _GNU_SOURCE
@@ -72,6 +79,20 @@ static void end(hist_recorder *r, unsigned thread, enum hist_outcome outcome, in
 }
 
 #define NV HIST_NO_VERSION
+
+/* A read that found key absent, left by the delete `deleter` (0: never
+ * written). */
+static void rd_absent(hist_recorder *r, unsigned thread, uint32_t key, uint64_t deleter,
+                      uint64_t version)
+{
+    hist_read_absent(lg(r, thread), key, deleter, version);
+}
+
+static void del(hist_recorder *r, unsigned thread, uint32_t key, uint64_t prev,
+                uint64_t version)
+{
+    hist_delete(lg(r, thread), key, prev, version);
+}
 
 static void expect_ok(hist_recorder *r)
 {
@@ -420,6 +441,277 @@ START_TEST(large_history_is_checked_fast)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Checker: deletes                                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * x never written, created, deleted (by a handle: version 2), found absent,
+ * created again at version 1 (usevar), deleted in a transaction, created
+ * again in a transaction: versions start afresh after each delete, and no
+ * fork is seen in the repeated version numbers.  y is read along the way.
+ */
+START_TEST(delete_history_passes)
+{
+    hist_recorder *r = new_history(2, 2);
+    begin(r, 0, HIST_ATOMIC_RO, 0);
+    rd_absent(r, 0, X, 0, NV); /* never written */
+    end(r, 0, HIST_COMMITTED, 5);
+    uint64_t t1 = begin(r, 0, HIST_USING, 10);
+    rd_absent(r, 0, X, 0, 0);
+    wr(r, 0, X, 0, 1);
+    rmw(r, 0, Y, 0, 0, 1);
+    end(r, 0, HIST_COMMITTED, 20);
+    uint64_t d2 = begin(r, 1, HIST_USING, 30);
+    rd(r, 1, X, t1, 1);
+    del(r, 1, X, t1, 2);
+    end(r, 1, HIST_COMMITTED, 40);
+    /* A reader overlapping the delete may still see the value ... */
+    begin(r, 0, HIST_ATOMIC_RO, 35);
+    rd(r, 0, X, t1, NV);
+    end(r, 0, HIST_COMMITTED, 45);
+    /* ... one after it sees x absent, at version 0. */
+    begin(r, 0, HIST_SNAPSHOT, 50);
+    rd_absent(r, 0, X, d2, 0);
+    rd(r, 0, Y, t1, 1);
+    end(r, 0, HIST_COMMITTED, 55);
+    /* An attempt to create it again that lost to the one below. */
+    begin(r, 0, HIST_ATOMIC, 56);
+    rd_absent(r, 0, X, d2, NV);
+    wr(r, 0, X, d2, NV);
+    end(r, 0, HIST_ABORTED, 70);
+    uint64_t t4 = begin(r, 1, HIST_USEVAR, 60);
+    rd_absent(r, 1, X, d2, 0);
+    wr(r, 1, X, d2, 1);
+    end(r, 1, HIST_COMMITTED, 65);
+    uint64_t d5 = begin(r, 1, HIST_ATOMIC, 80);
+    rd(r, 1, X, t4, NV);
+    del(r, 1, X, t4, NV);
+    end(r, 1, HIST_COMMITTED, 90);
+    uint64_t t6 = begin(r, 0, HIST_ATOMIC, 100);
+    rd_absent(r, 0, X, d5, NV);
+    wr(r, 0, X, d5, NV);
+    end(r, 0, HIST_COMMITTED, 110);
+    begin(r, 1, HIST_USEVAR, 120);
+    rd(r, 1, X, t6, 1);
+    wr(r, 1, X, t6, 2);
+    end(r, 1, HIST_COMMITTED, 130);
+    expect_ok(r);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* A key absent at the end of a window is absent at the start of the next,
+ * and the store's final state is held against it. */
+START_TEST(windows_carry_deletes)
+{
+    hist_recorder *r = new_history(1, 2);
+    uint64_t t1 = begin(r, 0, HIST_USEVAR, 0);
+    rmw(r, 0, X, 0, 0, 1);
+    end(r, 0, HIST_COMMITTED, 10);
+    uint64_t d2 = begin(r, 0, HIST_USING, 20);
+    rd(r, 0, X, t1, 1);
+    del(r, 0, X, t1, 2);
+    end(r, 0, HIST_COMMITTED, 30);
+    expect_ok(r);
+    hist_report rep;
+    hist_report_init(&rep);
+    ck_assert(hist_verify_final_absent(r, X, d2, 0, &rep));
+    ck_assert(hist_verify_final(r, Y, 0, 0, &rep)); /* never written */
+    ck_assert_uint_eq(rep.violations, 0);
+    /* The store still holding the value, or absent after another delete,
+     * or at another version, disagrees. */
+    ck_assert(!hist_verify_final(r, X, t1, 1, &rep));
+    ck_assert(!hist_verify_final_absent(r, X, t1, 0, &rep));
+    ck_assert(!hist_verify_final_absent(r, X, d2, 2, &rep));
+    ck_assert(!hist_verify_final(r, X, 0, 0, &rep));
+    ck_assert_uint_eq(rep.count[HIST_V_FINAL], 4);
+    printf("rejected as expected:\n%s", rep.text);
+
+    hist_recorder_next_window(r);
+    begin(r, 0, HIST_ATOMIC_RO, 40);
+    rd_absent(r, 0, X, d2, NV);
+    end(r, 0, HIST_COMMITTED, 50);
+    uint64_t t3 = begin(r, 0, HIST_USEVAR, 60);
+    rd_absent(r, 0, X, d2, 0);
+    wr(r, 0, X, d2, 1);
+    end(r, 0, HIST_COMMITTED, 70);
+    expect_ok(r);
+    hist_report_init(&rep);
+    ck_assert(hist_verify_final(r, X, t3, 1, &rep));
+
+    /* Absent at the start: "never written" is not what it was. */
+    hist_recorder_next_window(r);
+    hist_recorder_set_initial_absent(r, X, d2);
+    begin(r, 0, HIST_ATOMIC_RO, 80);
+    rd_absent(r, 0, X, 0, NV);
+    end(r, 0, HIST_COMMITTED, 90);
+    expect_violation(r, HIST_V_NEVER_WRITTEN);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* A read of the absent state a delete left, after a write had created the
+ * key again before the reader started. */
+START_TEST(stale_absent_read_rejected)
+{
+    hist_recorder *r = new_history(2, 1);
+    uint64_t t1 = begin(r, 0, HIST_ATOMIC, 0);
+    rmw(r, 0, X, 0, NV, NV);
+    end(r, 0, HIST_COMMITTED, 10);
+    uint64_t d2 = begin(r, 0, HIST_ATOMIC, 20);
+    rd(r, 0, X, t1, NV);
+    del(r, 0, X, t1, NV);
+    end(r, 0, HIST_COMMITTED, 30);
+    begin(r, 0, HIST_ATOMIC, 40);
+    rd_absent(r, 0, X, d2, NV);
+    wr(r, 0, X, d2, NV);
+    end(r, 0, HIST_COMMITTED, 50);
+    begin(r, 1, HIST_ATOMIC_RO, 60);
+    rd_absent(r, 1, X, d2, NV);
+    end(r, 1, HIST_COMMITTED, 70);
+    expect_violation(r, HIST_V_STALE_READ);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* A value read after the delete of it had ended. */
+START_TEST(read_after_delete_rejected)
+{
+    hist_recorder *r = new_history(2, 1);
+    uint64_t t1 = begin(r, 0, HIST_USEVAR, 0);
+    rmw(r, 0, X, 0, 0, 1);
+    end(r, 0, HIST_COMMITTED, 10);
+    begin(r, 0, HIST_USEVAR, 20);
+    rd(r, 0, X, t1, 1);
+    del(r, 0, X, t1, 2);
+    end(r, 0, HIST_COMMITTED, 30);
+    begin(r, 1, HIST_SNAPSHOT, 40);
+    rd(r, 1, X, t1, 1);
+    end(r, 1, HIST_COMMITTED, 50);
+    expect_violation(r, HIST_V_STALE_READ);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* Two transactions both created the key again over the same delete. */
+START_TEST(two_creations_over_one_delete_rejected)
+{
+    hist_recorder *r = new_history(3, 1);
+    uint64_t t1 = begin(r, 0, HIST_ATOMIC, 0);
+    rmw(r, 0, X, 0, NV, NV);
+    end(r, 0, HIST_COMMITTED, 10);
+    uint64_t d2 = begin(r, 0, HIST_ATOMIC, 20);
+    rd(r, 0, X, t1, NV);
+    del(r, 0, X, t1, NV);
+    end(r, 0, HIST_COMMITTED, 30);
+    begin(r, 1, HIST_USEVAR, 40);
+    rd_absent(r, 1, X, d2, 0);
+    wr(r, 1, X, d2, 1);
+    end(r, 1, HIST_COMMITTED, 50);
+    begin(r, 2, HIST_ATOMIC, 40);
+    rd_absent(r, 2, X, d2, NV);
+    wr(r, 2, X, d2, NV);
+    end(r, 2, HIST_COMMITTED, 55);
+    expect_violation(r, HIST_V_LOST_UPDATE);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* Absent where a value was written, a value where a delete was: neither
+ * was ever the key's state. */
+START_TEST(absent_and_value_mixed_up_rejected)
+{
+    hist_recorder *r = new_history(2, 2);
+    uint64_t t1 = begin(r, 0, HIST_ATOMIC, 0);
+    rmw(r, 0, X, 0, NV, NV);
+    rmw(r, 0, Y, 0, NV, NV);
+    end(r, 0, HIST_COMMITTED, 10);
+    uint64_t d2 = begin(r, 0, HIST_ATOMIC, 20);
+    rd(r, 0, Y, t1, NV);
+    del(r, 0, Y, t1, NV);
+    end(r, 0, HIST_COMMITTED, 30);
+    begin(r, 1, HIST_ATOMIC_RO, 40);
+    rd_absent(r, 1, X, t1, NV); /* T1 wrote x a value */
+    rd(r, 1, Y, d2, NV);        /* D2 deleted y */
+    end(r, 1, HIST_COMMITTED, 50);
+    hist_report rep;
+    hist_report_init(&rep);
+    ck_assert_int_eq(hist_check(r, &rep), 2);
+    ck_assert_uint_eq(rep.count[HIST_V_NEVER_WRITTEN], 2);
+    printf("rejected as expected:\n%s", rep.text);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* The absence left by a delete that rolled back. */
+START_TEST(dirty_absent_read_rejected)
+{
+    hist_recorder *r = new_history(2, 1);
+    uint64_t t1 = begin(r, 0, HIST_ATOMIC, 0);
+    rmw(r, 0, X, 0, NV, NV);
+    end(r, 0, HIST_COMMITTED, 10);
+    uint64_t d2 = begin(r, 0, HIST_ATOMIC, 20);
+    rd(r, 0, X, t1, NV);
+    del(r, 0, X, t1, NV);
+    end(r, 0, HIST_ABORTED, 30);
+    begin(r, 1, HIST_ATOMIC_RO, 25);
+    rd_absent(r, 1, X, d2, NV);
+    end(r, 1, HIST_COMMITTED, 40);
+    expect_violation(r, HIST_V_DIRTY_READ);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* Versions after a delete: the key created again must be at version 1,
+ * and its absent state read as version 0. */
+START_TEST(versions_after_delete_rejected)
+{
+    hist_recorder *r = new_history(2, 1);
+    uint64_t t1 = begin(r, 0, HIST_USEVAR, 0);
+    rmw(r, 0, X, 0, 0, 1);
+    end(r, 0, HIST_COMMITTED, 10);
+    uint64_t d2 = begin(r, 0, HIST_USEVAR, 20);
+    rd(r, 0, X, t1, 1);
+    del(r, 0, X, t1, 2);
+    end(r, 0, HIST_COMMITTED, 30);
+    begin(r, 0, HIST_USEVAR, 40);
+    rd_absent(r, 0, X, d2, 2); /* the deleted key's old version */
+    wr(r, 0, X, d2, 3);        /* counting on from it */
+    end(r, 0, HIST_COMMITTED, 50);
+    hist_report rep;
+    hist_report_init(&rep);
+    ck_assert_int_eq(hist_check(r, &rep), 2);
+    ck_assert_uint_eq(rep.count[HIST_V_GAP], 2);
+    printf("rejected as expected:\n%s", rep.text);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* Write skew through deletes: each reads both keys and deletes one, so
+ * each missed the other's delete (rw both ways). */
+START_TEST(delete_skew_rejected)
+{
+    hist_recorder *r = new_history(3, 2);
+    uint64_t t1 = begin(r, 0, HIST_ATOMIC, 0);
+    rmw(r, 0, X, 0, NV, NV);
+    rmw(r, 0, Y, 0, NV, NV);
+    end(r, 0, HIST_COMMITTED, 10);
+    begin(r, 1, HIST_ATOMIC, 20);
+    rd(r, 1, X, t1, NV);
+    rd(r, 1, Y, t1, NV);
+    del(r, 1, X, t1, NV);
+    end(r, 1, HIST_COMMITTED, 30);
+    begin(r, 2, HIST_ATOMIC, 20);
+    rd(r, 2, X, t1, NV);
+    rd(r, 2, Y, t1, NV);
+    del(r, 2, Y, t1, NV);
+    end(r, 2, HIST_COMMITTED, 30);
+    expect_violation(r, HIST_V_CYCLE);
+    hist_recorder_free(r);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* Store: real runs                                                   */
 /* ------------------------------------------------------------------ */
 
@@ -460,6 +752,9 @@ static void run_store(uint32_t nkeys)
     for (int k = 0; k < HIST_NKINDS; k++)
         ck_assert_msg(res.report.by_kind[k] > 0, "no %s committed",
                       hist_kind_name((enum hist_kind)k));
+    /* Keys were deleted, found absent, and created again. */
+    ck_assert_uint_gt(res.report.deletes, 0);
+    ck_assert_uint_gt(res.report.absent_reads, 0);
 }
 
 START_TEST(store_few_keys_is_strictly_serializable)
@@ -492,6 +787,19 @@ static Suite *history_suite(void)
     tcase_add_test(tc, version_gap_rejected);
     tcase_add_test(tc, long_cycle_rejected);
     tcase_add_test(tc, large_history_is_checked_fast);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Deletes");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, delete_history_passes);
+    tcase_add_test(tc, windows_carry_deletes);
+    tcase_add_test(tc, stale_absent_read_rejected);
+    tcase_add_test(tc, read_after_delete_rejected);
+    tcase_add_test(tc, two_creations_over_one_delete_rejected);
+    tcase_add_test(tc, absent_and_value_mixed_up_rejected);
+    tcase_add_test(tc, dirty_absent_read_rejected);
+    tcase_add_test(tc, versions_after_delete_rejected);
+    tcase_add_test(tc, delete_skew_rejected);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Store");

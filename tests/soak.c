@@ -18,16 +18,27 @@
  *                 three consumers take with a blocking get: one from each
  *                 ring and one from either, with or_else.  Every item is
  *                 delivered exactly once and in order per producer and ring.
+ *   key queue     one queue with a key per item, as in the README: a
+ *                 producer creates a new key "kq.item.<index>" for every
+ *                 item (one in a transaction with axstm_txn_set, one by
+ *                 reserving the index in a transaction and then creating
+ *                 the key with usevar + set + commit), two consumers take
+ *                 the item at the head in a transaction that deletes its
+ *                 key.  Every index is consumed exactly once, with the
+ *                 item that was put there; at most KQ_MAX items wait, so
+ *                 the store's key count stays bounded while it runs, and
+ *                 no item key is left at the end.
  *   philosophers  Axon's five philosophers: forks are keys, taken with
  *                 using/commit when both are free and released by committing
  *                 the same collection again.  No fork is ever held twice and
  *                 everyone eats.
  *
- * Memory must stay flat: keys are never deleted from a store, so the queues
- * are rings over fixed keys and the producers wait when a ring is full.
+ * Memory must stay flat: the rings are fixed keys and the producers wait
+ * when a ring is full; the key queue makes a key per item, and must stay
+ * flat only because its consumers delete what they take.
  * Every INTERVAL seconds one line gives the rates of the last interval, the
- * process's resident memory and the store's own bytes.  Exit status 1 on any
- * violation (reported on stderr), 0 otherwise.
+ * process's resident memory, the store's keys and its own bytes.  Exit
+ * status 1 on any violation (reported on stderr), 0 otherwise.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -141,6 +152,12 @@ static uint64_t store_bytes(void)
 {
     axstm_stats st;
     return axstm_store_stats(store, &st) == AXSTM_OK ? st.bytes : 0;
+}
+
+static uint64_t store_keys(void)
+{
+    axstm_stats st;
+    return axstm_store_stats(store, &st) == AXSTM_OK ? st.keys : 0;
 }
 
 /* Sets key to x with a usevar/commit of its own (setup and teardown only). */
@@ -543,12 +560,318 @@ static void *consumer(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* Key queue: a new key per item, deleted by the consumer that takes it */
+/* ------------------------------------------------------------------ */
+
+#define KQ_MAX 64 /* items waiting at most: producers retry beyond */
+#define KQ_PRODUCERS 2 /* 0: in a transaction; 1: reserve, then usevar + commit */
+#define KQ_CONSUMERS 2
+#define KQ_PREFIX "kq.item."
+
+static const char kq_head[] = "kq.head", kq_tail[] = "kq.tail", kq_closed[] = "kq.closed";
+
+/* 24 bytes (a blob): who made it, where it was put, and a checksum. */
+struct kq_item {
+    uint64_t id;    /* producer << 40 | sequence */
+    int64_t index;  /* the key it was put under */
+    uint64_t check; /* mix(id) ^ mix(index) */
+};
+
+static struct tally kq_produced[KQ_PRODUCERS];
+static atomic_ullong kq_consumed;
+
+static uint64_t kq_check(const struct kq_item *it)
+{
+    return mix(it->id) ^ mix((uint64_t)it->index + UINT64_C(0x1234567));
+}
+
+static void kq_key(char *buf, int64_t index)
+{
+    snprintf(buf, KEY_LEN, KQ_PREFIX "%" PRId64, index);
+}
+
+/* head and tail, checked: 0 <= tail - head <= KQ_MAX. */
+static int kq_ends(axstm_txn *tx, int64_t *head, int64_t *tail)
+{
+    int rc;
+    if ((rc = axstm_txn_get_i64(tx, kq_head, head)) != AXSTM_OK ||
+        (rc = axstm_txn_get_i64(tx, kq_tail, tail)) != AXSTM_OK)
+        return rc;
+    if (*tail - *head < 0 || *tail - *head > KQ_MAX) {
+        violation("key queue: head %" PRId64 ", tail %" PRId64, *head, *tail);
+        return BROKEN;
+    }
+    return AXSTM_OK;
+}
+
+/* Producer 0: the README's put, in one transaction: a new key at the tail. */
+static int kq_put_body(axstm_txn *tx, void *arg)
+{
+    struct kq_item *it = arg;
+    int64_t head, tail;
+    char key[KEY_LEN];
+    int rc = kq_ends(tx, &head, &tail);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (tail - head == KQ_MAX)
+        return AXSTM_RETRY; /* full: wait for a consumer */
+    kq_key(key, tail);
+    /* The key must not exist: every index is used once, and deleted. */
+    if ((rc = axstm_txn_get(tx, key, NULL, NULL)) != AXSTM_ENOVALUE) {
+        if (rc == AXSTM_OK) {
+            violation("key queue: %s has a value before its put", key);
+            return BROKEN;
+        }
+        return rc;
+    }
+    it->index = tail;
+    it->check = kq_check(it);
+    if ((rc = axstm_txn_set(tx, key, it, sizeof *it)) != AXSTM_OK)
+        return rc;
+    return axstm_txn_set_i64(tx, kq_tail, tail + 1);
+}
+
+/* Producer 1, first half: takes the index at the tail (its key does not
+ * exist yet: consumers wait on it until the second half commits it). */
+static int kq_reserve_body(axstm_txn *tx, void *arg)
+{
+    int64_t *index = arg;
+    int64_t head, tail;
+    int rc = kq_ends(tx, &head, &tail);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (tail - head == KQ_MAX)
+        return AXSTM_RETRY;
+    *index = tail;
+    return axstm_txn_set_i64(tx, kq_tail, tail + 1);
+}
+
+/* Producer 1, second half: creates the reserved key with usevar, which
+ * must find it new (version 0, no value), and commits the item into it. */
+static int kq_fill(struct kq_item *it)
+{
+    char key[KEY_LEN];
+    axstm_value *v;
+    int rc;
+    unsigned attempt = 0;
+    kq_key(key, it->index);
+    while ((rc = axstm_usevar(store, key, &v)) == AXSTM_BUSY_RETRY)
+        backoff(++attempt);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (axstm_value_version(v) != 0 || axstm_value_data(v, NULL) != NULL) {
+        violation("key queue: %s existed before its put (version %" PRIu64 ")", key,
+                  axstm_value_version(v));
+        axstm_value_free(v);
+        return BROKEN;
+    }
+    it->check = kq_check(it);
+    rc = axstm_value_set(v, it, sizeof *it);
+    /* Only its consumer touches the key next, and only once it has a
+     * value: anything but BUSY_RETRY (an irrevocable reader) is wrong. */
+    if (rc == AXSTM_OK)
+        while ((rc = axstm_value_commit(v)) == AXSTM_BUSY_RETRY)
+            backoff(++attempt);
+    axstm_value_free(v);
+    return rc;
+}
+
+static void *kq_producer(void *arg)
+{
+    int id = (int)(uintptr_t)arg;
+    struct tally *t = &kq_produced[id];
+    for (uint64_t seq = 0; !atomic_load_explicit(&stop, memory_order_relaxed); seq++) {
+        struct kq_item it = {(uint64_t)id << 40 | seq, -1, 0};
+        int rc;
+        const char *what;
+        if (id == 0) {
+            what = "axstm_atomically_timed (key queue put)";
+            rc = axstm_atomically_timed(store, kq_put_body, &it, WAIT_LIMIT_NS);
+        } else {
+            what = "axstm_atomically_timed (key queue reserve)";
+            rc = axstm_atomically_timed(store, kq_reserve_body, &it.index, WAIT_LIMIT_NS);
+            if (rc == AXSTM_OK) {
+                what = "usevar + commit (key queue put)";
+                rc = kq_fill(&it);
+            }
+        }
+        if (rc != AXSTM_OK) {
+            if (rc == AXSTM_ETIMEDOUT)
+                violation("a key queue put waited 30 s: lost wake-up?");
+            else if (rc != BROKEN)
+                unexpected(what, rc);
+            break;
+        }
+        t->count++;
+        t->sum += seq;
+        t->hash += mix(it.id ^ UINT64_C(0x5555));
+    }
+    return NULL;
+}
+
+struct kq_consumer {
+    struct kq_item got;
+    struct tally seen[KQ_PRODUCERS];
+    int64_t last[KQ_PRODUCERS]; /* last sequence per producer */
+    uint64_t indexes, index_sum, index_hash; /* which keys it took */
+};
+
+/* Takes the item at the head and deletes its key, in one transaction.
+ * An index reserved but not filled yet has no value: wait on its key. */
+static int kq_get_body(axstm_txn *tx, void *arg)
+{
+    struct kq_consumer *c = arg;
+    int64_t head, tail, closed;
+    char key[KEY_LEN];
+    int rc;
+    if ((rc = axstm_txn_get_i64(tx, kq_closed, &closed)) != AXSTM_OK ||
+        (rc = kq_ends(tx, &head, &tail)) != AXSTM_OK)
+        return rc;
+    if (head == tail)
+        return closed ? CLOSED : AXSTM_RETRY;
+    kq_key(key, head);
+    const void *data;
+    size_t len;
+    rc = axstm_txn_get(tx, key, &data, &len);
+    if (rc == AXSTM_ENOVALUE)
+        return AXSTM_RETRY; /* reserved, not committed yet */
+    if (rc != AXSTM_OK)
+        return rc;
+    if (len != sizeof c->got) {
+        violation("key queue: %s holds %zu bytes", key, len);
+        return BROKEN;
+    }
+    memcpy(&c->got, data, sizeof c->got);
+    if ((rc = axstm_txn_delete(tx, key)) != AXSTM_OK)
+        return rc;
+    /* A read after the delete sees no value. */
+    if ((rc = axstm_txn_get(tx, key, NULL, NULL)) != AXSTM_ENOVALUE) {
+        if (rc == AXSTM_OK) {
+            violation("key queue: %s still has a value after its delete", key);
+            return BROKEN;
+        }
+        return rc;
+    }
+    return axstm_txn_set_i64(tx, kq_head, head + 1);
+}
+
+static void *kq_consumer_main(void *arg)
+{
+    struct kq_consumer *c = arg;
+    for (;;) {
+        int rc = axstm_atomically_timed(store, kq_get_body, c, WAIT_LIMIT_NS);
+        if (rc == CLOSED || rc == BROKEN)
+            break;
+        if (rc != AXSTM_OK) {
+            if (rc == AXSTM_ETIMEDOUT)
+                violation("a key queue get waited 30 s: lost wake-up?");
+            else
+                unexpected("axstm_atomically_timed (key queue get)", rc);
+            break;
+        }
+        const struct kq_item *it = &c->got;
+        uint64_t p = it->id >> 40;
+        int64_t seq = (int64_t)(it->id & ((UINT64_C(1) << 40) - 1));
+        if (p >= KQ_PRODUCERS || it->check != kq_check(it) || it->index < 0) {
+            violation("key queue: a corrupt item (id %#" PRIx64 ", index %" PRId64 ")", it->id,
+                      it->index);
+            break;
+        }
+        if (seq <= c->last[p]) {
+            violation("key queue: producer %" PRIu64 "'s item %" PRId64 " after %" PRId64, p,
+                      seq, c->last[p]);
+            break;
+        }
+        c->last[p] = seq;
+        c->seen[p].count++;
+        c->seen[p].sum += (uint64_t)seq;
+        c->seen[p].hash += mix(it->id ^ UINT64_C(0x5555));
+        c->indexes++;
+        c->index_sum += (uint64_t)it->index;
+        c->index_hash += mix((uint64_t)it->index);
+        atomic_fetch_add_explicit(&kq_consumed, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static int visit_kq(const char *key, uint64_t version, const void *data, size_t len, void *arg)
+{
+    unsigned long *left = arg;
+    (void)version;
+    (void)data;
+    (void)len;
+    if (strncmp(key, KQ_PREFIX, strlen(KQ_PREFIX)) == 0)
+        ++*left;
+    return 0;
+}
+
+/* After the run: every index below the tail was taken exactly once (the
+ * consumers' counts, sums and hashes of indexes and of items match), the
+ * queue is empty and no item key is left in the store. */
+static void check_key_queue(const struct kq_consumer *cons, int ncons)
+{
+    axstm_value *h, *t;
+    int64_t head = -1, tail = -2;
+    if (axstm_usevar(store, kq_head, &h) != AXSTM_OK) {
+        violation("usevar %s after the run", kq_head);
+        return;
+    }
+    if (axstm_usevar(store, kq_tail, &t) != AXSTM_OK) {
+        axstm_value_free(h);
+        violation("usevar %s after the run", kq_tail);
+        return;
+    }
+    axstm_value_get_i64(h, &head);
+    axstm_value_get_i64(t, &tail);
+    axstm_value_free(h);
+    axstm_value_free(t);
+    if (head != tail)
+        violation("key queue not drained: head %" PRId64 ", tail %" PRId64, head, tail);
+    uint64_t n = 0, sum = 0, hash = 0;
+    for (int i = 0; i < ncons; i++) {
+        n += cons[i].indexes;
+        sum += cons[i].index_sum;
+        hash += cons[i].index_hash;
+    }
+    uint64_t want_hash = 0;
+    for (int64_t i = 0; i < tail; i++)
+        want_hash += mix((uint64_t)i);
+    if (tail < 0 || n != (uint64_t)tail ||
+        sum != (uint64_t)tail * ((uint64_t)tail - 1) / 2 * (tail > 0) || hash != want_hash)
+        violation("key queue: %" PRIu64 " items taken for %" PRId64
+                  " indexes put, not each index once",
+                  n, tail);
+    for (int p = 0; p < KQ_PRODUCERS; p++) {
+        struct tally seen = {0, 0, 0};
+        for (int i = 0; i < ncons; i++) {
+            seen.count += cons[i].seen[p].count;
+            seen.sum += cons[i].seen[p].sum;
+            seen.hash += cons[i].seen[p].hash;
+        }
+        if (seen.count != kq_produced[p].count || seen.sum != kq_produced[p].sum ||
+            seen.hash != kq_produced[p].hash)
+            violation("key queue: producer %d put %" PRIu64 " items, consumers took %" PRIu64
+                      " (or other ones)",
+                      p, kq_produced[p].count, seen.count);
+    }
+    unsigned long left = 0;
+    int rc = axstm_store_foreach(store, visit_kq, &left);
+    if (rc != AXSTM_OK)
+        unexpected("axstm_store_foreach (key queue)", rc);
+    if (left != 0)
+        violation("key queue: %lu item keys left in the store after it was drained", left);
+}
+
+/* Closes the rings and the key queue: consumers drain them, then end. */
 static int close_body(axstm_txn *tx, void *arg)
 {
     (void)arg;
     int rc = AXSTM_OK;
     for (int q = 0; q < NQUEUES && rc == AXSTM_OK; q++)
         rc = axstm_txn_set_i64(tx, rings[q].closed, 1);
+    if (rc == AXSTM_OK)
+        rc = axstm_txn_set_i64(tx, kq_closed, 1);
     return rc;
 }
 
@@ -730,6 +1053,9 @@ static void check_queues(const struct consumer *cons, int ncons)
 #define TXN_TELLERS 2
 #define NCONSUMERS 3
 #define MAX_THREADS 32
+/* Keys the workloads can hold at once: accounts, the rings' slots, heads,
+ * tails and flags, the forks, the key queue's three and its waiting items. */
+#define MAX_KEYS (ACCOUNTS + NQUEUES * (RING + 3) + NPHIL + 3 + KQ_MAX)
 
 static pthread_t threads[MAX_THREADS];
 static int nthreads;
@@ -760,6 +1086,9 @@ static void setup(void)
         put_i64(r->tail, 0);
         put_i64(r->closed, 0);
     }
+    put_i64(kq_head, 0);
+    put_i64(kq_tail, 0);
+    put_i64(kq_closed, 0);
 }
 
 static double parse_seconds(const char *s, double fallback)
@@ -790,6 +1119,7 @@ int main(int argc, char **argv)
 
     static struct philosopher phil[NPHIL];
     static struct consumer cons[NCONSUMERS];
+    static struct kq_consumer kq_cons[KQ_CONSUMERS];
     for (int i = 0; i < TXN_TELLERS; i++)
         start(txn_teller, (void *)(uintptr_t)(i + 1));
     start(handle_teller, (void *)(uintptr_t)(TXN_TELLERS + 1));
@@ -808,6 +1138,8 @@ int main(int argc, char **argv)
     int phil_threads = nthreads;
     for (int i = 0; i < PRODUCERS; i++)
         start(producer, (void *)(uintptr_t)i);
+    for (int i = 0; i < KQ_PRODUCERS; i++)
+        start(kq_producer, (void *)(uintptr_t)i);
     int producer_threads = nthreads;
     for (int i = 0; i < NCONSUMERS; i++) {
         cons[i].which = i;
@@ -816,16 +1148,23 @@ int main(int argc, char **argv)
                 cons[i].last[p][q] = -1;
         start(consumer, &cons[i]);
     }
+    for (int i = 0; i < KQ_CONSUMERS; i++) {
+        for (int p = 0; p < KQ_PRODUCERS; p++)
+            kq_cons[i].last[p] = -1;
+        start(kq_consumer_main, &kq_cons[i]);
+    }
 
     uint64_t rss_start = rss_bytes();
     printf("soak: %.0f s, bank (%d accounts, %d threads), queue (%d rings of %d, %d producers, "
+           "%d consumers), key queue (a key per item, at most %d waiting, %d producers, "
            "%d consumers), %d philosophers\n",
-           duration, ACCOUNTS, bank_threads, NQUEUES, RING, PRODUCERS, NCONSUMERS, NPHIL);
-    printf("soak: RSS at start %.1f MiB, store %.1f KiB\n", (double)rss_start / 1048576.0,
-           (double)store_bytes() / 1024.0);
+           duration, ACCOUNTS, bank_threads, NQUEUES, RING, PRODUCERS, NCONSUMERS, KQ_MAX,
+           KQ_PRODUCERS, KQ_CONSUMERS, NPHIL);
+    printf("soak: RSS at start %.1f MiB, store %" PRIu64 " keys, %.1f KiB\n",
+           (double)rss_start / 1048576.0, store_keys(), (double)store_bytes() / 1024.0);
 
     double t0 = now_s(), last = t0, next = t0 + interval;
-    unsigned long long last_tr = 0, last_items = 0, last_meals = 0;
+    unsigned long long last_tr = 0, last_items = 0, last_meals = 0, last_kq = 0;
     /* Threads' stacks and the allocator's per-thread arenas fill during the
      * first interval: growth is judged from there. */
     uint64_t rss_warm = 0;
@@ -834,19 +1173,28 @@ int main(int argc, char **argv)
         bool done = t - t0 >= duration || atomic_load(&violated);
         if (t >= next || done) {
             unsigned long long tr = atomic_load(&transfers), it = atomic_load(&consumed_items),
-                               me = atomic_load(&meals_total);
+                               me = atomic_load(&meals_total), kq = atomic_load(&kq_consumed);
             double dt = t - last > 0 ? t - last : 1;
-            uint64_t rss = rss_bytes();
+            uint64_t rss = rss_bytes(), keys = store_keys();
             if (rss_warm == 0)
                 rss_warm = rss;
-            printf("soak: %6.1f s  bank %9.0f transfers/s  queue %9.0f items/s  "
-                   "meals %7.0f/s  RSS %.1f MiB  store %.1f KiB\n",
+            printf("soak: %6.1f s  bank %8.0f transfers/s  queue %8.0f items/s  "
+                   "key queue %8.0f items/s  meals %6.0f/s  RSS %.1f MiB  store %" PRIu64
+                   " keys %.1f KiB\n",
                    t - t0, (double)(tr - last_tr) / dt, (double)(it - last_items) / dt,
-                   (double)(me - last_meals) / dt, (double)rss / 1048576.0,
-                   (double)store_bytes() / 1024.0);
+                   (double)(kq - last_kq) / dt, (double)(me - last_meals) / dt,
+                   (double)rss / 1048576.0, keys, (double)store_bytes() / 1024.0);
+            /* A key queue that kept a key per item ever put would grow
+             * without bound; this one holds at most KQ_MAX item keys.  The
+             * counters are summed over threads while they run: some slack. */
+            if (keys > MAX_KEYS + 16)
+                violation("the store holds %" PRIu64 " keys, more than the %d the workloads "
+                          "can have at once",
+                          keys, MAX_KEYS);
             last_tr = tr;
             last_items = it;
             last_meals = me;
+            last_kq = kq;
             last = t;
             next += interval;
         }
@@ -875,6 +1223,7 @@ int main(int argc, char **argv)
     if (total != TOTAL)
         violation("bank total %" PRId64 " at the end, expected %" PRId64, total, TOTAL);
     check_queues(cons, NCONSUMERS);
+    check_key_queue(kq_cons, KQ_CONSUMERS);
     for (int i = 0; i < NPHIL; i++)
         if (phil[i].meals == 0)
             violation("philosopher %d never ate", phil[i].id);
@@ -888,9 +1237,12 @@ int main(int argc, char **argv)
     axstm_store_stats(store, &st);
     uint64_t rss_end = rss_bytes();
     printf("soak: %llu transfers (%llu rolled back for overdraft), %llu audits, "
-           "%llu queue items, %llu meals\n",
+           "%llu queue items, %llu key queue items (each its own key), %llu meals\n",
            atomic_load(&transfers), atomic_load(&overdrawn), atomic_load(&audits),
-           atomic_load(&consumed_items), atomic_load(&meals_total));
+           atomic_load(&consumed_items), atomic_load(&kq_consumed), atomic_load(&meals_total));
+    if (st.keys > MAX_KEYS - KQ_MAX)
+        violation("%" PRIu64 " keys at the end, more than the %d fixed ones", st.keys,
+                  MAX_KEYS - KQ_MAX);
     printf("soak: store: %" PRIu64 " keys, %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64
            " busy, %" PRIu64 " waits, %.1f KiB\n",
            st.keys, st.commits, st.conflicts, st.busy, st.retries_waited,

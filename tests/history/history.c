@@ -38,6 +38,21 @@
  * the checker holds them against the order the links give.  A blind write
  * may record HIST_PREV_UNKNOWN; it is then placed by its version.
  *
+ * Deletes
+ * -------
+ * A delete is a write whose value is "absent": it overwrites the write it
+ * read, like any other, and the absent state it leaves is named by the
+ * delete's txid.  A read that finds a key absent records the delete it saw
+ * (workload.c learns it from a companion key written by every delete), so
+ * it too identifies exactly one write, and a write that brings the key
+ * back names that delete as the write it overwrote.  The one difference is
+ * in versions: a key deleted and created again starts its versions afresh,
+ * so its absent state reads as version 0 and the next write makes version
+ * 1; version forks are looked for only among keys not deleted in the
+ * window (within one life of a key the links find them anyway).  A read of
+ * an absent state whose named writer wrote a value (or of a value whose
+ * writer deleted the key) is a read of something never written.
+ *
  * What is checked (hist_check)
  * ----------------------------
  *  1. Per key, the committed writes are chained from the key's initial
@@ -141,8 +156,15 @@ struct hist_recorder {
     hist_log **logs; /* each on its own cache lines: no false sharing */
     uint64_t *init_wid, *init_version;
     uint64_t *final_wid, *final_version; /* as the last hist_check found */
+    bool *init_absent, *final_absent;   /* absent: left by a delete (wid) */
     bool have_final;
 };
+
+/* Whether the initial state of key is absent (never written, or deleted). */
+static bool init_is_absent(const hist_recorder *r, uint32_t key)
+{
+    return r->init_absent[key] || r->init_wid[key] == 0;
+}
 
 static void *xcalloc(size_t n, size_t size)
 {
@@ -196,8 +218,11 @@ hist_recorder *hist_recorder_new(unsigned nthreads, uint32_t nkeys, size_t txns_
     r->init_version = xcalloc(nkeys, sizeof *r->init_version);
     r->final_wid = xcalloc(nkeys, sizeof *r->final_wid);
     r->final_version = xcalloc(nkeys, sizeof *r->final_version);
+    r->init_absent = xcalloc(nkeys, sizeof *r->init_absent);
+    r->final_absent = xcalloc(nkeys, sizeof *r->final_absent);
     if (r->logs == NULL || r->init_wid == NULL || r->init_version == NULL ||
-        r->final_wid == NULL || r->final_version == NULL) {
+        r->final_wid == NULL || r->final_version == NULL || r->init_absent == NULL ||
+        r->final_absent == NULL) {
         hist_recorder_free(r);
         return NULL;
     }
@@ -221,6 +246,8 @@ void hist_recorder_free(hist_recorder *r)
     free(r->init_version);
     free(r->final_wid);
     free(r->final_version);
+    free(r->init_absent);
+    free(r->final_absent);
     free(r);
 }
 
@@ -244,6 +271,16 @@ void hist_recorder_set_initial(hist_recorder *r, uint32_t key, uint64_t wid, uin
     if (key < r->nkeys) {
         r->init_wid[key] = wid;
         r->init_version[key] = version;
+        r->init_absent[key] = wid == 0;
+    }
+}
+
+void hist_recorder_set_initial_absent(hist_recorder *r, uint32_t key, uint64_t wid)
+{
+    if (key < r->nkeys) {
+        r->init_wid[key] = wid;
+        r->init_version[key] = 0;
+        r->init_absent[key] = true;
     }
 }
 
@@ -252,6 +289,7 @@ void hist_recorder_next_window(hist_recorder *r)
     if (r->have_final) {
         memcpy(r->init_wid, r->final_wid, r->nkeys * sizeof *r->init_wid);
         memcpy(r->init_version, r->final_version, r->nkeys * sizeof *r->init_version);
+        memcpy(r->init_absent, r->final_absent, r->nkeys * sizeof *r->init_absent);
     }
     r->have_final = false;
     for (unsigned t = 0; t < r->nthreads; t++) {
@@ -287,25 +325,35 @@ uint64_t hist_begin(hist_log *l, enum hist_kind kind, int64_t start)
 }
 
 static void add_op(hist_log *l, uint32_t key, uint64_t wid, uint64_t prev, uint64_t version,
-                   bool is_write)
+                   bool is_write, bool absent)
 {
     if (!l->open || l->nops >= l->cap_ops || l->txns[l->ntxns - 1].nops == UINT16_MAX) {
         fprintf(stderr, "history: op outside a transaction or log full (thread %u)\n",
                 l->thread);
         abort();
     }
-    l->ops[l->nops++] = (struct hist_op){wid, prev, version, key, is_write};
+    l->ops[l->nops++] = (struct hist_op){wid, prev, version, key, is_write, absent};
     l->txns[l->ntxns - 1].nops++;
 }
 
 void hist_read(hist_log *l, uint32_t key, uint64_t wid, uint64_t prev, uint64_t version)
 {
-    add_op(l, key, wid, prev, version, false);
+    add_op(l, key, wid, prev, version, false, false);
 }
 
 void hist_write(hist_log *l, uint32_t key, uint64_t prev, uint64_t version)
 {
-    add_op(l, key, 0, prev, version, true);
+    add_op(l, key, 0, prev, version, true, false);
+}
+
+void hist_read_absent(hist_log *l, uint32_t key, uint64_t deleter, uint64_t version)
+{
+    add_op(l, key, deleter, HIST_PREV_UNKNOWN, version, false, true);
+}
+
+void hist_delete(hist_log *l, uint32_t key, uint64_t prev, uint64_t version)
+{
+    add_op(l, key, 0, prev, version, true, true);
 }
 
 void hist_end(hist_log *l, enum hist_outcome outcome, int64_t end)
@@ -395,6 +443,8 @@ void hist_report_print(const hist_report *rep, FILE *out)
             "  %" PRIu64 " transactions checked (%" PRIu64 " committed, %" PRIu64
             " aborted attempts), %" PRIu64 " reads, %" PRIu64 " writes, %" PRIu64 " edges\n",
             rep->txns, rep->committed, rep->aborted, rep->reads, rep->writes, rep->edges);
+    fprintf(out, "  %" PRIu64 " committed deletes, %" PRIu64 " reads of an absent key\n",
+            rep->deletes, rep->absent_reads);
     fprintf(out, "  committed by kind:");
     for (int k = 0; k < HIST_NKINDS; k++)
         fprintf(out, " %s %" PRIu64, kind_names[k], rep->by_kind[k]);
@@ -423,10 +473,11 @@ struct cwrite {
     uint32_t txn; /* global index */
     uint32_t key;
     uint64_t prev, version; /* as recorded */
-    uint64_t made;          /* the version it holds in the order */
+    uint64_t made;          /* the version a read of it sees (a delete: 0) */
     uint32_t next;          /* the committed write linked over it, or NONE */
     uint32_t pos;           /* 1-based place in its key's order; 0: not placed */
     bool lost;              /* the loser of a lost update (reported) */
+    bool del;               /* a delete: it leaves the key absent */
 };
 
 struct checker {
@@ -556,6 +607,18 @@ static const char *txid_name(uint64_t txid, char *buf, size_t size)
     return buf;
 }
 
+/* "holding T2.15", "absent after T2.15" or "never written" into buf. */
+static const char *state_name(uint64_t wid, bool absent, char *buf, size_t size)
+{
+    char t[48];
+    if (wid == 0)
+        snprintf(buf, size, "never written");
+    else
+        snprintf(buf, size, "%s %s", absent ? "absent after" : "holding",
+                 txid_name(wid, t, sizeof t));
+    return buf;
+}
+
 /* Gathers every log's transactions under one global index. */
 static int gather(struct checker *c)
 {
@@ -622,10 +685,12 @@ static int collect(struct checker *c)
             }
             if (!ops[i].is_write) {
                 reads++;
+                rep->absent_reads += ops[i].absent;
                 continue;
             }
             if (!committed)
                 continue;
+            rep->deletes += ops[i].absent;
             for (uint32_t j = 0; j < i; j++)
                 if (ops[j].is_write && ops[j].key == ops[i].key) {
                     violation(rep, HIST_V_MALFORMED, "%s writes x%" PRIu32 " twice",
@@ -654,7 +719,7 @@ static int collect(struct checker *c)
             const struct hist_op *o = &c->ops[g][i];
             if (o->is_write)
                 c->cw[c->ncw++] = (struct cwrite){(uint32_t)g, o->key, o->prev, o->version,
-                                                  0, NONE, 0, false};
+                                                  0, NONE, 0, false, o->absent != 0};
         }
     }
     c->cw_first[c->n] = (uint32_t)c->ncw;
@@ -695,12 +760,18 @@ static int order_writes(struct checker *c)
      * the places of blind writes. */
     struct by_version *bv = xcalloc(c->ncw, sizeof *bv);
     uint32_t *bv_off = xcalloc(nkeys + 1, sizeof *bv_off);
+    /* Keys deleted in this window: their versions start again after each
+     * delete, so equal versions are no fork there. */
+    bool *deleted = xcalloc(nkeys, sizeof *deleted);
     if (c->init_next == NULL || c->chain_off == NULL || c->chain_len == NULL ||
-        c->chain == NULL || bv == NULL || bv_off == NULL) {
+        c->chain == NULL || bv == NULL || bv_off == NULL || deleted == NULL) {
         free(bv);
         free(bv_off);
+        free(deleted);
         return -1;
     }
+    for (uint32_t i = 0; i < c->ncw; i++)
+        deleted[c->cw[i].key] |= c->cw[i].del;
     for (uint32_t k = 0; k < nkeys; k++)
         c->init_next[k] = NONE;
 
@@ -752,7 +823,8 @@ static int order_writes(struct checker *c)
         bv_off[k + 1] += bv_off[k];
     qsort(bv, nbv, sizeof *bv, cmp_by_version);
     for (size_t i = 1; i < nbv; i++)
-        if (bv[i].key == bv[i - 1].key && bv[i].version == bv[i - 1].version)
+        if (bv[i].key == bv[i - 1].key && bv[i].version == bv[i - 1].version &&
+            !deleted[bv[i].key])
             violation(rep, HIST_V_FORK, "%s and %s both made version %" PRIu64 " of x%" PRIu32,
                       describe(c, c->cw[bv[i - 1].cw].txn, b1, sizeof b1),
                       describe(c, c->cw[bv[i].cw].txn, b2, sizeof b2), bv[i].version,
@@ -794,12 +866,15 @@ static int order_writes(struct checker *c)
             } else {
                 ver++;
             }
+            if (w->del)
+                ver = 0; /* absent: the key's next life starts at version 1 */
             w->made = ver;
             cur = nxt;
         }
         c->chain_len[k] = len;
         r->final_wid[k] = cur == NONE ? r->init_wid[k] : c->txn[c->cw[cur].txn]->id;
         r->final_version[k] = ver;
+        r->final_absent[k] = cur == NONE ? init_is_absent(r, k) : c->cw[cur].del;
     }
     r->have_final = true;
 
@@ -814,6 +889,7 @@ static int order_writes(struct checker *c)
     }
     free(bv);
     free(bv_off);
+    free(deleted);
     return 0;
 }
 
@@ -848,9 +924,15 @@ static int check_reads(struct checker *c)
                           describe(c, g, b1, sizeof b1), k);
                 continue;
             }
-            if (o->wid == r->init_wid[k]) {
+            if (o->wid == r->init_wid[k] && (o->wid == 0 || !o->absent == !init_is_absent(r, k))) {
                 pos = 0;
                 made = r->init_version[k];
+            } else if (o->wid == r->init_wid[k] || (o->absent && o->wid == 0)) {
+                violation(rep, HIST_V_NEVER_WRITTEN, "%s found x%" PRIu32 " %s, but it was %s at first",
+                          describe(c, g, b1, sizeof b1), k,
+                          state_name(o->wid, o->absent, b3, sizeof b3),
+                          state_name(r->init_wid[k], init_is_absent(r, k), b4, sizeof b4));
+                continue;
             } else {
                 uint32_t w = o->wid == 0 ? NONE : find_txn(c, o->wid);
                 if (w == g)
@@ -868,6 +950,15 @@ static int check_reads(struct checker *c)
                                   " as %s, which no transaction of this window committed",
                                   describe(c, g, b1, sizeof b1), k,
                                   txid_name(o->wid, b3, sizeof b3));
+                    continue;
+                }
+                if (c->cw[p].del != (o->absent != 0)) {
+                    violation(rep, HIST_V_NEVER_WRITTEN,
+                              "%s found x%" PRIu32 " %s %s, which %s it",
+                              describe(c, g, b1, sizeof b1), k,
+                              o->absent ? "absent after" : "holding a value of",
+                              describe(c, w, b2, sizeof b2),
+                              c->cw[p].del ? "deleted" : "wrote a value to");
                     continue;
                 }
                 if (c->cw[p].pos == 0)
@@ -1168,18 +1259,33 @@ long hist_check(hist_recorder *r, hist_report *rep)
     return (long)(rep->violations - before);
 }
 
-bool hist_verify_final(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t version,
-                       hist_report *rep)
+/* Whether key's final state is (wid, version, absent or not). */
+static bool verify_final(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t version,
+                         bool absent, hist_report *rep)
 {
     if (key >= r->nkeys || !r->have_final)
         return false;
-    if (r->final_wid[key] == wid && r->final_version[key] == version)
+    if (r->final_wid[key] == wid && r->final_version[key] == version &&
+        (wid == 0 || r->final_absent[key] == absent))
         return true;
     char b1[64], b2[64];
     violation(rep, HIST_V_FINAL,
-              "x%" PRIu32 " holds %s at version %" PRIu64
-              ", but its last committed write is %s at version %" PRIu64,
-              key, txid_name(wid, b1, sizeof b1), version,
+              "x%" PRIu32 " holds %s%s at version %" PRIu64
+              ", but its last committed write is %s%s at version %" PRIu64,
+              key, absent ? "absent after " : "", txid_name(wid, b1, sizeof b1), version,
+              r->final_absent[key] && r->final_wid[key] != 0 ? "a delete by " : "",
               txid_name(r->final_wid[key], b2, sizeof b2), r->final_version[key]);
     return false;
+}
+
+bool hist_verify_final(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t version,
+                       hist_report *rep)
+{
+    return verify_final(r, key, wid, version, wid == 0, rep);
+}
+
+bool hist_verify_final_absent(hist_recorder *r, uint32_t key, uint64_t deleter,
+                              uint64_t version, hist_report *rep)
+{
+    return verify_final(r, key, deleter, version, true, rep);
 }

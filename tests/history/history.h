@@ -26,6 +26,14 @@
  * Every recorded attempt gets its own, so a value names the attempt that
  * wrote it.  0 is never a txid: it stands for "no value" (a key that was
  * never written).
+ *
+ * Deletes are writes too: a delete writes "absent", and the absent state
+ * it leaves is named by the txid of the delete, as a value is named by its
+ * writer.  A read that finds a key absent must say which delete it saw
+ * (the workloads learn it from a companion key that every delete writes,
+ * see workload.c); absent with txid 0 is the state of a key never written.
+ * Versions start again with each life of a key: its absent state reads as
+ * version 0, and the write that brings it back makes version 1.
  */
 #define HIST_THREAD_BITS 12
 #define HIST_SEQ_BITS 36
@@ -80,7 +88,9 @@ struct hist_op {
                        * txid it overwrote (HIST_PREV_UNKNOWN: blind) */
     uint64_t version; /* version seen / made, or HIST_NO_VERSION */
     uint32_t key;
-    uint32_t is_write;
+    uint16_t is_write;
+    uint16_t absent; /* write: a delete; read: found the key absent, left
+                      * by the delete wid (0: never written) */
 };
 
 struct hist_txn {
@@ -125,6 +135,8 @@ uint32_t hist_recorder_keys(const hist_recorder *r);
 
 /* Sets what key holds before the first transaction of the history. */
 void hist_recorder_set_initial(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t version);
+/* Or: key is absent at first, deleted by wid (0: never written). */
+void hist_recorder_set_initial_absent(hist_recorder *r, uint32_t key, uint64_t wid);
 
 /*
  * Starts a new window: empties every log and makes the key states the last
@@ -142,6 +154,12 @@ uint64_t hist_begin(hist_log *l, enum hist_kind kind, int64_t start);
 void hist_read(hist_log *l, uint32_t key, uint64_t wid, uint64_t prev, uint64_t version);
 /* Records a write of key (by the open transaction) over prev. */
 void hist_write(hist_log *l, uint32_t key, uint64_t prev, uint64_t version);
+/* Records a read that found key absent, as left by the delete `deleter`
+ * (0: never written); version as seen (0), or HIST_NO_VERSION. */
+void hist_read_absent(hist_log *l, uint32_t key, uint64_t deleter, uint64_t version);
+/* Records a delete of key (by the open transaction) over prev; version is
+ * the one the handle holds after the commit (prev's + 1), or unknown. */
+void hist_delete(hist_log *l, uint32_t key, uint64_t prev, uint64_t version);
 /* Closes the open transaction. */
 void hist_end(hist_log *l, enum hist_outcome outcome, int64_t end);
 /* The open transaction, or NULL. */
@@ -172,6 +190,8 @@ typedef struct hist_report {
     uint64_t txns, committed, aborted; /* records checked */
     uint64_t by_kind[HIST_NKINDS];     /* committed, per kind */
     uint64_t reads, writes, edges;
+    uint64_t deletes;      /* committed writes that were deletes */
+    uint64_t absent_reads; /* reads that found a key absent */
     uint64_t violations;
     uint64_t count[HIST_V_NKINDS];
     unsigned kinds; /* bit (1u << enum hist_violation) for each kind found */
@@ -195,9 +215,15 @@ long hist_check(hist_recorder *r, hist_report *rep);
  * Compares what the store holds for key (txid decoded from its bytes and
  * version) with the last write hist_check placed; a mismatch is a
  * HIST_V_FINAL violation added to *rep.  Returns true when they agree.
+ * wid 0 (no value) agrees with a key never written.
  */
 bool hist_verify_final(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t version,
                        hist_report *rep);
+
+/* The same for a key the store does not hold (or holds with no value, at
+ * version), which the delete `deleter` left absent (0: never written). */
+bool hist_verify_final_absent(hist_recorder *r, uint32_t key, uint64_t deleter,
+                              uint64_t version, hist_report *rep);
 
 /* Prints the report's totals and text. */
 void hist_report_print(const hist_report *rep, FILE *out);
@@ -224,8 +250,10 @@ struct hist_run_result {
 
 /*
  * Runs the mixed workload (using/commit, usevar/commit, snapshots,
- * axstm_atomically read-modify-write and read-only) with cfg->threads
- * threads on cfg->nkeys keys of a new store for cfg->seconds (of running:
+ * axstm_atomically read-modify-write and read-only; deletes with
+ * axstm_value_delete and axstm_txn_delete, and keys created again) with
+ * cfg->threads threads on cfg->nkeys keys (and as many companion keys, see
+ * workload.c) of a new store for cfg->seconds (of running:
  * the clock stops while a window is checked), checking the history window
  * by window.  Returns the number of violations (0: the
  * library behaved), or -1 when the run itself could not be made (out of

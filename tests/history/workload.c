@@ -2,18 +2,37 @@
  * workload.c -- threads mixing every way of changing a store, recorded for
  * the history checker (history.c).
  *
+ * Keys come in pairs: a data key "h<k>" and its companion "t<k>" (the
+ * tomb, key index nkeys + k).  Every delete of a data key writes a fresh
+ * value to its tomb in the same commit, and the tomb is written only
+ * together with its data key, so whenever a data key is absent its tomb
+ * names the delete that left it so (no value: never written).  A read that
+ * finds a data key absent reads the tomb too, in the same snapshot, and
+ * records which delete it saw; a write that brings the key back names that
+ * delete as the write it overwrote.
+ *
  * Each worker repeatedly picks one of:
- *   using       axstm_using of 2-3 keys, every key set to a fresh value
- *               (an Axon commit writes every key of the handle anyway),
- *               committed; on AXSTM_CONCURRENT_UPDATE the attempt is
- *               recorded as aborted, the collection refreshed and the work
- *               redone.  After a success the same handle is sometimes
- *               changed and committed again without a new checkout.
- *   usevar      the same with one key and a value handle.
- *   snapshot    axstm_using of 2-4 keys, only read (a consistent snapshot).
- *   atomically  read-modify-write of 1-4 keys in axstm_atomically; every run
- *               of the body is an attempt of its own.
- *   atomic-ro   axstm_atomically reading 2-8 keys.
+ *   using       axstm_using of 2-3 data keys and their tombs, every key set
+ *               to a fresh value or (about one data key in four) deleted
+ *               with axstm_value_delete, its tomb set (an Axon commit
+ *               writes every key of the handle anyway); committed; on
+ *               AXSTM_CONCURRENT_UPDATE the attempt is recorded as aborted,
+ *               the collection refreshed (which creates deleted keys again)
+ *               and the work redone.  After a success the same handle is
+ *               sometimes changed and committed again without a new
+ *               checkout, which must fail if that commit deleted a key.
+ *   usevar      the same with one data key and a value handle, which never
+ *               deletes (the tomb could not be written with it); a key
+ *               found absent is created again, its tomb read with a
+ *               usevar of its own (valid when the commit succeeds: the tomb
+ *               changes only with the key).
+ *   snapshot    axstm_using of 2-4 data keys and their tombs, only read.
+ *   atomically  read-modify-write of 1-4 data keys in axstm_atomically: a
+ *               fresh value, or (one in four) axstm_txn_delete and the
+ *               tomb; a key found absent is mostly created again, else
+ *               left absent (sometimes with a delete that has nothing to
+ *               do).  Every run of the body is an attempt of its own.
+ *   atomic-ro   axstm_atomically reading 2-8 data keys.
  * Every value written is hist_value_encode(txid, key, what it replaced), so
  * every read names the write it saw.  The run is cut into windows: a window
  * ends when a thread's log is full or time is up; the threads are joined,
@@ -33,19 +52,22 @@
 #include <string.h>
 #include <time.h>
 
-/* Most reads and writes one transaction records (atomic-ro: 8 reads). */
-#define MAX_OPS 8
-/* Ops per transaction the logs are sized for (3.9 on average). */
-#define OPS_PER_TXN 5
+/* Most reads and writes one transaction records (atomically: 4 data keys,
+ * each read, its tomb read, written or deleted, the tomb written). */
+#define MAX_OPS 16
+/* Ops per transaction the logs are sized for (about 6.5 on average). */
+#define OPS_PER_TXN 8
 #define DEFAULT_TXNS_PER_THREAD ((size_t)1 << 16)
 /* A body's own code (positive) for "the log is full": rolls back. */
 #define BODY_LOG_FULL 1
+/* Most data keys one transaction touches (atomic-ro). */
+#define MAX_DATA 8
 
 struct shared {
     axstm_store *store;
     hist_recorder *rec;
-    uint32_t nkeys;
-    const char **keys;
+    uint32_t ndata;    /* data keys 0..ndata-1; their tombs ndata..2*ndata-1 */
+    const char **keys; /* 2 * ndata names */
     int64_t deadline;
     atomic_int window_over; /* written once per window: not on the hot path */
     atomic_int failed;
@@ -77,13 +99,18 @@ static unsigned pick(struct worker *w, unsigned n)
     return (unsigned)(next_rand(&w->rng) % n);
 }
 
-/* n distinct keys out of the store's, into idx[]. */
+static uint32_t tomb(const struct shared *sh, uint32_t k)
+{
+    return sh->ndata + k;
+}
+
+/* n distinct data keys, into idx[]. */
 static void pick_keys(struct worker *w, uint32_t *idx, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         bool dup;
         do {
-            idx[i] = pick(w, w->sh->nkeys);
+            idx[i] = pick(w, w->sh->ndata);
             dup = false;
             for (unsigned j = 0; j < i; j++)
                 dup |= idx[j] == idx[i];
@@ -147,25 +174,132 @@ static bool room(struct worker *w)
 /* Handles: using and usevar                                          */
 /* ------------------------------------------------------------------ */
 
-/* Reads every value of the handle set, records it, and sets a fresh value
- * naming txid.  wid[] gets what each key held. */
-static bool read_and_set(struct worker *w, axstm_value *const *v, const uint32_t *idx,
-                         unsigned n, uint64_t txid, uint64_t *wid)
+/* The writer named by a tomb's bytes (0: no value). */
+static uint64_t tomb_wid(struct worker *w, uint32_t k, const void *data, size_t len)
 {
-    for (unsigned i = 0; i < n; i++) {
+    uint64_t prev;
+    return hist_value_decode(data, len, tomb(w->sh, k), &prev);
+}
+
+/* A data key's tomb, read with a checkout of its own (usevar). */
+static bool read_tomb(struct worker *w, uint32_t k, uint64_t *wid)
+{
+    axstm_value *t = NULL;
+    int rc;
+    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->sh->store, w->sh->keys[tomb(w->sh, k)], &t));
+    if (rc != AXSTM_OK) {
+        fail(w, "usevar (tomb): %s", axstm_strerror(rc));
+        return false;
+    }
+    size_t len;
+    const void *data = axstm_value_data(t, &len);
+    *wid = tomb_wid(w, k, data, len);
+    axstm_value_free(t);
+    return true;
+}
+
+/*
+ * A handle set: n data keys, each with its value handle dv[i] and, in a
+ * collection, its tomb's tv[i] (NULL for a single usevar handle, which
+ * then never deletes: absent_id[i] names the delete its key was found
+ * after, read beforehand).
+ */
+struct handles {
+    enum hist_kind kind;
+    unsigned n;
+    uint32_t idx[4];
+    axstm_value *dv[4], *tv[4];
+    uint64_t absent_id[4];
+};
+
+/* What one round of changes did to data key i, for the record. */
+struct planned {
+    uint64_t over;  /* the write it replaced (a value, or a delete) */
+    uint64_t tover; /* the tomb's */
+    bool del;
+};
+
+/*
+ * Reads every key of the handle set, records it, and sets fresh values
+ * naming txid (or deletes data keys, writing their tombs).  fresh: the
+ * handles were just checked out (a re-commit round reads the handle's own
+ * state: an absent key's version there is not the store's).
+ */
+static bool read_and_change(struct worker *w, const struct handles *h, uint64_t txid,
+                            bool fresh, struct planned *pl)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        uint32_t k = h->idx[i];
         size_t len;
-        const void *data = axstm_value_data(v[i], &len);
-        uint64_t prev;
-        wid[i] = hist_value_decode(data, len, idx[i], &prev);
-        hist_read(w->log, idx[i], wid[i], prev, axstm_value_version(v[i]));
+        const void *data = axstm_value_data(h->dv[i], &len);
+        uint64_t prev, twid = 0;
+        if (h->tv[i] != NULL) {
+            size_t tlen;
+            const void *tdata = axstm_value_data(h->tv[i], &tlen);
+            uint64_t tprev;
+            twid = hist_value_decode(tdata, tlen, tomb(w->sh, k), &tprev);
+            hist_read(w->log, tomb(w->sh, k), twid, tprev, axstm_value_version(h->tv[i]));
+        } else {
+            twid = h->absent_id[i];
+        }
+        bool absent = data == NULL;
+        if (absent) {
+            pl[i].over = twid;
+            hist_read_absent(w->log, k, twid, fresh ? axstm_value_version(h->dv[i])
+                                                    : HIST_NO_VERSION);
+        } else {
+            pl[i].over = hist_value_decode(data, len, k, &prev);
+            hist_read(w->log, k, pl[i].over, prev, axstm_value_version(h->dv[i]));
+        }
+        pl[i].tover = twid;
+        /* Delete one present key in four; a key found absent is deleted
+         * again (left absent: every key of a handle is written) one time
+         * in three, else created again. */
+        pl[i].del = h->tv[i] != NULL && pick(w, absent ? 3 : 4) == 0;
         unsigned char buf[HIST_VALUE_SIZE];
-        hist_value_encode(buf, txid, idx[i], wid[i]);
-        int rc = axstm_value_set(v[i], buf, sizeof buf);
+        int rc;
+        if (pl[i].del) {
+            rc = axstm_value_delete(h->dv[i]);
+        } else {
+            hist_value_encode(buf, txid, k, pl[i].over);
+            rc = axstm_value_set(h->dv[i], buf, sizeof buf);
+        }
+        if (rc == AXSTM_OK && h->tv[i] != NULL) {
+            hist_value_encode(buf, txid, tomb(w->sh, k), twid);
+            rc = axstm_value_set(h->tv[i], buf, sizeof buf);
+        }
         if (rc != AXSTM_OK) {
-            fail(w, "value_set: %s", axstm_strerror(rc));
+            fail(w, "value_set/delete: %s", axstm_strerror(rc));
             return false;
         }
     }
+    return true;
+}
+
+/* Records round's writes; versions from the handles, or unknown. */
+static void record_writes(struct worker *w, const struct handles *h, const struct planned *pl,
+                          bool committed)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        uint32_t k = h->idx[i];
+        uint64_t v = committed ? axstm_value_version(h->dv[i]) : HIST_NO_VERSION;
+        if (pl[i].del)
+            hist_delete(w->log, k, pl[i].over, v);
+        else
+            hist_write(w->log, k, pl[i].over, v);
+        if (h->tv[i] != NULL)
+            hist_write(w->log, tomb(w->sh, k), pl[i].tover,
+                       committed ? axstm_value_version(h->tv[i]) : HIST_NO_VERSION);
+    }
+}
+
+/* For a single usevar handle: the delete its key was found absent after. */
+static bool find_absent_ids(struct worker *w, struct handles *h)
+{
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->tv[i] == NULL && axstm_value_data(h->dv[i], NULL) == NULL &&
+            !read_tomb(w, h->idx[i], &h->absent_id[i]))
+            return false;
     return true;
 }
 
@@ -174,40 +308,46 @@ static bool read_and_set(struct worker *w, axstm_value *const *v, const uint32_t
  * change, commit; on a conflict record the attempt as aborted, refresh and
  * redo.  start is when the checkout began.
  */
-static void axon_rmw(struct worker *w, enum hist_kind kind, axstm_collection *c,
-                     axstm_value *single, const uint32_t *idx, unsigned n, int64_t start)
+static void axon_rmw(struct worker *w, struct handles *h, axstm_collection *c, int64_t start)
 {
-    axstm_value *v[4];
-    uint64_t wid[4];
-    for (unsigned i = 0; i < n; i++)
-        v[i] = c != NULL ? axstm_collection_at(c, i) : single;
+    struct planned pl[4];
+    bool fresh = true, deleted_last = false; /* the last commit deleted a key */
+    if (!find_absent_ids(w, h))
+        return;
     while (room(w)) {
-        uint64_t txid = hist_begin(w->log, kind, start);
-        if (!read_and_set(w, v, idx, n, txid, wid))
+        uint64_t txid = hist_begin(w->log, h->kind, start);
+        if (!read_and_change(w, h, txid, fresh, pl))
             return;
         int rc;
         if (c != NULL)
             CALL_AGAIN_WHILE_BUSY(w, rc, axstm_collection_commit(c));
         else
-            CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_commit(single));
+            CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_commit(h->dv[0]));
         int64_t end = hist_now();
+        if (rc == AXSTM_OK && deleted_last) {
+            /* Nobody can commit over a deleted key without checking it
+             * out again: the handle that deleted it least of all. */
+            fail(w, "a collection committed again over a key its last commit deleted");
+            return;
+        }
         if (rc == AXSTM_OK) {
-            for (unsigned i = 0; i < n; i++)
-                hist_write(w->log, idx[i], wid[i], axstm_value_version(v[i]));
+            record_writes(w, h, pl, true);
             hist_end(w->log, HIST_COMMITTED, end);
             /* Sometimes change and commit the same handle again: its state
              * still derives from the checkout that began at start. */
             if (pick(w, 4) != 0 || over(w))
                 return;
+            fresh = false;
+            for (unsigned i = 0; i < h->n; i++)
+                deleted_last |= pl[i].del;
             continue;
         }
         if (rc != AXSTM_CONCURRENT_UPDATE) {
-            fail(w, "%s commit: %s", hist_kind_name(kind), axstm_strerror(rc));
+            fail(w, "%s commit: %s", hist_kind_name(h->kind), axstm_strerror(rc));
             return;
         }
         /* The writes are kept so that a read of one is named a dirty read. */
-        for (unsigned i = 0; i < n; i++)
-            hist_write(w->log, idx[i], wid[i], HIST_NO_VERSION);
+        record_writes(w, h, pl, false);
         hist_end(w->log, HIST_ABORTED, end);
         if (over(w))
             return;
@@ -215,11 +355,15 @@ static void axon_rmw(struct worker *w, enum hist_kind kind, axstm_collection *c,
         if (c != NULL)
             CALL_AGAIN_WHILE_BUSY(w, rc, axstm_collection_refresh(c));
         else
-            CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_refresh(single));
+            CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_refresh(h->dv[0]));
         if (rc != AXSTM_OK) {
-            fail(w, "%s refresh: %s", hist_kind_name(kind), axstm_strerror(rc));
+            fail(w, "%s refresh: %s", hist_kind_name(h->kind), axstm_strerror(rc));
             return;
         }
+        fresh = true;
+        deleted_last = false;
+        if (!find_absent_ids(w, h))
+            return;
     }
 }
 
@@ -228,31 +372,47 @@ static void do_using(struct worker *w, bool read_only)
     struct shared *sh = w->sh;
     unsigned max = read_only ? 4 : 3;
     unsigned n = 2 + pick(w, max - 1);
-    if (n > sh->nkeys)
-        n = sh->nkeys;
-    uint32_t idx[4];
-    const char *names[4];
-    pick_keys(w, idx, n);
-    for (unsigned i = 0; i < n; i++)
-        names[i] = sh->keys[idx[i]];
+    if (n > sh->ndata)
+        n = sh->ndata;
+    struct handles h;
+    memset(&h, 0, sizeof h);
+    h.kind = read_only ? HIST_SNAPSHOT : HIST_USING;
+    h.n = n;
+    const char *names[8];
+    pick_keys(w, h.idx, n);
+    for (unsigned i = 0; i < n; i++) {
+        names[2 * i] = sh->keys[h.idx[i]];
+        names[2 * i + 1] = sh->keys[tomb(sh, h.idx[i])];
+    }
     axstm_collection *c = NULL;
     int64_t start = hist_now();
     int rc;
-    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_using(sh->store, names, n, &c));
+    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_using(sh->store, names, 2 * n, &c));
     if (rc != AXSTM_OK) {
         fail(w, "using: %s", axstm_strerror(rc));
         return;
     }
+    for (unsigned i = 0; i < n; i++) {
+        h.dv[i] = axstm_collection_at(c, 2 * i);
+        h.tv[i] = axstm_collection_at(c, 2 * i + 1);
+    }
     if (!read_only) {
-        axon_rmw(w, HIST_USING, c, NULL, idx, n, start);
+        axon_rmw(w, &h, c, start);
     } else {
         hist_begin(w->log, HIST_SNAPSHOT, start);
         for (unsigned i = 0; i < n; i++) {
-            axstm_value *v = axstm_collection_at(c, i);
-            size_t len;
-            const void *data = axstm_value_data(v, &len);
-            uint64_t prev, wid = hist_value_decode(data, len, idx[i], &prev);
-            hist_read(w->log, idx[i], wid, prev, axstm_value_version(v));
+            uint32_t k = h.idx[i];
+            size_t len, tlen;
+            const void *data = axstm_value_data(h.dv[i], &len);
+            const void *tdata = axstm_value_data(h.tv[i], &tlen);
+            uint64_t prev, twid = hist_value_decode(tdata, tlen, tomb(sh, k), &prev);
+            hist_read(w->log, tomb(sh, k), twid, prev, axstm_value_version(h.tv[i]));
+            if (data == NULL) {
+                hist_read_absent(w->log, k, twid, axstm_value_version(h.dv[i]));
+            } else {
+                uint64_t wid = hist_value_decode(data, len, k, &prev);
+                hist_read(w->log, k, wid, prev, axstm_value_version(h.dv[i]));
+            }
         }
         hist_end(w->log, HIST_COMMITTED, hist_now());
     }
@@ -261,17 +421,20 @@ static void do_using(struct worker *w, bool read_only)
 
 static void do_usevar(struct worker *w)
 {
-    uint32_t idx = pick(w, w->sh->nkeys);
-    axstm_value *v = NULL;
+    struct handles h;
+    memset(&h, 0, sizeof h);
+    h.kind = HIST_USEVAR;
+    h.n = 1;
+    h.idx[0] = pick(w, w->sh->ndata);
     int64_t start = hist_now();
     int rc;
-    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->sh->store, w->sh->keys[idx], &v));
+    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->sh->store, w->sh->keys[h.idx[0]], &h.dv[0]));
     if (rc != AXSTM_OK) {
         fail(w, "usevar: %s", axstm_strerror(rc));
         return;
     }
-    axon_rmw(w, HIST_USEVAR, NULL, v, &idx, 1, start);
-    axstm_value_free(v);
+    axon_rmw(w, &h, NULL, start);
+    axstm_value_free(h.dv[0]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -280,10 +443,28 @@ static void do_usevar(struct worker *w)
 
 struct body_arg {
     struct worker *w;
-    uint32_t idx[MAX_OPS];
+    uint32_t idx[MAX_DATA];
     unsigned n;
     bool read_only;
 };
+
+/* Reads key (a data key's tomb, or any key) in a body: the writer named. */
+static int txn_read(axstm_txn *tx, struct worker *w, uint32_t key, uint64_t *wid)
+{
+    const void *data = NULL;
+    size_t len = 0;
+    int rc = axstm_txn_get(tx, w->sh->keys[key], &data, &len);
+    if (rc == AXSTM_ENOVALUE) {
+        data = NULL;
+        len = 0;
+    } else if (rc != AXSTM_OK) {
+        return rc;
+    }
+    uint64_t prev;
+    *wid = hist_value_decode(data, len, key, &prev);
+    hist_read(w->log, key, *wid, prev, HIST_NO_VERSION);
+    return AXSTM_OK;
+}
 
 /* One run of the body is one attempt: a run that follows another means the
  * earlier one failed, so it is closed as aborted here. */
@@ -291,6 +472,7 @@ static int body(axstm_txn *tx, void *arg)
 {
     struct body_arg *a = arg;
     struct worker *w = a->w;
+    struct shared *sh = w->sh;
     int64_t now = hist_now();
     hist_end(w->log, HIST_ABORTED, now); /* no-op unless a run is open */
     if (!hist_log_room(w->log, MAX_OPS))
@@ -298,21 +480,50 @@ static int body(axstm_txn *tx, void *arg)
     uint64_t txid = hist_begin(w->log, a->read_only ? HIST_ATOMIC_RO : HIST_ATOMIC, now);
     for (unsigned i = 0; i < a->n; i++) {
         uint32_t k = a->idx[i];
-        const char *key = w->sh->keys[k];
+        const char *key = sh->keys[k];
         const void *data = NULL;
         size_t len = 0;
+        uint64_t wid, twid = 0, prev;
+        bool have_tomb = false;
         int rc = axstm_txn_get(tx, key, &data, &len);
-        if (rc == AXSTM_ENOVALUE) {
-            data = NULL;
-            len = 0;
-        } else if (rc != AXSTM_OK) {
+        bool absent = rc == AXSTM_ENOVALUE;
+        if (absent) {
+            /* Which delete left it absent: the tomb, in the same snapshot. */
+            if ((rc = txn_read(tx, w, tomb(sh, k), &twid)) != AXSTM_OK)
+                return rc;
+            have_tomb = true;
+            wid = twid;
+            hist_read_absent(w->log, k, twid, HIST_NO_VERSION);
+        } else if (rc == AXSTM_OK) {
+            wid = hist_value_decode(data, len, k, &prev);
+            hist_read(w->log, k, wid, prev, HIST_NO_VERSION);
+        } else {
             return rc;
         }
-        uint64_t prev, wid = hist_value_decode(data, len, k, &prev);
-        hist_read(w->log, k, wid, prev, HIST_NO_VERSION);
         if (a->read_only)
             continue;
         unsigned char buf[HIST_VALUE_SIZE];
+        unsigned choice = pick(w, 4);
+        if (!absent && choice == 0) {
+            /* Delete it, and say so in its tomb. */
+            if (!have_tomb && (rc = txn_read(tx, w, tomb(sh, k), &twid)) != AXSTM_OK)
+                return rc;
+            if ((rc = axstm_txn_delete(tx, key)) != AXSTM_OK)
+                return rc;
+            hist_delete(w->log, k, wid, HIST_NO_VERSION);
+            hist_value_encode(buf, txid, tomb(sh, k), twid);
+            if ((rc = axstm_txn_set(tx, sh->keys[tomb(sh, k)], buf, sizeof buf)) != AXSTM_OK)
+                return rc;
+            hist_write(w->log, tomb(sh, k), twid, HIST_NO_VERSION);
+            continue;
+        }
+        if (absent && choice == 0) {
+            /* Leave it absent: a delete of a key that does not exist
+             * changes nothing (no write is recorded). */
+            if (pick(w, 2) == 0 && (rc = axstm_txn_delete(tx, key)) != AXSTM_OK)
+                return rc;
+            continue;
+        }
         hist_value_encode(buf, txid, k, wid);
         rc = axstm_txn_set(tx, key, buf, sizeof buf);
         if (rc != AXSTM_OK)
@@ -328,8 +539,8 @@ static void do_atomically(struct worker *w, bool read_only)
     a.w = w;
     a.read_only = read_only;
     a.n = read_only ? 2 + pick(w, 7) : 1 + pick(w, 4);
-    if (a.n > w->sh->nkeys)
-        a.n = w->sh->nkeys;
+    if (a.n > w->sh->ndata)
+        a.n = w->sh->ndata;
     pick_keys(w, a.idx, a.n);
     int rc = axstm_atomically(w->sh->store, body, &a);
     hist_end(w->log, rc == AXSTM_OK ? HIST_COMMITTED : HIST_ABORTED, hist_now());
@@ -378,26 +589,70 @@ static void run_error(struct hist_run_result *res, const char *fmt, ...)
     res->report.len = strlen(res->report.text);
 }
 
+/* What the store holds for each key, gathered by foreach (which creates
+ * nothing, and does not visit absent keys). */
+struct final_state {
+    const struct shared *sh;
+    uint64_t *wid, *version;
+    bool *present, *seen;
+};
+
+static int visit_final(const char *key, uint64_t version, const void *data, size_t len,
+                       void *arg)
+{
+    struct final_state *f = arg;
+    char *end;
+    if ((key[0] != 'h' && key[0] != 't') || key[1] < '0' || key[1] > '9')
+        return 1;
+    unsigned long n = strtoul(key + 1, &end, 10);
+    if (*end != '\0' || n >= f->sh->ndata)
+        return 1;
+    uint32_t k = key[0] == 'h' ? (uint32_t)n : tomb(f->sh, (uint32_t)n);
+    uint64_t prev;
+    if (f->seen[k])
+        return 2;
+    f->seen[k] = true;
+    f->present[k] = data != NULL;
+    f->wid[k] = hist_value_decode(data, len, k, &prev);
+    f->version[k] = version;
+    return 0;
+}
+
 /* Reads each key's committed state back from the store and holds it
- * against the last write the checker placed. */
+ * against the last write the checker placed: a data key the store does
+ * not hold (or holds with no value) must have been left absent by the
+ * delete its tomb names. */
 static int verify_store(struct shared *sh, struct hist_run_result *res)
 {
-    for (uint32_t k = 0; k < sh->nkeys; k++) {
-        axstm_value *v = NULL;
-        int rc;
-        while ((rc = axstm_usevar(sh->store, sh->keys[k], &v)) == AXSTM_BUSY_RETRY)
-            sched_yield();
-        if (rc != AXSTM_OK) {
-            run_error(res, "usevar after the window: %s", axstm_strerror(rc));
-            return -1;
-        }
-        size_t len;
-        const void *data = axstm_value_data(v, &len);
-        uint64_t prev, wid = hist_value_decode(data, len, k, &prev);
-        hist_verify_final(sh->rec, k, wid, axstm_value_version(v), &res->report);
-        axstm_value_free(v);
+    uint32_t nkeys = 2 * sh->ndata;
+    struct final_state f = {sh, calloc(nkeys, sizeof *f.wid), calloc(nkeys, sizeof *f.version),
+                            calloc(nkeys, sizeof *f.present), calloc(nkeys, sizeof *f.seen)};
+    int rc = -1;
+    if (f.wid == NULL || f.version == NULL || f.present == NULL || f.seen == NULL) {
+        run_error(res, "out of memory");
+        goto out;
     }
-    return 0;
+    int walk = axstm_store_foreach(sh->store, visit_final, &f);
+    if (walk != AXSTM_OK) {
+        run_error(res, "foreach after the window: %s",
+                  walk == 1 ? "a key the workload never made" :
+                  walk == 2 ? "a key visited twice" : axstm_strerror(walk));
+        goto out;
+    }
+    for (uint32_t k = 0; k < nkeys; k++) {
+        if (k < sh->ndata && !f.present[k])
+            hist_verify_final_absent(sh->rec, k, f.wid[tomb(sh, k)], f.version[k],
+                                     &res->report);
+        else
+            hist_verify_final(sh->rec, k, f.wid[k], f.version[k], &res->report);
+    }
+    rc = 0;
+out:
+    free(f.wid);
+    free(f.version);
+    free(f.present);
+    free(f.seen);
+    return rc;
 }
 
 long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
@@ -405,18 +660,18 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
     memset(res, 0, sizeof *res);
     hist_report_init(&res->report);
     if (cfg->threads == 0 || cfg->threads > HIST_MAX_THREADS || cfg->nkeys == 0 ||
-        cfg->nkeys > HIST_MAX_KEYS) {
+        cfg->nkeys > HIST_MAX_KEYS / 2) {
         run_error(res, "bad configuration");
         return -1;
     }
     size_t cap = cfg->txns_per_thread ? cfg->txns_per_thread : DEFAULT_TXNS_PER_THREAD;
     struct shared sh;
     memset(&sh, 0, sizeof sh);
-    sh.nkeys = cfg->nkeys;
+    sh.ndata = cfg->nkeys;
     sh.store = axstm_store_new();
-    sh.rec = hist_recorder_new(cfg->threads, cfg->nkeys, cap, cap * OPS_PER_TXN + MAX_OPS);
-    char(*names)[16] = calloc(cfg->nkeys, sizeof *names);
-    sh.keys = calloc(cfg->nkeys, sizeof *sh.keys);
+    sh.rec = hist_recorder_new(cfg->threads, 2 * cfg->nkeys, cap, cap * OPS_PER_TXN + MAX_OPS);
+    char(*names)[16] = calloc(2 * (size_t)cfg->nkeys, sizeof *names);
+    sh.keys = calloc(2 * (size_t)cfg->nkeys, sizeof *sh.keys);
     struct worker *workers = aligned_alloc(_Alignof(struct worker),
                                            cfg->threads * sizeof(struct worker));
     long result = -1;
@@ -427,7 +682,9 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
     }
     for (uint32_t k = 0; k < cfg->nkeys; k++) {
         snprintf(names[k], sizeof names[k], "h%" PRIu32, k);
+        snprintf(names[tomb(&sh, k)], sizeof names[k], "t%" PRIu32, k);
         sh.keys[k] = names[k];
+        sh.keys[tomb(&sh, k)] = names[tomb(&sh, k)];
     }
     memset(workers, 0, cfg->threads * sizeof *workers);
     atomic_init(&sh.failed, 0);

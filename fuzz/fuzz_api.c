@@ -25,25 +25,11 @@
  * then do so and must have changed nothing; any other call must behave as
  * if nothing had been armed.
  *
- * -DFUZZ_TOLERATE_SELF_CONFLICT accepts, so that fuzzing can go on past
- * it, a known bug: a transaction that looks up keys that do not exist can
- * conflict with itself (AXSTM_CONCURRENT_UPDATE from a read or at commit,
- * or AXSTM_BUSY_RETRY at commit, with no other thread), because adding one
- * key's entry may rebuild its table shard, which drops the entries of
- * missing keys that the same attempt has read or written.  With it, a
- * body may run again (each run is modelled afresh), such results are
- * passed back to the library, and the conflicts and busy counters are
- * taken from the store after each transaction.
- *
  * Where the contract leaves a choice the model accepts either answer: which
  * of two bad arguments is reported.  A transaction's delete of a key that
- * does not exist "needs no delete": it never changes a key, and the model
- * follows what txn.c does with it.  When nothing of the key is left in
- * the store's table, nothing is recorded (later reads of the key read the
- * store).  When something is (the attempt has already read or written the
- * key, or a watch is on it) the delete is recorded as a write of the
- * attempt: later reads see it instead of reading the store, and its commit
- * counts in stats.commits and fires the watches on the key.
+ * does not exist, and that the attempt has not written, "needs no delete":
+ * it is a read of the key's absence (a wait watches it), and changes,
+ * counts and fires nothing.
  *
  * The encoding (every byte is read with u8(); a short input reads zeros):
  *   op:       one byte; (b & 0x3f) % OP_COUNT is the operation; when
@@ -306,12 +292,6 @@ struct wslot {
     bool fired;
     bool keys[NKEYS];
 };
-
-#ifdef FUZZ_TOLERATE_SELF_CONFLICT
-#define TOLERATE_SELF_CONFLICT 1
-#else
-#define TOLERATE_SELF_CONFLICT 0
-#endif
 
 static struct {
     struct mkey k[NKEYS];
@@ -1190,7 +1170,6 @@ static struct run {
     size_t nw;
     bool read[NKEYS];
     size_t nreads;
-    bool touched[NKEYS]; /* looked up by this attempt: the table has an entry */
     struct frame fr[8];
     int nfr;
     struct kept kept[KEPT_MAX];
@@ -1198,16 +1177,6 @@ static struct run {
 } R;
 
 static int top_fn(axstm_txn *tx, void *arg);
-
-/* A transaction's conflict with itself (see the top of this file). */
-static bool self_conflict(int rc)
-{
-    if (!TOLERATE_SELF_CONFLICT || (rc != AXSTM_CONCURRENT_UPDATE && rc != AXSTM_BUSY_RETRY))
-        return false;
-    if (trace)
-        fprintf(stderr, "    (%d: tolerated self-conflict)\n", rc);
-    return true;
-}
 
 /* What the attempt sees for key: its own latest live write (a delete:
  * no value), or the committed value (no value for a key that does not
@@ -1251,9 +1220,6 @@ static int tx_get(axstm_txn *tx, struct run *r, const struct kref *k, int how)
     }
     if (injected_enomem(rc))
         return tx_enomem(r, k);
-    if (self_conflict(rc))
-        return rc;
-    r->touched[k->idx] = true;
     const struct mval *want = tx_view(r, k->idx);
     if (!want->has) {
         expect_rc("axstm_txn_get", rc, AXSTM_ENOVALUE);
@@ -1284,9 +1250,6 @@ static int tx_get_i64(axstm_txn *tx, struct run *r, const struct kref *k)
     }
     if (injected_enomem(rc))
         return tx_enomem(r, k);
-    if (self_conflict(rc))
-        return rc;
-    r->touched[k->idx] = true;
     const struct mval *want = tx_view(r, k->idx);
     if (want->has && want->len == 8) {
         expect_rc("axstm_txn_get_i64", rc, AXSTM_OK);
@@ -1308,10 +1271,7 @@ static int tx_set(axstm_txn *tx, struct run *r, const struct kref *k, const stru
     }
     if (injected_enomem(rc))
         return tx_enomem(r, k);
-    if (self_conflict(rc))
-        return rc;
     expect_rc("axstm_txn_set", rc, AXSTM_OK);
-    r->touched[k->idx] = true;
     CHECK(r->nw < WLOG_MAX, "harness: write log full");
     r->w[r->nw++] = (struct wlog){k->idx, true, *v};
     return AXSTM_OK;
@@ -1334,14 +1294,16 @@ static int tx_delete(axstm_txn *tx, struct run *r, const struct kref *k)
     }
     if (injected_enomem(rc))
         return tx_enomem(r, k);
-    if (self_conflict(rc))
-        return rc;
     expect_rc("axstm_txn_delete", rc, AXSTM_OK);
-    /* A key that does not exist, with nothing of it in the table: nothing
-     * is recorded (see the top of this file). */
-    if (!M.k[k->idx].exists && !r->touched[k->idx] && !watched(k->idx))
+    /* A key that does not exist, which this attempt has not written: its
+     * absence is read instead (see the top of this file). */
+    bool written = false;
+    for (size_t i = 0; i < r->nw && !written; i++)
+        written = r->w[i].live && r->w[i].key == k->idx;
+    if (!written && !M.k[k->idx].exists) {
+        (void)tx_view(r, k->idx);
         return AXSTM_OK;
-    r->touched[k->idx] = true;
+    }
     CHECK(r->nw < WLOG_MAX, "harness: write log full");
     r->w[r->nw++] = (struct wlog){k->idx, true, mval_delete};
     return AXSTM_OK;
@@ -1466,16 +1428,7 @@ static int top_fn(axstm_txn *tx, void *arg)
 {
     struct run *r = arg;
     /* With one thread nothing can conflict: a re-run is a mismatch. */
-    CHECK(++r->calls == 1 || TOLERATE_SELF_CONFLICT, "the body ran %d times with no other thread",
-          r->calls);
-    if (r->calls > 1) { /* the attempt before is gone: model this one afresh */
-        r->nw = 0;
-        r->nreads = 0;
-        r->nfr = 0;
-        r->nkept = 0;
-        memset(r->read, 0, sizeof r->read);
-        memset(r->touched, 0, sizeof r->touched);
-    }
+    CHECK(++r->calls == 1, "the body ran %d times with no other thread", r->calls);
     int rc = exec_body(tx, r, 0);
     for (size_t i = 0; i < r->nkept; i++)
         check_bytes("bytes kept from axstm_txn_get", "(kept)", r->kept[i].p,
@@ -1532,7 +1485,6 @@ static void op_txn(struct input *in, int mode)
     r->nfr = 0;
     r->nkept = 0;
     memset(r->read, 0, sizeof r->read);
-    memset(r->touched, 0, sizeof r->touched);
 
     axstm_watch *w = (axstm_watch *)&M;
     int rc;
@@ -1554,18 +1506,7 @@ static void op_txn(struct input *in, int mode)
         CHECK(r->calls == 0, "a refused transaction ran its body");
         return;
     }
-    CHECK(r->calls == 1 || TOLERATE_SELF_CONFLICT, "%s ran the body %d times", call, r->calls);
-    if (TOLERATE_SELF_CONFLICT) {
-        axstm_stats st;
-        expect_rc("axstm_store_stats", axstm_store_stats(S, &st), AXSTM_OK);
-        CHECK(st.conflicts >= M.conflicts && st.busy >= M.busy, "stats went back");
-        M.conflicts = st.conflicts;
-        M.busy = st.busy;
-        if (rc == AXSTM_BUSY_RETRY && mode == MODE_TRY && self_conflict(rc)) {
-            CHECK(w == (axstm_watch *)&M, "axstm_try_atomically wrote *w without AXSTM_RETRY");
-            return; /* it kept conflicting with itself: nothing published */
-        }
-    }
+    CHECK(r->calls == 1, "%s ran the body %d times", call, r->calls);
 
     if (r->body_rc == AXSTM_OK) {
         if (injected_enomem(rc))

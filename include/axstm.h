@@ -383,7 +383,8 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
  * Deletes key inside a transaction: later reads of this transaction see no
  * value (AXSTM_ENOVALUE), and the commit removes the key (see
  * axstm_value_delete), all or nothing with the rest of the transaction.
- * A key that does not exist needs no delete.  Returns AXSTM_OK,
+ * A key that does not exist needs no delete: its absence is read instead
+ * (no key is created, nothing is committed).  Returns AXSTM_OK,
  * AXSTM_EINVAL, AXSTM_E2BIG, AXSTM_CONCURRENT_UPDATE or AXSTM_BUSY_RETRY
  * (return them) or AXSTM_ENOMEM.
  */

@@ -448,17 +448,20 @@ AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key)
     if (rc == AXSTM_OK)
         rc = reserve_for_access(tx);
     /* A key that does not exist, and that this attempt has not written,
-     * needs no delete: nothing is recorded. */
+     * needs no delete: its absence is read instead, so that the commit is
+     * refused if the key appears before it (a blind no-op would let the
+     * transaction serialize after a creation it ignored). */
     if (rc == AXSTM_OK)
-        rc = find_entry(tx, key, keylen, false, &e);
-    if (rc != AXSTM_OK || e == NULL)
+        rc = find_entry(tx, key, keylen, true, &e);
+    if (rc != AXSTM_OK)
         return rc;
-    /* Nor does a gone entry (somebody waits on the key, or reads it):
-     * unless this attempt wrote the key, there is nothing to delete.  If
-     * the key is created before the commit, the transaction serializes
-     * before that creation. */
-    if (axstm__entry_gone(e) && find_write(tx, e) == NULL)
-        return AXSTM_OK;
+    if (axstm__entry_gone(e) && find_write(tx, e) == NULL) {
+        struct axstm__val val;
+        rc = read_entry(tx, e, &val);
+        if (rc == AXSTM_OK && !axstm__lock_gone(tx->reads.v[tx->reads.n - 1].vlock))
+            rc = AXSTM_CONCURRENT_UPDATE; /* it appeared meanwhile: run again */
+        return rc;
+    }
     if (tx->irrevocable && (rc = lock_entry(tx, e, &old)) != AXSTM_OK)
         return rc;
     tx->touched_gone = true; /* the run's end looks at it */

@@ -147,7 +147,11 @@ static inline struct axstm__entry *probe(const struct axstm__table *tab,
         if (t == 0)
             return NULL;
         if (t == want) {
-            struct axstm__entry *e = atomic_load_explicit(&slots(tab)[i], memory_order_relaxed);
+            /* Acquire too: the tag seen may be older than the pointer.  A
+             * slot emptied by a removal can be reused for the same key
+             * (same tag) between the two loads; only this load then orders
+             * the new entry's initialisation before the reads below. */
+            struct axstm__entry *e = atomic_load_explicit(&slots(tab)[i], memory_order_acquire);
             if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len)) {
                 if (where != NULL)
                     *where = i;

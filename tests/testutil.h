@@ -368,6 +368,8 @@ static inline const tu_entry *tu_snapshot_find(const tu_snapshot *snap,
                                                const char *key)
 {
     tu_entry probe;
+    if (snap->n == 0)
+        return NULL; /* snap->e is NULL: bsearch may not be given it */
     probe.key = (char *)key;
     return bsearch(&probe, snap->e, snap->n, sizeof *snap->e, tu_entry_cmp_);
 }

@@ -300,20 +300,23 @@ static inline bool axstm__entry_unused(struct axstm__entry *e)
 
 /*
  * Marks e dead if it is gone, unlocked, and has no waiters and no anchors:
- * from then on no commit, waiter or anchor can take it.  A waiter or anchor
+ * from then on no commit, waiter or anchor can take it.  *was gets the
+ * word it had (its last stamp: see table.h on `removed_stamp`).  A waiter or anchor
  * raises its count before it reads the lock word, and this takes the word
  * before it reads the counts (all sequentially consistent): either it sees
  * them and gives the word back, or they see it dead.
  */
-static inline bool axstm__entry_kill(struct axstm__entry *e)
+static inline bool axstm__entry_kill(struct axstm__entry *e, uint64_t *was)
 {
     uint64_t w = atomic_load_explicit(&e->vlock, memory_order_relaxed);
     if (w == AXSTM__DEAD || (w & (AXSTM__GONE | AXSTM__LOCKED)) != AXSTM__GONE)
         return false;
     if (!atomic_compare_exchange_strong(&e->vlock, &w, AXSTM__DEAD))
         return false;
-    if (atomic_load(&e->waiters) == NULL && atomic_load(&e->anchors) == 0)
+    if (atomic_load(&e->waiters) == NULL && atomic_load(&e->anchors) == 0) {
+        *was = w;
         return true;
+    }
     atomic_store(&e->vlock, w);
     return false;
 }

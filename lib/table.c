@@ -101,6 +101,7 @@ int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
         atomic_init(&sh->count, 0);
         atomic_init(&sh->bytes, 0);
         sh->tombstones = 0;
+        sh->removed_stamp = 0;
         sh->chunks = NULL;
         sh->arena_next = NULL;
         sh->arena_left = 0;
@@ -239,6 +240,13 @@ static int retire_entry(struct axstm__keytable *t, struct axstm__entry *e, struc
     return axstm__epoch_retire(t->epoch, &d->retire, reclaim_entry, 0);
 }
 
+/* Remembers the stamp of an entry taken out.  Lock held. */
+static void note_removed(struct axstm__shard *sh, uint64_t was)
+{
+    if (axstm__lock_stamp(was) > sh->removed_stamp)
+        sh->removed_stamp = axstm__lock_stamp(was);
+}
+
 /*
  * Replaces the shard's array with one sized for its entries and `more`
  * new ones at a load of at most 3/4, dropping tombstones and the entries
@@ -270,7 +278,9 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
             if (axstm__entry_unused(e)) {
                 /* Without a node it simply stays until a later rebuild. */
                 struct dead_entry *d = axstm__malloc(sizeof *d);
-                if (d != NULL && axstm__entry_kill(e)) {
+                uint64_t was;
+                if (d != NULL && axstm__entry_kill(e, &was)) {
+                    note_removed(sh, was);
                     *reclaim_due |= retire_entry(t, e, d);
                     continue;
                 }
@@ -344,7 +354,7 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
         sh->arena_next += size;
         sh->arena_left -= size;
     }
-    atomic_init(&e->vlock, AXSTM__GONE);
+    atomic_init(&e->vlock, sh->removed_stamp << 2 | AXSTM__GONE);
     atomic_init(&e->version, 0);
     atomic_init(&e->vword, 0);
     atomic_init(&e->vmeta, 0);
@@ -462,7 +472,9 @@ bool axstm__table_remove(struct axstm__keytable *t, struct axstm__entry *e)
     size_t where;
     bool removed = false;
     int reclaim_due = 0;
-    if (tab != NULL && probe(tab, &r, &where) == e && axstm__entry_kill(e)) {
+    uint64_t was;
+    if (tab != NULL && probe(tab, &r, &where) == e && axstm__entry_kill(e, &was)) {
+        note_removed(sh, was);
         atomic_store_explicit(&tab->tag[where], TOMBSTONE, memory_order_release);
         atomic_fetch_sub_explicit(&sh->count, 1, memory_order_relaxed);
         sh->tombstones++;

@@ -43,6 +43,13 @@ struct axstm__shard {
     _Atomic uint64_t count;                               /* entries in the array */
     _Atomic uint64_t bytes;                               /* memory held */
     size_t tombstones;                                    /* under the lock */
+    /* The newest stamp of the entries taken out, under the lock.  A new
+     * entry starts gone at that stamp, not at 0: a transaction whose
+     * snapshot is older than the delete that made a key gone must not
+     * read the key's absence from a fresh entry as if nothing had
+     * happened (txn.c reads by stamp).  A key always lands in the same
+     * shard, so this bounds every stamp its earlier entries had. */
+    uint64_t removed_stamp;
     /* Entries are carved from chunks, which saves malloc's per-block
      * overhead; freed entries wait on a list per size class for reuse
      * (pushed by any thread, popped under the lock). */

@@ -43,7 +43,9 @@
  *     sleeps briefly in its backoff after conflicts.  A transaction that has
  *     lost 8 times in a row runs irrevocably: it takes a store mutex that only
  *     such transactions use and holds the locks of the keys it touches until
- *     its body ends, so other calls on those keys see BUSY_RETRY meanwhile;
+ *     its body ends, so other calls on those keys see BUSY_RETRY meanwhile.
+ *     axstm_atomically_timed does all this only until its deadline, and
+ *     never waits for that mutex (while another holds it, it runs as usual);
  *   - axstm_store_foreach may spin while a commit of the visited key is in
  *     flight.
  * axstm_try_atomically is the non-blocking way to run a transaction.
@@ -324,9 +326,14 @@ typedef int (*axstm_fn)(axstm_txn *tx, void *arg);
 AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg);
 
 /*
- * As axstm_atomically, but gives up waiting in AXSTM_RETRY once timeout_ns
- * nanoseconds have passed since the call began: returns AXSTM_ETIMEDOUT
- * (nothing published).  A timeout of 0 never waits.  Negative: AXSTM_EINVAL.
+ * As axstm_atomically, but gives up once timeout_ns nanoseconds have passed
+ * since the call began: returns AXSTM_ETIMEDOUT (nothing published).  The
+ * deadline holds however busy the keys are.  No wait in AXSTM_RETRY and no
+ * backoff sleeps past it, and once it has passed, a run of the body that
+ * does not commit (it returned AXSTM_RETRY, or lost a conflict) ends the
+ * call, so at most one run begins after the deadline.  A timeout of 0 never
+ * waits: the body runs once, and if it must wait or run again the call
+ * returns AXSTM_ETIMEDOUT.  Negative: AXSTM_EINVAL.
  */
 AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg,
                                      int64_t timeout_ns);

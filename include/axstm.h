@@ -52,17 +52,22 @@
  *
  * Threads that are cancelled or exit
  * ----------------------------------
- * A thread may be cancelled (pthread_cancel) or exit at any point where it
- * is not inside a call of this library, and the store stays fully usable.
- * Inside a call:
+ * A thread may be cancelled (pthread_cancel, with the default deferred
+ * cancellation) or exit at any point where it is not inside a call of this
+ * library, and the store stays fully usable.  Inside a call:
  *   - axstm_atomically and axstm_atomically_timed may be cancelled while
  *     they sleep (waiting in AXSTM_RETRY, or in backoff): the wait is undone
  *     and nothing else is held;
- *   - no other call contains a cancellation point (commits disable
- *     cancellation while they wake watchers);
+ *   - nowhere else does a call act on a cancellation request: the system
+ *     calls that are cancellation points (drawing a new store's hash key,
+ *     reading, writing and closing watch descriptors, waking watchers at
+ *     commit) run with cancellation disabled, and the caller's state is
+ *     restored after them, so a pending request acts at the caller's next
+ *     cancellation point;
  *   - a transaction body or a foreach visitor must not exit or be cancelled
  *     (nor longjmp out): the call holds a read pin, and an irrevocable body
  *     holds key locks, which would then never be released.
+ * Asynchronous cancellation must not be enabled across a call.
  *
  * Errors
  * ------

@@ -41,9 +41,17 @@ static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
     return AXSTM_OK;
 }
 
+/* Closes a watch's descriptor; close() is a cancellation point. */
+static void close_fd(int fd)
+{
+    int cancel_state = axstm__cancel_off();
+    close(fd);
+    axstm__cancel_restore(cancel_state);
+}
+
 static void watch_discard(axstm_watch *w)
 {
-    close(w->waiter.fd);
+    close_fd(w->waiter.fd);
     axstm__free(w->nodes);
     axstm__free(w);
 }
@@ -58,8 +66,11 @@ int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n
     axstm__wait_link(s->wait, &w->waiter, reads, n, w->nodes);
     /* A commit that landed between the reads and the registration would
      * otherwise go unnoticed. */
-    if (fire_if_changed && axstm__reads_changed(reads, n))
+    if (fire_if_changed && axstm__reads_changed(reads, n)) {
+        int cancel_state = axstm__cancel_off(); /* it writes to the descriptor */
         axstm__waiter_notify(&w->waiter);
+        axstm__cancel_restore(cancel_state);
+    }
     *out = w;
     return AXSTM_OK;
 }
@@ -123,8 +134,10 @@ AXSTM_API int axstm_watch_rearm(axstm_watch *w)
      * before `fired` is cleared: the other order could let a commit in
      * between set `fired` and have its event drained, after which no
      * commit would ever write again. */
+    int cancel_state = axstm__cancel_off();
     while (read(w->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
         ;
+    axstm__cancel_restore(cancel_state);
     atomic_store(&w->waiter.fired, false);
     return AXSTM_OK;
 }
@@ -135,6 +148,6 @@ AXSTM_API void axstm_watch_free(axstm_watch *w)
         return;
     /* After this no commit can reach the descriptor. */
     axstm__wait_unregister(w->store->wait, w->nodes, w->n);
-    close(w->waiter.fd);
+    close_fd(w->waiter.fd);
     axstm__free(w);
 }

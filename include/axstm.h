@@ -155,6 +155,8 @@ AXSTM_API void axstm_store_free(axstm_store *s);
 /* Values (Axon usevar)                                               */
 /* ------------------------------------------------------------------ */
 
+/* A handle on one key.  Free it before its store: after axstm_store_free,
+ * passing it to any function, axstm_value_free included, is undefined. */
 typedef struct axstm_value axstm_value;
 
 /*
@@ -243,6 +245,9 @@ AXSTM_API void axstm_value_free(axstm_value *v);
 /* Collections (Axon using)                                           */
 /* ------------------------------------------------------------------ */
 
+/* A handle on several keys, which lends out one axstm_value per key.  Free
+ * it before its store: after axstm_store_free, passing it or a value it
+ * lent to any function, axstm_collection_free included, is undefined. */
 typedef struct axstm_collection axstm_collection;
 
 /*
@@ -299,6 +304,9 @@ AXSTM_API void axstm_collection_free(axstm_collection *c);
 /* Transactions (the stm package's atomically, retry and or_else)      */
 /* ------------------------------------------------------------------ */
 
+/* A running transaction, handed to its body.  It lives only while the body
+ * runs, and its store must outlive it: freeing the store meanwhile (from
+ * the body or any other thread) is undefined. */
 typedef struct axstm_txn axstm_txn;
 
 /*
@@ -382,6 +390,9 @@ AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void
 /* Watches (event loops)                                              */
 /* ------------------------------------------------------------------ */
 
+/* A descriptor that fires on commits of some keys.  Free it before its
+ * store: after axstm_store_free, passing it to any function,
+ * axstm_watch_free included, is undefined. */
 typedef struct axstm_watch axstm_watch;
 
 /*

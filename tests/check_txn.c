@@ -2007,6 +2007,91 @@ START_TEST(timed_call_keeps_deadline_under_busy_keys)
 }
 END_TEST
 
+/* A timed call does not queue behind an irrevocable transaction, whose
+ * length it cannot know.  The holder keeps losing until it runs
+ * irrevocably (it then holds "k" locked, which it sees as its own checkout
+ * of "k" being busy) and stays in its body until told to end.  The timed
+ * call keeps finding "k" locked, so it too soon wants to run irrevocably;
+ * it must time out while the holder still holds, not once it is gone. */
+struct irr_holder {
+    axstm_store *s;
+    atomic_int holding, release;
+    int released_by_watchdog;
+    unsigned runs;
+    int rc;
+};
+
+static int irr_holder_body(axstm_txn *tx, void *arg)
+{
+    struct irr_holder *h = arg;
+    axstm_value *v = NULL;
+    double give_up;
+    int64_t x;
+    int rc;
+
+    if (++h->runs > 1000)
+        return GAVE_UP;
+    TX_TRY(axstm_txn_get_i64(tx, "k", &x));
+    rc = axstm_usevar(h->s, "k", &v); /* nobody else commits "k" */
+    axstm_value_free(v);
+    if (rc != AXSTM_BUSY_RETRY)
+        return AXSTM_CONCURRENT_UPDATE; /* not irrevocable yet: lose */
+    atomic_store(&h->holding, 1);
+    give_up = tu_now() + watchdog_seconds() / 6;
+    while (!atomic_load(&h->release)) {
+        if (tu_now() > give_up) {
+            h->released_by_watchdog = 1;
+            break;
+        }
+        tu_sleep_ns(200000);
+    }
+    return AXSTM_OK;
+}
+
+static void *irr_holder_main(void *arg)
+{
+    struct irr_holder *h = arg;
+    h->rc = axstm_atomically(h->s, irr_holder_body, h);
+    atomic_store(&h->holding, 1); /* also when it failed: do not wait for it */
+    return NULL;
+}
+
+static int read_k_retry_body(axstm_txn *tx, void *arg)
+{
+    int64_t x;
+    ++*(unsigned *)arg;
+    TX_TRY(axstm_txn_get_i64(tx, "k", &x));
+    return AXSTM_RETRY;
+}
+
+START_TEST(timed_call_does_not_queue_for_irrevocable)
+{
+    struct irr_holder h;
+    pthread_t th;
+    unsigned runs = 0;
+    int rc;
+
+    memset(&h, 0, sizeof h);
+    h.s = tu_store_ok();
+    atomic_init(&h.holding, 0);
+    atomic_init(&h.release, 0);
+    put_i64(h.s, "k", 1);
+    ck_assert_int_eq(pthread_create(&th, NULL, irr_holder_main, &h), 0);
+    ck_assert(await_flag(&h.holding));
+    rc = axstm_atomically_timed(h.s, read_k_retry_body, &runs, ns_of(0.02));
+    atomic_store(&h.release, 1);
+    pthread_join(th, NULL);
+
+    ck_assert_msg(h.rc == AXSTM_OK, "holder: %s", axstm_strerror(h.rc));
+    ck_assert_msg(!h.released_by_watchdog,
+                  "the timed call waited for the irrevocable transaction to end");
+    ck_assert_int_eq(rc, AXSTM_ETIMEDOUT);
+    ck_assert_uint_ge(runs, 1);
+    assert_committed(h.s, "k", 1, 1, 1);
+    axstm_store_free(h.s);
+}
+END_TEST
+
 struct valwait {
     const char *key;
     int64_t x;
@@ -3627,6 +3712,7 @@ static Suite *txn_suite(void)
     tcase_add_test(tc, timed_get_times_out);
     tcase_add_test(tc, timed_get_returns_when_put_comes_in_time);
     tcase_add_test(tc, timed_call_keeps_deadline_under_busy_keys);
+    tcase_add_test(tc, timed_call_does_not_queue_for_irrevocable);
     tcase_add_test(tc, wait_on_key_that_does_not_exist);
     tcase_add_test(tc, wait_on_key_with_no_value);
     tcase_add_test(tc, unrelated_commits_do_not_wake);

@@ -53,24 +53,31 @@
  *     sleeps briefly in its backoff after conflicts.  A transaction that has
  *     lost 8 times in a row runs irrevocably: it takes a store mutex that only
  *     such transactions use and holds the locks of the keys it touches until
- *     its body ends, so other calls on those keys see BUSY_RETRY meanwhile;
+ *     its body ends, so other calls on those keys see BUSY_RETRY meanwhile.
+ *     axstm_atomically_timed does all this only until its deadline, and
+ *     never waits for that mutex (while another holds it, it runs as usual);
  *   - axstm_store_foreach may spin while a commit of the visited key is in
  *     flight.
  * axstm_try_atomically is the non-blocking way to run a transaction.
  *
  * Threads that are cancelled or exit
  * ----------------------------------
- * A thread may be cancelled (pthread_cancel) or exit at any point where it
- * is not inside a call of this library, and the store stays fully usable.
- * Inside a call:
+ * A thread may be cancelled (pthread_cancel, with the default deferred
+ * cancellation) or exit at any point where it is not inside a call of this
+ * library, and the store stays fully usable.  Inside a call:
  *   - axstm_atomically and axstm_atomically_timed may be cancelled while
  *     they sleep (waiting in AXSTM_RETRY, or in backoff): the wait is undone
  *     and nothing else is held;
- *   - no other call contains a cancellation point (commits disable
- *     cancellation while they wake watchers);
+ *   - nowhere else does a call act on a cancellation request: the system
+ *     calls that are cancellation points (drawing a new store's hash key,
+ *     reading, writing and closing watch descriptors, waking watchers at
+ *     commit) run with cancellation disabled, and the caller's state is
+ *     restored after them, so a pending request acts at the caller's next
+ *     cancellation point;
  *   - a transaction body or a foreach visitor must not exit or be cancelled
  *     (nor longjmp out): the call holds a read pin, and an irrevocable body
  *     holds key locks, which would then never be released.
+ * Asynchronous cancellation must not be enabled across a call.
  *
  * Errors
  * ------
@@ -158,6 +165,8 @@ AXSTM_API void axstm_store_free(axstm_store *s);
 /* Values (Axon usevar)                                               */
 /* ------------------------------------------------------------------ */
 
+/* A handle on one key.  Free it before its store: after axstm_store_free,
+ * passing it to any function, axstm_value_free included, is undefined. */
 typedef struct axstm_value axstm_value;
 
 /*
@@ -263,6 +272,9 @@ AXSTM_API void axstm_value_free(axstm_value *v);
 /* Collections (Axon using)                                           */
 /* ------------------------------------------------------------------ */
 
+/* A handle on several keys, which lends out one axstm_value per key.  Free
+ * it before its store: after axstm_store_free, passing it or a value it
+ * lent to any function, axstm_collection_free included, is undefined. */
 typedef struct axstm_collection axstm_collection;
 
 /*
@@ -319,6 +331,9 @@ AXSTM_API void axstm_collection_free(axstm_collection *c);
 /* Transactions (the stm package's atomically, retry and or_else)      */
 /* ------------------------------------------------------------------ */
 
+/* A running transaction, handed to its body.  It lives only while the body
+ * runs, and its store must outlive it: freeing the store meanwhile (from
+ * the body or any other thread) is undefined. */
 typedef struct axstm_txn axstm_txn;
 
 /*
@@ -351,9 +366,14 @@ typedef int (*axstm_fn)(axstm_txn *tx, void *arg);
 AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg);
 
 /*
- * As axstm_atomically, but gives up waiting in AXSTM_RETRY once timeout_ns
- * nanoseconds have passed since the call began: returns AXSTM_ETIMEDOUT
- * (nothing published).  A timeout of 0 never waits.  Negative: AXSTM_EINVAL.
+ * As axstm_atomically, but gives up once timeout_ns nanoseconds have passed
+ * since the call began: returns AXSTM_ETIMEDOUT (nothing published).  The
+ * deadline holds however busy the keys are.  No wait in AXSTM_RETRY and no
+ * backoff sleeps past it, and once it has passed, a run of the body that
+ * does not commit (it returned AXSTM_RETRY, or lost a conflict) ends the
+ * call, so at most one run begins after the deadline.  A timeout of 0 never
+ * waits: the body runs once, and if it must wait or run again the call
+ * returns AXSTM_ETIMEDOUT.  Negative: AXSTM_EINVAL.
  */
 AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg,
                                      int64_t timeout_ns);
@@ -409,6 +429,9 @@ AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void
 /* Watches (event loops)                                              */
 /* ------------------------------------------------------------------ */
 
+/* A descriptor that fires on commits of some keys.  Free it before its
+ * store: after axstm_store_free, passing it to any function,
+ * axstm_watch_free included, is undefined. */
 typedef struct axstm_watch axstm_watch;
 
 /*

@@ -18,6 +18,7 @@
 #include "thread.h"
 #include "wait.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -84,6 +85,23 @@ static inline void axstm__count_keys(axstm_store *s, int64_t delta)
 
 /* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
 int axstm__busy(axstm_store *s, int code);
+
+/* Around system calls that are cancellation points (getrandom, read, write,
+ * close): no call but axstm_atomically's sleeps may act on a cancellation
+ * request (axstm.h), since acting there would leak what the call holds.
+ * The request stays pending for the caller's next cancellation point.
+ * axstm__cancel_off returns the caller's state, to give to the other. */
+static inline int axstm__cancel_off(void)
+{
+    int state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    return state;
+}
+
+static inline void axstm__cancel_restore(int state)
+{
+    pthread_setcancelstate(state, NULL);
+}
 
 /* qsort, but an insertion sort for the handful of elements most commits and
  * checkouts have, where qsort's call overhead dominates. */

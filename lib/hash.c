@@ -23,8 +23,11 @@ static int read_urandom(void *buf, size_t len)
 void axstm__hash_seed(struct axstm__hash_key *key)
 {
     uint64_t k[2];
-    if (getrandom(k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k &&
-        read_urandom(k, sizeof k) != 0) {
+    int cancel_state = axstm__cancel_off();
+    bool drawn = getrandom(k, sizeof k, GRND_NONBLOCK) == (ssize_t)sizeof k ||
+                 read_urandom(k, sizeof k) == 0;
+    axstm__cancel_restore(cancel_state);
+    if (!drawn) {
         /* No entropy source at all: still differ per store and per run. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

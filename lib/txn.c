@@ -25,7 +25,8 @@
  *     irrevocably: alone among irrevocable transactions (a store mutex), it
  *     locks each key when it first touches it, waiting out the few
  *     instructions of any commit holding it.  Nothing can then change under
- *     it, so that attempt cannot fail: no transaction starves.
+ *     it, so that attempt cannot fail: no transaction starves.  (A timed
+ *     call's deadline ends that waiting too, and the call with it.)
  *
  * The write log is append-only within an attempt, so axstm_or_else can drop
  * a branch's writes by marking them dead, and every byte handed out by
@@ -84,6 +85,7 @@ struct recent_key {
 
 struct axstm_txn {
     axstm_store *store;
+    const struct timespec *deadline; /* of a timed call; NULL otherwise */
     uint64_t rv;
     bool irrevocable;
     bool touched_gone; /* this attempt used a gone entry */
@@ -116,7 +118,8 @@ struct axstm_txn {
 
 /* How a run may wait when the body returns AXSTM_RETRY. */
 struct run_mode {
-    const struct timespec *deadline; /* NULL: no limit */
+    const struct timespec *deadline; /* NULL: no limit; else it ends every
+                                      * wait, backoff and re-run */
     bool never_wait;                 /* timeout 0: AXSTM_ETIMEDOUT at once */
     axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
 };
@@ -199,6 +202,26 @@ static struct txn_write *find_write(axstm_txn *tx, const struct axstm__entry *e)
     return NULL;
 }
 
+/* Nanoseconds from now until *deadline (CLOCK_MONOTONIC), 0 once it has
+ * passed.  Only short spans are ever compared with it, so anything past a
+ * second away is "a long time" (and no distant deadline can overflow). */
+static int64_t ns_left(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    time_t sec = deadline->tv_sec - now.tv_sec;
+    if (sec > 1)
+        return INT64_MAX;
+    int64_t left = (int64_t)sec * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
+    return left > 0 ? left : 0;
+}
+
+/* Whether a deadline (NULL: none) has passed. */
+static bool past(const struct timespec *deadline)
+{
+    return deadline != NULL && ns_left(deadline) == 0;
+}
+
 /* Irrevocable attempts: lock e unless this attempt already has; *old gets
  * the word e had before this attempt locked it. */
 static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
@@ -212,13 +235,19 @@ static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
     if (rc != AXSTM_OK)
         return rc;
     /* Whoever holds it is a commit in progress, which never waits while
-     * holding locks (and no other irrevocable attempt exists): short.  A
-     * dead entry stays locked: the key must be looked up again. */
+     * holding locks (and no other irrevocable attempt exists): short.  But
+     * under a stream of commits the key may be free only for moments that
+     * we keep missing, so a timed call stops at its deadline: the body
+     * passes BUSY_RETRY back, and the call times out.  A dead entry stays
+     * locked: the key must be looked up again. */
     for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++) {
         if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == AXSTM__DEAD)
             return AXSTM_CONCURRENT_UPDATE;
-        if (spins % 64 == 63)
+        if (spins % 64 == 63) {
+            if (past(tx->deadline))
+                return AXSTM_BUSY_RETRY;
             sched_yield();
+        }
     }
     tx->locks.v[tx->locks.n++] = (struct txn_lock){e, *old};
     return AXSTM_OK;
@@ -654,8 +683,15 @@ static int attempt(axstm_txn *tx, axstm_fn fn, void *arg)
     tx->reads.n = 0;
     tx->writes.n = 0;
     tx->touched_gone = false;
-    if (tx->irrevocable)
-        pthread_mutex_lock(&s->irrevocable);
+    if (tx->irrevocable) {
+        /* A timed call does not queue behind another irrevocable attempt,
+         * whose length it cannot bound: while one runs, it runs as any
+         * other. */
+        if (tx->deadline == NULL)
+            pthread_mutex_lock(&s->irrevocable);
+        else if (pthread_mutex_trylock(&s->irrevocable) != 0)
+            tx->irrevocable = false;
+    }
     tx->pin = axstm__epoch_pin(&s->epoch);
     /* Entries remembered by an earlier attempt may have been freed since. */
     uint64_t removals = axstm__table_removals(&s->table);
@@ -691,16 +727,26 @@ static uint64_t jitter(void)
 
 /* Randomised, bounded exponential backoff after the n-th failure in a row:
  * first a few yields, then sleeps of up to 2^n microseconds (at most 1 ms),
- * so that colliding transactions spread out instead of colliding again. */
-static void backoff(unsigned failures)
+ * so that colliding transactions spread out instead of colliding again.
+ * A sleep never reaches past the deadline (NULL: none). */
+static void backoff(unsigned failures, const struct timespec *deadline)
 {
     if (failures < 3) {
         sched_yield();
         return;
     }
     unsigned shift = failures < 10 ? failures : 10;
-    long ns = (long)(jitter() % ((uint64_t)1000 << shift));
-    struct timespec ts = {0, ns};
+    int64_t ns = (int64_t)(jitter() % ((uint64_t)1000 << shift));
+    if (deadline != NULL) {
+        int64_t left = ns_left(deadline);
+        if (left < ns)
+            ns = left;
+    }
+    if (ns == 0) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = {0, (long)ns};
     nanosleep(&ts, NULL);
 }
 
@@ -760,10 +806,14 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_
     for (;;) {
         if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
             ++failures;
-            if (mode->watch == NULL)
-                backoff(failures);
-            else if (failures >= TRY_ATTEMPTS)
-                return AXSTM_BUSY_RETRY;
+            if (mode->watch != NULL) {
+                if (failures >= TRY_ATTEMPTS)
+                    return AXSTM_BUSY_RETRY;
+            } else if (past(mode->deadline)) {
+                return AXSTM_ETIMEDOUT; /* no time left for another run */
+            } else {
+                backoff(failures, mode->deadline);
+            }
         } else if (rc == AXSTM_RETRY) {
             if (mode->watch != NULL)
                 return AXSTM_RETRY; /* with the watch handed out */
@@ -774,6 +824,12 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_
             if (rc != AXSTM_OK)
                 return rc;
             axstm__count(s, AXSTM__WAITED);
+            /* The wait ends with OK whenever a key has changed, and does
+             * not even read the clock if one changed before it could sleep:
+             * under steady commits the body would otherwise run again and
+             * again past the deadline. */
+            if (past(mode->deadline))
+                return AXSTM_ETIMEDOUT;
             failures = 0;
         } else {
             return rc;
@@ -789,6 +845,7 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
         return AXSTM_EINVAL;
     axstm_txn tx;
     tx.store = s;
+    tx.deadline = mode->deadline;
     tx.reads.v = tx.reads_inline;
     tx.reads.n = 0;
     tx.reads.cap = INLINE_READS;

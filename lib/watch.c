@@ -21,15 +21,14 @@ struct axstm_watch {
     struct axstm__wait_reg *reg;
 };
 
-/* close() is a cancellation point, and so is read(); the library promises
- * none outside axstm_atomically (axstm.h), and a watch cancelled halfway
- * through being freed would leak. */
+/* close() is a cancellation point; the library promises none outside
+ * axstm_atomically (axstm.h), and a watch cancelled halfway through being
+ * freed would leak. */
 static void close_quietly(int fd)
 {
-    int state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    int cancel_state = axstm__cancel_off();
     close(fd);
-    pthread_setcancelstate(state, NULL);
+    axstm__cancel_restore(cancel_state);
 }
 
 /* A watch with its descriptor and nodes allocated but not linked yet:
@@ -62,8 +61,11 @@ int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n
     axstm__wait_link_reads(s->wait, w->reg, reads, n);
     /* A commit that landed between the reads and the linking would
      * otherwise go unnoticed (so would an entry left out as dead). */
-    if (fire_if_changed && axstm__reads_changed(reads, n))
+    if (fire_if_changed && axstm__reads_changed(reads, n)) {
+        int cancel_state = axstm__cancel_off(); /* it writes to the descriptor */
         axstm__waiter_notify(&w->reg->waiter);
+        axstm__cancel_restore(cancel_state);
+    }
     *out = w;
     return AXSTM_OK;
 }
@@ -161,15 +163,14 @@ AXSTM_API int axstm_watch_rearm(axstm_watch *w)
     if (w == NULL)
         return AXSTM_EINVAL;
     uint64_t count;
-    int state;
     /* EAGAIN: nothing pending, which is fine.  The descriptor is drained
      * before `fired` is cleared: the other order could let a commit in
      * between set `fired` and have its event drained, after which no
-     * commit would ever write again.  Not a cancellation point (close_quietly). */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+     * commit would ever write again. */
+    int cancel_state = axstm__cancel_off();
     while (read(w->reg->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
         ;
-    pthread_setcancelstate(state, NULL);
+    axstm__cancel_restore(cancel_state);
     atomic_store(&w->reg->waiter.fired, false);
     return AXSTM_OK;
 }

@@ -774,6 +774,30 @@ START_TEST(key_is_copied)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Cancellation                                                       */
+/* ------------------------------------------------------------------ */
+
+static void new_store(void *arg)
+{
+    *(axstm_store **)arg = axstm_store_new();
+}
+
+/* axstm_store_new draws the store's hash key from the system (getrandom,
+ * or /dev/urandom): system calls that are cancellation points.  No call
+ * but axstm_atomically's waits may act on a cancellation request
+ * (axstm.h); acting there would leak the store being made. */
+START_TEST(new_with_cancel_pending)
+{
+    axstm_store *s = NULL;
+    ck_assert_msg(tu_call_with_cancel_pending(new_store, &s),
+                  "axstm_store_new acted on a cancellation request");
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 0);
+    axstm_store_free(s);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -814,6 +838,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, hash_spreads_similar_keys);
     tcase_add_test(tc, hash_depends_on_every_byte_and_the_seed);
     tcase_add_test(tc, key_is_copied);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Cancellation");
+    tcase_add_test(tc, new_with_cancel_pending);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1897,6 +1897,209 @@ START_TEST(timed_get_returns_when_put_comes_in_time)
 }
 END_TEST
 
+/* A timed call keeps its deadline however busy the keys it read are.  Two
+ * writers commit "busy" as fast as they can while the body reads it and
+ * retries, so most waits end at once (the key has changed again since the
+ * body read it) and some reads find the key locked (a conflict, then a
+ * backoff).  The body takes the time itself.  Its first run comes after
+ * the call took its own deadline, so "first run + timeout" is at or after
+ * that deadline, and a run that begins later than that began after the
+ * deadline, whatever the speed of the machine.  Once the deadline has
+ * passed a run that does not commit ends the call, and this body never
+ * commits: at most one run of each call may begin after it. */
+enum { BT_WRITERS = 2, BT_CALLS = 20, BT_LATE_RUNS_MAX = 1 };
+#define BT_TIMEOUT_NS 1000000 /* 1 ms */
+
+/* CLOCK_MONOTONIC in nanoseconds: exact, unlike tu_now's double. */
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct bt_run {
+    axstm_store *s;
+    atomic_int stop;
+    atomic_long commits; /* by all writers */
+};
+
+struct bt_writer {
+    struct bt_run *run;
+    long errors;
+    int last_rc;
+};
+
+static void *bt_writer_main(void *arg)
+{
+    struct bt_writer *w = arg;
+    axstm_value *v = NULL;
+    int64_t x;
+    int rc;
+
+    TU_RETRY(rc, axstm_usevar(w->run->s, "busy", &v));
+    while (rc == AXSTM_OK && !atomic_load_explicit(&w->run->stop, memory_order_relaxed)) {
+        rc = axstm_value_get_i64(v, &x);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_set_i64(v, x + 1);
+        if (rc == AXSTM_OK)
+            TU_RETRY(rc, axstm_value_commit(v));
+        if (rc == AXSTM_CONCURRENT_UPDATE)
+            TU_RETRY(rc, axstm_value_refresh(v));
+        else if (rc == AXSTM_OK)
+            atomic_fetch_add(&w->run->commits, 1);
+    }
+    if (rc != AXSTM_OK) {
+        w->errors++;
+        w->last_rc = rc;
+    }
+    axstm_value_free(v);
+    return NULL;
+}
+
+struct bt_call {
+    int64_t deadline; /* set by the first run */
+    unsigned runs, late_runs;
+};
+
+static int bt_body(axstm_txn *tx, void *arg)
+{
+    struct bt_call *c = arg;
+    int64_t now = mono_ns();
+    int64_t x;
+    if (c->runs++ == 0)
+        c->deadline = now + BT_TIMEOUT_NS;
+    else if (now > c->deadline && ++c->late_runs > BT_LATE_RUNS_MAX)
+        return GAVE_UP; /* so that a broken deadline fails, not hangs */
+    TX_TRY(axstm_txn_get_i64(tx, "busy", &x));
+    return AXSTM_RETRY;
+}
+
+START_TEST(timed_call_keeps_deadline_under_busy_keys)
+{
+    struct bt_run run;
+    struct bt_writer w[BT_WRITERS];
+    pthread_t th[BT_WRITERS];
+    struct bt_call c = { 0, 0, 0 };
+    double give_up;
+    int i, calls = 0, rc = AXSTM_ETIMEDOUT;
+
+    run.s = tu_store_ok();
+    atomic_init(&run.stop, 0);
+    atomic_init(&run.commits, 0);
+    put_i64(run.s, "busy", 0);
+    memset(w, 0, sizeof w);
+    for (i = 0; i < BT_WRITERS; i++) {
+        w[i].run = &run;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, bt_writer_main, &w[i]), 0);
+    }
+    give_up = tu_now() + watchdog_seconds();
+    while (atomic_load(&run.commits) < 2 * BT_WRITERS && tu_now() < give_up)
+        sched_yield();
+    while (calls < BT_CALLS && rc == AXSTM_ETIMEDOUT) {
+        memset(&c, 0, sizeof c);
+        rc = axstm_atomically_timed(run.s, bt_body, &c, BT_TIMEOUT_NS);
+        calls++;
+    }
+    atomic_store(&run.stop, 1);
+    for (i = 0; i < BT_WRITERS; i++)
+        pthread_join(th[i], NULL);
+
+    for (i = 0; i < BT_WRITERS; i++)
+        ck_assert_msg(w[i].errors == 0, "writer %d: %s", i, axstm_strerror(w[i].last_rc));
+    ck_assert_msg(rc == AXSTM_ETIMEDOUT,
+                  "call %d of %d: %s after %u runs, %u of them begun past the deadline", calls,
+                  BT_CALLS, rc == GAVE_UP ? "still running" : axstm_strerror(rc), c.runs,
+                  c.late_runs);
+    axstm_store_free(run.s);
+}
+END_TEST
+
+/* A timed call does not queue behind an irrevocable transaction, whose
+ * length it cannot know.  The holder keeps losing until it runs
+ * irrevocably (it then holds "k" locked, which it sees as its own checkout
+ * of "k" being busy) and stays in its body until told to end.  The timed
+ * call keeps finding "k" locked, so it too soon wants to run irrevocably;
+ * it must time out while the holder still holds, not once it is gone. */
+struct irr_holder {
+    axstm_store *s;
+    atomic_int holding, release;
+    int released_by_watchdog;
+    unsigned runs;
+    int rc;
+};
+
+static int irr_holder_body(axstm_txn *tx, void *arg)
+{
+    struct irr_holder *h = arg;
+    axstm_value *v = NULL;
+    double give_up;
+    int64_t x;
+    int rc;
+
+    if (++h->runs > 1000)
+        return GAVE_UP;
+    TX_TRY(axstm_txn_get_i64(tx, "k", &x));
+    rc = axstm_usevar(h->s, "k", &v); /* nobody else commits "k" */
+    axstm_value_free(v);
+    if (rc != AXSTM_BUSY_RETRY)
+        return AXSTM_CONCURRENT_UPDATE; /* not irrevocable yet: lose */
+    atomic_store(&h->holding, 1);
+    give_up = tu_now() + watchdog_seconds() / 6;
+    while (!atomic_load(&h->release)) {
+        if (tu_now() > give_up) {
+            h->released_by_watchdog = 1;
+            break;
+        }
+        tu_sleep_ns(200000);
+    }
+    return AXSTM_OK;
+}
+
+static void *irr_holder_main(void *arg)
+{
+    struct irr_holder *h = arg;
+    h->rc = axstm_atomically(h->s, irr_holder_body, h);
+    atomic_store(&h->holding, 1); /* also when it failed: do not wait for it */
+    return NULL;
+}
+
+static int read_k_retry_body(axstm_txn *tx, void *arg)
+{
+    int64_t x;
+    ++*(unsigned *)arg;
+    TX_TRY(axstm_txn_get_i64(tx, "k", &x));
+    return AXSTM_RETRY;
+}
+
+START_TEST(timed_call_does_not_queue_for_irrevocable)
+{
+    struct irr_holder h;
+    pthread_t th;
+    unsigned runs = 0;
+    int rc;
+
+    memset(&h, 0, sizeof h);
+    h.s = tu_store_ok();
+    atomic_init(&h.holding, 0);
+    atomic_init(&h.release, 0);
+    put_i64(h.s, "k", 1);
+    ck_assert_int_eq(pthread_create(&th, NULL, irr_holder_main, &h), 0);
+    ck_assert(await_flag(&h.holding));
+    rc = axstm_atomically_timed(h.s, read_k_retry_body, &runs, ns_of(0.02));
+    atomic_store(&h.release, 1);
+    pthread_join(th, NULL);
+
+    ck_assert_msg(h.rc == AXSTM_OK, "holder: %s", axstm_strerror(h.rc));
+    ck_assert_msg(!h.released_by_watchdog,
+                  "the timed call waited for the irrevocable transaction to end");
+    ck_assert_int_eq(rc, AXSTM_ETIMEDOUT);
+    ck_assert_uint_ge(runs, 1);
+    assert_committed(h.s, "k", 1, 1, 1);
+    axstm_store_free(h.s);
+}
+END_TEST
+
 struct valwait {
     const char *key;
     int64_t x;
@@ -3516,6 +3719,8 @@ static Suite *txn_suite(void)
     tcase_add_test(tc, blocking_get_waits_for_put);
     tcase_add_test(tc, timed_get_times_out);
     tcase_add_test(tc, timed_get_returns_when_put_comes_in_time);
+    tcase_add_test(tc, timed_call_keeps_deadline_under_busy_keys);
+    tcase_add_test(tc, timed_call_does_not_queue_for_irrevocable);
     tcase_add_test(tc, wait_on_key_that_does_not_exist);
     tcase_add_test(tc, wait_on_key_with_no_value);
     tcase_add_test(tc, unrelated_commits_do_not_wake);

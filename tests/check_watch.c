@@ -1723,6 +1723,168 @@ START_TEST(try_commit_out_of_memory)
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* Cancellation                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Each watch call that makes a system call which is a cancellation point
+ * (read, write, close), made with a cancellation request pending: no call
+ * but axstm_atomically's waits may act on it (axstm.h), so the call
+ * completes and the request acts at the caller's next cancellation point.
+ * Acting inside would leak the watch, its descriptor or the store's
+ * registration of it. */
+
+static void free_watch(void *arg)
+{
+    axstm_watch_free(arg);
+}
+
+START_TEST(free_with_cancel_pending)
+{
+    axstm_store *s = tu_store_ok();
+    int fds = count_fds();
+    axstm_watch *w = watch1_ok(s, "k");
+
+    put_i64(s, "k", 1); /* readable: nothing left to write, only to close */
+    ck_assert(readable(w));
+    ck_assert_msg(tu_call_with_cancel_pending(free_watch, w),
+                  "axstm_watch_free acted on a cancellation request");
+    /* Its descriptor is closed (nothing else opened one meanwhile). */
+    ck_assert_int_eq(count_fds(), fds);
+    put_i64(s, "k", 2);
+    axstm_store_free(s);
+}
+END_TEST
+
+struct rearm_call {
+    axstm_watch *w;
+    int rc;
+};
+
+static void rearm_watch(void *arg)
+{
+    struct rearm_call *r = arg;
+    r->rc = axstm_watch_rearm(r->w);
+}
+
+START_TEST(rearm_with_cancel_pending)
+{
+    axstm_store *s = tu_store_ok();
+    struct rearm_call r = { watch1_ok(s, "k"), 12345 };
+
+    put_i64(s, "k", 1);
+    ck_assert(readable(r.w));
+    ck_assert_msg(tu_call_with_cancel_pending(rearm_watch, &r),
+                  "axstm_watch_rearm acted on a cancellation request");
+    ck_assert_int_eq(r.rc, AXSTM_OK);
+    ck_assert(!readable(r.w)); /* the event was consumed */
+    put_i64(s, "k", 2);
+    ck_assert(readable(r.w));
+    axstm_watch_free(r.w);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* axstm_watch_new that fails after making its descriptor closes it. */
+struct new_call {
+    axstm_store *s;
+    unsigned long fail_at;
+    int rc;
+    axstm_watch *w;
+};
+
+static void new_watch_failing(void *arg)
+{
+    static const char *const fresh[] = { "fresh" };
+    struct new_call *c = arg;
+    axstm__alloc_fail_after(c->fail_at, 1);
+    c->rc = axstm_watch_new(c->s, fresh, 1, &c->w);
+    axstm__alloc_fail_after(0, 0);
+}
+
+START_TEST(failed_new_with_cancel_pending)
+{
+    axstm_store *s = tu_store_ok();
+    int fds = count_fds();
+    struct new_call c = { s, 0, 12345, w_sentinel };
+    unsigned long n;
+
+    /* Each allocation in turn fails (and every later one), each time on a
+     * new thread, until the call has nothing left to fail. */
+    for (n = 1; c.rc != AXSTM_OK; n++) {
+        ck_assert_msg(n < 1000, "the call never stops allocating");
+        c.fail_at = n;
+        c.rc = 12345;
+        ck_assert_msg(tu_call_with_cancel_pending(new_watch_failing, &c),
+                      "axstm_watch_new, allocation %lu failing: it acted on a cancellation request",
+                      n);
+        ck_assert_msg(c.rc == AXSTM_OK || c.rc == AXSTM_ENOMEM, "%s", axstm_strerror(c.rc));
+        ck_assert_int_eq(count_fds(), fds + (c.rc == AXSTM_OK));
+    }
+    ck_assert_ptr_ne(c.w, w_sentinel);
+    put_i64(s, "fresh", 1);
+    ck_assert(readable(c.w));
+    axstm_watch_free(c.w);
+    ck_assert_int_eq(count_fds(), fds);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* The body reads "k", then commits "k" itself through a handle (as another
+ * thread might have, between the read and the watch) and retries: the
+ * watch axstm_try_atomically hands out must be readable at once, which
+ * takes a write to its descriptor. */
+struct self_race {
+    axstm_store *s;
+    int runs, commit_rc, rc;
+    axstm_watch *w;
+};
+
+static int self_race_body(axstm_txn *tx, void *arg)
+{
+    struct self_race *r = arg;
+    axstm_value *v = NULL;
+    int64_t x;
+    int rc = axstm_txn_get_i64(tx, "k", &x);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (r->runs++ == 0) {
+        r->commit_rc = axstm_usevar(r->s, "k", &v);
+        if (r->commit_rc == AXSTM_OK)
+            r->commit_rc = axstm_value_set_i64(v, x + 1);
+        if (r->commit_rc == AXSTM_OK)
+            r->commit_rc = axstm_value_commit(v);
+        axstm_value_free(v);
+    }
+    return AXSTM_RETRY;
+}
+
+static void try_self_race(void *arg)
+{
+    struct self_race *r = arg;
+    r->rc = axstm_try_atomically(r->s, self_race_body, r, &r->w);
+}
+
+START_TEST(try_with_cancel_pending)
+{
+    axstm_store *s = tu_store_ok();
+    int fds = count_fds();
+    struct self_race r = { s, 0, 12345, 12345, w_sentinel };
+
+    put_i64(s, "k", 1);
+    ck_assert_msg(tu_call_with_cancel_pending(try_self_race, &r),
+                  "axstm_try_atomically acted on a cancellation request");
+    ck_assert_int_eq(r.runs, 1);
+    ck_assert_int_eq(r.commit_rc, AXSTM_OK);
+    ck_assert_int_eq(r.rc, AXSTM_RETRY);
+    ck_assert_ptr_ne(r.w, w_sentinel);
+    ck_assert(readable(r.w));
+    axstm_watch_free(r.w);
+    ck_assert_int_eq(count_fds(), fds);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 
 
 /* ------------------------------------------------------------------ */
@@ -1940,6 +2102,14 @@ static Suite *watch_suite(void)
 
     tc = tcase_create("Bad input");
     tcase_add_test(tc, watch_bad_input);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Cancellation");
+    tcase_add_test(tc, free_with_cancel_pending);
+    tcase_add_test(tc, rearm_with_cancel_pending);
+    tcase_add_test(tc, failed_new_with_cancel_pending);
+    tcase_add_test(tc, try_with_cancel_pending);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Allocation failure");

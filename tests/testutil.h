@@ -11,6 +11,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -392,6 +393,57 @@ static inline uint64_t tu_foreach_count(axstm_store *s)
     int rc = axstm_store_foreach(s, tu_count_visit_, &n);
     ck_assert_int_eq(rc, AXSTM_OK);
     return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Calls made with a cancellation request pending                     */
+/* ------------------------------------------------------------------ */
+
+struct tu_doomed_ {
+    pthread_barrier_t gate;
+    void (*fn)(void *);
+    void *arg;
+    atomic_int returned;
+};
+
+static inline void *tu_doomed_main_(void *p)
+{
+    struct tu_doomed_ *d = p;
+    /* Between these two the test's thread cancels us.  A barrier is not a
+     * cancellation point, and cancellation stays enabled and deferred (the
+     * defaults), so the request is pending when fn begins. */
+    pthread_barrier_wait(&d->gate);
+    pthread_barrier_wait(&d->gate);
+    d->fn(d->arg);
+    atomic_store(&d->returned, 1);
+    pthread_testcancel();
+    return NULL;
+}
+
+/*
+ * Runs fn(arg) on a new thread that has a cancellation request pending
+ * when fn begins, and that calls pthread_testcancel() right after fn.
+ * Returns 1 when fn returned, 0 when the thread was cancelled inside it.
+ * Asserts that the thread ended cancelled: a call that returned must have
+ * left the request pending, and cancellation enabled.
+ */
+static inline int tu_call_with_cancel_pending(void (*fn)(void *), void *arg)
+{
+    struct tu_doomed_ d;
+    pthread_t t;
+    void *res = NULL;
+    d.fn = fn;
+    d.arg = arg;
+    atomic_init(&d.returned, 0);
+    ck_assert_int_eq(pthread_barrier_init(&d.gate, NULL, 2), 0);
+    ck_assert_int_eq(pthread_create(&t, NULL, tu_doomed_main_, &d), 0);
+    pthread_barrier_wait(&d.gate);
+    ck_assert_int_eq(pthread_cancel(t), 0);
+    pthread_barrier_wait(&d.gate);
+    ck_assert_int_eq(pthread_join(t, &res), 0);
+    pthread_barrier_destroy(&d.gate);
+    ck_assert_msg(res == PTHREAD_CANCELED, "the cancellation request was lost");
+    return atomic_load(&d.returned);
 }
 
 /* ------------------------------------------------------------------ */

@@ -30,7 +30,9 @@
  * model calls __tls_get_addr on every access; initial-exec makes it one
  * load from the thread pointer.  It takes a little of the static TLS space
  * the C library keeps for libraries (ours: a few words), so the library can
- * still be loaded with dlopen.
+ * still be loaded with dlopen.  The shared library is linked -z nodelete
+ * (configure.ac), so that reserve is taken once per process however often
+ * it is opened and closed.
  */
 #if defined(__GNUC__) || defined(__clang__)
 #define AXSTM__TLS _Thread_local __attribute__((tls_model("initial-exec")))

@@ -400,8 +400,11 @@ END_TEST
 
 /*
  * A large history (threads x 50000 transactions on 64 keys, overlapping
- * in time) checks in bounded time, and a single bad read among them is
- * still found.
+ * in time) checks in bounded work, and a single bad read among them is
+ * still found.  The bound is on the graph the checker builds, not on the
+ * seconds it takes, which depend on the machine, its load and any
+ * sanitizer (a 30 s limit failed under gcc's TSan in a parallel `make
+ * check` on two busy cores): they are printed, not asserted.
  */
 START_TEST(large_history_is_checked_fast)
 {
@@ -423,11 +426,21 @@ START_TEST(large_history_is_checked_fast)
         last[k] = id;
         ver[k]++;
     }
+    hist_report rep;
+    hist_report_init(&rep);
     double t0 = tu_now();
-    expect_ok(r);
+    long v = hist_check(r, &rep);
     double took = tu_now() - t0;
-    printf("checked %d transactions in %.3f s\n", THREADS * PER_THREAD, took);
-    ck_assert_msg(took < 30.0, "checking took %.1f s", took);
+    if (v != 0)
+        hist_report_print(&rep, stderr);
+    ck_assert_int_eq(v, 0);
+    printf("checked %d transactions in %.3f s, %llu edges\n", THREADS * PER_THREAD, took,
+           (unsigned long long)rep.edges);
+    /* Linear, as history.c promises: per read one wr and one rw edge, per
+     * write one ww edge, per transaction three real-time edges (where all
+     * real-time pairs would be quadratic). */
+    ck_assert_uint_eq(rep.txns, (uint64_t)THREADS * PER_THREAD);
+    ck_assert_uint_le(rep.edges, 2 * rep.reads + rep.writes + 3 * rep.txns);
 
     /* Now one more that reads a long-replaced value of x. */
     hist_recorder_next_window(r);

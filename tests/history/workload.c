@@ -348,6 +348,11 @@ static void axon_rmw(struct worker *w, struct handles *h, axstm_collection *c, i
         }
         /* The writes are kept so that a read of one is named a dirty read. */
         record_writes(w, h, pl, false);
+        /* A single usevar named its key's absence by reading the tomb with
+         * a checkout of its own, which only a successful commit shows was
+         * consistent with the key's: a failed attempt's claim is unknown. */
+        if (h->tv[0] == NULL)
+            hist_forget_absent_reads(w->log);
         hist_end(w->log, HIST_ABORTED, end);
         if (over(w))
             return;

@@ -49,14 +49,22 @@ static inline unsigned axstm__thread_slot(void)
     return s != 0 ? s - 1 : axstm__slot_assign();
 }
 
+/* Adds d to a counter of the calling thread's slot `slot` (wrapping);
+ * returns the counter's value before the add. */
+static inline uint64_t axstm__slot_fetch_add(_Atomic uint64_t *counter, uint64_t d,
+                                             unsigned slot)
+{
+    if (slot >= AXSTM__SLOTS)
+        return atomic_fetch_add_explicit(counter, d, memory_order_relaxed);
+    uint64_t before = atomic_load_explicit(counter, memory_order_relaxed);
+    atomic_store_explicit(counter, before + d, memory_order_relaxed);
+    return before;
+}
+
 /* Adds d to a counter of the calling thread's slot `slot` (wrapping). */
 static inline void axstm__slot_add(_Atomic uint64_t *counter, uint64_t d, unsigned slot)
 {
-    if (slot < AXSTM__SLOTS)
-        atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + d,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(counter, d, memory_order_relaxed);
+    (void)axstm__slot_fetch_add(counter, d, slot);
 }
 
 #endif

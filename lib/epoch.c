@@ -60,7 +60,7 @@ static void barrier_setup(void)
 /* A full barrier in every running thread of the process (see the top).
  * A child made by fork may not have inherited the registration: it then
  * registers again, once per failure. */
-static bool barrier_everywhere(void)
+bool axstm__barrier_everywhere(void)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
@@ -109,7 +109,7 @@ static void try_advance(struct axstm__epoch *ep)
     if (anyone_pinned(ep, parity))
         return; /* visibly pinned: no need to look closer */
     if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed)) {
-        if (!barrier_everywhere() || anyone_pinned(ep, parity))
+        if (!axstm__barrier_everywhere() || anyone_pinned(ep, parity))
             return; /* (a failed barrier proves nothing: do not advance) */
     }
     atomic_compare_exchange_strong(&ep->now, &e, e + 1);

@@ -76,6 +76,11 @@ void axstm__epoch_drain(struct axstm__epoch *ep);
  * trust a pin count (epoch.c): pins then need no fence of their own. */
 extern _Atomic bool axstm__pins_unfenced;
 
+/* Makes every running thread of the process execute a full barrier, so
+ * that what each stored before it is visible to the caller afterwards
+ * (membarrier).  False when the system would not: then nothing is proved. */
+bool axstm__barrier_everywhere(void);
+
 /* Adds d (1 or -1) to a pin count of the calling thread's slot. */
 static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
 {

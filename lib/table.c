@@ -242,7 +242,7 @@ static void unlock_shards(struct axstm__keytable *t, uint64_t locked)
             pthread_mutex_unlock(&t->shard[i].lock);
 }
 
-int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
+static int create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
 {
     uint64_t wanted = 0, locked = 0;
     for (size_t i = 0; i < n; i++)
@@ -304,6 +304,17 @@ int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, s
     if (reclaim_due)
         axstm__epoch_reclaim(t->epoch);
     return AXSTM_OK;
+}
+
+int axstm__table_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)
+{
+    /* No fork may copy the table halfway through (fork.h). */
+    unsigned gate = axstm__gate_enter();
+    if (gate == AXSTM__GATE_CLOSED)
+        return AXSTM_BUSY_RETRY;
+    int rc = create(t, refs, n);
+    axstm__gate_leave(gate);
+    return rc;
 }
 
 int axstm__table_find_or_create(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n)

@@ -12,7 +12,8 @@
  * AXSTM__SHARED_SLOT, and update it with atomic read-modify-writes.
  *
  * Threads do not register: the slot is assigned on a thread's first call
- * and handed back by a thread-exit destructor.
+ * and handed back by a thread-exit destructor.  In the child of a fork,
+ * the slots of the parent's other threads are free again (fork.c).
  */
 #ifndef AXSTM_THREAD_H
 #define AXSTM_THREAD_H
@@ -41,6 +42,12 @@
 /* This thread's slot + 1; 0 until its first call. */
 extern AXSTM__TLS unsigned axstm__slot_plus_one;
 unsigned axstm__slot_assign(void);
+
+/* In the child of fork() (fork.c), where the calling thread is the only
+ * one: every slot but the caller's own is free again.  (A store made
+ * before the fork keeps whatever pins those threads held in it: axstm.h
+ * says what a child may do with such a store.) */
+void axstm__slots_after_fork(void);
 
 /* The calling thread's slot: below AXSTM__SLOTS its own, else shared. */
 static inline unsigned axstm__thread_slot(void)

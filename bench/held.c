@@ -180,7 +180,8 @@ int main(int argc, char **argv)
         }
     }
 
-    bench_print_machine(&cfg, "memory held for replaced values after their writers go idle or exit");
+    bench_print_machine(&cfg, "memory held for replaced values after their writers go idle "
+                               "or exit");
     printf("scenario: %u threads x %lu commits of %zu bytes to a key of their own; idle; exit; "
            "then %lu commits of %zu bytes by one other thread\n\n",
            set.writers, set.commits, set.len, set.after, set.len);

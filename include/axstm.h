@@ -59,6 +59,8 @@
  *   - axstm_store_foreach may spin while a commit of the visited key is in
  *     flight.
  * axstm_try_atomically is the non-blocking way to run a transaction.
+ * While another thread is in fork(), commits and key creations return
+ * AXSTM_BUSY_RETRY (see fork, below).
  *
  * Threads that are cancelled or exit
  * ----------------------------------
@@ -78,6 +80,28 @@
  *     (nor longjmp out): the call holds a read pin, and an irrevocable body
  *     holds key locks, which would then never be released.
  * Asynchronous cancellation must not be enabled across a call.
+ *
+ * fork
+ * ----
+ * In the child of a multithreaded parent only the thread that called
+ * fork() goes on, and whatever the parent's other threads held inside a
+ * store at that instant (key and table locks, wait mutexes, read pins)
+ * stays held there.  So with a store made before the fork such a child may
+ * only free the handles it holds of it (axstm_value_free,
+ * axstm_collection_free, not axstm_watch_free: that takes a lock of the
+ * store) and then the store: axstm_store_free frees all the store held and
+ * waits for nothing.  What the parent's other threads held themselves
+ * (their handles, their transactions' copies) stays allocated.  A store
+ * that had no watch, and that no other thread was inside a call on, at
+ * the fork (a single-threaded parent's, say) stays fully usable in the
+ * child.  New stores made in the child work fully, from any threads it
+ * starts.
+ * For this the library registers fork handlers (pthread_atfork) with its
+ * first axstm_store_new: fork() waits for the commits and key creations
+ * under way to finish, so that no store is copied halfway through one.
+ * The child calls malloc and free (axstm_store_free does), which POSIX
+ * allows only after exec but glibc's allocator, and allocators with fork
+ * handlers of their own, allow at once; the sanitizers' runtimes may not.
  *
  * Errors
  * ------

@@ -111,6 +111,20 @@ static void cache_destroy(void *arg)
     my_cache = CLOSED;
 }
 
+/* Around fork() (fork.c): taken before, and given back after it in the
+ * parent and in the child alike, so that no child finds the list held by
+ * one of the threads it does not have (its new threads would block on it
+ * for good when they make or drop their caches). */
+void axstm__caches_before_fork(void)
+{
+    pthread_mutex_lock(&caches_lock);
+}
+
+void axstm__caches_after_fork(void)
+{
+    pthread_mutex_unlock(&caches_lock);
+}
+
 static void cache_key_create(void)
 {
     cache_key_ok = pthread_key_create(&cache_key, cache_destroy) == 0;

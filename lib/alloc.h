@@ -26,6 +26,12 @@ void axstm__free(void *p);
 void *axstm__handle_alloc(size_t size);
 void axstm__handle_free(void *p, size_t size);
 
+/* fork() handlers (fork.c): hold the list of handle caches across a fork
+ * (every cache stays on it: those of the parent's other threads, still
+ * reachable, are never used again in the child). */
+void axstm__caches_before_fork(void);
+void axstm__caches_after_fork(void);
+
 /*
  * Test hook: make the calling thread's n-th allocation from now fail
  * (n >= 1), and every one after it too when `sticky` is non-zero.  n == 0

@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "entry.h"
 #include "epoch.h"
+#include "fork.h"
 #include "hash.h"
 #include "table.h"
 #include "thread.h"

@@ -205,6 +205,12 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
                   const struct axstm__readset *rs)
 {
+    /* No fork may copy the store halfway through (fork.h). */
+    unsigned gate = axstm__gate_enter();
+    if (gate == AXSTM__GATE_CLOSED) {
+        axstm__count(s, AXSTM__BUSY);
+        return AXSTM_BUSY_RETRY;
+    }
     int rc = lock_all(items, n, old);
     if (rc == AXSTM_OK) {
         bool valid =
@@ -214,20 +220,34 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
             rc = AXSTM_CONCURRENT_UPDATE;
         }
     }
-    if (rc != AXSTM_OK) {
+    if (rc != AXSTM_OK)
         axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
-        return rc;
-    }
-    publish(s, items, n);
-    return AXSTM_OK;
+    else
+        publish(s, items, n);
+    axstm__gate_leave(gate);
+    return rc;
 }
 
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
+    unsigned gate = axstm__gate_enter_wait();
     publish(s, items, n);
+    axstm__gate_leave(gate);
 }
 
+static int revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *old);
+
 int axstm__revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *old)
+{
+    unsigned gate = axstm__gate_enter(); /* fork.h */
+    if (gate == AXSTM__GATE_CLOSED)
+        return AXSTM_BUSY_RETRY;
+    int rc = revive(s, entries, n, old);
+    axstm__gate_leave(gate);
+    return rc;
+}
+
+static int revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *old)
 {
     /* Lock the gone ones; old[i] stays 0 for the others (a gone entry's
      * word is never 0). */

@@ -26,10 +26,20 @@
 #include <unistd.h>
 #endif
 
-/* Retire this many nodes on one slot between reclaim attempts... */
+/*
+ * A slot asks for a reclaim each time the weight retired into it crosses a
+ * multiple of RECLAIM_BYTES, a node weighing what it holds but at least
+ * RECLAIM_BYTES / RECLAIM_EVERY: so after at most RECLAIM_EVERY small
+ * nodes, or as soon as RECLAIM_BYTES of big ones have piled up (at once
+ * for a node that big).  Once a slot's threads stop retiring, what they
+ * left on its list is under RECLAIM_BYTES past their last reclaim, and the
+ * other threads' reclaims free even that (axstm__epoch_reclaim).  A reclaim
+ * costs two scans of the pin counts and, unfenced, two system calls: at
+ * most one per RECLAIM_BYTES retired, that is little next to copying the
+ * bytes in the first place.
+ */
 #define RECLAIM_EVERY 256
-/* ...or sooner when a node holds at least this much memory. */
-#define RECLAIM_HEAVY ((size_t)64 * 1024)
+#define RECLAIM_BYTES ((uint64_t)256 * 1024)
 
 _Atomic bool axstm__pins_unfenced;
 AXSTM__TLS struct axstm__epoch *axstm__reclaim_wanted;
@@ -51,7 +61,7 @@ static void barrier_setup(void)
 /* A full barrier in every running thread of the process (see the top).
  * A child made by fork may not have inherited the registration: it then
  * registers again, once per failure. */
-static bool barrier_everywhere(void)
+bool axstm__barrier_everywhere(void)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
@@ -61,11 +71,6 @@ static bool barrier_everywhere(void)
 #else
     return false;
 #endif
-}
-
-static struct axstm__epoch_slot *my_slot(struct axstm__epoch *ep)
-{
-    return &ep->slot[axstm__thread_slot()];
 }
 
 void axstm__epoch_init(struct axstm__epoch *ep, void *owner)
@@ -80,8 +85,10 @@ void axstm__epoch_init(struct axstm__epoch *ep, void *owner)
         atomic_init(&ep->slot[i].pins[0], 0);
         atomic_init(&ep->slot[i].pins[1], 0);
         atomic_init(&ep->slot[i].retired, NULL);
-        atomic_init(&ep->slot[i].nretired, 0);
+        atomic_init(&ep->slot[i].weight, 0);
+        atomic_init(&ep->slot[i].walked, 0);
     }
+    atomic_init(&ep->swept, 0);
 }
 
 static bool anyone_pinned(struct axstm__epoch *ep, unsigned parity)
@@ -103,7 +110,7 @@ static void try_advance(struct axstm__epoch *ep)
     if (anyone_pinned(ep, parity))
         return; /* visibly pinned: no need to look closer */
     if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed)) {
-        if (!barrier_everywhere() || anyone_pinned(ep, parity))
+        if (!axstm__barrier_everywhere() || anyone_pinned(ep, parity))
             return; /* (a failed barrier proves nothing: do not advance) */
     }
     atomic_compare_exchange_strong(&ep->now, &e, e + 1);
@@ -123,25 +130,30 @@ static void push_chain(struct axstm__epoch_slot *slot, struct axstm__retired *fi
 int axstm__epoch_retire(struct axstm__epoch *ep, struct axstm__retired *node,
                         axstm__reclaim_fn reclaim, size_t weight)
 {
-    struct axstm__epoch_slot *slot = my_slot(ep);
+    unsigned index = axstm__thread_slot();
+    struct axstm__epoch_slot *slot = &ep->slot[index];
     node->reclaim = reclaim;
     /* The node was unlinked before this point; the fence orders that
      * unlink before the epoch read that dates the node. */
     atomic_thread_fence(memory_order_seq_cst);
     node->epoch = atomic_load(&ep->now);
     push_chain(slot, node, node);
-    uint64_t n = atomic_fetch_add_explicit(&slot->nretired, 1, memory_order_relaxed) + 1;
-    return n % RECLAIM_EVERY == 0 || weight >= RECLAIM_HEAVY;
+    /* A plain update in a slot of our own (the push above is the one
+     * locked instruction a retire needs: other reclaimers take the list). */
+    uint64_t w = weight > RECLAIM_BYTES / RECLAIM_EVERY ? weight : RECLAIM_BYTES / RECLAIM_EVERY;
+    uint64_t before = axstm__slot_fetch_add(&slot->weight, w, index);
+    return (before + w) / RECLAIM_BYTES != before / RECLAIM_BYTES;
 }
 
-/* Reclaims the old-enough nodes of one slot; puts the others back. */
-static void reclaim_slot(struct axstm__epoch *ep, struct axstm__epoch_slot *slot)
+/* Reclaims the nodes of one slot retired before now - 1; puts the others
+ * back.  Any thread may do this to any slot, several at once: each takes
+ * what is on the list at that instant. */
+static void reclaim_slot(struct axstm__epoch *ep, struct axstm__epoch_slot *slot, uint64_t now)
 {
     struct axstm__retired *node = atomic_exchange_explicit(&slot->retired, NULL,
                                                            memory_order_acquire);
     if (node == NULL)
         return;
-    uint64_t now = atomic_load(&ep->now);
     struct axstm__retired *keep_first = NULL, *keep_last = NULL;
     while (node != NULL) {
         struct axstm__retired *next = node->next;
@@ -159,13 +171,50 @@ static void reclaim_slot(struct axstm__epoch *ep, struct axstm__epoch_slot *slot
         push_chain(slot, keep_first, keep_last);
 }
 
+static void reclaim(struct axstm__epoch *ep);
+
 void axstm__epoch_reclaim(struct axstm__epoch *ep)
+{
+    /* A reclaimer holds the lists it took off the slots while it frees
+     * them: no fork may copy that (fork.h).  Closed: reclaim next time. */
+    unsigned gate = axstm__gate_enter();
+    if (gate == AXSTM__GATE_CLOSED)
+        return;
+    reclaim(ep);
+    axstm__gate_leave(gate);
+}
+
+static void reclaim(struct axstm__epoch *ep)
 {
     /* Two advances make everything retired before this call reclaimable
      * when no reader is in the way; cheap when one is (a scan of counters). */
     try_advance(ep);
     try_advance(ep);
-    reclaim_slot(ep, my_slot(ep));
+    uint64_t now = atomic_load(&ep->now);
+    unsigned index = axstm__thread_slot();
+    struct axstm__epoch_slot *mine = &ep->slot[index];
+
+    /* Our own list, unless we went through it at this epoch already: then
+     * nothing on it has grown old enough since (what we retired since is
+     * dated this epoch or later).  While a reader stays pinned for long the
+     * epoch stands still, and the list is not walked again and again. */
+    if (atomic_load_explicit(&mine->walked, memory_order_relaxed) != now) {
+        atomic_store_explicit(&mine->walked, now, memory_order_relaxed);
+        reclaim_slot(ep, mine, now);
+    }
+
+    /* Every other slot's list, by the first reclaim to see this epoch: a
+     * thread that went idle or exited (its slot perhaps reused by a thread
+     * that never retires) reclaims nothing itself.  Once per epoch, for the
+     * same reason as above; the lists are taken whole, so two reclaimers
+     * never free one node twice. */
+    uint64_t swept = atomic_load_explicit(&ep->swept, memory_order_relaxed);
+    if (swept == now || !atomic_compare_exchange_strong(&ep->swept, &swept, now))
+        return;
+    for (unsigned i = 0; i < AXSTM__ALL_SLOTS; i++)
+        if (i != index &&
+            atomic_load_explicit(&ep->slot[i].retired, memory_order_relaxed) != NULL)
+            reclaim_slot(ep, &ep->slot[i], now);
 }
 
 void axstm__epoch_drain(struct axstm__epoch *ep)

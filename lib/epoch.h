@@ -17,6 +17,12 @@
  * membarrier, see epoch.c); of an unpin: a plain decrement with release
  * order.  No shared cache line is written.  In the shared slot both use
  * atomic read-modify-writes.
+ *
+ * A retired node goes on a list in the retiring thread's slot.  Every
+ * thread's reclaim frees what is old enough on its own list, and the first
+ * reclaim to see a new epoch does the same for every other slot's list, so
+ * that what a thread retired before it went idle or exited is freed by the
+ * threads still working (epoch.c).
  */
 #ifndef AXSTM_EPOCH_H
 #define AXSTM_EPOCH_H
@@ -42,13 +48,22 @@ struct axstm__retired {
 
 struct axstm__epoch_slot {
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t pins[2];
+    /* A stack: the slot's threads push, any reclaimer takes it whole. */
     _Atomic(struct axstm__retired *) retired;
-    _Atomic uint64_t nretired;
+    /* Written by the slot's threads only (thread.h), never by other
+     * reclaimers, so that a retire updates them without a locked
+     * instruction: the weight ever retired here, and the epoch at which
+     * this slot's threads last went through their list. */
+    _Atomic uint64_t weight;
+    _Atomic uint64_t walked;
 };
 
 struct axstm__epoch {
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t now;
     void *owner; /* passed to every reclaim function */
+    /* The last epoch at which a reclaim went through every slot's list.
+     * Its own line: pins read `now` and must not miss on its writes. */
+    _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t swept;
     struct axstm__epoch_slot slot[AXSTM__ALL_SLOTS];
 };
 
@@ -60,6 +75,11 @@ void axstm__epoch_drain(struct axstm__epoch *ep);
 /* True when reclaimers make every thread execute a barrier before they
  * trust a pin count (epoch.c): pins then need no fence of their own. */
 extern _Atomic bool axstm__pins_unfenced;
+
+/* Makes every running thread of the process execute a full barrier, so
+ * that what each stored before it is visible to the caller afterwards
+ * (membarrier).  False when the system would not: then nothing is proved. */
+bool axstm__barrier_everywhere(void);
 
 /* Adds d (1 or -1) to a pin count of the calling thread's slot. */
 static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
@@ -132,8 +152,10 @@ static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
 
 /*
  * Retires node (already unreachable for new readers); reclaim(node, owner)
- * runs once no pinned reader can still hold it.  weight is the memory it
- * holds, so big things are reclaimed sooner.  Returns non-zero when the
+ * runs once no pinned reader can still hold it, in whichever thread
+ * reclaims it.  weight is the memory it holds: a slot asks for a reclaim
+ * after every so many nodes or so many bytes retired into it (epoch.c), so
+ * what waits to be freed stays bounded in both.  Returns non-zero when the
  * caller should have it reclaimed (axstm__epoch_reclaim_soon, or
  * axstm__epoch_reclaim when it is not pinned).
  */
@@ -141,6 +163,7 @@ int axstm__epoch_retire(struct axstm__epoch *ep, struct axstm__retired *node,
                         axstm__reclaim_fn reclaim, size_t weight);
 
 /* Tries to advance the epoch and reclaims what is old enough in this
- * thread's slot.  Never blocks.  (Declared above.) */
+ * thread's slot, and in every other slot once per epoch.  Never blocks.
+ * (Declared above.) */
 
 #endif

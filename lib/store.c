@@ -8,6 +8,7 @@
 
 AXSTM_API axstm_store *axstm_store_new(void)
 {
+    axstm__fork_setup();
     axstm_store *s = axstm__aligned_alloc(_Alignof(axstm_store), sizeof *s);
     if (s == NULL)
         return NULL;

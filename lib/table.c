@@ -374,8 +374,8 @@ static void unlock_shards(struct axstm__keytable *t, uint64_t locked)
             pthread_mutex_unlock(&t->shard[i].lock);
 }
 
-int axstm__table_add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
-                     bool *anchored)
+static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
+               bool *anchored)
 {
     uint64_t wanted = 0, locked = 0;
     for (size_t i = 0; i < n; i++) {
@@ -454,7 +454,36 @@ int axstm__table_add(struct axstm__keytable *t, struct axstm__keyref *refs, size
     return AXSTM_OK;
 }
 
+int axstm__table_add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
+                     bool *anchored)
+{
+    /* No fork may copy the table halfway through (fork.h). */
+    unsigned gate = axstm__gate_enter();
+    if (gate == AXSTM__GATE_CLOSED) {
+        for (size_t i = 0; i < n; i++)
+            anchored[i] = false;
+        return AXSTM_BUSY_RETRY;
+    }
+    int rc = add(t, refs, n, anchored);
+    axstm__gate_leave(gate);
+    return rc;
+}
+
+static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e);
+
 bool axstm__table_remove(struct axstm__keytable *t, struct axstm__entry *e)
+{
+    if (!axstm__entry_unused(e))
+        return false;
+    unsigned gate = axstm__gate_enter(); /* fork.h */
+    if (gate == AXSTM__GATE_CLOSED)
+        return false; /* it stays until a later chance */
+    bool removed = remove_entry(t, e);
+    axstm__gate_leave(gate);
+    return removed;
+}
+
+static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
 {
     if (!axstm__entry_unused(e))
         return false;

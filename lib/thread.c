@@ -52,3 +52,10 @@ unsigned axstm__slot_assign(void)
     axstm__slot_plus_one = slot + 1;
     return slot;
 }
+
+void axstm__slots_after_fork(void)
+{
+    unsigned s = axstm__slot_plus_one;
+    uint64_t mine = s != 0 && s - 1 < AXSTM__SLOTS ? UINT64_C(1) << (s - 1) : 0;
+    atomic_store_explicit(&taken, mine, memory_order_relaxed);
+}

@@ -12,7 +12,8 @@
  * AXSTM__SHARED_SLOT, and update it with atomic read-modify-writes.
  *
  * Threads do not register: the slot is assigned on a thread's first call
- * and handed back by a thread-exit destructor.
+ * and handed back by a thread-exit destructor.  In the child of a fork,
+ * the slots of the parent's other threads are free again (fork.c).
  */
 #ifndef AXSTM_THREAD_H
 #define AXSTM_THREAD_H
@@ -44,6 +45,12 @@
 extern AXSTM__TLS unsigned axstm__slot_plus_one;
 unsigned axstm__slot_assign(void);
 
+/* In the child of fork() (fork.c), where the calling thread is the only
+ * one: every slot but the caller's own is free again.  (A store made
+ * before the fork keeps whatever pins those threads held in it: axstm.h
+ * says what a child may do with such a store.) */
+void axstm__slots_after_fork(void);
+
 /* The calling thread's slot: below AXSTM__SLOTS its own, else shared. */
 static inline unsigned axstm__thread_slot(void)
 {
@@ -51,14 +58,22 @@ static inline unsigned axstm__thread_slot(void)
     return s != 0 ? s - 1 : axstm__slot_assign();
 }
 
+/* Adds d to a counter of the calling thread's slot `slot` (wrapping);
+ * returns the counter's value before the add. */
+static inline uint64_t axstm__slot_fetch_add(_Atomic uint64_t *counter, uint64_t d,
+                                             unsigned slot)
+{
+    if (slot >= AXSTM__SLOTS)
+        return atomic_fetch_add_explicit(counter, d, memory_order_relaxed);
+    uint64_t before = atomic_load_explicit(counter, memory_order_relaxed);
+    atomic_store_explicit(counter, before + d, memory_order_relaxed);
+    return before;
+}
+
 /* Adds d to a counter of the calling thread's slot `slot` (wrapping). */
 static inline void axstm__slot_add(_Atomic uint64_t *counter, uint64_t d, unsigned slot)
 {
-    if (slot < AXSTM__SLOTS)
-        atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + d,
-                              memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(counter, d, memory_order_relaxed);
+    (void)axstm__slot_fetch_add(counter, d, slot);
 }
 
 #endif

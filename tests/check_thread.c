@@ -8,7 +8,8 @@
  *   Reclamation   readers check out values big enough to be heap blobs
  *                 while writers replace them: every value a reader sees is
  *                 whole, with unfenced pins (membarrier) and with fenced
- *                 ones; replaced values are freed, not piled up (epoch.c).
+ *                 ones; replaced values are freed, not piled up, also
+ *                 those of threads that went idle or exited (epoch.c).
  *   Handle cache  a handle may be freed by another thread than the one
  *                 that made it and its block reused there; threads exit
  *                 with full caches and leave nothing behind; injected
@@ -930,6 +931,123 @@ START_TEST(replaced_values_are_reclaimed)
 }
 END_TEST
 
+#define IDLE_WRITERS 16
+#define IDLE_COMMITS 64
+#define IDLE_LEN ((size_t)60 * 1024)
+#define MIB ((uint64_t)1024 * 1024)
+
+struct idle_writer {
+    axstm_store *s;
+    pthread_t thread;
+    unsigned id;
+    char key[32];
+    sem_t *done, *release;
+    int rc;
+};
+
+/* Commits n values of IDLE_LEN bytes (each all `fill + i`) to key, each
+ * from a fresh handle; returns AXSTM_OK or the first other answer. */
+static int put_big_values(axstm_store *s, const char *key, unsigned fill, unsigned n)
+{
+    unsigned char *buf = malloc(IDLE_LEN);
+    int rc = buf != NULL ? AXSTM_OK : AXSTM_ENOMEM;
+    for (unsigned i = 0; i < n && rc == AXSTM_OK; i++) {
+        axstm_value *v = NULL;
+        memset(buf, (int)(1 + (fill + i) % 251), IDLE_LEN);
+        TU_RETRY(rc, axstm_usevar(s, key, &v));
+        if (rc != AXSTM_OK)
+            break;
+        rc = axstm_value_set(v, buf, IDLE_LEN);
+        if (rc == AXSTM_OK)
+            TU_RETRY(rc, axstm_value_commit(v));
+        axstm_value_free(v);
+    }
+    free(buf);
+    return rc;
+}
+
+/* Commits its values, says so, then calls nothing until released. */
+static void *idle_writer_main(void *arg)
+{
+    struct idle_writer *w = arg;
+    w->rc = put_big_values(w->s, w->key, w->id, IDLE_COMMITS);
+    sem_post(w->done);
+    sem_wait_ok(w->release);
+    return NULL;
+}
+
+/* The bytes of blobs the store holds: live values and replaced ones not
+ * yet freed (its byte count less its own struct and its key table). */
+static uint64_t value_bytes_held(axstm_store *s)
+{
+    axstm_stats st = tu_stats_ok(s);
+    return st.bytes - sizeof *s - axstm__table_bytes(&s->table);
+}
+
+/*
+ * 16 threads each commit 64 values of 60 KB to a key of their own, then
+ * stay alive but call nothing: the store may hold no more than 4 x the
+ * live values + 8 MiB, though no thread will ever reclaim its own slot
+ * again (a slot reclaims by bytes retired, not only by count).  Then they
+ * exit, and the test's thread commits 64 values to its own key: its
+ * reclaims free what the others left behind, so that only the live values
+ * and less than 1 MiB of the test thread's own latest replacements remain
+ * (the byte bound alone would leave up to 16 x 256 KiB).
+ * Held memory is the store's own count (it counts a blob until it is
+ * freed); nothing here depends on timing.
+ */
+START_TEST(idle_and_exited_threads_leave_little_behind)
+{
+    static struct idle_writer w[IDLE_WRITERS];
+    sem_t done, release;
+    uint64_t live = (IDLE_WRITERS + 1) * axstm__blob_size(IDLE_LEN);
+    uint64_t idle, exited, after;
+    axstm_stats st;
+    int i;
+
+    (void)test_thread_slot();
+    axstm_store *s = tu_store_ok();
+    ck_assert_int_eq(sem_init(&done, 0, 0), 0);
+    ck_assert_int_eq(sem_init(&release, 0, 0), 0);
+    for (i = 0; i < IDLE_WRITERS; i++) {
+        w[i].s = s;
+        w[i].id = (unsigned)i;
+        snprintf(w[i].key, sizeof w[i].key, "idle.%d", i);
+        w[i].done = &done;
+        w[i].release = &release;
+        w[i].rc = AXSTM_OK;
+        start(&w[i].thread, idle_writer_main, &w[i]);
+    }
+    for (i = 0; i < IDLE_WRITERS; i++)
+        sem_wait_ok(&done);
+    st = tu_stats_ok(s);
+    idle = st.bytes;
+    for (i = 0; i < IDLE_WRITERS; i++)
+        sem_post(&release);
+    for (i = 0; i < IDLE_WRITERS; i++)
+        join(w[i].thread);
+    st = tu_stats_ok(s);
+    exited = st.bytes;
+    ck_assert_int_eq(put_big_values(s, "idle.mine", 0, IDLE_COMMITS), AXSTM_OK);
+    after = value_bytes_held(s);
+    st = tu_stats_ok(s);
+
+    for (i = 0; i < IDLE_WRITERS; i++)
+        ck_assert_msg(w[i].rc == AXSTM_OK, "writer %d: %s", i, axstm_strerror(w[i].rc));
+    ck_assert_uint_eq(st.commits, (IDLE_WRITERS + 1) * IDLE_COMMITS);
+    ck_assert_msg(idle < 4 * live + 8 * MIB, "writers idle: %llu bytes held, %llu live",
+                  (unsigned long long)idle, (unsigned long long)live);
+    ck_assert_msg(exited < 4 * live + 8 * MIB, "writers exited: %llu bytes held, %llu live",
+                  (unsigned long long)exited, (unsigned long long)live);
+    ck_assert_msg(after >= live && after < live + MIB,
+                  "%llu bytes of values held after the test thread's commits, %llu live",
+                  (unsigned long long)after, (unsigned long long)live);
+    sem_destroy(&done);
+    sem_destroy(&release);
+    axstm_store_free(s);
+}
+END_TEST
+
 /* Where the system has membarrier (expedited, private), the first store
  * registers for it and pins go unfenced; where it has not, pins must keep
  * their fence.  (Without this, the unfenced run above might silently run
@@ -1410,6 +1528,7 @@ static Suite *thread_suite(void)
     tcase_add_test(tc, readers_see_whole_values_unfenced);
     tcase_add_test(tc, readers_see_whole_values_fenced);
     tcase_add_loop_test(tc, replaced_values_are_reclaimed, 0, 2);
+    tcase_add_test(tc, idle_and_exited_threads_leave_little_behind);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Handle cache");

@@ -400,8 +400,11 @@ END_TEST
 
 /*
  * A large history (threads x 50000 transactions on 64 keys, overlapping
- * in time) checks in bounded time, and a single bad read among them is
- * still found.
+ * in time) is checked with a graph linear in its size (the real-time order
+ * as 3 edges per transaction, not one per pair: checking is O(n log n)),
+ * and a single bad read among them is still found.  The size of the graph
+ * shows that, not the time taken (printed only): a loaded machine or
+ * valgrind may take any time.
  */
 START_TEST(large_history_is_checked_fast)
 {
@@ -423,11 +426,20 @@ START_TEST(large_history_is_checked_fast)
         last[k] = id;
         ver[k]++;
     }
+    hist_report rep;
+    hist_report_init(&rep);
     double t0 = tu_now();
-    expect_ok(r);
+    long v = hist_check(r, &rep);
     double took = tu_now() - t0;
-    printf("checked %d transactions in %.3f s\n", THREADS * PER_THREAD, took);
-    ck_assert_msg(took < 30.0, "checking took %.1f s", took);
+    if (v != 0)
+        hist_report_print(&rep, stderr);
+    ck_assert_int_eq(v, 0);
+    printf("checked %d transactions in %.3f s, %" PRIu64 " edges\n", THREADS * PER_THREAD,
+           took, rep.edges);
+    ck_assert_uint_eq(rep.txns, (uint64_t)THREADS * PER_THREAD);
+    /* ww, wr, rw: at most 1 + 2 + 2 per transaction; real time: 3. */
+    ck_assert_msg(rep.edges <= 8 * rep.txns, "%" PRIu64 " edges for %" PRIu64 " transactions",
+                  rep.edges, rep.txns);
 
     /* Now one more that reads a long-replaced value of x. */
     hist_recorder_next_window(r);
@@ -727,16 +739,29 @@ static double history_seconds(void)
     return 0.3;
 }
 
+/* The run recorded enough to prove something: the whole mix ran. */
+static bool mix_complete(const hist_report *rep)
+{
+    if (rep->txns < 1000 || rep->deletes == 0 || rep->absent_reads == 0)
+        return false;
+    for (int k = 0; k < HIST_NKINDS; k++)
+        if (rep->by_kind[k] == 0)
+            return false;
+    return true;
+}
+
 static void run_store(uint32_t nkeys)
 {
     struct hist_run_config cfg = {4, nkeys, history_seconds(), 0, NULL};
     static struct hist_run_result res;
+    double give_up = tu_now() + 60.0; /* a guard against a hang only */
     long v;
-    /* On a slow machine (valgrind runs this ~50 times slower) a short run
-     * records too little to prove anything: run longer, up to 8 s. */
+    /* On a slow or loaded machine (valgrind runs this ~50 times slower) a
+     * short run records too little to prove anything: run again, longer
+     * (up to 8 s a run), until one has recorded the whole mix. */
     for (;;) {
         v = hist_run(&cfg, &res);
-        if (v != 0 || res.report.txns >= 1000 || cfg.seconds >= 8.0)
+        if (v != 0 || mix_complete(&res.report) || tu_now() > give_up)
             break;
         cfg.seconds = cfg.seconds * 4 < 8.0 ? cfg.seconds * 4 : 8.0;
     }
@@ -748,7 +773,7 @@ static void run_store(uint32_t nkeys)
     ck_assert_msg(v >= 0, "the run failed: %s", res.report.text);
     ck_assert_msg(v == 0, "%ld violations; first:\n%s", v, res.report.text);
     /* The mix ran: every kind committed something. */
-    ck_assert_uint_gt(res.report.txns, 100);
+    ck_assert_uint_ge(res.report.txns, 1000);
     for (int k = 0; k < HIST_NKINDS; k++)
         ck_assert_msg(res.report.by_kind[k] > 0, "no %s committed",
                       hist_kind_name((enum hist_kind)k));

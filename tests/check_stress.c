@@ -10,6 +10,9 @@
  *
  * $AXSTM_STRESS_SECONDS sets the time per configuration (default 1).
  * Workers only record what they saw; the test's thread asserts after join.
+ * What each worker must get done (some transfers, some meals) is a quota
+ * that the run waits for (testutil.h), never what fits in the time: on a
+ * loaded machine a thread may not run at all for a second.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -56,6 +59,11 @@ struct auditor {
 
 /* BUSY_RETRY answers in a row before the auditor asks for a pause. */
 #define AUDITOR_PATIENCE 64
+
+/* The run lasts until every teller has made this many transfers and the
+ * auditor has had this many snapshots (and its time is up). */
+#define TELLER_QUOTA 10
+#define AUDIT_QUOTA 10
 
 /* Moves a random amount between two random distinct accounts. */
 static void transfer(struct teller *t)
@@ -151,6 +159,7 @@ static void *teller_main(void *arg)
 {
     struct teller *t = arg;
     unsigned long op = 0, rounds = 0;
+    int paid = 0;
     while (!tu_time_up(&t->bank->clock, &rounds)) {
         if (atomic_load_explicit(&t->bank->audit_starving, memory_order_relaxed)) {
             sched_yield();
@@ -160,6 +169,10 @@ static void *teller_main(void *arg)
             touch(t);
         else
             transfer(t);
+        if (!paid && t->transfers >= TELLER_QUOTA) {
+            paid = 1;
+            tu_clock_paid(&t->bank->clock);
+        }
     }
     return NULL;
 }
@@ -213,7 +226,8 @@ static void *auditor_main(void *arg)
         }
         busy_in_a_row = 0;
         atomic_store(&b->audit_starving, 0);
-        a->snapshots++;
+        if (++a->snapshots == AUDIT_QUOTA)
+            tu_clock_paid(&b->clock);
         if (bank_total(c) != want)
             a->wrong_totals++;
         if (kept == NULL)
@@ -281,6 +295,7 @@ START_TEST(bank_total_is_conserved)
     aud.bank = &b;
     t0 = tu_now();
     tu_clock_start(&b.clock, seconds);
+    tu_clock_owe(&b.clock, nthreads + 1);
     for (i = 0; i < nthreads; i++) {
         tellers[i].bank = &b;
         tellers[i].seed = UINT64_C(0x9E3779B97F4A7C15) * (uint64_t)(i + 1);
@@ -295,7 +310,9 @@ START_TEST(bank_total_is_conserved)
     for (i = 0; i < nthreads; i++) {
         ck_assert_msg(tellers[i].errors == 0, "teller %d: %ld errors", i,
                       tellers[i].errors);
-        ck_assert_msg(tellers[i].transfers > 0, "teller %d made no transfer", i);
+        ck_assert_msg(tellers[i].transfers >= TELLER_QUOTA,
+                      "teller %d made %ld transfers in %.0f s (the hang guard)", i,
+                      tellers[i].transfers, elapsed);
         commits += tellers[i].transfers + tellers[i].touches;
         conflicts += tellers[i].conflicts;
         busy += tellers[i].busy;
@@ -303,7 +320,9 @@ START_TEST(bank_total_is_conserved)
     ck_assert_int_eq(aud.errors, 0);
     ck_assert_msg(aud.wrong_totals == 0, "%ld of %ld audits saw a wrong total",
                   aud.wrong_totals, aud.snapshots);
-    ck_assert_msg(aud.snapshots > 0, "the auditor never got a snapshot");
+    ck_assert_msg(aud.snapshots >= AUDIT_QUOTA,
+                  "the auditor got %ld snapshots in %.0f s (the hang guard)", aud.snapshots,
+                  elapsed);
 
     /* The total is conserved, seen through using and through foreach. */
     c = tu_using_ok(b.s, b.keys, (size_t)naccounts);
@@ -338,6 +357,8 @@ END_TEST
 /* ------------------------------------------------------------------ */
 
 #define PHILOSOPHERS 5
+/* The run lasts until every philosopher has eaten this many times. */
+#define MEAL_QUOTA 3
 
 struct table {
     axstm_store *s;
@@ -435,7 +456,8 @@ static void *philosopher_main(void *arg)
         check_my_forks(p);
         tu_sleep_ns((long)(tu_rand(&seed) % 100000));
         check_my_forks(p);
-        p->meals++;
+        if (++p->meals == MEAL_QUOTA)
+            tu_clock_paid(&p->table->clock);
 
         /* Release with the same collection, no new checkout: nobody else
          * may have committed my forks, so only BUSY_RETRY can delay it. */
@@ -476,6 +498,7 @@ START_TEST(philosophers_share_no_fork)
                  (i + 1) % PHILOSOPHERS + 1);
     }
     tu_clock_start(&t.clock, tu_stress_seconds());
+    tu_clock_owe(&t.clock, PHILOSOPHERS);
     for (i = 0; i < PHILOSOPHERS; i++)
         start(&ph[i].thread, philosopher_main, &ph[i]);
     for (i = 0; i < PHILOSOPHERS; i++)
@@ -493,8 +516,8 @@ START_TEST(philosophers_share_no_fork)
                       ph[i].name);
         ck_assert_msg(ph[i].release_failures == 0, "%s could not release",
                       ph[i].name);
-        ck_assert_msg(ph[i].meals > 0, "%s starved (%ld attempts)", ph[i].name,
-                      ph[i].attempts);
+        ck_assert_msg(ph[i].meals >= MEAL_QUOTA, "%s starved: %ld meals (%ld attempts)",
+                      ph[i].name, ph[i].meals, ph[i].attempts);
     }
     /* Every fork is back on the table, empty. */
     tu_snapshot_take(t.s, &snap);
@@ -517,11 +540,15 @@ END_TEST
 #define READERS 2
 #define MAX_NEW 30000 /* per creator */
 #define BATCH 8
+/* The run lasts until every creator has made this many keys and every
+ * reader has read this many times, while the creators are still going. */
+#define CREATE_QUOTA BATCH
+#define READ_QUOTA 16
 
 struct creation {
     axstm_store *s;
     atomic_int creators_left;
-    double deadline;
+    tu_clock clock;
 };
 
 struct creator {
@@ -547,10 +574,21 @@ static void *creator_main(void *arg)
     struct creator *cr = arg;
     char names[BATCH][32];
     const char *keys[BATCH];
-    int rc, j;
+    unsigned long rounds = 0;
+    int rc, j, paid = 0;
 
-    /* Even creators use usevar, odd ones using() of a batch of new keys. */
-    while (cr->created < MAX_NEW && tu_now() < cr->run->deadline) {
+    /* Even creators use usevar, odd ones using() of a batch of new keys.
+     * One that has made all its keys stays until the run ends, so that the
+     * readers read while creators are still at it. */
+    while (!tu_time_up(&cr->run->clock, &rounds)) {
+        if (!paid && cr->created >= CREATE_QUOTA) {
+            paid = 1;
+            tu_clock_paid(&cr->run->clock);
+        }
+        if (cr->created >= MAX_NEW) {
+            tu_sleep_ns(100000);
+            continue;
+        }
         if (cr->id % 2 == 0) {
             axstm_value *v = NULL;
             creator_key(names[0], sizeof names[0], cr->id, cr->created);
@@ -611,7 +649,8 @@ static void *checker_main(void *arg)
             x != k)
             ck->wrong++;
         axstm_value_free(v);
-        ck->reads++;
+        if (++ck->reads == READ_QUOTA)
+            tu_clock_paid(&ck->run->clock);
 
         if (ck->reads % 8 == 0) {
             TU_RETRY_COUNT(rc, axstm_using(ck->run->s, fixed_keys, FIXED, &c),
@@ -679,7 +718,8 @@ START_TEST(keys_created_concurrently_exist_once)
         axstm_value_free(v);
     }
     atomic_init(&run.creators_left, CREATORS);
-    run.deadline = tu_now() + tu_stress_seconds();
+    tu_clock_start(&run.clock, tu_stress_seconds());
+    tu_clock_owe(&run.clock, CREATORS + READERS);
     memset(cr, 0, sizeof cr);
     memset(ck, 0, sizeof ck);
     for (i = 0; i < READERS; i++) {
@@ -698,14 +738,16 @@ START_TEST(keys_created_concurrently_exist_once)
 
     for (i = 0; i < CREATORS; i++) {
         ck_assert_msg(cr[i].errors == 0, "creator %d: %ld errors", i, cr[i].errors);
-        ck_assert_int_gt(cr[i].created, 0);
+        ck_assert_msg(cr[i].created >= CREATE_QUOTA, "creator %d made %ld keys", i,
+                      cr[i].created);
         total_new += (uint64_t)cr[i].created;
     }
     for (i = 0; i < READERS; i++) {
         ck_assert_int_eq(ck[i].errors, 0);
         ck_assert_msg(ck[i].wrong == 0, "reader %d saw %ld wrong values", i,
                       ck[i].wrong);
-        ck_assert_int_gt(ck[i].reads, 0);
+        ck_assert_msg(ck[i].reads >= READ_QUOTA, "reader %d read %ld times", i,
+                      ck[i].reads);
     }
     printf("key creation: %" PRIu64 " keys by %d threads, %ld+%ld reads\n",
            total_new, CREATORS, ck[0].reads, ck[1].reads);

@@ -519,10 +519,13 @@ struct churn {
     axstm_store *s;
     char names[BLOB_KEYS][16];
     const char *keys[BLOB_KEYS];
-    tu_clock clock;
     unsigned long min_writes, max_writes;
     atomic_int readers_ready; /* readers that have read once */
     atomic_int writers_left;
+    /* The test's thread stops the writers between writes to measure (a
+     * writer at a pause counts itself in `paused`), and ends the run with
+     * `enough`: writers past min_writes then stop without writing again. */
+    atomic_int pause, paused, at_min, enough;
 };
 
 struct churn_writer {
@@ -606,18 +609,34 @@ static void *churn_writer_main(void *arg)
 {
     struct churn_writer *w = arg;
     struct churn *c = w->c;
-    unsigned long rounds = 0, n;
+    unsigned long n = 0;
+    bool at_min = false;
 
     /* Every reader is at it before the first replacement. */
     while (atomic_load(&c->readers_ready) < CHURN_READERS)
         sched_yield();
     /* At least min_writes, so that reclamation runs many times; then until
-     * the clock runs out, at most max_writes. */
-    for (n = 0; n < c->max_writes; n++) {
+     * the test's thread has seen enough reclaimed. */
+    for (;;) {
         size_t len;
-        if (n >= c->min_writes && tu_time_up(&c->clock, &rounds))
+        if (n >= c->min_writes && !at_min) {
+            at_min = true;
+            atomic_fetch_add(&c->at_min, 1);
+        }
+        if (at_min && atomic_load(&c->enough))
             break;
-        len = churn_write(w, n);
+        if (atomic_load(&c->pause)) {
+            atomic_fetch_add(&c->paused, 1);
+            while (atomic_load(&c->pause))
+                sched_yield();
+            atomic_fetch_sub(&c->paused, 1);
+            continue;
+        }
+        /* Past max_writes only slowly: a reader held up while pinned keeps
+         * everything replaced since from being freed. */
+        if (n >= c->max_writes)
+            tu_sleep_ns(1000000);
+        len = churn_write(w, n++);
         if (len != 0) {
             w->writes++;
             w->published += axstm__blob_size(len);
@@ -714,7 +733,10 @@ static void *churn_reader_main(void *arg)
  * half a second (at least 2000 replacements each): every value seen is
  * whole.  A blob freed while a reader could still reach it shows up torn
  * here, or as a use after free under ASan and valgrind.  Reclamation must
- * have freed most of what was replaced meanwhile, or the run proves little.
+ * have freed a good part of what was replaced while the readers were at
+ * it, or the run proves little; how soon is up to the scheduler (a reader
+ * preempted while pinned holds everything back), so the run goes on until
+ * it has, measured with the writers paused, or a hang guard runs out.
  */
 static void churn_run(bool unfenced)
 {
@@ -727,6 +749,7 @@ static void churn_run(bool unfenced)
     int64_t reclaimed;
     unsigned long writes = 0;
     long torn = 0;
+    double run_end, give_up;
     int i;
 
     (void)test_thread_slot();
@@ -752,7 +775,12 @@ static void churn_run(bool unfenced)
     c.max_writes = 200000;
     atomic_init(&c.readers_ready, 0);
     atomic_init(&c.writers_left, CHURN_WRITERS);
-    tu_clock_start(&c.clock, 0.5);
+    atomic_init(&c.pause, 0);
+    atomic_init(&c.paused, 0);
+    atomic_init(&c.at_min, 0);
+    atomic_init(&c.enough, 0);
+    run_end = tu_now() + 0.5;
+    give_up = run_end + TU_HANG_GUARD_S; /* a guard against a hang only */
     for (i = 0; i < CHURN_READERS; i++) {
         r[i].c = &c;
         r[i].seed = 0x9e3779b97f4a7c15u * (uint64_t)(i + 1);
@@ -764,6 +792,31 @@ static void churn_run(bool unfenced)
         w[i].seed = 0xda942042e4dd58b5u * (uint64_t)(i + 7);
         start(&w[i].thread, churn_writer_main, &w[i]);
     }
+    /* Once the run's time is up and every writer has made min_writes,
+     * look at what has been reclaimed, with the writers paused between two
+     * writes (so that nothing is published or reclaimed meanwhile): the
+     * run ends once it is a quarter of what they published. */
+    for (;;) {
+        bool hung;
+        tu_sleep_ns(1000000);
+        hung = tu_now() > give_up;
+        if (!hung && (tu_now() < run_end || atomic_load(&c.at_min) < CHURN_WRITERS))
+            continue;
+        atomic_store(&c.pause, 1);
+        while (atomic_load(&c.paused) < CHURN_WRITERS)
+            sched_yield();
+        published = 0;
+        for (i = 0; i < CHURN_WRITERS; i++)
+            published += w[i].published;
+        st1 = tu_stats_ok(c.s);
+        reclaimed = (int64_t)published - (int64_t)(st1.bytes - st0.bytes);
+        if (hung || reclaimed >= (int64_t)(published / 4))
+            atomic_store(&c.enough, 1);
+        atomic_store(&c.pause, 0);
+        if (atomic_load(&c.enough))
+            break;
+    }
+    published = 0;
     for (i = 0; i < CHURN_WRITERS; i++)
         join(w[i].thread);
     for (i = 0; i < CHURN_READERS; i++)

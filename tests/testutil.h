@@ -98,27 +98,58 @@ static inline double tu_stress_seconds(void)
  * scheduler a thread waking from sleep may not run again for a long time
  * while others spin.  tu_clock_start() before starting the workers; each
  * worker calls tu_time_up() once per round of work.
+ *
+ * A run that must show progress (every worker made some transfers, a
+ * reader got a snapshot) says so with quotas, never by hoping the time is
+ * long enough: on a loaded machine a thread may not run at all for a
+ * second.  tu_clock_owe(c, n) before starting the workers; each quota, once
+ * met, calls tu_clock_paid() (once).  The run then ends when its time is up
+ * and every quota is paid.  Only a run still owing TU_HANG_GUARD_S seconds
+ * after its time ends anyway, as a guard against a hang, not as a timing:
+ * the test then fails on what was owed.
  */
+#define TU_HANG_GUARD_S 60.0
+
 typedef struct tu_clock {
-    double deadline;
+    double deadline; /* the run's time */
+    double guard;    /* deadline + TU_HANG_GUARD_S */
     atomic_int stop;
+    atomic_int owed; /* quotas not met yet */
 } tu_clock;
 
 static inline void tu_clock_start(tu_clock *c, double seconds)
 {
     c->deadline = tu_now() + seconds;
+    c->guard = c->deadline + TU_HANG_GUARD_S;
     atomic_init(&c->stop, 0);
+    atomic_init(&c->owed, 0);
 }
 
-/* Non-zero once the run is over.  `rounds` is the caller's own counter:
- * the clock is read every 16th call. */
+/* n more quotas must be met before the run ends (before the workers start). */
+static inline void tu_clock_owe(tu_clock *c, int n)
+{
+    atomic_fetch_add(&c->owed, n);
+}
+
+/* One quota is met: call once per quota. */
+static inline void tu_clock_paid(tu_clock *c)
+{
+    atomic_fetch_sub(&c->owed, 1);
+}
+
+/* Non-zero once the run is over: its time is up and nothing is owed, or
+ * the hang guard ran out.  `rounds` is the caller's own counter: the clock
+ * is read every 16th call. */
 static inline int tu_time_up(tu_clock *c, unsigned long *rounds)
 {
     if (atomic_load_explicit(&c->stop, memory_order_relaxed))
         return 1;
-    if ((++*rounds & 15) == 0 && tu_now() >= c->deadline) {
-        atomic_store(&c->stop, 1);
-        return 1;
+    if ((++*rounds & 15) == 0) {
+        double now = tu_now();
+        if ((now >= c->deadline && atomic_load(&c->owed) <= 0) || now >= c->guard) {
+            atomic_store(&c->stop, 1);
+            return 1;
+        }
     }
     return 0;
 }

@@ -356,19 +356,6 @@ void hist_delete(hist_log *l, uint32_t key, uint64_t prev, uint64_t version)
     add_op(l, key, 0, prev, version, true, true);
 }
 
-void hist_forget_absent_reads(hist_log *l)
-{
-    if (!l->open)
-        return;
-    struct hist_txn *t = &l->txns[l->ntxns - 1];
-    uint32_t out = t->first_op;
-    for (uint32_t i = t->first_op; i < t->first_op + t->nops; i++)
-        if (l->ops[i].is_write || !l->ops[i].absent)
-            l->ops[out++] = l->ops[i];
-    t->nops = (uint16_t)(out - t->first_op);
-    l->nops = out;
-}
-
 void hist_end(hist_log *l, enum hist_outcome outcome, int64_t end)
 {
     if (!l->open)

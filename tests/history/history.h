@@ -157,10 +157,6 @@ void hist_write(hist_log *l, uint32_t key, uint64_t prev, uint64_t version);
 /* Records a read that found key absent, as left by the delete `deleter`
  * (0: never written); version as seen (0), or HIST_NO_VERSION. */
 void hist_read_absent(hist_log *l, uint32_t key, uint64_t deleter, uint64_t version);
-
-/* Drops the open transaction's reads of absent keys: for an attempt whose
- * absences were named by a separate read that only its commit validates. */
-void hist_forget_absent_reads(hist_log *l);
 /* Records a delete of key (by the open transaction) over prev; version is
  * the one the handle holds after the commit (prev's + 1), or unknown. */
 void hist_delete(hist_log *l, uint32_t key, uint64_t prev, uint64_t version);

@@ -24,8 +24,12 @@
  *   usevar      the same with one data key and a value handle, which never
  *               deletes (the tomb could not be written with it); a key
  *               found absent is created again, its tomb read with a
- *               usevar of its own (valid when the commit succeeds: the tomb
- *               changes only with the key).
+ *               usevar of its own.  That read is valid when the commit
+ *               succeeds (the tomb changes only with the key), and only
+ *               then: a commit of the key and its tomb may land between
+ *               the two checkouts, and the attempt then fails.  So the
+ *               read of the absent key is recorded only for an attempt
+ *               that committed.
  *   snapshot    axstm_using of 2-4 data keys and their tombs, only read.
  *   atomically  read-modify-write of 1-4 data keys in axstm_atomically: a
  *               fresh value, or (one in four) axstm_txn_delete and the
@@ -217,6 +221,10 @@ struct planned {
     uint64_t over;  /* the write it replaced (a value, or a delete) */
     uint64_t tover; /* the tomb's */
     bool del;
+    /* Found absent by a single usevar handle, whose tomb was read with a
+     * checkout of its own: recorded only if the attempt commits. */
+    bool absent_unsure;
+    uint64_t absent_version;
 };
 
 /*
@@ -243,10 +251,16 @@ static bool read_and_change(struct worker *w, const struct handles *h, uint64_t 
             twid = h->absent_id[i];
         }
         bool absent = data == NULL;
+        pl[i].absent_unsure = false;
         if (absent) {
+            uint64_t version = fresh ? axstm_value_version(h->dv[i]) : HIST_NO_VERSION;
             pl[i].over = twid;
-            hist_read_absent(w->log, k, twid, fresh ? axstm_value_version(h->dv[i])
-                                                    : HIST_NO_VERSION);
+            if (h->tv[i] == NULL) {
+                pl[i].absent_unsure = true;
+                pl[i].absent_version = version;
+            } else {
+                hist_read_absent(w->log, k, twid, version);
+            }
         } else {
             pl[i].over = hist_value_decode(data, len, k, &prev);
             hist_read(w->log, k, pl[i].over, prev, axstm_value_version(h->dv[i]));
@@ -276,13 +290,16 @@ static bool read_and_change(struct worker *w, const struct handles *h, uint64_t 
     return true;
 }
 
-/* Records round's writes; versions from the handles, or unknown. */
+/* Records round's writes; versions from the handles, or unknown.  A
+ * committed round also records the reads it could only now be sure of. */
 static void record_writes(struct worker *w, const struct handles *h, const struct planned *pl,
                           bool committed)
 {
     for (unsigned i = 0; i < h->n; i++) {
         uint32_t k = h->idx[i];
         uint64_t v = committed ? axstm_value_version(h->dv[i]) : HIST_NO_VERSION;
+        if (committed && pl[i].absent_unsure)
+            hist_read_absent(w->log, k, pl[i].over, pl[i].absent_version);
         if (pl[i].del)
             hist_delete(w->log, k, pl[i].over, v);
         else
@@ -348,11 +365,6 @@ static void axon_rmw(struct worker *w, struct handles *h, axstm_collection *c, i
         }
         /* The writes are kept so that a read of one is named a dirty read. */
         record_writes(w, h, pl, false);
-        /* A single usevar named its key's absence by reading the tomb with
-         * a checkout of its own, which only a successful commit shows was
-         * consistent with the key's: a failed attempt's claim is unknown. */
-        if (h->tv[0] == NULL)
-            hist_forget_absent_reads(w->log);
         hist_end(w->log, HIST_ABORTED, end);
         if (over(w))
             return;

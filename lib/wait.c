@@ -64,6 +64,22 @@ static void reclaim_reg(struct axstm__retired *node, void *owner)
     axstm__wait_reg_discard((struct axstm__wait_reg *)node);
 }
 
+/* Takes node out of e's list, under b's lock.  The node keeps its own
+ * forward link: a commit standing on it goes on to the rest of the list. */
+static void unlink_node(struct axstm__wait_bucket *b, struct axstm__entry *e,
+                        struct axstm__waitnode *node)
+{
+    pthread_mutex_lock(&b->lock);
+    struct axstm__waitnode *next = atomic_load_explicit(&node->next, memory_order_relaxed);
+    if (node->prev != NULL)
+        atomic_store_explicit(&node->prev->next, next, memory_order_release);
+    else
+        atomic_store(&e->waiters, next);
+    if (next != NULL)
+        next->prev = node->prev;
+    pthread_mutex_unlock(&b->lock);
+}
+
 bool axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__wait_reg *r, size_t i,
                       struct axstm__entry *e)
 {
@@ -84,15 +100,7 @@ bool axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__wait_reg
         return true;
     /* Dead (or, for an instant, being looked at by a kill that will see
      * us and give up): either way, not an entry to stay on. */
-    pthread_mutex_lock(&b->lock);
-    struct axstm__waitnode *next = atomic_load_explicit(&node->next, memory_order_relaxed);
-    if (node->prev != NULL)
-        atomic_store_explicit(&node->prev->next, next, memory_order_release);
-    else
-        atomic_store(&e->waiters, next);
-    if (next != NULL)
-        next->prev = node->prev;
-    pthread_mutex_unlock(&b->lock);
+    unlink_node(b, e, node);
     node->entry = NULL;
     return false;
 }
@@ -112,18 +120,7 @@ void axstm__wait_unlink(struct axstm__wait_bucket *buckets, struct axstm__epoch 
         struct axstm__entry *e = node->entry;
         if (e == NULL)
             continue;
-        struct axstm__wait_bucket *b = bucket_of(buckets, e);
-        pthread_mutex_lock(&b->lock);
-        /* The node keeps its own forward link: a commit standing on it
-         * goes on to the rest of the list. */
-        struct axstm__waitnode *next = atomic_load_explicit(&node->next, memory_order_relaxed);
-        if (node->prev != NULL)
-            atomic_store_explicit(&node->prev->next, next, memory_order_release);
-        else
-            atomic_store(&e->waiters, next);
-        if (next != NULL)
-            next->prev = node->prev;
-        pthread_mutex_unlock(&b->lock);
+        unlink_node(bucket_of(buckets, e), e, node);
     }
     if (axstm__epoch_retire(ep, &r->retire, reclaim_reg, 0))
         axstm__epoch_reclaim_soon(ep);

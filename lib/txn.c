@@ -382,19 +382,28 @@ static inline int reserve_for_access(axstm_txn *tx)
     return reserve_for_access_slow(tx);
 }
 
-/* The value of key as this attempt sees it (its own latest write, else the
- * snapshot's), into *val: a blob there lives until the attempt ends. */
-static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
+/* The entry of key for a get or a delete in the running body: the key
+ * checked, room made for what the access records (so that nothing fails
+ * after an entry is added), a gone entry added for a missing key. */
+static int access_entry(axstm_txn *tx, const char *key, struct axstm__entry **e)
 {
     if (tx == NULL || tx != running)
         return AXSTM_EINVAL;
-    struct axstm__entry *e;
     size_t keylen;
     int rc = axstm__check_key(key, &keylen);
     if (rc == AXSTM_OK)
         rc = reserve_for_access(tx);
     if (rc == AXSTM_OK)
-        rc = find_entry(tx, key, keylen, true, &e);
+        rc = find_entry(tx, key, keylen, true, e);
+    return rc;
+}
+
+/* The value of key as this attempt sees it (its own latest write, else the
+ * snapshot's), into *val: a blob there lives until the attempt ends. */
+static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
+{
+    struct axstm__entry *e;
+    int rc = access_entry(tx, key, &e);
     if (rc != AXSTM_OK)
         return rc;
     struct txn_write *w = find_write(tx, e);
@@ -468,22 +477,15 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
 
 AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key)
 {
-    if (tx == NULL || tx != running)
-        return AXSTM_EINVAL;
     struct axstm__entry *e;
     uint64_t old;
-    size_t keylen;
-    int rc = axstm__check_key(key, &keylen);
-    if (rc == AXSTM_OK)
-        rc = reserve_for_access(tx);
+    int rc = access_entry(tx, key, &e);
+    if (rc != AXSTM_OK)
+        return rc;
     /* A key that does not exist, and that this attempt has not written,
      * needs no delete: its absence is read instead, so that the commit is
      * refused if the key appears before it (a blind no-op would let the
      * transaction serialize after a creation it ignored). */
-    if (rc == AXSTM_OK)
-        rc = find_entry(tx, key, keylen, true, &e);
-    if (rc != AXSTM_OK)
-        return rc;
     if (axstm__entry_gone(e) && find_write(tx, e) == NULL) {
         struct axstm__val val;
         rc = read_entry(tx, e, &val);

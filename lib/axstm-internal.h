@@ -51,6 +51,10 @@ struct axstm_store {
     struct axstm__wait_bucket wait[AXSTM__WAIT_BUCKETS];
     /* Held by the one transaction running irrevocably, if any (txn.c). */
     pthread_mutex_t irrevocable;
+    /* The key that transaction is waiting to lock, or NULL: commits leave
+     * it alone (AXSTM_BUSY_RETRY) until it has it, so that a stream of
+     * commits to one key cannot keep it out forever (commit.c). */
+    _Alignas(AXSTM__CACHELINE) _Atomic(struct axstm__entry *) irrevocable_wants;
 };
 
 enum axstm__counter { AXSTM__COMMITS, AXSTM__CONFLICTS, AXSTM__BUSY, AXSTM__WAITED };

@@ -44,11 +44,15 @@ static void restore_locks(struct axstm__item *const *items, const uint64_t *old,
         axstm__entry_restore(items[i]->entry, old[i]);
 }
 
-/* Step 1.  On failure the locks taken so far are released. */
-static int lock_all(struct axstm__item *const *items, size_t n, uint64_t *old)
+/* Step 1.  On failure the locks taken so far are released.  A key that
+ * the irrevocable transaction is waiting to lock counts as locked: it is
+ * let through (txn.c), however often we would have taken it first. */
+static int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old)
 {
+    const struct axstm__entry *wanted =
+        atomic_load_explicit(&s->irrevocable_wants, memory_order_relaxed);
     for (size_t i = 0; i < n; i++)
-        if (!axstm__entry_trylock(items[i]->entry, &old[i])) {
+        if (items[i]->entry == wanted || !axstm__entry_trylock(items[i]->entry, &old[i])) {
             restore_locks(items, old, i);
             return AXSTM_BUSY_RETRY;
         }
@@ -211,7 +215,7 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
         axstm__count(s, AXSTM__BUSY);
         return AXSTM_BUSY_RETRY;
     }
-    int rc = lock_all(items, n, old);
+    int rc = lock_all(s, items, n, old);
     if (rc == AXSTM_OK) {
         bool valid =
             rs == NULL ? versions_current(items, n, old) : reads_current(items, n, old, rs);

@@ -30,6 +30,7 @@ AXSTM_API axstm_store *axstm_store_new(void)
     }
     atomic_init(&s->clock, 0);
     atomic_init(&s->births, 0);
+    atomic_init(&s->irrevocable_wants, NULL);
     for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         struct axstm__counters *c = &s->counters[i];
         atomic_init(&c->commits, 0);

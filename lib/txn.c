@@ -240,14 +240,27 @@ static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
      * we keep missing, so a timed call stops at its deadline: the body
      * passes BUSY_RETRY back, and the call times out.  A dead entry stays
      * locked: the key must be looked up again. */
-    for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++) {
-        if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == AXSTM__DEAD)
-            return AXSTM_CONCURRENT_UPDATE;
-        if (spins % 64 == 63) {
-            if (past(tx->deadline))
-                return AXSTM_BUSY_RETRY;
-            sched_yield();
+    if (!axstm__entry_trylock(e, old)) {
+        /* Commits that have not locked it yet now leave it to us. */
+        _Atomic(struct axstm__entry *) *wants = &tx->store->irrevocable_wants;
+        atomic_store_explicit(wants, e, memory_order_relaxed);
+        rc = AXSTM_OK;
+        for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++) {
+            if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == AXSTM__DEAD) {
+                rc = AXSTM_CONCURRENT_UPDATE;
+                break;
+            }
+            if (spins % 64 == 63) {
+                if (past(tx->deadline)) {
+                    rc = AXSTM_BUSY_RETRY;
+                    break;
+                }
+                sched_yield();
+            }
         }
+        atomic_store_explicit(wants, NULL, memory_order_relaxed);
+        if (rc != AXSTM_OK)
+            return rc;
     }
     tx->locks.v[tx->locks.n++] = (struct txn_lock){e, *old};
     return AXSTM_OK;

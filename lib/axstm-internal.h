@@ -223,7 +223,15 @@ void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n
  * count was *removals, are still the entries of their keys (table.h);
  * refreshes *removals when they are.  Caller pinned.
  */
-bool axstm__still_there(axstm_store *s, uint64_t *removals, const axstm_value *values, size_t n);
+bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_value *values,
+                             size_t n);
+static inline bool axstm__still_there(axstm_store *s, uint64_t *removals,
+                                      const axstm_value *values, size_t n)
+{
+    /* Nothing taken out of the table since: nothing to look up. */
+    return axstm__table_removals(&s->table) == *removals ||
+           axstm__still_there_slow(s, removals, values, n);
+}
 
 /* A transaction's reads, validated by its commit. */
 struct axstm__readset {

@@ -46,7 +46,8 @@ void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n
         }
 }
 
-bool axstm__still_there(axstm_store *s, uint64_t *removals, const axstm_value *values, size_t n)
+bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_value *values,
+                             size_t n)
 {
     uint64_t now = axstm__table_removals(&s->table);
     if (now == *removals)

@@ -5,36 +5,52 @@
 
 #include <string.h>
 
+/* Points v at entry e (found when the table's removal count was
+ * removals) and reads it; on failure v is as it was.  Caller pinned. */
+static int read_into(axstm_store *s, axstm_value *v, struct axstm__entry *e, uint64_t removals)
+{
+    struct axstm__item *items[1] = {&v->item};
+    uint64_t vlock, version, born;
+    struct axstm__val val;
+    struct axstm__entry *before = v->item.entry;
+    v->item.entry = e;
+    int rc = axstm__snapshot(s, items, 1, &vlock, &version, &born, &val);
+    if (rc == AXSTM_OK)
+        v->removals = removals;
+    else
+        v->item.entry = before;
+    return rc;
+}
+
 /* Checks out v's key into v: finds it (creating it, or bringing it back
  * if it was deleted), then reads it.  Caller pinned. */
 static int checkout(axstm_store *s, axstm_value *v)
 {
+    /* The common case first: the key is there, and is read as it is. */
+    struct axstm__keyref found = {v->key, v->keylen, 0, NULL};
+    uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
+    axstm__table_find(&s->table, &found);
+    if (found.entry != NULL && !axstm__entry_gone(found.entry)) {
+        int rc = read_into(s, v, found.entry, removals);
+        if (rc != AXSTM__KEY_GONE)
+            return rc;
+    }
     /* A key deleted between being born and being read is simply born
      * again; a store that keeps deleting it answers BUSY_RETRY. */
     enum { ATTEMPTS = 4 };
-    struct axstm__item *items[1] = {&v->item};
-    uint64_t vlock, version, born;
-    struct axstm__val val;
+    uint64_t vlock;
     bool anchored[2];
     for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
         struct axstm__keyref ref = {v->key, v->keylen, 0, NULL};
-        uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
+        removals = axstm__table_removals(&s->table);
         int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
         if (rc != AXSTM_OK)
             return rc;
         if (anchored[0])
             rc = axstm__revive(s, &ref.entry, 1, &vlock);
         axstm__release_anchors(s, &ref, 1, anchored);
-        if (rc != AXSTM_OK)
-            return rc;
-        struct axstm__entry *before = v->item.entry;
-        v->item.entry = ref.entry;
-        rc = axstm__snapshot(s, items, 1, &vlock, &version, &born, &val);
-        if (rc == AXSTM_OK) {
-            v->removals = removals;
-            return AXSTM_OK;
-        }
-        v->item.entry = before;
+        if (rc == AXSTM_OK)
+            rc = read_into(s, v, ref.entry, removals);
         if (rc != AXSTM__KEY_GONE)
             return rc;
     }

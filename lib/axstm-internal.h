@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * axstm-internal.h -- what the library's modules share.  Include first.
  */
@@ -138,6 +139,9 @@ static inline int axstm__check_key(const char *key, size_t *len)
     *len = strnlen(key, AXSTM_KEY_MAX + 1);
     return *len > AXSTM_KEY_MAX ? AXSTM_E2BIG : AXSTM_OK;
 }
+
+/* Copies the key of len bytes (checked) and a NUL to dst, for a handle. */
+void axstm__copy_key(char *dst, const char *key, size_t len);
 
 /* A private copy of one key: the state a handle checked out or will commit. */
 struct axstm__item {

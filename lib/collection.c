@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * collection.c -- collection handles (Axon's using): several keys checked
  * out as one consistent snapshot and committed all or nothing.
@@ -238,7 +239,7 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     char *copy = key_copies(c, nkeys);
     for (size_t i = 0; i < nkeys; i++) {
         size_t len = strlen(keys[i]);
-        memcpy(copy, keys[i], len + 1);
+        axstm__copy_key(copy, keys[i], len);
         c->scratch_refs[i] = (struct axstm__keyref){copy, len, 0, NULL};
         copy += len + 1;
     }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * value.c -- value handles (Axon's usevar).
  */
@@ -69,7 +70,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     if (v == NULL)
         return AXSTM_ENOMEM;
     char *copy = (char *)(v + 1);
-    memcpy(copy, key, len + 1);
+    axstm__copy_key(copy, key, len);
     v->item = (struct axstm__item){NULL, 0, 0, {0, 0}};
     v->store = s;
     v->owner = NULL;

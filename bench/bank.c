@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bank.c -- transfers between two random named accounts, axstm next to
  * what a user would write instead, in one run.

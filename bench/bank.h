@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bank.h -- the bank benchmark's accounts and one transfer per row, shared
  * by bench/bank.c, bench/bank_gnutm.c (the only file built with -fgnu-tm)

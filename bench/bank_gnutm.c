@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bank_gnutm.c -- the bank row run by GCC's transactional memory: the same
  * hand-written table as the mutex rows, with the name lookups and the

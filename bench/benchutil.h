@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * benchutil.h -- what the bench/ programs share: clocks, medians, a fast
  * per-thread random generator, timed runs of a team of threads, a tiny

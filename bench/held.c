@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * held.c -- memory held for replaced values once the threads that replaced
  * them go idle or exit.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * memory.c -- resident bytes per key at 1 000 000 keys with 8-byte values,
  * beyond the key's own bytes (strlen + 1) and the 8 value bytes: what the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ops.c -- single-thread cost in ns per operation of the basic calls, at
  * store sizes 1 000 / 100 000 / 10 000 000 keys, for a hot key (the same

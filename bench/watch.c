@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * watch.c -- what watches cost: wake-up latency and commit overhead.
  *

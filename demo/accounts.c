@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * accounts.c -- Axon.STM's accounts example: two overlapping collections,
  * the later commit refused, and the standard redo loop that fixes it.

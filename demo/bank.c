@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bank.c -- the stm package's bank: a short transfer that rolls back when
  * it overdraws.

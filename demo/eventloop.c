@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * eventloop.c -- a blocking-style queue consumer served by a poll() loop.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hello.c -- Axon.STM's greeting example: one named value, two handles, a
  * commit that must fail, and the right way to redo it.

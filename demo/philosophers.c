@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * philosophers.c -- Axon.STM's dining philosophers.
  *

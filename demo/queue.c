@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.c -- the stm package's queue: put, a get that blocks with
  * AXSTM_RETRY, and or_else taking from whichever of two queues has an item.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * uv_counter.c -- a libuv loop watching a counter that threads increment.
  *

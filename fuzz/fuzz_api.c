@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_api.c -- a libFuzzer target: the public API, driven by the fuzzer's
  * bytes, checked against a small sequential model of the Axon rules.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * axstm.h -- software transactional memory as a store of named values.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * alloc.h -- every allocation of the library goes through here, so tests can
  * make any one of them fail.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * blob.c -- the bytes of a value: inline when small, a shared blob otherwise.
  */

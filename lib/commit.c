@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * commit.c -- the one commit path, shared by values, collections and
  * transactions.

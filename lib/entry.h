@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * entry.h -- one key's committed state, and how values are held.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * epoch.c -- epoch-based reclamation; see epoch.h for the idea.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * epoch.h -- epoch-based memory reclamation without thread registration.
  *

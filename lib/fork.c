@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fork.c -- the library across fork(); see fork.h for the gate.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fork.h -- keeping fork() from copying a store halfway through a change.
  *

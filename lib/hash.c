@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hash.c -- the per-store random key of the key hash (hash.h holds the
  * hash itself, inline: every lookup runs it).

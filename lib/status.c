@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * status.c -- the list of codes in axstm.h, turned into messages.
  */

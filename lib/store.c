@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * store.c -- the store's lifecycle, counters, key checks and foreach.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * table.h -- the concurrent key table: key string -> entry.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * thread.c -- assigning per-thread slots; see thread.h.
  */

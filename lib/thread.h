@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * thread.h -- per-thread slots: a small number for each live thread.
  *

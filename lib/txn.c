@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * txn.c -- transactions: axstm_atomically, AXSTM_RETRY and axstm_or_else.
  *

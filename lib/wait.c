@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wait.c -- blocking retry and watches; see wait.h.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wait.h -- who waits on which key: blocking AXSTM_RETRY and watches.
  *

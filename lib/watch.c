@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * watch.c -- watch handles: a descriptor that becomes readable when a
  * watched key is committed, for event loops.

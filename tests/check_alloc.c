@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_alloc.c -- allocation failure.  For each main call, make its n-th
  * allocation fail for n = 1, 2, 3, ... until the call makes fewer than n

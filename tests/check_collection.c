@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_collection.c -- Collection handles (Axon using): the scenarios,
  * duplicates, borrowed values, all-or-nothing commits, consistent snapshots.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_delete.c -- deleting keys (axstm_value_delete, axstm_txn_delete),
  * and what transactions, watches and foreach leave behind.

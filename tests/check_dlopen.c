@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_dlopen.c -- the shared library loaded with dlopen and closed while
  * a thread that used it is still alive.

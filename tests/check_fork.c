@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_fork.c -- what the child of a fork() may do with the library
  * (axstm.h, "fork").

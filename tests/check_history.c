@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_history.c -- the history checker (tests/history/), and the store
  * held against it.

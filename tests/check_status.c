@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_status.c -- the list of codes and axstm_strerror; errors are
  * returned, never printed.

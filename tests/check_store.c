@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_store.c -- store lifecycle, stats, foreach, the key table.
  */

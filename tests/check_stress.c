@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_stress.c -- threads against one store, bounded by time, not count.
  *

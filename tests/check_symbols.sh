@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # check_symbols.sh -- the shared library must export exactly the functions
 # that include/axstm.h declares with AXSTM_API: nothing missing, nothing extra.
 #

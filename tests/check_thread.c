@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_thread.c -- what the library keeps per thread.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_txn.c -- transactions: atomically, rollback, read-your-own-writes,
  * interplay with Axon handles, or_else, blocking retry, opacity,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_value.c -- Value handles (Axon usevar): the Axon rules for one key,
  * typed access, limits, bad input, and one key read under writers.

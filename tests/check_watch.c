@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * check_watch.c -- watches (a descriptor per watch, for event loops) and
  * axstm_try_atomically, the transaction that never blocks.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * soak.c -- the long run: bank, queue and philosophers together on one store.
  *

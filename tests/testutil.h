@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * testutil.h -- helpers shared by the Check programs in tests/.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * history.c -- a recorder of transaction histories and a checker that they
  * are strictly serializable.

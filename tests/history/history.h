@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * history.h -- recording transaction histories and checking that they are
  * strictly serializable (see history.c for the design), plus the workloads

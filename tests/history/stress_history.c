@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stress_history.c -- the long run of the history checker, for `make
  * stress`: the workloads of check_history's "Store" case for minutes,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * workload.c -- threads mixing every way of changing a store, recorded for
  * the history checker (history.c).

@@ -116,6 +116,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "axstm_version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -159,6 +161,44 @@ enum axstm_code {
  * "unknown error", positive codes "caller-defined code".  Thread-safe.
  */
 AXSTM_API const char *axstm_strerror(int code);
+
+/* ------------------------------------------------------------------ */
+/* Version                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * axstm_version.h, made by configure and installed next to this header,
+ * gives the release these headers belong to:
+ *   AXSTM_VERSION_MAJOR, AXSTM_VERSION_MINOR, AXSTM_VERSION_PATCH
+ *                         its three numbers, each below 256;
+ *   AXSTM_VERSION_HEX     (MAJOR << 16) | (MINOR << 8) | PATCH, so that a
+ *                         later release compares greater (0.1.0: 0x000100);
+ *   AXSTM_VERSION_STRING  "MAJOR.MINOR.PATCH", e.g. "0.1.0".
+ * All but the string are integer constants, usable in #if.  They tell the
+ * release a program was compiled against; the functions below tell the
+ * release of the library it runs with, which may differ.
+ */
+
+/*
+ * Reports the release of the library actually loaded.
+ *
+ * Returns:   its AXSTM_VERSION_HEX, e.g. 0x000100 for 0.1.0: compare it
+ *            with the AXSTM_VERSION_HEX the program was compiled against.
+ * Ownership: nothing changes hands.
+ * Blocking:  never waits.
+ * Threads:   any thread.
+ */
+AXSTM_API unsigned int axstm_version(void);
+
+/*
+ * Reports the release of the library actually loaded, as a string.
+ *
+ * Returns:   its AXSTM_VERSION_STRING, e.g. "0.1.0"; never NULL.
+ * Ownership: the string is the library's, static: never free or change it.
+ * Blocking:  never waits.
+ * Threads:   any thread.
+ */
+AXSTM_API const char *axstm_version_string(void);
 
 /* ------------------------------------------------------------------ */
 /* Store                                                              */

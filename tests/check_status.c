@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * check_status.c -- the list of codes and axstm_strerror; errors are
- * returned, never printed.
+ * returned, never printed; the version macros and functions agree.
  */
 #include <limits.h>
 #include <unistd.h>
@@ -133,6 +133,67 @@ START_TEST(positive_codes_are_the_callers)
     assert_unknown_message(INT_MAX);
     /* Caller-defined codes are not "unknown errors". */
     ck_assert_str_ne(axstm_strerror(1), axstm_strerror(INT_MIN));
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Version                                                            */
+/* ------------------------------------------------------------------ */
+
+/* The macros are meant for #if: a program tests them before compiling. */
+#if !defined(AXSTM_VERSION_MAJOR) || !defined(AXSTM_VERSION_MINOR) || \
+    !defined(AXSTM_VERSION_PATCH) || !defined(AXSTM_VERSION_HEX)
+#error "axstm.h does not define the AXSTM_VERSION_ numbers"
+#elif AXSTM_VERSION_HEX != \
+    ((AXSTM_VERSION_MAJOR << 16) | (AXSTM_VERSION_MINOR << 8) | AXSTM_VERSION_PATCH)
+#error "AXSTM_VERSION_HEX does not encode MAJOR.MINOR.PATCH"
+#endif
+
+START_TEST(version_numbers_fit_the_hex)
+{
+    /* Each number must fit its byte, or a later release could compare
+     * smaller. */
+    ck_assert_int_ge(AXSTM_VERSION_MAJOR, 0);
+    ck_assert_int_le(AXSTM_VERSION_MAJOR, 255);
+    ck_assert_int_ge(AXSTM_VERSION_MINOR, 0);
+    ck_assert_int_le(AXSTM_VERSION_MINOR, 255);
+    ck_assert_int_ge(AXSTM_VERSION_PATCH, 0);
+    ck_assert_int_le(AXSTM_VERSION_PATCH, 255);
+    ck_assert_uint_eq(AXSTM_VERSION_HEX >> 16, AXSTM_VERSION_MAJOR);
+    ck_assert_uint_eq((AXSTM_VERSION_HEX >> 8) & 0xff, AXSTM_VERSION_MINOR);
+    ck_assert_uint_eq(AXSTM_VERSION_HEX & 0xff, AXSTM_VERSION_PATCH);
+}
+END_TEST
+
+START_TEST(version_string_spells_the_numbers)
+{
+    char spelt[32];
+    snprintf(spelt, sizeof spelt, "%d.%d.%d", AXSTM_VERSION_MAJOR, AXSTM_VERSION_MINOR,
+             AXSTM_VERSION_PATCH);
+    ck_assert_str_eq(AXSTM_VERSION_STRING, spelt);
+#ifdef PACKAGE_VERSION
+    /* configure's version, from the same numbers at the top of configure.ac. */
+    ck_assert_str_eq(AXSTM_VERSION_STRING, PACKAGE_VERSION);
+#endif
+}
+END_TEST
+
+START_TEST(library_reports_the_version_compiled_against)
+{
+    /* This program is built with the library it runs with. */
+    ck_assert_uint_eq(axstm_version(), AXSTM_VERSION_HEX);
+    ck_assert_ptr_nonnull(axstm_version_string());
+    ck_assert_str_eq(axstm_version_string(), AXSTM_VERSION_STRING);
+}
+END_TEST
+
+START_TEST(library_version_and_string_agree)
+{
+    unsigned major, minor, patch;
+    char tail;
+    ck_assert_int_eq(sscanf(axstm_version_string(), "%u.%u.%u%c", &major, &minor, &patch, &tail),
+                     3);
+    ck_assert_uint_eq(axstm_version(), major << 16 | minor << 8 | patch);
 }
 END_TEST
 
@@ -310,6 +371,13 @@ static Suite *status_suite(void)
     tcase_add_test(tc, message_comes_from_the_map);
     tcase_add_test(tc, unknown_negative_codes);
     tcase_add_test(tc, positive_codes_are_the_callers);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Version");
+    tcase_add_test(tc, version_numbers_fit_the_hex);
+    tcase_add_test(tc, version_string_spells_the_numbers);
+    tcase_add_test(tc, library_reports_the_version_compiled_against);
+    tcase_add_test(tc, library_version_and_string_agree);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Errors");

@@ -1,7 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # check_symbols.sh -- the shared library must export exactly the functions
-# that include/axstm.h declares with AXSTM_API: nothing missing, nothing extra.
+# that the installed headers declare with AXSTM_API: nothing missing, nothing
+# extra.  The headers are include/axstm.h and the axstm_version.h that
+# configure makes in the build tree.
 #
 # Run by `make check` with top_srcdir and top_builddir in the environment
 # (see AM_TESTS_ENVIRONMENT in Makefile.am).  Exit 0 pass, 1 fail, 77 skip.
@@ -10,13 +12,15 @@ top_srcdir=${top_srcdir:-.}
 top_builddir=${top_builddir:-.}
 NM=${NM:-nm}
 
-header="$top_srcdir/include/axstm.h"
+set -- "$top_srcdir/include/axstm.h" "$top_builddir/include/axstm_version.h"
 la="$top_builddir/lib/libaxstm.la"
 
-if [ ! -r "$header" ]; then
-    echo "check_symbols: cannot read $header"
-    exit 1
-fi
+for header in "$@"; do
+    if [ ! -r "$header" ]; then
+        echo "check_symbols: cannot read $header"
+        exit 1
+    fi
+done
 if [ ! -r "$la" ]; then
     echo "check_symbols: $la is missing (build the library first)"
     exit 1
@@ -40,9 +44,31 @@ mkdir "$tmp" || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
 # Declared: the first axstm_name( after AXSTM_API, which may sit on a later
-# line when a declaration is wrapped.
+# line when a declaration is wrapped.  Comments and preprocessor lines (with
+# their continuations) are left out first, so that the documentation may
+# quote a declaration without counting as one.
 awk '
-    /^[ \t]*#/ { next }
+    {
+        line = ""
+        rest = $0
+        while (rest != "") {
+            if (incomment) {
+                end = index(rest, "*/")
+                if (end == 0) { rest = ""; break }
+                rest = substr(rest, end + 2)
+                incomment = 0
+            } else {
+                start = index(rest, "/*")
+                if (start == 0) { line = line rest; rest = ""; break }
+                line = line substr(rest, 1, start - 1) " "
+                rest = substr(rest, start + 2)
+                incomment = 1
+            }
+        }
+        $0 = line
+    }
+    indefine { indefine = /\\$/; next }
+    /^[ \t]*#/ { indefine = /\\$/; next }
     /^[ \t]*AXSTM_API([ \t]|$)/ { decl = ""; open = 1 }
     open {
         decl = decl " " $0
@@ -55,7 +81,7 @@ awk '
             open = 0
         }
     }
-' "$header" | LC_ALL=C sort -u > "$tmp/declared"
+' "$@" | LC_ALL=C sort -u > "$tmp/declared"
 
 # Exported: defined text symbols in the dynamic symbol table, without any
 # symbol version suffix.
@@ -68,10 +94,10 @@ awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }' "$tmp/nm" \
 
 ndecl=$(wc -l < "$tmp/declared")
 nexp=$(wc -l < "$tmp/exported")
-echo "check_symbols: $ndecl functions declared in axstm.h, $nexp exported by $dlname"
+echo "check_symbols: $ndecl functions declared in the headers, $nexp exported by $dlname"
 
 if [ "$ndecl" -eq 0 ]; then
-    echo "check_symbols: found no AXSTM_API declarations in $header"
+    echo "check_symbols: found no AXSTM_API declarations in $*"
     exit 1
 fi
 
@@ -80,12 +106,12 @@ LC_ALL=C comm -13 "$tmp/declared" "$tmp/exported" > "$tmp/extra"
 
 status=0
 if [ -s "$tmp/missing" ]; then
-    echo "check_symbols: declared in axstm.h but not exported:"
+    echo "check_symbols: declared in the headers but not exported:"
     sed 's/^/  /' "$tmp/missing"
     status=1
 fi
 if [ -s "$tmp/extra" ]; then
-    echo "check_symbols: exported but not declared in axstm.h:"
+    echo "check_symbols: exported but not declared in the headers:"
     sed 's/^/  /' "$tmp/extra"
     status=1
 fi
@@ -97,5 +123,5 @@ if [ -s "$tmp/other" ]; then
     cat "$tmp/other"
     status=1
 fi
-[ "$status" -eq 0 ] && echo "check_symbols: exported symbols match the header"
+[ "$status" -eq 0 ] && echo "check_symbols: exported symbols match the headers"
 exit "$status"

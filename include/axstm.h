@@ -202,7 +202,10 @@ extern "C" {
     XX(E2BIG, -6, "key or value too long")                                     \
     XX(ENOMEM, -7, "out of memory")                                            \
     XX(ENOVALUE, -8, "the key has no value")                                   \
-    XX(ETYPE, -9, "the value has the wrong size for this type")
+    XX(ETYPE, -9, "the value has the wrong size for this type")                \
+    XX(EIO, -10, "the store's server could not be reached or failed the call") \
+    XX(EINDOUBT, -11,                                                          \
+       "the connection was lost after a commit was sent: refresh to see it")
 
 enum axstm_code {
 #define AXSTM_CODE_ENUM_(name, value, msg) AXSTM_##name = (value),
@@ -304,6 +307,54 @@ AXSTM_API axstm_store *axstm_store_new(void);
  *            transaction body or a foreach visitor on s.
  */
 AXSTM_API void axstm_store_free(axstm_store *s);
+
+/*
+ * Opens a store by its address: an in-process store, or one kept in a
+ * Redis server (7.0 or later) and shared by every process and machine that
+ * opens the same server and prefix.
+ *
+ * @uri:  "mem:" (the same as axstm_store_new), or
+ *        "redis://[user[:password]@]host[:port][/db][?options]", or
+ *        "redis+unix:///path/to/socket[?options]".  options are name=value
+ *        pairs joined by '&': prefix=NAME (the store's keys live under it
+ *        in the server; default "axstm:"), timeout_ms=N (the longest any
+ *        call waits for the server; default 1000), and for redis+unix
+ *        db=N, user=NAME and password=SECRET.  Any part may hold %XX
+ *        escapes.  The scheme is read without regard to case; anything
+ *        else (an unknown or repeated option, a port out of range) makes
+ *        the address invalid.
+ * @out:  receives the store, on AXSTM_OK only.
+ *
+ * A store kept in Redis takes the same calls with the same rules as an
+ * in-process one, for values and collections (checkouts, commits,
+ * refreshes, deletes), axstm_store_foreach and axstm_store_stats; on it
+ * each of those calls is one round trip to the server, and the codes
+ * AXSTM_EIO (the server could not be reached, refused, timed out or
+ * failed the call; nothing changed) and AXSTM_EINDOUBT (a commit's
+ * connection was lost after the commit was sent: it took effect entirely
+ * or not at all; refresh to see which) come in.  A server that is loading
+ * its data or busy answers AXSTM_BUSY_RETRY; one out of memory,
+ * AXSTM_ENOMEM with nothing written.  Data under the prefix that this
+ * library did not write is AXSTM_EIO, never overwritten.  Transactions
+ * (axstm_atomically and its variants) and watches do not work on a Redis
+ * store yet: they return AXSTM_EINVAL.
+ *
+ * Returns:   AXSTM_OK;
+ *            AXSTM_EINVAL: uri or out NULL, a malformed address, an unknown
+ *            scheme, or a scheme this build does not support (redis needs
+ *            the library built with hiredis);
+ *            AXSTM_EIO: no server at the address, or it refused us (a
+ *            wrong password), or did not answer within timeout_ms;
+ *            AXSTM_BUSY_RETRY: the server is loading its data;
+ *            AXSTM_ENOMEM.
+ * Ownership: the store is owned by the caller: free it with
+ *            axstm_store_free, which closes what it opened (keys stored in
+ *            the server stay there).
+ * Blocking:  waits for the server, at most timeout_ms per connection step
+ *            (a host name is looked up first, which may take longer).
+ * Threads:   any thread; the store may then be used from any threads.
+ */
+AXSTM_API int axstm_store_open(const char *uri, axstm_store **out);
 
 /* ------------------------------------------------------------------ */
 /* Values (Axon usevar)                                               */

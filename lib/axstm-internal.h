@@ -5,10 +5,6 @@
 #ifndef AXSTM_INTERNAL_H
 #define AXSTM_INTERNAL_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
 #include "axstm.h"
 
 #include "alloc.h"

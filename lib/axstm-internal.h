@@ -1,6 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * axstm-internal.h -- what the library's modules share.  Include first.
+ * axstm-internal.h -- what the handle files share: the store, handles and
+ * their items, counting, and the declarations of the checkout and commit
+ * paths (checkout.c, commit.c).  Included first by value.c, collection.c,
+ * checkout.c, commit.c, txn.c, store.c and watch.c; it brings the modules
+ * they all use (alloc, blob, entry, epoch, table, thread, wait), and each
+ * includes any other it needs itself.  The modules below the handles
+ * (table.c, wait.c and the base: alloc, hash, thread, epoch, fork, blob,
+ * status) include only their own headers and those they use.
  */
 #ifndef AXSTM_INTERNAL_H
 #define AXSTM_INTERNAL_H
@@ -8,10 +15,9 @@
 #include "axstm.h"
 
 #include "alloc.h"
+#include "blob.h"
 #include "entry.h"
 #include "epoch.h"
-#include "fork.h"
-#include "hash.h"
 #include "table.h"
 #include "thread.h"
 #include "wait.h"
@@ -87,23 +93,6 @@ static inline void axstm__count_keys(axstm_store *s, int64_t delta)
 
 /* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
 int axstm__busy(axstm_store *s, int code);
-
-/* Around system calls that are cancellation points (getrandom, read, write,
- * close): no call but axstm_atomically's sleeps may act on a cancellation
- * request (axstm.h), since acting there would leak what the call holds.
- * The request stays pending for the caller's next cancellation point.
- * axstm__cancel_off returns the caller's state, to give to the other. */
-static inline int axstm__cancel_off(void)
-{
-    int state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
-    return state;
-}
-
-static inline void axstm__cancel_restore(int state)
-{
-    pthread_setcancelstate(state, NULL);
-}
 
 /* qsort, but an insertion sort for the handful of elements most commits and
  * checkouts have, where qsort's call overhead dominates. */

@@ -32,6 +32,8 @@
  */
 #include "axstm-internal.h"
 
+#include "fork.h"
+
 static void reclaim_entry_blob(struct axstm__retired *node, void *owner)
 {
     struct axstm__blob *b = (struct axstm__blob *)node;

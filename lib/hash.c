@@ -3,9 +3,13 @@
  * hash.c -- the per-store random key of the key hash (hash.h holds the
  * hash itself, inline: every lookup runs it).
  */
-#include "axstm-internal.h"
+#include "hash.h"
+
+#include "thread.h"
 
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>

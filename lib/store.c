@@ -4,6 +4,8 @@
  */
 #include "axstm-internal.h"
 
+#include "fork.h"
+
 #include <sched.h>
 #include <string.h>
 

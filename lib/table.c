@@ -2,8 +2,20 @@
 /*
  * table.c -- the concurrent key table; see table.h.
  */
-#include "axstm-internal.h"
+#include "table.h"
 
+#include "alloc.h"
+#include "axstm.h"
+#include "entry.h"
+#include "epoch.h"
+#include "fork.h"
+#include "hash.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /*

@@ -2,9 +2,21 @@
 /*
  * wait.c -- blocking retry and watches; see wait.h.
  */
-#include "axstm-internal.h"
+#include "wait.h"
+
+#include "alloc.h"
+#include "axstm.h"
+#include "entry.h"
+#include "epoch.h"
+#include "thread.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <unistd.h>
 
 static struct axstm__wait_bucket *bucket_of(struct axstm__wait_bucket *buckets,
@@ -161,12 +173,11 @@ void axstm__wake(struct axstm__entry *e)
 {
     /* write() to an eventfd is a cancellation point: a commit must not be
      * cancelled halfway through its notifications. */
-    int cancel_state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    int cancel_state = axstm__cancel_off();
     for (struct axstm__waitnode *node = atomic_load(&e->waiters); node != NULL;
          node = atomic_load_explicit(&node->next, memory_order_acquire))
         axstm__waiter_notify(node->waiter);
-    pthread_setcancelstate(cancel_state, NULL);
+    axstm__cancel_restore(cancel_state);
 }
 
 int axstm__wait_begin(struct axstm__wait *w, struct axstm__wait_bucket *buckets,

@@ -107,8 +107,8 @@ static int locked_snapshot(struct axstm__item *const *items, size_t n, uint64_t 
         struct axstm__entry *e = items[i]->entry;
         gone |= axstm__lock_gone(old[i]);
         val[i] = axstm__entry_val_locked(e);
-        version[i] = atomic_load_explicit(&e->version, memory_order_relaxed);
-        born[i] = atomic_load_explicit(&e->born, memory_order_relaxed);
+        version[i] = axstm__entry_version_locked(e);
+        born[i] = axstm__entry_born_locked(e);
     }
     if (!gone)
         adopt(items, n, version, born, val);
@@ -139,8 +139,7 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                 return AXSTM__KEY_GONE;
         }
         for (size_t i = 0; i < n && n > 1 && stable; i++)
-            stable = atomic_load_explicit(&items[i]->entry->vlock, memory_order_acquire) ==
-                     vlock[i];
+            stable = axstm__entry_vlock_acquire(items[i]->entry) == vlock[i];
         if (stable) {
             adopt(items, n, version, born, val);
             return AXSTM_OK;

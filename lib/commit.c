@@ -69,8 +69,8 @@ static bool versions_current(struct axstm__item *const *items, size_t n, const u
     for (size_t i = 0; i < n; i++) {
         struct axstm__entry *e = items[i]->entry;
         if (axstm__lock_gone(old[i]) ||
-            atomic_load_explicit(&e->born, memory_order_relaxed) != items[i]->born ||
-            atomic_load_explicit(&e->version, memory_order_relaxed) > items[i]->version)
+            axstm__entry_born_locked(e) != items[i]->born ||
+            axstm__entry_version_locked(e) > items[i]->version)
             return false;
     }
     return true;
@@ -99,7 +99,7 @@ static bool reads_current(struct axstm__item *const *items, size_t n, const uint
 {
     for (size_t i = 0; i < rs->n; i++) {
         const struct axstm__read *r = &rs->reads[i];
-        uint64_t now = atomic_load_explicit(&r->entry->vlock, memory_order_acquire);
+        uint64_t now = axstm__entry_vlock_acquire(r->entry);
         if (now == r->vlock)
             continue;
         size_t k = (now & AXSTM__LOCKED) ? find_locked(items, n, r->entry) : n;
@@ -127,8 +127,7 @@ static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, s
 {
     uint64_t stamp = atomic_load(&s->clock) + 1;
     for (size_t i = 0; i < n; i++) {
-        uint64_t held = axstm__lock_stamp(
-            atomic_load_explicit(&items[i]->entry->vlock, memory_order_relaxed));
+        uint64_t held = axstm__lock_stamp(axstm__entry_vlock_relaxed(items[i]->entry));
         if (held >= stamp)
             stamp = held + 1;
     }
@@ -139,10 +138,9 @@ static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, s
  * incarnation at version 0 with no value. */
 static void rebirth(axstm_store *s, struct axstm__entry *e)
 {
-    atomic_store_explicit(&e->born, atomic_fetch_add_explicit(&s->births, 1,
-                                                              memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    atomic_store_explicit(&e->version, 0, memory_order_relaxed);
+    axstm__entry_set_born_locked(
+        e, atomic_fetch_add_explicit(&s->births, 1, memory_order_relaxed) + 1);
+    axstm__entry_set_version_locked(e, 0);
 }
 
 /* Step 7's second half: deleted keys that nobody waits on leave the
@@ -165,7 +163,7 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
         struct axstm__entry *e = it->entry;
-        bool was_gone = axstm__lock_gone(atomic_load_explicit(&e->vlock, memory_order_relaxed));
+        bool was_gone = axstm__lock_gone(axstm__entry_vlock_relaxed(e));
         bool deleting = (it->val.meta & AXSTM__VAL_DELETE) != 0;
         const struct axstm__val *val = deleting ? &no_value : &it->val;
         struct axstm__val old = axstm__entry_val_locked(e);
@@ -189,15 +187,15 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
             keys--;
         }
         deleted |= deleting;
-        it->born = atomic_load_explicit(&e->born, memory_order_relaxed);
-        it->version = atomic_load_explicit(&e->version, memory_order_relaxed) + 1;
-        atomic_store_explicit(&e->version, it->version, memory_order_relaxed);
+        it->born = axstm__entry_born_locked(e);
+        it->version = axstm__entry_version_locked(e) + 1;
+        axstm__entry_set_version_locked(e, it->version);
     }
     for (size_t i = 0; i < n; i++)
         axstm__entry_unlock(items[i]->entry, stamp,
                             (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
     for (size_t i = 0; i < n; i++)
-        if (atomic_load(&items[i]->entry->waiters) != NULL)
+        if (axstm__entry_waiters_seq_cst(items[i]->entry) != NULL)
             axstm__wake(items[i]->entry);
 
     axstm__count_value_bytes(s, value_bytes);

@@ -42,7 +42,9 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct axstm__waitnode;
 
@@ -73,6 +75,95 @@ static inline uint64_t axstm__lock_stamp(uint64_t vlock)
 static inline bool axstm__lock_gone(uint64_t vlock)
 {
     return (vlock & AXSTM__GONE) != 0;
+}
+
+/*
+ * The fields, read and written only through what follows, so that every
+ * argument about the order of memory accesses to entries is made in this
+ * file.
+ *
+ * The lock word, three ways:
+ *   _seq_cst: in one total order with the other sequentially consistent
+ *     accesses: wait.h's wake-up protocol (a waiter links itself and then
+ *     reads the word; a committer locks it and then reads the waiters),
+ *     and the handshake between anchors, waiters and kills (below);
+ *   _acquire: what the caller reads afterwards is no older than the word
+ *     (checking that a key read earlier still holds what was read);
+ *   _relaxed: the word of a key the caller holds locked, or a hint.
+ */
+static inline uint64_t axstm__entry_vlock_seq_cst(struct axstm__entry *e)
+{
+    return atomic_load(&e->vlock);
+}
+
+static inline uint64_t axstm__entry_vlock_acquire(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->vlock, memory_order_acquire);
+}
+
+static inline uint64_t axstm__entry_vlock_relaxed(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->vlock, memory_order_relaxed);
+}
+
+/* Version and incarnation are written only by the holder of e's lock, and
+ * read either by it (these) or inside axstm__entry_read's sequence lock:
+ * the lock orders them, so they need no order of their own. */
+static inline uint64_t axstm__entry_version_locked(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->version, memory_order_relaxed);
+}
+
+static inline void axstm__entry_set_version_locked(struct axstm__entry *e, uint64_t version)
+{
+    atomic_store_explicit(&e->version, version, memory_order_relaxed);
+}
+
+static inline uint64_t axstm__entry_born_locked(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->born, memory_order_relaxed);
+}
+
+static inline void axstm__entry_set_born_locked(struct axstm__entry *e, uint64_t born)
+{
+    atomic_store_explicit(&e->born, born, memory_order_relaxed);
+}
+
+/* The head of e's list of waiters (wait.h).  Written only under the wait
+ * bucket's lock, sequentially consistent (the wake-up protocol, and the
+ * kill below).  Read _seq_cst by committers (the protocol's other side)
+ * and _relaxed by a writer holding the bucket's lock. */
+static inline struct axstm__waitnode *axstm__entry_waiters_seq_cst(struct axstm__entry *e)
+{
+    return atomic_load(&e->waiters);
+}
+
+static inline struct axstm__waitnode *axstm__entry_waiters_relaxed(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->waiters, memory_order_relaxed);
+}
+
+static inline void axstm__entry_set_waiters_seq_cst(struct axstm__entry *e,
+                                                    struct axstm__waitnode *head)
+{
+    atomic_store(&e->waiters, head);
+}
+
+/* Makes the memory at e a gone entry of key (len bytes, checked) at stamp,
+ * anchored once by its maker, before any other thread can reach it. */
+static inline void axstm__entry_init(struct axstm__entry *e, uint64_t stamp, const char *key,
+                                     size_t len)
+{
+    atomic_init(&e->vlock, stamp << 2 | AXSTM__GONE);
+    atomic_init(&e->version, 0);
+    atomic_init(&e->vword, 0);
+    atomic_init(&e->vmeta, 0);
+    atomic_init(&e->waiters, NULL);
+    atomic_init(&e->born, 0);
+    atomic_init(&e->anchors, 1);
+    e->keylen = (uint16_t)len;
+    memcpy(e->key, key, len);
+    e->key[len] = '\0';
 }
 
 /* Whether e is gone at this instant (a hint: the state may change). */

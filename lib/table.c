@@ -367,16 +367,7 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
         sh->arena_next += size;
         sh->arena_left -= size;
     }
-    atomic_init(&e->vlock, sh->removed_stamp << 2 | AXSTM__GONE);
-    atomic_init(&e->version, 0);
-    atomic_init(&e->vword, 0);
-    atomic_init(&e->vmeta, 0);
-    atomic_init(&e->waiters, NULL);
-    atomic_init(&e->born, 0);
-    atomic_init(&e->anchors, 1);
-    e->keylen = (uint16_t)r->len;
-    memcpy(e->key, r->key, r->len);
-    e->key[r->len] = '\0';
+    axstm__entry_init(e, sh->removed_stamp, r->key, r->len);
     return e;
 }
 

@@ -247,7 +247,7 @@ static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
         atomic_store_explicit(wants, e, memory_order_relaxed);
         rc = AXSTM_OK;
         for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++) {
-            if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == AXSTM__DEAD) {
+            if (axstm__entry_vlock_relaxed(e) == AXSTM__DEAD) {
                 rc = AXSTM_CONCURRENT_UPDATE;
                 break;
             }

@@ -240,6 +240,17 @@ struct axstm__readset {
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n,
                   uint64_t *scratch, const struct axstm__readset *rs);
 
+/*
+ * The commit's step 1 and its undoing, for a reader that holds keys still
+ * for an instant (checkout.c).  Locks the entry of every item of
+ * items[0..n) (sorted by entry, no duplicates), each with a try-lock, and
+ * keeps their words in old[0..n): AXSTM_OK, or AXSTM_BUSY_RETRY, holding
+ * nothing, when one is held elsewhere or is the key the irrevocable
+ * transaction waits to lock.  axstm__restore_locks unlocks them unchanged.
+ */
+int axstm__lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old);
+void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n);
+
 /* Publishes items whose keys the caller already holds locked (an
  * irrevocable transaction), and unlocks them.  Cannot fail. */
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n);

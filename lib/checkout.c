@@ -90,18 +90,17 @@ static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *ve
 
 /*
  * The fallback for a snapshot that commits keep spoiling (many keys under
- * steady writers): hold every key's lock for the instant of the read.  It
- * still never waits: a lock held by someone else is AXSTM_BUSY_RETRY.
+ * steady writers): hold every key's lock for the instant of the read, as a
+ * commit takes them (commit.c).  It still never waits: a lock held by
+ * someone else is AXSTM_BUSY_RETRY.
  */
-static int locked_snapshot(struct axstm__item *const *items, size_t n, uint64_t *old,
-                           uint64_t *version, uint64_t *born, struct axstm__val *val)
+static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
+                           uint64_t *old, uint64_t *version, uint64_t *born,
+                           struct axstm__val *val)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!axstm__entry_trylock(items[i]->entry, &old[i])) {
-            while (i-- > 0)
-                axstm__entry_restore(items[i]->entry, old[i]);
-            return AXSTM_BUSY_RETRY;
-        }
+    int rc = axstm__lock_all(s, items, n, old);
+    if (rc != AXSTM_OK)
+        return rc;
     bool gone = false;
     for (size_t i = 0; i < n; i++) {
         struct axstm__entry *e = items[i]->entry;
@@ -112,8 +111,7 @@ static int locked_snapshot(struct axstm__item *const *items, size_t n, uint64_t 
     }
     if (!gone)
         adopt(items, n, version, born, val);
-    for (size_t i = 0; i < n; i++)
-        axstm__entry_restore(items[i]->entry, old[i]);
+    axstm__restore_locks(items, old, n);
     return gone ? AXSTM__KEY_GONE : AXSTM_OK;
 }
 
@@ -128,7 +126,6 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                     uint64_t *vlock, uint64_t *version, uint64_t *born, struct axstm__val *val)
 {
     enum { OPTIMISTIC_ATTEMPTS = 4 };
-    (void)s;
     for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
         bool stable = true;
         for (size_t i = 0; i < n; i++) {
@@ -145,5 +142,5 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
             return AXSTM_OK;
         }
     }
-    return locked_snapshot(items, n, vlock, version, born, val);
+    return locked_snapshot(s, items, n, vlock, version, born, val);
 }

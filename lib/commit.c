@@ -41,7 +41,8 @@ static void reclaim_entry_blob(struct axstm__retired *node, void *owner)
     axstm__blob_unref(b);
 }
 
-static void restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n)
+static inline void restore_locks(struct axstm__item *const *items, const uint64_t *old,
+                                 size_t n)
 {
     for (size_t i = 0; i < n; i++)
         axstm__entry_restore(items[i]->entry, old[i]);
@@ -50,7 +51,8 @@ static void restore_locks(struct axstm__item *const *items, const uint64_t *old,
 /* Step 1.  On failure the locks taken so far are released.  A key that
  * the irrevocable transaction is waiting to lock counts as locked: it is
  * let through (txn.c), however often we would have taken it first. */
-static int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old)
+static inline int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n,
+                           uint64_t *old)
 {
     const struct axstm__entry *wanted =
         atomic_load_explicit(&s->irrevocable_wants, memory_order_relaxed);
@@ -60,6 +62,18 @@ static int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, 
             return AXSTM_BUSY_RETRY;
         }
     return AXSTM_OK;
+}
+
+/* Step 1 and its undoing for checkout.c's locked snapshot (axstm-internal.h).
+ * Wrappers, so that the commit path keeps its own calls inline. */
+int axstm__lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old)
+{
+    return lock_all(s, items, n, old);
+}
+
+void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n)
+{
+    restore_locks(items, old, n);
 }
 
 /* Step 2, handles: Axon's rule, on the incarnation checked out.  Keys

@@ -94,28 +94,6 @@ static inline void axstm__count_keys(axstm_store *s, int64_t delta)
 /* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
 int axstm__busy(axstm_store *s, int code);
 
-/* qsort, but an insertion sort for the handful of elements most commits and
- * checkouts have, where qsort's call overhead dominates. */
-static inline void axstm__sort(void *base, size_t n, size_t size,
-                               int (*cmp)(const void *, const void *))
-{
-    enum { SMALL = 16, MAX_ELEM = 32 };
-    if (n > SMALL || size > MAX_ELEM) {
-        qsort(base, n, size, cmp);
-        return;
-    }
-    unsigned char *a = base, tmp[MAX_ELEM];
-    for (size_t i = 1; i < n; i++) {
-        size_t j = i;
-        memcpy(tmp, a + i * size, size);
-        while (j > 0 && cmp(a + (j - 1) * size, tmp) > 0) {
-            memcpy(a + j * size, a + (j - 1) * size, size);
-            j--;
-        }
-        memcpy(a + j * size, tmp, size);
-    }
-}
-
 /* Checks a key: AXSTM_OK with *len set, AXSTM_EINVAL or AXSTM_E2BIG. */
 static inline int axstm__check_key(const char *key, size_t *len)
 {
@@ -135,6 +113,48 @@ struct axstm__item {
     uint64_t version;
     struct axstm__val val; /* owns one reference if it is a blob */
 };
+
+/*
+ * The lock order of items: by entry address (commit.c locks in that order),
+ * and among items of one entry the later in memory first: a transaction's
+ * write log puts later writes higher, and its commit keeps the first item
+ * of each entry.  Whether a goes after b:
+ */
+static inline bool axstm__item_after(const struct axstm__item *a, const struct axstm__item *b)
+{
+    if (a->entry != b->entry)
+        return (uintptr_t)a->entry > (uintptr_t)b->entry;
+    return (uintptr_t)a < (uintptr_t)b;
+}
+
+static inline int axstm__item_order(const void *a, const void *b)
+{
+    const struct axstm__item *x = *(struct axstm__item *const *)a;
+    const struct axstm__item *y = *(struct axstm__item *const *)b;
+    return axstm__item_after(x, y) ? 1 : axstm__item_after(y, x) ? -1 : 0;
+}
+
+/* Sorts items[0..n) into the lock order: the one sort of the library.  An
+ * inline insertion sort for the handful of items most commits and
+ * checkouts have, where qsort's calls of the comparison would cost more
+ * than the sorting; qsort beyond. */
+static inline void axstm__sort_items(struct axstm__item **items, size_t n)
+{
+    enum { SMALL = 16 };
+    if (n > SMALL) {
+        qsort(items, n, sizeof *items, axstm__item_order);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct axstm__item *x = items[i];
+        size_t j = i;
+        while (j > 0 && axstm__item_after(items[j - 1], x)) {
+            items[j] = items[j - 1];
+            j--;
+        }
+        items[j] = x;
+    }
+}
 
 /*
  * A handle keeps its entry's address while it lives, but entries of keys
@@ -166,7 +186,7 @@ struct axstm_collection {
     uint64_t *scratch_born;
     struct axstm__val *scratch_val;
     struct axstm__keyref *scratch_refs;
-    void *scratch_slots; /* collection.c's own */
+    struct axstm__entry **scratch_entries;
     size_t *scratch_positions;
     bool *scratch_anchored;
 };

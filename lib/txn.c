@@ -546,36 +546,6 @@ AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void
 /* Commit                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Orders written items by key (the lock order), and the latest write of a
- * key first (later writes sit at higher addresses in the log). */
-static int by_entry_latest_first(const void *a, const void *b)
-{
-    const struct axstm__item *x = *(struct axstm__item *const *)a;
-    const struct axstm__item *y = *(struct axstm__item *const *)b;
-    if (x->entry != y->entry)
-        return (uintptr_t)x->entry < (uintptr_t)y->entry ? -1 : 1;
-    return (uintptr_t)x > (uintptr_t)y ? -1 : (uintptr_t)x < (uintptr_t)y;
-}
-
-/* Sorts by by_entry_latest_first: a plain insertion sort for the few
- * writes most transactions make (no comparator calls), qsort beyond. */
-static void sort_items(struct axstm__item **a, size_t n)
-{
-    if (n > 16) {
-        qsort(a, n, sizeof *a, by_entry_latest_first);
-        return;
-    }
-    for (size_t i = 1; i < n; i++) {
-        struct axstm__item *x = a[i];
-        size_t j = i;
-        while (j > 0 && by_entry_latest_first(&a[j - 1], &x) > 0) {
-            a[j] = a[j - 1];
-            j--;
-        }
-        a[j] = x;
-    }
-}
-
 static int commit(axstm_txn *tx)
 {
     enum { SMALL = 16 };
@@ -603,7 +573,8 @@ static int commit(axstm_txn *tx)
     for (size_t i = 0; i < tx->writes.n; i++)
         if (tx->writes.v[i].live)
             items[n++] = &tx->writes.v[i].item;
-    sort_items(items, n);
+    /* The lock order puts the latest write of a key first: it is kept. */
+    axstm__sort_items(items, n);
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++)
         if (distinct == 0 || items[i]->entry != items[distinct - 1]->entry)

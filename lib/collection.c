@@ -269,17 +269,8 @@ AXSTM_API int axstm_collection_commit(axstm_collection *c)
         return AXSTM_EINVAL;
     if (c->n == 0)
         return AXSTM_OK;
-    axstm_store *s = c->store;
-    int rc;
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    if (axstm__still_there(s, &c->removals, c->values, c->n)) {
-        rc = axstm__commit(s, c->order, c->n, c->scratch_vlock, NULL);
-    } else {
-        axstm__count(s, AXSTM__CONFLICTS);
-        rc = AXSTM_CONCURRENT_UPDATE;
-    }
-    axstm__epoch_unpin(&s->epoch, pin);
-    return rc;
+    return axstm__commit_handles(c->store, &c->removals, c->values, c->order, c->n,
+                                 c->scratch_vlock);
 }
 
 AXSTM_API int axstm_collection_refresh(axstm_collection *c)

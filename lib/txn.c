@@ -386,9 +386,15 @@ static int reserve_for_access_slow(axstm_txn *tx)
     return rc;
 }
 
-/* The common case first: room everywhere, nothing to allocate. */
-static inline int reserve_for_access(axstm_txn *tx)
+/* What every access of the running body does before it looks its key up:
+ * checks the key (*keylen gets its length), and makes room for what the
+ * access records, so that nothing fails after an entry is added. */
+static inline int prepare_access(axstm_txn *tx, const char *key, size_t *keylen)
 {
+    int rc = axstm__check_key(key, keylen);
+    if (rc != AXSTM_OK)
+        return rc;
+    /* The common case first: room everywhere, nothing to allocate. */
     if (tx->reads.n < tx->reads.cap && tx->writes.n < tx->writes.cap &&
         tx->anchors.n < tx->anchors.cap && !tx->irrevocable &&
         tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES)
@@ -396,17 +402,14 @@ static inline int reserve_for_access(axstm_txn *tx)
     return reserve_for_access_slow(tx);
 }
 
-/* The entry of key for a get or a delete in the running body: the key
- * checked, room made for what the access records (so that nothing fails
- * after an entry is added), a gone entry added for a missing key. */
+/* The entry of key for a get or a delete in the running body, a gone
+ * entry added for a missing key. */
 static int access_entry(axstm_txn *tx, const char *key, struct axstm__entry **e)
 {
     if (tx == NULL || tx != running)
         return AXSTM_EINVAL;
     size_t keylen;
-    int rc = axstm__check_key(key, &keylen);
-    if (rc == AXSTM_OK)
-        rc = reserve_for_access(tx);
+    int rc = prepare_access(tx, key, &keylen);
     if (rc == AXSTM_OK)
         rc = find_entry(tx, key, keylen, true, e);
     return rc;
@@ -471,9 +474,7 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
     struct axstm__entry *e;
     uint64_t old;
     size_t keylen;
-    int rc = axstm__check_key(key, &keylen);
-    if (rc == AXSTM_OK)
-        rc = reserve_for_access(tx);
+    int rc = prepare_access(tx, key, &keylen);
     if (rc == AXSTM_OK)
         rc = axstm__val_make(&val, data, len);
     if (rc == AXSTM_OK)

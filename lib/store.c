@@ -7,7 +7,6 @@
 #include "fork.h"
 
 #include <sched.h>
-#include <string.h>
 
 AXSTM_API axstm_store *axstm_store_new(void)
 {

@@ -39,7 +39,6 @@
 #include "axstm-internal.h"
 
 #include <sched.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 

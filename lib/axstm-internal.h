@@ -279,9 +279,8 @@ void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old,
  * value's and a collection's commits call nothing more.
  */
 static inline int axstm__commit_handles(axstm_store *s, uint64_t *removals,
-                                        const axstm_value *values,
-                                        struct axstm__item *const *items, size_t n,
-                                        uint64_t *scratch)
+                                        const axstm_value *values, struct axstm__item *const *items,
+                                        size_t n, uint64_t *scratch)
 {
     int rc;
     unsigned pin = axstm__epoch_pin(&s->epoch);

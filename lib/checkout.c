@@ -95,8 +95,7 @@ static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *ve
  * someone else is AXSTM_BUSY_RETRY.
  */
 static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
-                           uint64_t *old, uint64_t *version, uint64_t *born,
-                           struct axstm__val *val)
+                           uint64_t *old, uint64_t *version, uint64_t *born, struct axstm__val *val)
 {
     int rc = axstm__lock_all(s, items, n, old);
     if (rc != AXSTM_OK)

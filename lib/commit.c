@@ -41,8 +41,7 @@ static void reclaim_entry_blob(struct axstm__retired *node, void *owner)
     axstm__blob_unref(b);
 }
 
-static inline void restore_locks(struct axstm__item *const *items, const uint64_t *old,
-                                 size_t n)
+static inline void restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         axstm__entry_restore(items[i]->entry, old[i]);
@@ -82,8 +81,7 @@ static bool versions_current(struct axstm__item *const *items, size_t n, const u
 {
     for (size_t i = 0; i < n; i++) {
         struct axstm__entry *e = items[i]->entry;
-        if (axstm__lock_gone(old[i]) ||
-            axstm__entry_born_locked(e) != items[i]->born ||
+        if (axstm__lock_gone(old[i]) || axstm__entry_born_locked(e) != items[i]->born ||
             axstm__entry_version_locked(e) > items[i]->version)
             return false;
     }
@@ -152,8 +150,8 @@ static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, s
  * incarnation at version 0 with no value. */
 static void rebirth(axstm_store *s, struct axstm__entry *e)
 {
-    axstm__entry_set_born_locked(
-        e, atomic_fetch_add_explicit(&s->births, 1, memory_order_relaxed) + 1);
+    uint64_t born = atomic_fetch_add_explicit(&s->births, 1, memory_order_relaxed) + 1;
+    axstm__entry_set_born_locked(e, born);
     axstm__entry_set_version_locked(e, 0);
 }
 

@@ -311,8 +311,8 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
     atomic_fetch_add_explicit(&sh->bytes, array_size(want), memory_order_relaxed);
     if (old != NULL) {
         atomic_fetch_sub_explicit(&sh->bytes, array_size(capacity), memory_order_relaxed);
-        *reclaim_due |= axstm__epoch_retire(t->epoch, &old->retire, reclaim_array,
-                                            array_size(capacity));
+        *reclaim_due |=
+            axstm__epoch_retire(t->epoch, &old->retire, reclaim_array, array_size(capacity));
     }
     return AXSTM_OK;
 }

@@ -1678,10 +1678,13 @@ static void op_misc(struct input *in)
  * After a call made while an allocation failure was armed: a key that does
  * not exist may still have an entry in the table, which a removal could
  * not take out (it allocates; the entry stays "until a later chance").
- * Nothing shows it, except that a transaction's delete of the key is then
- * recorded (see the top of this file).  A transaction that reads the key
- * and rolls back gives that later chance; one key per transaction, so
- * that nothing can make it run twice.
+ * The API cannot show it: a transaction's delete of a key that does not
+ * exist reads its absence whether an entry is left or not (see the top of
+ * this file).  A transaction that reads the key and rolls back gives it
+ * its later chance all the same, so that the operations that follow run
+ * on the table a run without armed failures would have, and the removal
+ * path runs after failures too.  One key per transaction, so that nothing
+ * can make it run twice.
  */
 static int tidy_fn(axstm_txn *tx, void *arg)
 {

@@ -7,7 +7,9 @@
  * Counting and injection are per thread: a shared counter would be a cache
  * line every allocating thread writes.
  */
-#include "axstm-internal.h"
+#include "alloc.h"
+
+#include "thread.h"
 
 #include <pthread.h>
 #include <stdint.h>

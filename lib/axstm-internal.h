@@ -1,21 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * axstm-internal.h -- what the library's modules share.  Include first.
+ * axstm-internal.h -- what the handle files share: the store, handles and
+ * their items, counting, and the declarations of the checkout and commit
+ * paths (checkout.c, commit.c).  Included first by value.c, collection.c,
+ * checkout.c, commit.c, txn.c, store.c and watch.c; it brings the modules
+ * they all use (alloc, blob, entry, epoch, table, thread, wait), and each
+ * includes any other it needs itself.  The modules below the handles
+ * (table.c, wait.c and the base: alloc, hash, thread, epoch, fork, blob,
+ * status) include only their own headers and those they use.
  */
 #ifndef AXSTM_INTERNAL_H
 #define AXSTM_INTERNAL_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
 #include "axstm.h"
 
 #include "alloc.h"
+#include "blob.h"
 #include "entry.h"
 #include "epoch.h"
-#include "fork.h"
-#include "hash.h"
 #include "table.h"
 #include "thread.h"
 #include "wait.h"
@@ -92,45 +94,6 @@ static inline void axstm__count_keys(axstm_store *s, int64_t delta)
 /* Passes code through, counting it when it is AXSTM_BUSY_RETRY. */
 int axstm__busy(axstm_store *s, int code);
 
-/* Around system calls that are cancellation points (getrandom, read, write,
- * close): no call but axstm_atomically's sleeps may act on a cancellation
- * request (axstm.h), since acting there would leak what the call holds.
- * The request stays pending for the caller's next cancellation point.
- * axstm__cancel_off returns the caller's state, to give to the other. */
-static inline int axstm__cancel_off(void)
-{
-    int state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
-    return state;
-}
-
-static inline void axstm__cancel_restore(int state)
-{
-    pthread_setcancelstate(state, NULL);
-}
-
-/* qsort, but an insertion sort for the handful of elements most commits and
- * checkouts have, where qsort's call overhead dominates. */
-static inline void axstm__sort(void *base, size_t n, size_t size,
-                               int (*cmp)(const void *, const void *))
-{
-    enum { SMALL = 16, MAX_ELEM = 32 };
-    if (n > SMALL || size > MAX_ELEM) {
-        qsort(base, n, size, cmp);
-        return;
-    }
-    unsigned char *a = base, tmp[MAX_ELEM];
-    for (size_t i = 1; i < n; i++) {
-        size_t j = i;
-        memcpy(tmp, a + i * size, size);
-        while (j > 0 && cmp(a + (j - 1) * size, tmp) > 0) {
-            memcpy(a + j * size, a + (j - 1) * size, size);
-            j--;
-        }
-        memcpy(a + j * size, tmp, size);
-    }
-}
-
 /* Checks a key: AXSTM_OK with *len set, AXSTM_EINVAL or AXSTM_E2BIG. */
 static inline int axstm__check_key(const char *key, size_t *len)
 {
@@ -150,6 +113,48 @@ struct axstm__item {
     uint64_t version;
     struct axstm__val val; /* owns one reference if it is a blob */
 };
+
+/*
+ * The lock order of items: by entry address (commit.c locks in that order),
+ * and among items of one entry the later in memory first: a transaction's
+ * write log puts later writes higher, and its commit keeps the first item
+ * of each entry.  Whether a goes after b:
+ */
+static inline bool axstm__item_after(const struct axstm__item *a, const struct axstm__item *b)
+{
+    if (a->entry != b->entry)
+        return (uintptr_t)a->entry > (uintptr_t)b->entry;
+    return (uintptr_t)a < (uintptr_t)b;
+}
+
+static inline int axstm__item_order(const void *a, const void *b)
+{
+    const struct axstm__item *x = *(struct axstm__item *const *)a;
+    const struct axstm__item *y = *(struct axstm__item *const *)b;
+    return axstm__item_after(x, y) ? 1 : axstm__item_after(y, x) ? -1 : 0;
+}
+
+/* Sorts items[0..n) into the lock order: the one sort of the library.  An
+ * inline insertion sort for the handful of items most commits and
+ * checkouts have, where qsort's calls of the comparison would cost more
+ * than the sorting; qsort beyond. */
+static inline void axstm__sort_items(struct axstm__item **items, size_t n)
+{
+    enum { SMALL = 16 };
+    if (n > SMALL) {
+        qsort(items, n, sizeof *items, axstm__item_order);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        struct axstm__item *x = items[i];
+        size_t j = i;
+        while (j > 0 && axstm__item_after(items[j - 1], x)) {
+            items[j] = items[j - 1];
+            j--;
+        }
+        items[j] = x;
+    }
+}
 
 /*
  * A handle keeps its entry's address while it lives, but entries of keys
@@ -181,7 +186,7 @@ struct axstm_collection {
     uint64_t *scratch_born;
     struct axstm__val *scratch_val;
     struct axstm__keyref *scratch_refs;
-    void *scratch_slots; /* collection.c's own */
+    struct axstm__entry **scratch_entries;
     size_t *scratch_positions;
     bool *scratch_anchored;
 };
@@ -254,6 +259,40 @@ struct axstm__readset {
  */
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n,
                   uint64_t *scratch, const struct axstm__readset *rs);
+
+/*
+ * The commit's step 1 and its undoing, for a reader that holds keys still
+ * for an instant (checkout.c).  Locks the entry of every item of
+ * items[0..n) (sorted by entry, no duplicates), each with a try-lock, and
+ * keeps their words in old[0..n): AXSTM_OK, or AXSTM_BUSY_RETRY, holding
+ * nothing, when one is held elsewhere or is the key the irrevocable
+ * transaction waits to lock.  axstm__restore_locks unlocks them unchanged.
+ */
+int axstm__lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old);
+void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n);
+
+/*
+ * The commit of handles: values[0..n), whose entries were found when the
+ * table's removal count was *removals, and their items in the lock order.
+ * A key deleted since (its entry gone from the table) is a conflict, found
+ * without locking anything; otherwise axstm__commit decides.  Inline: a
+ * value's and a collection's commits call nothing more.
+ */
+static inline int axstm__commit_handles(axstm_store *s, uint64_t *removals,
+                                        const axstm_value *values, struct axstm__item *const *items,
+                                        size_t n, uint64_t *scratch)
+{
+    int rc;
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    if (axstm__still_there(s, removals, values, n)) {
+        rc = axstm__commit(s, items, n, scratch, NULL);
+    } else {
+        axstm__count(s, AXSTM__CONFLICTS);
+        rc = AXSTM_CONCURRENT_UPDATE;
+    }
+    axstm__epoch_unpin(&s->epoch, pin);
+    return rc;
+}
 
 /* Publishes items whose keys the caller already holds locked (an
  * irrevocable transaction), and unlocks them.  Cannot fail. */

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * blob.c -- the bytes of a value: inline when small, a shared blob otherwise.
+ * blob.c -- the bytes of a value: making and dropping blobs; see blob.h.
  */
-#include "axstm-internal.h"
+#include "blob.h"
 
+#include "alloc.h"
+
+#include <stdatomic.h>
 #include <string.h>
 
 struct axstm__blob *axstm__blob_new(const void *data, size_t len)

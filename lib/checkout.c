@@ -90,30 +90,27 @@ static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *ve
 
 /*
  * The fallback for a snapshot that commits keep spoiling (many keys under
- * steady writers): hold every key's lock for the instant of the read.  It
- * still never waits: a lock held by someone else is AXSTM_BUSY_RETRY.
+ * steady writers): hold every key's lock for the instant of the read, as a
+ * commit takes them (commit.c).  It still never waits: a lock held by
+ * someone else is AXSTM_BUSY_RETRY.
  */
-static int locked_snapshot(struct axstm__item *const *items, size_t n, uint64_t *old,
-                           uint64_t *version, uint64_t *born, struct axstm__val *val)
+static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
+                           uint64_t *old, uint64_t *version, uint64_t *born, struct axstm__val *val)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!axstm__entry_trylock(items[i]->entry, &old[i])) {
-            while (i-- > 0)
-                axstm__entry_restore(items[i]->entry, old[i]);
-            return AXSTM_BUSY_RETRY;
-        }
+    int rc = axstm__lock_all(s, items, n, old);
+    if (rc != AXSTM_OK)
+        return rc;
     bool gone = false;
     for (size_t i = 0; i < n; i++) {
         struct axstm__entry *e = items[i]->entry;
         gone |= axstm__lock_gone(old[i]);
         val[i] = axstm__entry_val_locked(e);
-        version[i] = atomic_load_explicit(&e->version, memory_order_relaxed);
-        born[i] = atomic_load_explicit(&e->born, memory_order_relaxed);
+        version[i] = axstm__entry_version_locked(e);
+        born[i] = axstm__entry_born_locked(e);
     }
     if (!gone)
         adopt(items, n, version, born, val);
-    for (size_t i = 0; i < n; i++)
-        axstm__entry_restore(items[i]->entry, old[i]);
+    axstm__restore_locks(items, old, n);
     return gone ? AXSTM__KEY_GONE : AXSTM_OK;
 }
 
@@ -128,7 +125,6 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                     uint64_t *vlock, uint64_t *version, uint64_t *born, struct axstm__val *val)
 {
     enum { OPTIMISTIC_ATTEMPTS = 4 };
-    (void)s;
     for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
         bool stable = true;
         for (size_t i = 0; i < n; i++) {
@@ -139,12 +135,11 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
                 return AXSTM__KEY_GONE;
         }
         for (size_t i = 0; i < n && n > 1 && stable; i++)
-            stable = atomic_load_explicit(&items[i]->entry->vlock, memory_order_acquire) ==
-                     vlock[i];
+            stable = axstm__entry_vlock_acquire(items[i]->entry) == vlock[i];
         if (stable) {
             adopt(items, n, version, born, val);
             return AXSTM_OK;
         }
     }
-    return locked_snapshot(items, n, vlock, version, born, val);
+    return locked_snapshot(s, items, n, vlock, version, born, val);
 }

@@ -5,22 +5,8 @@
  */
 #include "axstm-internal.h"
 
-#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
-
-/* A key of the using() call, for finding duplicates. */
-struct key_slot {
-    struct axstm__entry *entry;
-    size_t index; /* position in keys[] */
-};
-
-static int by_entry_then_index(const void *a, const void *b)
-{
-    const struct key_slot *x = a, *y = b;
-    if (x->entry != y->entry)
-        return (uintptr_t)x->entry < (uintptr_t)y->entry ? -1 : 1;
-    return x->index < y->index ? -1 : x->index > y->index;
-}
 
 /*
  * One allocation holds the collection, all its arrays and a copy of every
@@ -30,7 +16,7 @@ static axstm_collection *collection_new(axstm_store *s, size_t nkeys, size_t key
 {
     size_t per_key = sizeof(axstm_value) + sizeof(struct axstm__item *) + 3 * sizeof(uint64_t) +
                      sizeof(struct axstm__val) + sizeof(struct axstm__keyref) +
-                     sizeof(struct key_slot) + sizeof(size_t) + 2 * sizeof(bool);
+                     sizeof(struct axstm__entry *) + sizeof(size_t) + 2 * sizeof(bool);
     if (nkeys > (SIZE_MAX / 2 - sizeof(axstm_collection)) / per_key || keybytes > SIZE_MAX / 2)
         return NULL;
     size_t size = sizeof(axstm_collection) + nkeys * per_key + keybytes;
@@ -48,10 +34,10 @@ static axstm_collection *collection_new(axstm_store *s, size_t nkeys, size_t key
     p += nkeys * sizeof(struct axstm__keyref);
     c->scratch_val = (struct axstm__val *)p;
     p += nkeys * sizeof(struct axstm__val);
-    c->scratch_slots = p;
-    p += nkeys * sizeof(struct key_slot);
     c->order = (struct axstm__item **)p;
     p += nkeys * sizeof(struct axstm__item *);
+    c->scratch_entries = (struct axstm__entry **)p;
+    p += nkeys * sizeof(struct axstm__entry *);
     c->scratch_vlock = (uint64_t *)p;
     p += nkeys * sizeof(uint64_t);
     c->scratch_version = (uint64_t *)p;
@@ -79,90 +65,92 @@ static void init_value(axstm_collection *c, axstm_value *v, const struct axstm__
     v->keylen = ref->len;
 }
 
+_Static_assert(offsetof(axstm_value, item) == 0, "an item's address is its value's");
+
+/* Where the value of `item`, one of c's, sits in c->values. */
+static size_t value_index(const axstm_collection *c, const struct axstm__item *item)
+{
+    return (size_t)((const axstm_value *)(const void *)item - c->values);
+}
+
 /*
  * Fills c's values with the distinct entries of refs, in order of first
- * appearance, and c->order with them sorted by entry (the lock order).
+ * appearance, and c->order with them in the lock order: a value for every
+ * key, sorted, and the repeats dropped.
  */
 static void gather_distinct(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
 {
-    struct key_slot *slots = c->scratch_slots;
     size_t *position = c->scratch_positions;
-    for (size_t i = 0; i < n; i++)
-        slots[i] = (struct key_slot){refs[i].entry, i};
-    axstm__sort(slots, n, sizeof *slots, by_entry_then_index);
+    for (size_t i = 0; i < n; i++) {
+        init_value(c, &c->values[i], &refs[i]);
+        c->order[i] = &c->values[i].item;
+    }
+    axstm__sort_items(c->order, n);
 
-    /* position[i]: 1 for the first appearance of an entry, 0 for repeats... */
-    for (size_t i = 0; i < n; i++)
-        position[slots[i].index] = i == 0 || slots[i].entry != slots[i - 1].entry;
-    /* ...then, for first appearances, the index of its value in c. */
+    /* position[i]: 1 for the first appearance of an entry (the last of its
+     * run: the lock order puts later items first), 0 for repeats... */
+    for (size_t k = 0; k < n; k++)
+        position[value_index(c, c->order[k])] =
+            k + 1 == n || c->order[k + 1]->entry != c->order[k]->entry;
+    /* ...then, for first appearances, where their values move to. */
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (!position[i]) {
             position[i] = SIZE_MAX;
             continue;
         }
-        init_value(c, &c->values[m], &refs[i]);
+        c->values[m] = c->values[i];
         position[i] = m++;
     }
     c->n = m;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (position[slots[i].index] != SIZE_MAX)
-            c->order[k++] = &c->values[position[slots[i].index]].item;
+    /* The order still points where the values were: follow them. */
+    size_t kept = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t moved_to = position[value_index(c, c->order[k])];
+        if (moved_to != SIZE_MAX)
+            c->order[kept++] = &c->values[moved_to].item;
+    }
 }
 
 /*
- * gather_distinct for a few keys: the same result without sorting, by
- * looking for each entry among those already taken and inserting it into
- * the lock order in place (n^2 steps, fewer than a sort's calls up to a
- * dozen keys or so).
+ * gather_distinct for a few keys: repeats found by looking for each entry
+ * among those already taken (n^2 steps, fewer than sorting them all takes
+ * up to a dozen keys or so), then only the distinct ones sorted.
  */
 static void gather_few(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
 {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        struct axstm__entry *e = refs[i].entry;
         size_t k = 0;
-        while (k < m && c->values[k].item.entry != e)
+        while (k < m && c->values[k].item.entry != refs[i].entry)
             k++;
         if (k < m)
             continue; /* a repeat */
-        axstm_value *v = &c->values[m++];
-        init_value(c, v, &refs[i]);
-        size_t j = m - 1;
-        while (j > 0 && (uintptr_t)c->order[j - 1]->entry > (uintptr_t)e) {
-            c->order[j] = c->order[j - 1];
-            j--;
-        }
-        c->order[j] = &v->item;
+        init_value(c, &c->values[m], &refs[i]);
+        c->order[m] = &c->values[m].item;
+        m++;
     }
     c->n = m;
-}
-
-static int by_item_entry(const void *a, const void *b)
-{
-    const struct axstm__item *x = *(struct axstm__item *const *)a;
-    const struct axstm__item *y = *(struct axstm__item *const *)b;
-    return (uintptr_t)x->entry < (uintptr_t)y->entry ? -1 : (uintptr_t)x->entry > (uintptr_t)y->entry;
+    axstm__sort_items(c->order, m);
 }
 
 /* Points c's values (distinct keys, in order) at the entries found for
  * them, keeping the old ones in `saved`, and sorts the lock order again. */
 static void repoint(axstm_collection *c, const struct axstm__keyref *refs,
-                    struct key_slot *saved)
+                    struct axstm__entry **saved)
 {
     for (size_t i = 0; i < c->n; i++) {
-        saved[i].entry = c->values[i].item.entry;
+        saved[i] = c->values[i].item.entry;
         c->values[i].item.entry = refs[i].entry;
     }
-    axstm__sort(c->order, c->n, sizeof *c->order, by_item_entry);
+    axstm__sort_items(c->order, c->n);
 }
 
-static void repoint_back(axstm_collection *c, const struct key_slot *saved)
+static void repoint_back(axstm_collection *c, struct axstm__entry *const *saved)
 {
     for (size_t i = 0; i < c->n; i++)
-        c->values[i].item.entry = saved[i].entry;
-    axstm__sort(c->order, c->n, sizeof *c->order, by_item_entry);
+        c->values[i].item.entry = saved[i];
+    axstm__sort_items(c->order, c->n);
 }
 
 /*
@@ -179,7 +167,7 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
     axstm_store *s = c->store;
     struct axstm__keyref *refs = c->scratch_refs;
     bool *anchored = c->scratch_anchored;
-    struct key_slot *saved = c->scratch_slots;
+    struct axstm__entry **saved = c->scratch_entries;
     for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
         for (size_t i = 0; i < nkeys; i++)
             refs[i].entry = NULL;
@@ -281,17 +269,8 @@ AXSTM_API int axstm_collection_commit(axstm_collection *c)
         return AXSTM_EINVAL;
     if (c->n == 0)
         return AXSTM_OK;
-    axstm_store *s = c->store;
-    int rc;
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    if (axstm__still_there(s, &c->removals, c->values, c->n)) {
-        rc = axstm__commit(s, c->order, c->n, c->scratch_vlock, NULL);
-    } else {
-        axstm__count(s, AXSTM__CONFLICTS);
-        rc = AXSTM_CONCURRENT_UPDATE;
-    }
-    axstm__epoch_unpin(&s->epoch, pin);
-    return rc;
+    return axstm__commit_handles(c->store, &c->removals, c->values, c->order, c->n,
+                                 c->scratch_vlock);
 }
 
 AXSTM_API int axstm_collection_refresh(axstm_collection *c)

@@ -32,6 +32,8 @@
  */
 #include "axstm-internal.h"
 
+#include "fork.h"
+
 static void reclaim_entry_blob(struct axstm__retired *node, void *owner)
 {
     struct axstm__blob *b = (struct axstm__blob *)node;
@@ -39,7 +41,7 @@ static void reclaim_entry_blob(struct axstm__retired *node, void *owner)
     axstm__blob_unref(b);
 }
 
-static void restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n)
+static inline void restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         axstm__entry_restore(items[i]->entry, old[i]);
@@ -48,7 +50,8 @@ static void restore_locks(struct axstm__item *const *items, const uint64_t *old,
 /* Step 1.  On failure the locks taken so far are released.  A key that
  * the irrevocable transaction is waiting to lock counts as locked: it is
  * let through (txn.c), however often we would have taken it first. */
-static int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old)
+static inline int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n,
+                           uint64_t *old)
 {
     const struct axstm__entry *wanted =
         atomic_load_explicit(&s->irrevocable_wants, memory_order_relaxed);
@@ -60,15 +63,26 @@ static int lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, 
     return AXSTM_OK;
 }
 
+/* Step 1 and its undoing for checkout.c's locked snapshot (axstm-internal.h).
+ * Wrappers, so that the commit path keeps its own calls inline. */
+int axstm__lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old)
+{
+    return lock_all(s, items, n, old);
+}
+
+void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n)
+{
+    restore_locks(items, old, n);
+}
+
 /* Step 2, handles: Axon's rule, on the incarnation checked out.  Keys
  * locked; old holds their words from before. */
 static bool versions_current(struct axstm__item *const *items, size_t n, const uint64_t *old)
 {
     for (size_t i = 0; i < n; i++) {
         struct axstm__entry *e = items[i]->entry;
-        if (axstm__lock_gone(old[i]) ||
-            atomic_load_explicit(&e->born, memory_order_relaxed) != items[i]->born ||
-            atomic_load_explicit(&e->version, memory_order_relaxed) > items[i]->version)
+        if (axstm__lock_gone(old[i]) || axstm__entry_born_locked(e) != items[i]->born ||
+            axstm__entry_version_locked(e) > items[i]->version)
             return false;
     }
     return true;
@@ -97,7 +111,7 @@ static bool reads_current(struct axstm__item *const *items, size_t n, const uint
 {
     for (size_t i = 0; i < rs->n; i++) {
         const struct axstm__read *r = &rs->reads[i];
-        uint64_t now = atomic_load_explicit(&r->entry->vlock, memory_order_acquire);
+        uint64_t now = axstm__entry_vlock_acquire(r->entry);
         if (now == r->vlock)
             continue;
         size_t k = (now & AXSTM__LOCKED) ? find_locked(items, n, r->entry) : n;
@@ -125,8 +139,7 @@ static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, s
 {
     uint64_t stamp = atomic_load(&s->clock) + 1;
     for (size_t i = 0; i < n; i++) {
-        uint64_t held = axstm__lock_stamp(
-            atomic_load_explicit(&items[i]->entry->vlock, memory_order_relaxed));
+        uint64_t held = axstm__lock_stamp(axstm__entry_vlock_relaxed(items[i]->entry));
         if (held >= stamp)
             stamp = held + 1;
     }
@@ -137,10 +150,9 @@ static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, s
  * incarnation at version 0 with no value. */
 static void rebirth(axstm_store *s, struct axstm__entry *e)
 {
-    atomic_store_explicit(&e->born, atomic_fetch_add_explicit(&s->births, 1,
-                                                              memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    atomic_store_explicit(&e->version, 0, memory_order_relaxed);
+    uint64_t born = atomic_fetch_add_explicit(&s->births, 1, memory_order_relaxed) + 1;
+    axstm__entry_set_born_locked(e, born);
+    axstm__entry_set_version_locked(e, 0);
 }
 
 /* Step 7's second half: deleted keys that nobody waits on leave the
@@ -163,7 +175,7 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
         struct axstm__entry *e = it->entry;
-        bool was_gone = axstm__lock_gone(atomic_load_explicit(&e->vlock, memory_order_relaxed));
+        bool was_gone = axstm__lock_gone(axstm__entry_vlock_relaxed(e));
         bool deleting = (it->val.meta & AXSTM__VAL_DELETE) != 0;
         const struct axstm__val *val = deleting ? &no_value : &it->val;
         struct axstm__val old = axstm__entry_val_locked(e);
@@ -187,15 +199,15 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
             keys--;
         }
         deleted |= deleting;
-        it->born = atomic_load_explicit(&e->born, memory_order_relaxed);
-        it->version = atomic_load_explicit(&e->version, memory_order_relaxed) + 1;
-        atomic_store_explicit(&e->version, it->version, memory_order_relaxed);
+        it->born = axstm__entry_born_locked(e);
+        it->version = axstm__entry_version_locked(e) + 1;
+        axstm__entry_set_version_locked(e, it->version);
     }
     for (size_t i = 0; i < n; i++)
         axstm__entry_unlock(items[i]->entry, stamp,
                             (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
     for (size_t i = 0; i < n; i++)
-        if (atomic_load(&items[i]->entry->waiters) != NULL)
+        if (axstm__entry_waiters_seq_cst(items[i]->entry) != NULL)
             axstm__wake(items[i]->entry);
 
     axstm__count_value_bytes(s, value_bytes);

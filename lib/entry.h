@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * entry.h -- one key's committed state, and how values are held.
+ * entry.h -- one key's committed state, and the life of its entry.
  *
  * An entry holds one key's committed state, (version, value), guarded by a
  * version lock:
@@ -32,25 +32,13 @@
  * (wait.c), anchors for a caller that must not see it freed meanwhile
  * (creating a key, a foreach walk).
  *
- * A value (struct axstm__val) is one of four things:
- *   - none: the key has never been given a value;
- *   - inline: up to 8 bytes held in the word itself, so the common small
- *     values (counters, flags, short strings) cost no allocation and no
- *     indirection, and are simply copied;
- *   - a blob: an immutable, reference-counted byte string.  The entry holds
- *     one reference to its current blob and each handle that checked it out
- *     another, so an unchanged checkout shares the committed bytes.  The
- *     entry's reference is dropped through epoch reclamation (a reader may be
- *     between loading the pointer and taking its own reference), a handle's
- *     directly;
- *   - a delete: only ever in a handle or a transaction's write, never in an
- *     entry: committing it removes the key.
+ * The value itself, inline bytes or a shared blob, is blob.h's.
  */
 #ifndef AXSTM_ENTRY_H
 #define AXSTM_ENTRY_H
 
 #include "axstm.h"
-#include "epoch.h"
+#include "blob.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -59,24 +47,6 @@
 #include <string.h>
 
 struct axstm__waitnode;
-
-struct axstm__blob {
-    struct axstm__retired retire; /* used once the entry lets go of it */
-    _Atomic uint32_t refs;
-    size_t len;
-    unsigned char data[];
-};
-
-#define AXSTM__INLINE_MAX 8
-#define AXSTM__VAL_INLINE (UINT32_C(1) << 31) /* | length (0..8) */
-#define AXSTM__VAL_BLOB (UINT32_C(1) << 30)   /* word is a blob pointer */
-#define AXSTM__VAL_DELETE (UINT32_C(1) << 29) /* a delete (handles, writes) */
-
-struct axstm__val {
-    uint64_t word; /* the inline bytes, or the blob's address */
-    uint32_t meta; /* 0: no value; else AXSTM__VAL_INLINE | len, AXSTM__VAL_BLOB
-                    * or AXSTM__VAL_DELETE */
-};
 
 struct axstm__entry {
     _Atomic uint64_t vlock;
@@ -107,87 +77,99 @@ static inline bool axstm__lock_gone(uint64_t vlock)
     return (vlock & AXSTM__GONE) != 0;
 }
 
+/*
+ * The fields, read and written only through what follows, so that every
+ * argument about the order of memory accesses to entries is made in this
+ * file.
+ *
+ * The lock word, three ways:
+ *   _seq_cst: in one total order with the other sequentially consistent
+ *     accesses: wait.h's wake-up protocol (a waiter links itself and then
+ *     reads the word; a committer locks it and then reads the waiters),
+ *     and the handshake between anchors, waiters and kills (below);
+ *   _acquire: what the caller reads afterwards is no older than the word
+ *     (checking that a key read earlier still holds what was read);
+ *   _relaxed: the word of a key the caller holds locked, or a hint.
+ */
+static inline uint64_t axstm__entry_vlock_seq_cst(struct axstm__entry *e)
+{
+    return atomic_load(&e->vlock);
+}
+
+static inline uint64_t axstm__entry_vlock_acquire(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->vlock, memory_order_acquire);
+}
+
+static inline uint64_t axstm__entry_vlock_relaxed(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->vlock, memory_order_relaxed);
+}
+
+/* Version and incarnation are written only by the holder of e's lock, and
+ * read either by it (these) or inside axstm__entry_read's sequence lock:
+ * the lock orders them, so they need no order of their own. */
+static inline uint64_t axstm__entry_version_locked(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->version, memory_order_relaxed);
+}
+
+static inline void axstm__entry_set_version_locked(struct axstm__entry *e, uint64_t version)
+{
+    atomic_store_explicit(&e->version, version, memory_order_relaxed);
+}
+
+static inline uint64_t axstm__entry_born_locked(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->born, memory_order_relaxed);
+}
+
+static inline void axstm__entry_set_born_locked(struct axstm__entry *e, uint64_t born)
+{
+    atomic_store_explicit(&e->born, born, memory_order_relaxed);
+}
+
+/* The head of e's list of waiters (wait.h).  Written only under the wait
+ * bucket's lock, sequentially consistent (the wake-up protocol, and the
+ * kill below).  Read _seq_cst by committers (the protocol's other side)
+ * and _relaxed by a writer holding the bucket's lock. */
+static inline struct axstm__waitnode *axstm__entry_waiters_seq_cst(struct axstm__entry *e)
+{
+    return atomic_load(&e->waiters);
+}
+
+static inline struct axstm__waitnode *axstm__entry_waiters_relaxed(struct axstm__entry *e)
+{
+    return atomic_load_explicit(&e->waiters, memory_order_relaxed);
+}
+
+static inline void axstm__entry_set_waiters_seq_cst(struct axstm__entry *e,
+                                                    struct axstm__waitnode *head)
+{
+    atomic_store(&e->waiters, head);
+}
+
+/* Makes the memory at e a gone entry of key (len bytes, checked) at stamp,
+ * anchored once by its maker, before any other thread can reach it. */
+static inline void axstm__entry_init(struct axstm__entry *e, uint64_t stamp, const char *key,
+                                     size_t len)
+{
+    atomic_init(&e->vlock, stamp << 2 | AXSTM__GONE);
+    atomic_init(&e->version, 0);
+    atomic_init(&e->vword, 0);
+    atomic_init(&e->vmeta, 0);
+    atomic_init(&e->waiters, NULL);
+    atomic_init(&e->born, 0);
+    atomic_init(&e->anchors, 1);
+    e->keylen = (uint16_t)len;
+    memcpy(e->key, key, len);
+    e->key[len] = '\0';
+}
+
 /* Whether e is gone at this instant (a hint: the state may change). */
 static inline bool axstm__entry_gone(struct axstm__entry *e)
 {
     return (atomic_load_explicit(&e->vlock, memory_order_acquire) & AXSTM__GONE) != 0;
-}
-
-/* Memory a blob of len bytes occupies. */
-static inline size_t axstm__blob_size(size_t len)
-{
-    return sizeof(struct axstm__blob) + len;
-}
-
-static inline struct axstm__blob *axstm__val_blob(const struct axstm__val *v)
-{
-    return (v->meta & AXSTM__VAL_BLOB) ? (struct axstm__blob *)(uintptr_t)v->word : NULL;
-}
-
-/* The bytes of v (NULL when no value) and their length. */
-static inline const void *axstm__val_data(const struct axstm__val *v, size_t *len)
-{
-    if (v->meta & AXSTM__VAL_INLINE) {
-        *len = v->meta & 0xff;
-        return &v->word;
-    }
-    const struct axstm__blob *b = axstm__val_blob(v);
-    *len = b != NULL ? b->len : 0;
-    return b != NULL ? b->data : NULL;
-}
-
-/* v as a 64-bit integer: AXSTM_OK, AXSTM_ENOVALUE (no value) or AXSTM_ETYPE
- * (not 8 bytes long); *out is written only on AXSTM_OK. */
-static inline int axstm__val_get_i64(const struct axstm__val *v, int64_t *out)
-{
-    size_t len;
-    const void *data = axstm__val_data(v, &len);
-    if (data == NULL)
-        return AXSTM_ENOVALUE;
-    if (len != sizeof *out)
-        return AXSTM_ETYPE;
-    memcpy(out, data, sizeof *out);
-    return AXSTM_OK;
-}
-
-/* Takes a reference on v's blob, if any.  Caller pinned, or holding one. */
-static inline void axstm__val_retain(const struct axstm__val *v)
-{
-    struct axstm__blob *b = axstm__val_blob(v);
-    if (b != NULL)
-        atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
-}
-
-/* blob.c */
-struct axstm__blob *axstm__blob_new(const void *data, size_t len);
-void axstm__blob_unref(struct axstm__blob *b);
-int axstm__val_make_blob(struct axstm__val *v, const void *data, size_t len);
-
-/* Drops v's reference, if any, and makes it "no value". */
-static inline void axstm__val_release(struct axstm__val *v)
-{
-    if (v->meta & AXSTM__VAL_BLOB)
-        axstm__blob_unref(axstm__val_blob(v));
-    v->word = 0;
-    v->meta = 0;
-}
-
-/* Makes *v a new value holding a copy of data[0..len) (inline when small).
- * Returns AXSTM_OK or AXSTM_ENOMEM (then *v is untouched).  Inline here:
- * every set of a small value comes through, and costs no call. */
-static inline int axstm__val_make(struct axstm__val *v, const void *data, size_t len)
-{
-    if (len > AXSTM__INLINE_MAX)
-        return axstm__val_make_blob(v, data, len);
-    uint64_t word = 0;
-    if (len == sizeof word)
-        memcpy(&word, data, sizeof word); /* the common int64: one load */
-    else if (len != 0)
-        memcpy(&word, data, len);
-    axstm__val_release(v);
-    v->word = word;
-    v->meta = AXSTM__VAL_INLINE | (uint32_t)len;
-    return AXSTM_OK;
 }
 
 /*

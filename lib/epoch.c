@@ -18,9 +18,16 @@
  * reclaiming is rare, and a fence in a reader also keeps the CPU from
  * overlapping that reader's cache misses with the next operation's.
  */
-#include "axstm-internal.h"
+#include "epoch.h"
+
+#include "fork.h"
+#include "thread.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #if defined(__linux__)
 #include <linux/membarrier.h>
 #include <sys/syscall.h>

@@ -24,10 +24,16 @@
  * takes its locks after every handler, and jemalloc and tcmalloc register
  * theirs when they start, before any store exists).
  */
-#include "axstm-internal.h"
+#include "fork.h"
+
+#include "alloc.h"
+#include "epoch.h"
+#include "thread.h"
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 
 struct axstm__gate_count axstm__gate[AXSTM__ALL_SLOTS];
 _Alignas(2 * AXSTM__CACHELINE) _Atomic bool axstm__gate_closed;

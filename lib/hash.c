@@ -3,10 +3,13 @@
  * hash.c -- the per-store random key of the key hash (hash.h holds the
  * hash itself, inline: every lookup runs it).
  */
-#include "axstm-internal.h"
+#include "hash.h"
+
+#include "thread.h"
 
 #include <fcntl.h>
-#include <string.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>

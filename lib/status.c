@@ -2,7 +2,7 @@
 /*
  * status.c -- the list of codes in axstm.h, turned into messages.
  */
-#include "axstm-internal.h"
+#include "axstm.h"
 
 AXSTM_API const char *axstm_strerror(int code)
 {

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store.c -- the store's lifecycle, counters, key checks and foreach.
+ * store.c -- a store's life (new, free), its statistics (the per-thread
+ * counters of axstm-internal.h, summed) and the walk over its keys
+ * (foreach).
  */
 #include "axstm-internal.h"
 
+#include "fork.h"
+
 #include <sched.h>
-#include <string.h>
 
 AXSTM_API axstm_store *axstm_store_new(void)
 {
@@ -64,14 +67,12 @@ AXSTM_API void axstm_store_free(axstm_store *s)
     axstm__free(s);
 }
 
-
 int axstm__busy(axstm_store *s, int code)
 {
     if (code == AXSTM_BUSY_RETRY)
         axstm__count(s, AXSTM__BUSY);
     return code;
 }
-
 
 AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out)
 {

@@ -2,9 +2,20 @@
 /*
  * table.c -- the concurrent key table; see table.h.
  */
-#include "axstm-internal.h"
+#include "table.h"
 
-#include <string.h>
+#include "alloc.h"
+#include "axstm.h"
+#include "entry.h"
+#include "epoch.h"
+#include "fork.h"
+#include "hash.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /*
  * A shard's array.  Beside each entry pointer it keeps a one-byte tag:
@@ -17,7 +28,7 @@
  * slot passed.  The tags come right after the header, so that in a small
  * array the mask and the tags share a line; the pointers follow them.
  */
-struct axstm__table {
+struct axstm__shard_array {
     struct axstm__retired retire; /* when growth replaces it */
     size_t mask;                  /* capacity - 1; capacity a power of two */
     _Atomic uint8_t tag[];        /* capacity of them, then the pointers */
@@ -43,18 +54,18 @@ static size_t shard_of(uint64_t hash)
 /* Where the pointers start: after the tags, rounded up for alignment. */
 static size_t slots_offset(size_t capacity)
 {
-    size_t n = sizeof(struct axstm__table) + capacity;
+    size_t n = sizeof(struct axstm__shard_array) + capacity;
     return (n + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
 }
 
-static size_t table_size(size_t capacity)
+static size_t array_size(size_t capacity)
 {
     return slots_offset(capacity) + capacity * sizeof(struct axstm__entry *);
 }
 
-static _Atomic(struct axstm__entry *) *slots(const struct axstm__table *tab)
+static _Atomic(struct axstm__entry *) *slots(const struct axstm__shard_array *arr)
 {
-    return (_Atomic(struct axstm__entry *) *)((uintptr_t)tab + slots_offset(tab->mask + 1));
+    return (_Atomic(struct axstm__entry *) *)((uintptr_t)arr + slots_offset(arr->mask + 1));
 }
 
 /* The tag of a key: 7 bits of its hash that neither the shard (the top 6)
@@ -98,7 +109,7 @@ int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
                 pthread_mutex_destroy(&t->shard[i].lock);
             return AXSTM_ENOMEM;
         }
-        atomic_init(&sh->table, NULL);
+        atomic_init(&sh->array, NULL);
         atomic_init(&sh->count, 0);
         atomic_init(&sh->bytes, 0);
         sh->tombstones = 0;
@@ -116,16 +127,16 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
 {
     for (size_t i = 0; i < AXSTM__SHARDS; i++) {
         struct axstm__shard *sh = &t->shard[i];
-        struct axstm__table *tab = atomic_load(&sh->table);
-        if (tab != NULL) {
-            for (size_t j = 0; j <= tab->mask; j++) {
-                if (atomic_load_explicit(&tab->tag[j], memory_order_relaxed) < 0x80)
+        struct axstm__shard_array *arr = atomic_load(&sh->array);
+        if (arr != NULL) {
+            for (size_t j = 0; j <= arr->mask; j++) {
+                if (atomic_load_explicit(&arr->tag[j], memory_order_relaxed) < 0x80)
                     continue;
-                struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_relaxed);
+                struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_relaxed);
                 if (drop != NULL)
                     drop(e);
             }
-            axstm__free(tab);
+            axstm__free(arr);
         }
         struct axstm__arena_chunk *c = sh->chunks;
         while (c != NULL) {
@@ -137,12 +148,12 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
     }
 }
 
-static inline struct axstm__entry *probe(const struct axstm__table *tab,
+static inline struct axstm__entry *probe(const struct axstm__shard_array *arr,
                                          const struct axstm__keyref *r, size_t *where)
 {
-    const _Atomic uint8_t *tag = tab->tag;
+    const _Atomic uint8_t *tag = arr->tag;
     uint8_t want = tag_of(r->hash);
-    size_t i = (size_t)r->hash & tab->mask;
+    size_t i = (size_t)r->hash & arr->mask;
     for (;;) {
         /* Acquire: a tag is stored after its pointer and entry (place). */
         uint8_t t = atomic_load_explicit(&tag[i], memory_order_acquire);
@@ -153,48 +164,48 @@ static inline struct axstm__entry *probe(const struct axstm__table *tab,
              * slot emptied by a removal can be reused for the same key
              * (same tag) between the two loads; only this load then orders
              * the new entry's initialisation before the reads below. */
-            struct axstm__entry *e = atomic_load_explicit(&slots(tab)[i], memory_order_acquire);
+            struct axstm__entry *e = atomic_load_explicit(&slots(arr)[i], memory_order_acquire);
             if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len)) {
                 if (where != NULL)
                     *where = i;
                 return e;
             }
         }
-        i = (i + 1) & tab->mask;
+        i = (i + 1) & arr->mask;
     }
 }
 
 void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
 {
     r->hash = axstm__hash(&t->seed, r->key, r->len);
-    struct axstm__table *tab =
-        atomic_load_explicit(&t->shard[shard_of(r->hash)].table, memory_order_acquire);
-    r->entry = tab != NULL ? probe(tab, r, NULL) : NULL;
+    struct axstm__shard_array *arr =
+        atomic_load_explicit(&t->shard[shard_of(r->hash)].array, memory_order_acquire);
+    r->entry = arr != NULL ? probe(arr, r, NULL) : NULL;
 }
 
 /* Places e (whose key hashes to hash) in an array nobody else writes
  * (a rebuild) or under the shard lock.  Returns whether it took a
  * tombstone's slot. */
-static bool place(struct axstm__table *tab, struct axstm__entry *e, uint64_t hash)
+static bool place(struct axstm__shard_array *arr, struct axstm__entry *e, uint64_t hash)
 {
-    _Atomic uint8_t *tag = tab->tag;
-    size_t i = (size_t)hash & tab->mask;
+    _Atomic uint8_t *tag = arr->tag;
+    size_t i = (size_t)hash & arr->mask;
     uint8_t t;
     while ((t = atomic_load_explicit(&tag[i], memory_order_relaxed)) >= 0x80)
-        i = (i + 1) & tab->mask;
+        i = (i + 1) & arr->mask;
     /* Both release: probes find the entry through the tag, foreach through
      * the pointer, and either must then see the entry whole.  A probe for
      * another key that passes a tombstone being reused sees either the
      * tombstone or this entry, and goes on past both. */
-    atomic_store_explicit(&slots(tab)[i], e, memory_order_release);
+    atomic_store_explicit(&slots(arr)[i], e, memory_order_release);
     atomic_store_explicit(&tag[i], tag_of(hash), memory_order_release);
     return t == TOMBSTONE;
 }
 
-static void reclaim_table(struct axstm__retired *node, void *owner)
+static void reclaim_array(struct axstm__retired *node, void *owner)
 {
     (void)owner;
-    axstm__free((struct axstm__table *)node);
+    axstm__free((struct axstm__shard_array *)node);
 }
 
 /* An entry taken out, waiting for its readers: pinned readers may still
@@ -257,7 +268,7 @@ static void note_removed(struct axstm__shard *sh, uint64_t was)
 static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
                    int *reclaim_due)
 {
-    struct axstm__table *old = atomic_load_explicit(&sh->table, memory_order_relaxed);
+    struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
     size_t capacity = old != NULL ? old->mask + 1 : 0;
     size_t want = FIRST_CAPACITY;
@@ -266,7 +277,7 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
             return AXSTM_ENOMEM;
         want *= 2;
     }
-    struct axstm__table *grown = axstm__calloc(1, table_size(want));
+    struct axstm__shard_array *grown = axstm__calloc(1, array_size(want));
     if (grown == NULL)
         return AXSTM_ENOMEM;
     grown->mask = want - 1;
@@ -294,14 +305,14 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
         }
     /* Readers switch to the copy with this one store; those still in the
      * old array find the same entries there until they unpin. */
-    atomic_store_explicit(&sh->table, grown, memory_order_release);
+    atomic_store_explicit(&sh->array, grown, memory_order_release);
     atomic_store_explicit(&sh->count, kept, memory_order_relaxed);
     sh->tombstones = 0;
-    atomic_fetch_add_explicit(&sh->bytes, table_size(want), memory_order_relaxed);
+    atomic_fetch_add_explicit(&sh->bytes, array_size(want), memory_order_relaxed);
     if (old != NULL) {
-        atomic_fetch_sub_explicit(&sh->bytes, table_size(capacity), memory_order_relaxed);
-        *reclaim_due |= axstm__epoch_retire(t->epoch, &old->retire, reclaim_table,
-                                            table_size(capacity));
+        atomic_fetch_sub_explicit(&sh->bytes, array_size(capacity), memory_order_relaxed);
+        *reclaim_due |=
+            axstm__epoch_retire(t->epoch, &old->retire, reclaim_array, array_size(capacity));
     }
     return AXSTM_OK;
 }
@@ -311,7 +322,7 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
 static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
                          int *reclaim_due)
 {
-    struct axstm__table *old = atomic_load_explicit(&sh->table, memory_order_relaxed);
+    struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
     size_t capacity = old != NULL ? old->mask + 1 : 0;
     if (count + sh->tombstones + more <= capacity / 4 * 3)
@@ -355,16 +366,7 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
         sh->arena_next += size;
         sh->arena_left -= size;
     }
-    atomic_init(&e->vlock, sh->removed_stamp << 2 | AXSTM__GONE);
-    atomic_init(&e->version, 0);
-    atomic_init(&e->vword, 0);
-    atomic_init(&e->vmeta, 0);
-    atomic_init(&e->waiters, NULL);
-    atomic_init(&e->born, 0);
-    atomic_init(&e->anchors, 1);
-    e->keylen = (uint16_t)r->len;
-    memcpy(e->key, r->key, r->len);
-    e->key[r->len] = '\0';
+    axstm__entry_init(e, sh->removed_stamp, r->key, r->len);
     return e;
 }
 
@@ -406,8 +408,8 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
         if (refs[i].entry != NULL)
             continue;
         struct axstm__shard *sh = &t->shard[shard_of(refs[i].hash)];
-        struct axstm__table *tab = atomic_load_explicit(&sh->table, memory_order_relaxed);
-        if (tab != NULL && probe(tab, &refs[i], NULL) != NULL)
+        struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_relaxed);
+        if (arr != NULL && probe(arr, &refs[i], NULL) != NULL)
             continue; /* added meanwhile; found again below */
         slots_needed[shard_of(refs[i].hash)]++;
         bytes_needed[shard_of(refs[i].hash)] += entry_size(refs[i].len);
@@ -434,8 +436,8 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
         if (refs[i].entry != NULL)
             continue;
         struct axstm__shard *sh = &t->shard[shard_of(refs[i].hash)];
-        struct axstm__table *tab = atomic_load_explicit(&sh->table, memory_order_relaxed);
-        struct axstm__entry *e = probe(tab, &refs[i], NULL);
+        struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_relaxed);
+        struct axstm__entry *e = probe(arr, &refs[i], NULL);
         if (e != NULL) { /* added meanwhile, or a duplicate within refs */
             if (axstm__entry_anchor(e)) {
                 refs[i].entry = e;
@@ -445,7 +447,7 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
         }
         refs[i].entry = new_entry(sh, &refs[i]);
         anchored[i] = true;
-        if (place(tab, refs[i].entry, refs[i].hash))
+        if (place(arr, refs[i].entry, refs[i].hash))
             sh->tombstones--;
         atomic_fetch_add_explicit(&sh->count, 1, memory_order_relaxed);
     }
@@ -498,14 +500,14 @@ static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
         axstm__free(d); /* somebody else is changing the shard: later */
         return false;
     }
-    struct axstm__table *tab = atomic_load_explicit(&sh->table, memory_order_relaxed);
+    struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t where;
     bool removed = false;
     int reclaim_due = 0;
     uint64_t was;
-    if (tab != NULL && probe(tab, &r, &where) == e && axstm__entry_kill(e, &was)) {
+    if (arr != NULL && probe(arr, &r, &where) == e && axstm__entry_kill(e, &was)) {
         note_removed(sh, was);
-        atomic_store_explicit(&tab->tag[where], TOMBSTONE, memory_order_release);
+        atomic_store_explicit(&arr->tag[where], TOMBSTONE, memory_order_release);
         atomic_fetch_sub_explicit(&sh->count, 1, memory_order_relaxed);
         sh->tombstones++;
         reclaim_due = retire_entry(t, e, d);
@@ -513,7 +515,7 @@ static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
         removed = true;
         /* Many tombstones: shrink (a failure to allocate just waits for
          * the next chance). */
-        if (sh->tombstones > (tab->mask + 1) / 2)
+        if (sh->tombstones > (arr->mask + 1) / 2)
             (void)rebuild(t, sh, 0, &reclaim_due);
     }
     pthread_mutex_unlock(&sh->lock);
@@ -526,13 +528,13 @@ static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
 int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
                                int (*fn)(struct axstm__entry *, void *), void *arg)
 {
-    struct axstm__table *tab = atomic_load_explicit(&t->shard[i].table, memory_order_acquire);
-    if (tab == NULL)
+    struct axstm__shard_array *arr = atomic_load_explicit(&t->shard[i].array, memory_order_acquire);
+    if (arr == NULL)
         return 0;
-    for (size_t j = 0; j <= tab->mask; j++) {
-        if (atomic_load_explicit(&tab->tag[j], memory_order_acquire) < 0x80)
+    for (size_t j = 0; j <= arr->mask; j++) {
+        if (atomic_load_explicit(&arr->tag[j], memory_order_acquire) < 0x80)
             continue;
-        struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_acquire);
+        struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
         int rc = fn(e, arg);
         if (rc != 0)
             return rc;
@@ -543,23 +545,23 @@ int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
 int axstm__table_shard_entries(struct axstm__keytable *t, size_t i, struct axstm__entry ***out,
                                size_t *n)
 {
-    struct axstm__table *tab = atomic_load_explicit(&t->shard[i].table, memory_order_acquire);
+    struct axstm__shard_array *arr = atomic_load_explicit(&t->shard[i].array, memory_order_acquire);
     *out = NULL;
     *n = 0;
-    if (tab == NULL)
+    if (arr == NULL)
         return AXSTM_OK;
     size_t m = 0, cap = 0;
-    for (size_t j = 0; j <= tab->mask; j++)
-        cap += atomic_load_explicit(&tab->tag[j], memory_order_relaxed) >= 0x80;
+    for (size_t j = 0; j <= arr->mask; j++)
+        cap += atomic_load_explicit(&arr->tag[j], memory_order_relaxed) >= 0x80;
     if (cap == 0)
         return AXSTM_OK;
     struct axstm__entry **a = axstm__malloc(cap * sizeof *a);
     if (a == NULL)
         return AXSTM_ENOMEM;
-    for (size_t j = 0; j <= tab->mask && m < cap; j++) {
-        if (atomic_load_explicit(&tab->tag[j], memory_order_acquire) < 0x80)
+    for (size_t j = 0; j <= arr->mask && m < cap; j++) {
+        if (atomic_load_explicit(&arr->tag[j], memory_order_acquire) < 0x80)
             continue;
-        struct axstm__entry *e = atomic_load_explicit(&slots(tab)[j], memory_order_acquire);
+        struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
         if (axstm__entry_anchor(e))
             a[m++] = e;
     }

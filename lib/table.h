@@ -27,20 +27,21 @@
 #include "hash.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define AXSTM__SHARDS 64
 
-struct axstm__table;
+struct axstm__shard_array;
 struct axstm__arena_chunk;
 
 #define AXSTM__ENTRY_CLASSES 24
 
 struct axstm__shard {
     _Alignas(2 * AXSTM__CACHELINE) pthread_mutex_t lock; /* adding and removing */
-    _Atomic(struct axstm__table *) table;                 /* NULL until first key */
+    _Atomic(struct axstm__shard_array *) array;          /* NULL until first key */
     _Atomic uint64_t count;                               /* entries in the array */
     _Atomic uint64_t bytes;                               /* memory held */
     size_t tombstones;                                    /* under the lock */

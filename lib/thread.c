@@ -2,9 +2,12 @@
 /*
  * thread.c -- assigning per-thread slots; see thread.h.
  */
-#include "axstm-internal.h"
+#include "thread.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 AXSTM__TLS unsigned axstm__slot_plus_one;
 

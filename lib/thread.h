@@ -15,10 +15,14 @@
  * Threads do not register: the slot is assigned on a thread's first call
  * and handed back by a thread-exit destructor.  In the child of a fork,
  * the slots of the parent's other threads are free again (fork.c).
+ *
+ * The other thing kept per thread is POSIX's: whether a cancellation
+ * request may act (axstm__cancel_off, below).
  */
 #ifndef AXSTM_THREAD_H
 #define AXSTM_THREAD_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -75,6 +79,23 @@ static inline uint64_t axstm__slot_fetch_add(_Atomic uint64_t *counter, uint64_t
 static inline void axstm__slot_add(_Atomic uint64_t *counter, uint64_t d, unsigned slot)
 {
     (void)axstm__slot_fetch_add(counter, d, slot);
+}
+
+/* Around system calls that are cancellation points (getrandom, read, write,
+ * close): no call but axstm_atomically's sleeps may act on a cancellation
+ * request (axstm.h), since acting there would leak what the call holds.
+ * The request stays pending for the caller's next cancellation point.
+ * axstm__cancel_off returns the caller's state, to give to the other. */
+static inline int axstm__cancel_off(void)
+{
+    int state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    return state;
+}
+
+static inline void axstm__cancel_restore(int state)
+{
+    pthread_setcancelstate(state, NULL);
 }
 
 #endif

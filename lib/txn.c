@@ -39,7 +39,6 @@
 #include "axstm-internal.h"
 
 #include <sched.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -247,7 +246,7 @@ static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
         atomic_store_explicit(wants, e, memory_order_relaxed);
         rc = AXSTM_OK;
         for (unsigned spins = 0; !axstm__entry_trylock(e, old); spins++) {
-            if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == AXSTM__DEAD) {
+            if (axstm__entry_vlock_relaxed(e) == AXSTM__DEAD) {
                 rc = AXSTM_CONCURRENT_UPDATE;
                 break;
             }
@@ -386,9 +385,15 @@ static int reserve_for_access_slow(axstm_txn *tx)
     return rc;
 }
 
-/* The common case first: room everywhere, nothing to allocate. */
-static inline int reserve_for_access(axstm_txn *tx)
+/* What every access of the running body does before it looks its key up:
+ * checks the key (*keylen gets its length), and makes room for what the
+ * access records, so that nothing fails after an entry is added. */
+static inline int prepare_access(axstm_txn *tx, const char *key, size_t *keylen)
 {
+    int rc = axstm__check_key(key, keylen);
+    if (rc != AXSTM_OK)
+        return rc;
+    /* The common case first: room everywhere, nothing to allocate. */
     if (tx->reads.n < tx->reads.cap && tx->writes.n < tx->writes.cap &&
         tx->anchors.n < tx->anchors.cap && !tx->irrevocable &&
         tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES)
@@ -396,17 +401,14 @@ static inline int reserve_for_access(axstm_txn *tx)
     return reserve_for_access_slow(tx);
 }
 
-/* The entry of key for a get or a delete in the running body: the key
- * checked, room made for what the access records (so that nothing fails
- * after an entry is added), a gone entry added for a missing key. */
+/* The entry of key for a get or a delete in the running body, a gone
+ * entry added for a missing key. */
 static int access_entry(axstm_txn *tx, const char *key, struct axstm__entry **e)
 {
     if (tx == NULL || tx != running)
         return AXSTM_EINVAL;
     size_t keylen;
-    int rc = axstm__check_key(key, &keylen);
-    if (rc == AXSTM_OK)
-        rc = reserve_for_access(tx);
+    int rc = prepare_access(tx, key, &keylen);
     if (rc == AXSTM_OK)
         rc = find_entry(tx, key, keylen, true, e);
     return rc;
@@ -471,9 +473,7 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
     struct axstm__entry *e;
     uint64_t old;
     size_t keylen;
-    int rc = axstm__check_key(key, &keylen);
-    if (rc == AXSTM_OK)
-        rc = reserve_for_access(tx);
+    int rc = prepare_access(tx, key, &keylen);
     if (rc == AXSTM_OK)
         rc = axstm__val_make(&val, data, len);
     if (rc == AXSTM_OK)
@@ -546,36 +546,6 @@ AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void
 /* Commit                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Orders written items by key (the lock order), and the latest write of a
- * key first (later writes sit at higher addresses in the log). */
-static int by_entry_latest_first(const void *a, const void *b)
-{
-    const struct axstm__item *x = *(struct axstm__item *const *)a;
-    const struct axstm__item *y = *(struct axstm__item *const *)b;
-    if (x->entry != y->entry)
-        return (uintptr_t)x->entry < (uintptr_t)y->entry ? -1 : 1;
-    return (uintptr_t)x > (uintptr_t)y ? -1 : (uintptr_t)x < (uintptr_t)y;
-}
-
-/* Sorts by by_entry_latest_first: a plain insertion sort for the few
- * writes most transactions make (no comparator calls), qsort beyond. */
-static void sort_items(struct axstm__item **a, size_t n)
-{
-    if (n > 16) {
-        qsort(a, n, sizeof *a, by_entry_latest_first);
-        return;
-    }
-    for (size_t i = 1; i < n; i++) {
-        struct axstm__item *x = a[i];
-        size_t j = i;
-        while (j > 0 && by_entry_latest_first(&a[j - 1], &x) > 0) {
-            a[j] = a[j - 1];
-            j--;
-        }
-        a[j] = x;
-    }
-}
-
 static int commit(axstm_txn *tx)
 {
     enum { SMALL = 16 };
@@ -603,7 +573,8 @@ static int commit(axstm_txn *tx)
     for (size_t i = 0; i < tx->writes.n; i++)
         if (tx->writes.v[i].live)
             items[n++] = &tx->writes.v[i].item;
-    sort_items(items, n);
+    /* The lock order puts the latest write of a key first: it is kept. */
+    axstm__sort_items(items, n);
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++)
         if (distinct == 0 || items[i]->entry != items[distinct - 1]->entry)

@@ -167,19 +167,9 @@ AXSTM_API int axstm_value_commit(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return AXSTM_EINVAL;
-    axstm_store *s = v->store;
     struct axstm__item *items[1] = {&v->item};
     uint64_t scratch;
-    int rc;
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    if (axstm__still_there(s, &v->removals, v, 1)) {
-        rc = axstm__commit(s, items, 1, &scratch, NULL);
-    } else {
-        axstm__count(s, AXSTM__CONFLICTS);
-        rc = AXSTM_CONCURRENT_UPDATE;
-    }
-    axstm__epoch_unpin(&s->epoch, pin);
-    return rc;
+    return axstm__commit_handles(v->store, &v->removals, v, items, 1, &scratch);
 }
 
 AXSTM_API int axstm_value_refresh(axstm_value *v)

@@ -3,7 +3,7 @@
  * version.c -- the release of the library actually loaded, which may be
  * another than the one whose header a program was compiled with.
  */
-#include "axstm-internal.h"
+#include "axstm.h"
 
 AXSTM_API unsigned int axstm_version(void)
 {

@@ -2,9 +2,21 @@
 /*
  * wait.c -- blocking retry and watches; see wait.h.
  */
-#include "axstm-internal.h"
+#include "wait.h"
+
+#include "alloc.h"
+#include "axstm.h"
+#include "entry.h"
+#include "epoch.h"
+#include "thread.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <unistd.h>
 
 static struct axstm__wait_bucket *bucket_of(struct axstm__wait_bucket *buckets,
@@ -75,7 +87,7 @@ static void unlink_node(struct axstm__wait_bucket *b, struct axstm__entry *e,
     if (node->prev != NULL)
         atomic_store_explicit(&node->prev->next, next, memory_order_release);
     else
-        atomic_store(&e->waiters, next);
+        axstm__entry_set_waiters_seq_cst(e, next);
     if (next != NULL)
         next->prev = node->prev;
     pthread_mutex_unlock(&b->lock);
@@ -87,7 +99,7 @@ bool axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__wait_reg
     struct axstm__waitnode *node = &r->node[i];
     struct axstm__wait_bucket *b = bucket_of(buckets, e);
     pthread_mutex_lock(&b->lock);
-    struct axstm__waitnode *head = atomic_load_explicit(&e->waiters, memory_order_relaxed);
+    struct axstm__waitnode *head = axstm__entry_waiters_relaxed(e);
     node->entry = e;
     node->prev = NULL;
     atomic_init(&node->next, head);
@@ -95,9 +107,9 @@ bool axstm__wait_link(struct axstm__wait_bucket *buckets, struct axstm__wait_reg
         head->prev = node;
     /* Sequentially consistent, and before the lock word is read below:
      * the wake-up protocol (wait.h) and entry.h's kill both rely on it. */
-    atomic_store(&e->waiters, node);
+    axstm__entry_set_waiters_seq_cst(e, node);
     pthread_mutex_unlock(&b->lock);
-    if (atomic_load(&e->vlock) != AXSTM__DEAD)
+    if (axstm__entry_vlock_seq_cst(e) != AXSTM__DEAD)
         return true;
     /* Dead (or, for an instant, being looked at by a kill that will see
      * us and give up): either way, not an entry to stay on. */
@@ -130,7 +142,7 @@ void axstm__wait_unlink(struct axstm__wait_bucket *buckets, struct axstm__epoch 
 bool axstm__reads_changed(const struct axstm__read *reads, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (atomic_load(&reads[i].entry->vlock) != reads[i].vlock)
+        if (axstm__entry_vlock_seq_cst(reads[i].entry) != reads[i].vlock)
             return true;
     return false;
 }
@@ -161,12 +173,11 @@ void axstm__wake(struct axstm__entry *e)
 {
     /* write() to an eventfd is a cancellation point: a commit must not be
      * cancelled halfway through its notifications. */
-    int cancel_state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-    for (struct axstm__waitnode *node = atomic_load(&e->waiters); node != NULL;
+    int cancel_state = axstm__cancel_off();
+    for (struct axstm__waitnode *node = axstm__entry_waiters_seq_cst(e); node != NULL;
          node = atomic_load_explicit(&node->next, memory_order_acquire))
         axstm__waiter_notify(node->waiter);
-    pthread_setcancelstate(cancel_state, NULL);
+    axstm__cancel_restore(cancel_state);
 }
 
 int axstm__wait_begin(struct axstm__wait *w, struct axstm__wait_bucket *buckets,

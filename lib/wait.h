@@ -27,6 +27,7 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -118,7 +119,7 @@ void axstm__waiter_notify(struct axstm__waiter *w);
 bool axstm__reads_changed(const struct axstm__read *reads, size_t n);
 
 /* Notifies everyone waiting on e.  Called by commits after unlocking e,
- * pinned, only when e->waiters is not NULL.  Takes no lock. */
+ * pinned, only when e has waiters.  Takes no lock. */
 void axstm__wake(struct axstm__entry *e);
 
 /*

@@ -20,6 +20,7 @@
 #include "epoch.h"
 #include "table.h"
 #include "thread.h"
+#include "redis.h"
 #include "wait.h"
 
 #include <pthread.h>
@@ -43,6 +44,9 @@ struct axstm__counters {
 };
 
 struct axstm_store {
+    /* A store kept in a Redis server (redis.h), or NULL: in-process.  Every
+     * public call on a store or its handles looks at it first. */
+    struct axstm__redis *remote;
     struct axstm__epoch epoch;
     struct axstm__keytable table;
     /* The clock transactions take snapshots from; commits stamp keys above
@@ -279,10 +283,12 @@ void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old,
  * value's and a collection's commits call nothing more.
  */
 static inline int axstm__commit_handles(axstm_store *s, uint64_t *removals,
-                                        const axstm_value *values, struct axstm__item *const *items,
+                                        axstm_value *values, struct axstm__item *const *items,
                                         size_t n, uint64_t *scratch)
 {
     int rc;
+    if (s->remote != NULL)
+        return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
     unsigned pin = axstm__epoch_pin(&s->epoch);
     if (axstm__still_there(s, removals, values, n)) {
         rc = axstm__commit(s, items, n, scratch, NULL);

@@ -208,6 +208,32 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
     return AXSTM_BUSY_RETRY;
 }
 
+/*
+ * A remote store's checkout: the distinct keys of refs[0..nkeys) by name
+ * (there are no entries to compare), then one round trip.  On failure c
+ * holds nothing.
+ */
+static int remote_checkout(axstm_collection *c, const struct axstm__keyref *refs, size_t nkeys)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        size_t k = 0;
+        while (k < m && (c->values[k].keylen != refs[i].len ||
+                         memcmp(c->values[k].key, refs[i].key, refs[i].len) != 0))
+            k++;
+        if (k < m)
+            continue; /* a repeat */
+        init_value(c, &c->values[m], &refs[i]);
+        c->order[m] = &c->values[m].item;
+        m++;
+    }
+    c->n = m;
+    int rc = axstm__redis_checkout(c->store->remote, c->values, m);
+    if (rc != AXSTM_OK)
+        c->n = 0;
+    return rc;
+}
+
 AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys,
                           axstm_collection **out)
 {
@@ -232,9 +258,14 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
         copy += len + 1;
     }
 
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    int rc = checkout(c, nkeys, true);
-    axstm__epoch_unpin(&s->epoch, pin);
+    int rc;
+    if (s->remote != NULL) {
+        rc = remote_checkout(c, c->scratch_refs, nkeys);
+    } else {
+        unsigned pin = axstm__epoch_pin(&s->epoch);
+        rc = checkout(c, nkeys, true);
+        axstm__epoch_unpin(&s->epoch, pin);
+    }
     if (rc != AXSTM_OK) {
         axstm__handle_free(c, c->size); /* its values hold nothing: the checkout failed */
         return axstm__busy(s, rc);
@@ -277,6 +308,8 @@ AXSTM_API int axstm_collection_refresh(axstm_collection *c)
 {
     if (c == NULL)
         return AXSTM_EINVAL;
+    if (c->store->remote != NULL)
+        return axstm__busy(c->store, axstm__redis_checkout(c->store->remote, c->values, c->n));
     for (size_t i = 0; i < c->n; i++)
         c->scratch_refs[i] = (struct axstm__keyref){c->values[i].key, c->values[i].keylen, 0, NULL};
     unsigned pin = axstm__epoch_pin(&c->store->epoch);

@@ -6,6 +6,7 @@
  */
 #include "axstm-internal.h"
 
+#include "address.h"
 #include "fork.h"
 
 #include <sched.h>
@@ -32,6 +33,7 @@ AXSTM_API axstm_store *axstm_store_new(void)
         axstm__free(s);
         return NULL;
     }
+    s->remote = NULL;
     atomic_init(&s->clock, 0);
     atomic_init(&s->births, 0);
     atomic_init(&s->irrevocable_wants, NULL);
@@ -54,10 +56,35 @@ static void drop_entry_value(struct axstm__entry *e)
     axstm__val_release(&v);
 }
 
+AXSTM_API int axstm_store_open(const char *uri, axstm_store **out)
+{
+    struct axstm__address a;
+    if (out == NULL)
+        return AXSTM_EINVAL;
+    int rc = axstm__address_parse(uri, &a);
+    if (rc != AXSTM_OK)
+        return rc;
+    /* A remote store is still a whole store: its counters count the busy
+     * answers, and the in-process parts simply stay empty. */
+    axstm_store *s = axstm_store_new();
+    if (s == NULL)
+        rc = AXSTM_ENOMEM;
+    else if (a.kind != AXSTM__ADDRESS_MEM)
+        rc = axstm__redis_open(&a, &s->remote);
+    axstm__address_free(&a);
+    if (rc != AXSTM_OK) {
+        axstm_store_free(s);
+        return rc;
+    }
+    *out = s;
+    return AXSTM_OK;
+}
+
 AXSTM_API void axstm_store_free(axstm_store *s)
 {
     if (s == NULL)
         return;
+    axstm__redis_close(s->remote);
     if (axstm__reclaim_wanted == &s->epoch)
         axstm__reclaim_wanted = NULL;
     axstm__epoch_drain(&s->epoch);
@@ -79,6 +106,11 @@ AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out)
     if (s == NULL || out == NULL)
         return AXSTM_EINVAL;
     axstm_stats st = {0};
+    if (s->remote != NULL) {
+        int rc = axstm__redis_stats(s->remote, &st);
+        if (rc != AXSTM_OK)
+            return axstm__busy(s, rc);
+    }
     int64_t value_bytes = 0, keys = 0;
     for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         struct axstm__counters *c = &s->counters[i];
@@ -89,10 +121,14 @@ AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out)
         value_bytes += (int64_t)atomic_load_explicit(&c->value_bytes, memory_order_relaxed);
         keys += (int64_t)atomic_load_explicit(&c->keys, memory_order_relaxed);
     }
-    st.keys = keys > 0 ? (uint64_t)keys : 0;
-    /* Per-thread sums can be momentarily negative while a thread that
-     * published a blob has not yet been summed next to one that freed it. */
-    st.bytes = sizeof *s + axstm__table_bytes(&s->table) + (value_bytes > 0 ? (uint64_t)value_bytes : 0);
+    if (s->remote == NULL) {
+        st.keys = keys > 0 ? (uint64_t)keys : 0;
+        /* Per-thread sums can be momentarily negative while a thread that
+         * published a blob has not yet been summed next to one that freed
+         * it. */
+        st.bytes = sizeof *s + axstm__table_bytes(&s->table) +
+                   (value_bytes > 0 ? (uint64_t)value_bytes : 0);
+    }
     *out = st;
     return AXSTM_OK;
 }
@@ -165,6 +201,8 @@ AXSTM_API int axstm_store_foreach(axstm_store *s, axstm_visit_fn visit, void *ar
 {
     if (s == NULL || visit == NULL)
         return AXSTM_EINVAL;
+    if (s->remote != NULL)
+        return axstm__busy(s, axstm__redis_foreach(s->remote, visit, arg));
     struct visit_ctx ctx = {visit, arg};
     int rc = 0;
     /* A shard at a time, so the list held is a 64th of the keys. */

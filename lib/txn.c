@@ -830,6 +830,8 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
 {
     if (s == NULL || fn == NULL || running != NULL)
         return AXSTM_EINVAL;
+    if (s->remote != NULL)
+        return AXSTM_EINVAL; /* not on a Redis store yet (axstm.h) */
     axstm_txn tx;
     tx.store = s;
     tx.deadline = mode->deadline;

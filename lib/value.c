@@ -77,9 +77,13 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     v->key = copy;
     v->keylen = len;
 
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    rc = checkout(s, v);
-    axstm__epoch_unpin(&s->epoch, pin);
+    if (s->remote != NULL) {
+        rc = axstm__redis_checkout(s->remote, v, 1);
+    } else {
+        unsigned pin = axstm__epoch_pin(&s->epoch);
+        rc = checkout(s, v);
+        axstm__epoch_unpin(&s->epoch, pin);
+    }
     if (rc != AXSTM_OK) {
         axstm__handle_free(v, sizeof *v + len + 1);
         return axstm__busy(s, rc);
@@ -176,6 +180,8 @@ AXSTM_API int axstm_value_refresh(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return AXSTM_EINVAL;
+    if (v->store->remote != NULL)
+        return axstm__busy(v->store, axstm__redis_checkout(v->store->remote, v, 1));
     unsigned pin = axstm__epoch_pin(&v->store->epoch);
     int rc = checkout(v->store, v);
     axstm__epoch_unpin(&v->store->epoch, pin);

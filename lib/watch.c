@@ -130,6 +130,8 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
+    if (s->remote != NULL)
+        return AXSTM_EINVAL; /* not on a Redis store yet (axstm.h) */
     size_t len;
     for (size_t i = 0; i < nkeys; i++) {
         int rc = axstm__check_key(keys[i], &len);

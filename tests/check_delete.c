@@ -35,8 +35,6 @@
  * failure.  Under valgrind (seen in LD_PRELOAD) and ThreadSanitizer the
  * long loops are shorter.
  */
-#define _GNU_SOURCE
-
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>

@@ -24,8 +24,6 @@
  * the suite.  The limit is generous, not a timing: a child does a few
  * milliseconds of work.
  */
-#define _GNU_SOURCE
-
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>

@@ -21,8 +21,6 @@
  *            violations.
  *            $AXSTM_HISTORY_SECONDS sets the seconds per run (default 0.3).
  */
-#define _GNU_SOURCE
-
 #include <inttypes.h>
 
 #include "history.h"

@@ -28,8 +28,6 @@
  * shorter.  No test asserts a timing: the timed run is bounded by both a
  * count and a deadline, and asserts only what the run saw.
  */
-#define _GNU_SOURCE
-
 #include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>

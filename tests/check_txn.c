@@ -14,8 +14,6 @@
  * and bank runs), e.g. 0.3 to shorten them under valgrind; above 1 it also
  * stretches the watchdogs.  The default tests what each test names.
  */
-#define _POSIX_C_SOURCE 200809L
-
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>

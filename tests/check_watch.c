@@ -8,8 +8,6 @@
  * poll with a zero timeout.  Only the tests that involve a second thread
  * wait (with a generous timeout that is never reached when all is well).
  */
-#define _GNU_SOURCE
-
 #include <dirent.h>
 #include <poll.h>
 #include <pthread.h>

@@ -32,7 +32,7 @@ static int stale_body(axstm_txn *tx, void *arg)
     int64_t a, c;
     int rc;
     st->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
     interloper_meet(st->it);
     rc = axstm_txn_get_i64(tx, "c", &c);
     if (st->runs == 1) {
@@ -40,7 +40,7 @@ static int stale_body(axstm_txn *tx, void *arg)
         st->c_rc = rc;
         st->c_first = rc == AXSTM_OK ? c : INT64_MIN;
     }
-    TX_TRY(rc);
+    TU_TRY(rc);
     st->d = a + c;
     return axstm_txn_set_i64(tx, "d", a + c);
 }
@@ -54,8 +54,8 @@ static void assert_stale_read_refused(int (*op)(struct interloper *))
 
     memset(&st, 0, sizeof st);
     st.it = &it;
-    put_i64(s, "a", 0);
-    put_i64(s, "c", 0);
+    tu_put_i64(s, "a", 0);
+    tu_put_i64(s, "c", 0);
     interloper_start(&it, s, op, 1, "a", "c");
     rc = axstm_atomically(s, stale_body, &st);
     ck_assert(interloper_finish(&it));
@@ -69,7 +69,7 @@ static void assert_stale_read_refused(int (*op)(struct interloper *))
                   "after a = 0 the body read c: %s, %lld", axstm_strerror(st.c_rc),
                   (long long)st.c_first);
     ck_assert_uint_eq(st.runs, 2);
-    assert_committed(s, "d", 1, 1, 2);
+    tu_assert_committed(s, "d", 1, 1, 2);
     axstm_store_free(s);
 }
 
@@ -105,7 +105,7 @@ struct xy_reader {
 static int xy_write_body(axstm_txn *tx, void *arg)
 {
     const int64_t *i = arg;
-    TX_TRY(axstm_txn_set_i64(tx, "x", *i));
+    TU_TRY(axstm_txn_set_i64(tx, "x", *i));
     return axstm_txn_set_i64(tx, "y", -*i);
 }
 
@@ -215,8 +215,8 @@ static void assert_invariant_holds_inside_readers(int via_handles)
     memset(&run, 0, sizeof run);
     run.s = tu_store_ok();
     run.via_handles = via_handles;
-    put_i64(run.s, "x", 0);
-    put_i64(run.s, "y", 0);
+    tu_put_i64(run.s, "x", 0);
+    tu_put_i64(run.s, "y", 0);
     memset(rd, 0, sizeof rd);
     tu_clock_start(&run.clock, run_seconds(0.3));
     tu_clock_owe(&run.clock, 1 + READERS);
@@ -268,8 +268,8 @@ static int read_two_body(axstm_txn *tx, void *arg)
 {
     struct pair_sum *p = arg;
     int64_t k, j;
-    TX_TRY(axstm_txn_get_i64(tx, "k", &k));
-    TX_TRY(axstm_txn_get_i64(tx, "j", &j));
+    TU_TRY(axstm_txn_get_i64(tx, "k", &k));
+    TU_TRY(axstm_txn_get_i64(tx, "j", &j));
     p->sum = k + j;
     return AXSTM_OK;
 }
@@ -279,9 +279,9 @@ static int write_then_retry(axstm_txn *tx, void *arg)
 {
     int64_t a;
     (void)arg;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
-    TX_TRY(axstm_txn_set_i64(tx, "k", 100));
-    TX_TRY(axstm_txn_set_i64(tx, "a", a + 1));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_set_i64(tx, "k", 100));
+    TU_TRY(axstm_txn_set_i64(tx, "a", a + 1));
     return AXSTM_RETRY;
 }
 
@@ -297,9 +297,9 @@ START_TEST(read_only_transaction_publishes_nothing)
     axstm_value *h;
     axstm_stats st;
 
-    put_i64(s, "k", 5);
-    put_i64(s, "j", 6);
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "k", 5);
+    tu_put_i64(s, "j", 6);
+    tu_put_i64(s, "a", 1);
     h = tu_usevar_ok(s, "k");
     st = tu_stats_ok(s);
     ck_assert_int_eq(axstm_atomically(s, read_two_body, &p), AXSTM_OK);
@@ -311,7 +311,7 @@ START_TEST(read_only_transaction_publishes_nothing)
     ck_assert_uint_eq(tu_stats_ok(s).commits, st.commits);
     ck_assert_uint_eq(version_of(s, "k"), 1);
     ck_assert_uint_eq(version_of(s, "j"), 1);
-    assert_committed(s, "a", 1, 1, 1);
+    tu_assert_committed(s, "a", 1, 1, 1);
     /* So a handle checked out before is still current. */
     ck_assert_int_eq(tu_commit(h), AXSTM_OK);
     axstm_value_free(h);
@@ -393,7 +393,7 @@ static int audit_body(axstm_txn *tx, void *arg)
     int64_t sum = 0, x;
     int i;
     for (i = 0; i < BANK_ACCOUNTS; i++) {
-        TX_TRY(axstm_txn_get_i64(tx, bank_names[i], &x));
+        TU_TRY(axstm_txn_get_i64(tx, bank_names[i], &x));
         if (x < 0)
             a->negative++;
         sum += x;
@@ -438,7 +438,7 @@ START_TEST(bank_total_is_conserved)
     memset(&run, 0, sizeof run);
     run.s = tu_store_ok();
     for (i = 0; i < BANK_ACCOUNTS; i++)
-        put_i64(run.s, bank_names[i], BANK_INITIAL);
+        tu_put_i64(run.s, bank_names[i], BANK_INITIAL);
     memset(tellers, 0, sizeof tellers);
     memset(&aud, 0, sizeof aud);
     aud.run = &run;
@@ -492,11 +492,11 @@ struct skew {
 static int take_from(axstm_txn *tx, const char *key)
 {
     int64_t a, b, x;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
-    TX_TRY(axstm_txn_get_i64(tx, "b", &b));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "b", &b));
     if (a + b < 1)
         return NOT_ENOUGH_MONEY;
-    TX_TRY(axstm_txn_get_i64(tx, key, &x));
+    TU_TRY(axstm_txn_get_i64(tx, key, &x));
     return axstm_txn_set_i64(tx, key, x - 1);
 }
 
@@ -507,8 +507,8 @@ static int skew_body(axstm_txn *tx, void *arg)
     struct skew *sk = arg;
     int64_t a, b;
     sk->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
-    TX_TRY(axstm_txn_get_i64(tx, "b", &b));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "b", &b));
     interloper_meet(sk->it);
     if (a + b < 1)
         return NOT_ENOUGH_MONEY;
@@ -533,8 +533,8 @@ START_TEST(write_skew_is_prevented)
     struct skew sk = { &it, 0 };
     int rc;
 
-    put_i64(s, "a", 0);
-    put_i64(s, "b", 1);
+    tu_put_i64(s, "a", 0);
+    tu_put_i64(s, "b", 1);
     interloper_start(&it, s, op_take_from_b, 0, "b", NULL);
     rc = axstm_atomically(s, skew_body, &sk);
     ck_assert(interloper_finish(&it));
@@ -542,8 +542,8 @@ START_TEST(write_skew_is_prevented)
     ck_assert_msg(rc == NOT_ENOUGH_MONEY, "the second taker got %s",
                   rc == AXSTM_OK ? "through: write skew" : axstm_strerror(rc));
     ck_assert_uint_eq(sk.runs, 2);
-    assert_committed(s, "a", 1, 1, 0);
-    assert_committed(s, "b", 2, 1, 0);
+    tu_assert_committed(s, "a", 1, 1, 0);
+    tu_assert_committed(s, "b", 2, 1, 0);
     axstm_store_free(s);
 }
 END_TEST
@@ -578,7 +578,7 @@ static int incr_hot_body(axstm_txn *tx, void *arg)
 {
     int64_t x;
     (void)arg;
-    TX_TRY(axstm_txn_get_i64(tx, pg_names[PG_HOT], &x));
+    TU_TRY(axstm_txn_get_i64(tx, pg_names[PG_HOT], &x));
     return axstm_txn_set_i64(tx, pg_names[PG_HOT], x + 1);
 }
 
@@ -650,12 +650,12 @@ static int big_body(axstm_txn *tx, void *arg)
     if (++b->call_runs > PG_GIVE_UP_RUNS || tu_now() > b->give_up)
         return GAVE_UP;
     for (i = 0; i < PG_KEYS; i++) {
-        TX_TRY(axstm_txn_get_i64(tx, pg_names[i], &x[i]));
+        TU_TRY(axstm_txn_get_i64(tx, pg_names[i], &x[i]));
         if (i == PG_HOT)
             let_hammers_commit(b->run);
     }
     for (i = 0; i < PG_KEYS; i++)
-        TX_TRY(axstm_txn_set_i64(tx, pg_names[i], x[i] + 1));
+        TU_TRY(axstm_txn_set_i64(tx, pg_names[i], x[i] + 1));
     return AXSTM_OK;
 }
 
@@ -679,7 +679,7 @@ START_TEST(long_transaction_finishes_under_hammering)
     atomic_init(&run.started, 0);
     atomic_init(&run.hot_commits, 0);
     for (i = 0; i < PG_KEYS; i++)
-        put_i64(run.s, pg_names[i], 0);
+        tu_put_i64(run.s, pg_names[i], 0);
     memset(h, 0, sizeof h);
     for (i = 0; i < HAMMERS; i++) {
         h[i].run = &run;
@@ -738,12 +738,12 @@ static int loser_body(axstm_txn *tx, void *arg)
     struct loser *l = arg;
     int64_t a, b, r;
     l->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, "r", &r));
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
-    TX_TRY(axstm_txn_get_i64(tx, "b", &b));
-    TX_TRY(axstm_txn_set_i64(tx, "a", a + r));
-    TX_TRY(axstm_txn_set_i64(tx, "c", (int64_t)l->runs));
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "r", &r));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "b", &b));
+    TU_TRY(axstm_txn_set_i64(tx, "a", a + r));
+    TU_TRY(axstm_txn_set_i64(tx, "c", (int64_t)l->runs));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
     if (l->runs <= l->losses)
         return AXSTM_CONCURRENT_UPDATE;
     return axstm_txn_set_i64(tx, "b", a + b);
@@ -755,9 +755,9 @@ START_TEST(body_that_keeps_losing_finishes)
     static const char *const keys[] = { "r", "a", "b", "c" };
     struct loser l = { 0, 25 };
     size_t i;
-    put_i64(s, "r", 1);
-    put_i64(s, "a", 1);
-    put_i64(s, "b", 10);
+    tu_put_i64(s, "r", 1);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 10);
     ck_assert_int_eq(axstm_atomically(s, loser_body, &l), AXSTM_OK);
     ck_assert_uint_eq(l.runs, 26);
     /* Whatever mode that last run used, it left no key locked: with nobody
@@ -770,10 +770,10 @@ START_TEST(body_that_keeps_losing_finishes)
         axstm_value_free(v);
         ck_assert_msg(rc == AXSTM_OK, "%s: %s", keys[i], axstm_strerror(rc));
     }
-    assert_committed(s, "r", 2, 1, 1);
-    assert_committed(s, "a", 3, 1, 2);
-    assert_committed(s, "b", 3, 1, 12);
-    assert_committed(s, "c", 2, 1, 26);
+    tu_assert_committed(s, "r", 2, 1, 1);
+    tu_assert_committed(s, "a", 3, 1, 2);
+    tu_assert_committed(s, "b", 3, 1, 12);
+    tu_assert_committed(s, "c", 2, 1, 26);
     axstm_store_free(s);
 }
 END_TEST

@@ -37,8 +37,8 @@ static int o1_first(axstm_txn *tx, void *arg)
 {
     struct alt *a = arg;
     a->runs[0]++;
-    TX_TRY(axstm_txn_set_i64(tx, "a", 100));
-    TX_TRY(axstm_txn_set_i64(tx, "fb", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "a", 100));
+    TU_TRY(axstm_txn_set_i64(tx, "fb", 1));
     return AXSTM_RETRY;
 }
 
@@ -54,9 +54,9 @@ static int o1_body(axstm_txn *tx, void *arg)
 {
     struct alt *a = arg;
     /* Written before the or_else: not the first branch's to drop. */
-    TX_TRY(axstm_txn_set_i64(tx, "pre", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "pre", 1));
     a->rc_or_else = axstm_or_else(tx, o1_first, o1_second, a);
-    TX_TRY(a->rc_or_else);
+    TU_TRY(a->rc_or_else);
     a->seen_rc[2] = axstm_txn_get_i64(tx, "a", &a->seen[2]);
     a->seen_rc[3] = axstm_txn_get_i64(tx, "sb", &a->seen[3]);
     a->seen_rc[4] = axstm_txn_get_i64(tx, "fb", &a->seen[4]);
@@ -70,9 +70,9 @@ START_TEST(first_retries_second_commits)
     struct alt a;
 
     alt_init(&a);
-    put_i64(s, "a", 1);
-    put_i64(s, "fb", 0);
-    put_i64(s, "sb", 0);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "fb", 0);
+    tu_put_i64(s, "sb", 0);
     ck_assert_int_eq(axstm_atomically(s, o1_body, &a), AXSTM_OK);
     ck_assert_int_eq(a.rc_or_else, AXSTM_OK);
     ck_assert_uint_eq(a.runs[0], 1);
@@ -85,10 +85,10 @@ START_TEST(first_retries_second_commits)
     ck_assert_int_eq(a.seen[4], 0);
     ck_assert_int_eq(a.seen_rc[5], AXSTM_OK);
     ck_assert_int_eq(a.seen[5], 1);
-    assert_committed(s, "a", 1, 1, 1);
-    assert_committed(s, "fb", 1, 1, 0);
-    assert_committed(s, "sb", 2, 1, 2);
-    assert_committed(s, "pre", 1, 1, 1);
+    tu_assert_committed(s, "a", 1, 1, 1);
+    tu_assert_committed(s, "fb", 1, 1, 0);
+    tu_assert_committed(s, "sb", 2, 1, 2);
+    tu_assert_committed(s, "pre", 1, 1, 1);
     axstm_store_free(s);
 }
 END_TEST
@@ -97,7 +97,7 @@ static int o2_first(axstm_txn *tx, void *arg)
 {
     struct alt *a = arg;
     a->runs[0]++;
-    TX_TRY(axstm_txn_set_i64(tx, "a", 5));
+    TU_TRY(axstm_txn_set_i64(tx, "a", 5));
     return a->code;
 }
 
@@ -122,11 +122,11 @@ START_TEST(first_succeeds_second_never_runs)
 
     alt_init(&a);
     a.code = AXSTM_OK;
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 1);
     ck_assert_int_eq(axstm_atomically(s, o2_body, &a), AXSTM_OK);
     ck_assert_uint_eq(a.runs[0], 1);
     ck_assert_uint_eq(a.runs[1], 0);
-    assert_committed(s, "a", 2, 1, 5);
+    tu_assert_committed(s, "a", 2, 1, 5);
     axstm_store_free(s);
 }
 END_TEST
@@ -140,12 +140,12 @@ START_TEST(first_code_is_returned_as_is)
         struct alt a;
         alt_init(&a);
         a.code = codes[i];
-        put_i64(s, "a", 1);
+        tu_put_i64(s, "a", 1);
         ck_assert_int_eq(axstm_atomically(s, o2_body, &a), codes[i]);
         ck_assert_int_eq(a.rc_or_else, codes[i]);
         ck_assert_uint_eq(a.runs[0], 1);
         ck_assert_uint_eq(a.runs[1], 0);
-        assert_committed(s, "a", 1, 1, 1); /* rolled back */
+        tu_assert_committed(s, "a", 1, 1, 1); /* rolled back */
         axstm_store_free(s);
     }
 }
@@ -156,7 +156,7 @@ static int read_a_retry(axstm_txn *tx, void *arg)
     struct alt *a = arg;
     a->runs[0]++;
     a->seen_rc[0] = axstm_txn_get_i64(tx, "a", &a->seen[0]);
-    TX_TRY(axstm_txn_set_i64(tx, "a", 50));
+    TU_TRY(axstm_txn_set_i64(tx, "a", 50));
     return AXSTM_RETRY;
 }
 
@@ -165,7 +165,7 @@ static int read_b_retry(axstm_txn *tx, void *arg)
     struct alt *a = arg;
     a->runs[1]++;
     a->seen_rc[1] = axstm_txn_get_i64(tx, "b", &a->seen[1]);
-    TX_TRY(axstm_txn_set_i64(tx, "b", 60));
+    TU_TRY(axstm_txn_set_i64(tx, "b", 60));
     return AXSTM_RETRY;
 }
 
@@ -185,8 +185,8 @@ START_TEST(both_retry_whole_transaction_waits)
     int rc;
 
     alt_init(&a);
-    put_i64(s, "a", 1);
-    put_i64(s, "b", 2);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
     tu_snapshot_take(s, &before);
     t0 = tu_now();
     rc = axstm_atomically_timed(s, both_retry_body, &a, ns_of(0.05));
@@ -214,8 +214,8 @@ static int n_f1(axstm_txn *tx, void *arg)
     struct alt *a = arg;
     a->runs[0]++;
     a->seen_rc[0] = axstm_txn_get_i64(tx, "s", &a->seen[0]);
-    TX_TRY(axstm_txn_set_i64(tx, "k1", 1));
-    TX_TRY(axstm_txn_set_i64(tx, "s", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "k1", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "s", 1));
     return AXSTM_RETRY;
 }
 
@@ -224,8 +224,8 @@ static int n_f1_ok(axstm_txn *tx, void *arg)
     struct alt *a = arg;
     a->runs[0]++;
     a->seen_rc[0] = axstm_txn_get_i64(tx, "s", &a->seen[0]);
-    TX_TRY(axstm_txn_set_i64(tx, "k1", 1));
-    TX_TRY(axstm_txn_set_i64(tx, "s", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "k1", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "s", 1));
     return AXSTM_OK;
 }
 
@@ -234,8 +234,8 @@ static int n_f2(axstm_txn *tx, void *arg)
     struct alt *a = arg;
     a->runs[1]++;
     a->seen_rc[1] = axstm_txn_get_i64(tx, "s", &a->seen[1]);
-    TX_TRY(axstm_txn_set_i64(tx, "k2", 1));
-    TX_TRY(axstm_txn_set_i64(tx, "s", 2));
+    TU_TRY(axstm_txn_set_i64(tx, "k2", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "s", 2));
     return AXSTM_RETRY;
 }
 
@@ -257,7 +257,7 @@ static int n_f12(axstm_txn *tx, void *arg)
 /* Writes k4, then picks between f2 and f3: k4 must survive f2's retry. */
 static int n_f23(axstm_txn *tx, void *arg)
 {
-    TX_TRY(axstm_txn_set_i64(tx, "k4", 4));
+    TU_TRY(axstm_txn_set_i64(tx, "k4", 4));
     return axstm_or_else(tx, n_f2, n_f3, arg);
 }
 
@@ -265,7 +265,7 @@ static int n_f23(axstm_txn *tx, void *arg)
  * retries: the inner branch's writes go too. */
 static int n_g1(axstm_txn *tx, void *arg)
 {
-    TX_TRY(axstm_or_else(tx, n_f1_ok, n_f2, arg));
+    TU_TRY(axstm_or_else(tx, n_f1_ok, n_f2, arg));
     return AXSTM_RETRY;
 }
 
@@ -290,11 +290,11 @@ static void assert_nested(axstm_fn body, unsigned second_runs, int k4)
     struct alt a;
 
     alt_init(&a);
-    put_i64(s, "s", 0);
-    put_i64(s, "k1", 0);
-    put_i64(s, "k2", 0);
-    put_i64(s, "k3", 0);
-    put_i64(s, "k4", 0);
+    tu_put_i64(s, "s", 0);
+    tu_put_i64(s, "k1", 0);
+    tu_put_i64(s, "k2", 0);
+    tu_put_i64(s, "k3", 0);
+    tu_put_i64(s, "k4", 0);
     ck_assert_int_eq(axstm_atomically(s, body, &a), AXSTM_OK);
     ck_assert_uint_eq(a.runs[0], 1);
     ck_assert_uint_eq(a.runs[1], second_runs);
@@ -306,14 +306,14 @@ static void assert_nested(axstm_fn body, unsigned second_runs, int k4)
     ck_assert_int_eq(a.seen[2], 0);
     ck_assert_int_eq(a.seen[3], 0);
     ck_assert_int_eq(a.seen[4], 0);
-    assert_committed(s, "s", 1, 1, 0);
-    assert_committed(s, "k1", 1, 1, 0);
-    assert_committed(s, "k2", 1, 1, 0);
-    assert_committed(s, "k3", 2, 1, 1);
+    tu_assert_committed(s, "s", 1, 1, 0);
+    tu_assert_committed(s, "k1", 1, 1, 0);
+    tu_assert_committed(s, "k2", 1, 1, 0);
+    tu_assert_committed(s, "k3", 2, 1, 1);
     if (k4)
-        assert_committed(s, "k4", 2, 1, 4);
+        tu_assert_committed(s, "k4", 2, 1, 4);
     else
-        assert_committed(s, "k4", 1, 1, 0);
+        tu_assert_committed(s, "k4", 1, 1, 0);
     axstm_store_free(s);
 }
 
@@ -335,7 +335,7 @@ static int w_first(axstm_txn *tx, void *arg)
     rc = axstm_txn_get_i64(tx, "A", &x);
     if (rc == AXSTM_ENOVALUE)
         return AXSTM_RETRY;
-    TX_TRY(rc);
+    TU_TRY(rc);
     a->seen[0] = x;
     return axstm_txn_set_i64(tx, "took", x);
 }
@@ -351,7 +351,7 @@ static int w_second(axstm_txn *tx, void *arg)
         arm(a->later);
         return AXSTM_RETRY;
     }
-    TX_TRY(rc);
+    TU_TRY(rc);
     a->seen[1] = x;
     return axstm_txn_set_i64(tx, "took", -x);
 }
@@ -389,8 +389,8 @@ START_TEST(retried_first_branch_reads_are_waited_on)
     ck_assert_uint_ge(a.runs[0], 2);
     ck_assert_msg(a.runs[0] <= 3, "first branch ran %u times: busy waiting?", a.runs[0]);
     ck_assert_uint_ge(tu_stats_ok(s).retries_waited, st.retries_waited + 1);
-    assert_committed(s, "took", 1, 1, 5);
-    assert_absent(s, "B"); /* waited on, never created */
+    tu_assert_committed(s, "took", 1, 1, 5);
+    tu_assert_absent(s, "B"); /* waited on, never created */
     axstm_store_free(s);
 }
 END_TEST

@@ -33,9 +33,9 @@ static int q_put(axstm_txn *tx, const char *q, int64_t x)
     char tail_key[64], slot[64];
     int64_t tail;
     qkey(tail_key, sizeof tail_key, q, "tail");
-    TX_TRY(get_count(tx, tail_key, &tail));
+    TU_TRY(get_count(tx, tail_key, &tail));
     qslot(slot, sizeof slot, q, tail);
-    TX_TRY(axstm_txn_set_i64(tx, slot, x));
+    TU_TRY(axstm_txn_set_i64(tx, slot, x));
     return axstm_txn_set_i64(tx, tail_key, tail + 1);
 }
 
@@ -46,12 +46,12 @@ static int q_get(axstm_txn *tx, const char *q, int64_t *out)
     int64_t head, tail;
     qkey(head_key, sizeof head_key, q, "head");
     qkey(tail_key, sizeof tail_key, q, "tail");
-    TX_TRY(get_count(tx, head_key, &head));
-    TX_TRY(get_count(tx, tail_key, &tail));
+    TU_TRY(get_count(tx, head_key, &head));
+    TU_TRY(get_count(tx, tail_key, &tail));
     if (head == tail)
         return AXSTM_RETRY;
     qslot(slot, sizeof slot, q, head);
-    TX_TRY(axstm_txn_get_i64(tx, slot, out));
+    TU_TRY(axstm_txn_get_i64(tx, slot, out));
     return axstm_txn_set_i64(tx, head_key, head + 1);
 }
 
@@ -124,8 +124,8 @@ START_TEST(blocking_get_waits_for_put)
     ck_assert_uint_ge(g.runs, 2);
     ck_assert_msg(g.runs <= 3, "the body ran %u times: busy waiting?", g.runs);
     ck_assert_uint_ge(tu_stats_ok(s).retries_waited, st.retries_waited + 1);
-    assert_committed(s, "q.head", 1, 1, 1);
-    assert_committed(s, "q.tail", 1, 1, 1);
+    tu_assert_committed(s, "q.head", 1, 1, 1);
+    tu_assert_committed(s, "q.tail", 1, 1, 1);
     axstm_store_free(s);
 }
 END_TEST
@@ -271,7 +271,7 @@ static int bt_body(axstm_txn *tx, void *arg)
         c->deadline = now + BT_TIMEOUT_NS;
     else if (now > c->deadline && ++c->late_runs > BT_LATE_RUNS_MAX)
         return GAVE_UP; /* so that a broken deadline fails, not hangs */
-    TX_TRY(axstm_txn_get_i64(tx, "busy", &x));
+    TU_TRY(axstm_txn_get_i64(tx, "busy", &x));
     return AXSTM_RETRY;
 }
 
@@ -287,7 +287,7 @@ START_TEST(timed_call_keeps_deadline_under_busy_keys)
     run.s = tu_store_ok();
     atomic_init(&run.stop, 0);
     atomic_init(&run.commits, 0);
-    put_i64(run.s, "busy", 0);
+    tu_put_i64(run.s, "busy", 0);
     memset(w, 0, sizeof w);
     for (i = 0; i < BT_WRITERS; i++) {
         w[i].run = &run;
@@ -339,7 +339,7 @@ static int irr_holder_body(axstm_txn *tx, void *arg)
 
     if (++h->runs > 1000)
         return GAVE_UP;
-    TX_TRY(axstm_txn_get_i64(tx, "k", &x));
+    TU_TRY(axstm_txn_get_i64(tx, "k", &x));
     rc = axstm_usevar(h->s, "k", &v); /* nobody else commits "k" */
     axstm_value_free(v);
     if (rc != AXSTM_BUSY_RETRY)
@@ -364,7 +364,7 @@ static int read_k_retry_body(axstm_txn *tx, void *arg)
 {
     int64_t x;
     ++*(unsigned *)arg;
-    TX_TRY(axstm_txn_get_i64(tx, "k", &x));
+    TU_TRY(axstm_txn_get_i64(tx, "k", &x));
     return AXSTM_RETRY;
 }
 
@@ -380,7 +380,7 @@ START_TEST(timed_call_does_not_queue_for_irrevocable)
     atomic_init(&h.holding, 0);
     atomic_init(&h.release, 0);
     atomic_init(&h.let_go, 0);
-    put_i64(h.s, "k", 1);
+    tu_put_i64(h.s, "k", 1);
     ck_assert_int_eq(pthread_create(&th, NULL, irr_holder_main, &h), 0);
     ck_assert(await_flag(&h.holding));
     rc = axstm_atomically_timed(h.s, read_k_retry_body, &runs, ns_of(0.02));
@@ -392,7 +392,7 @@ START_TEST(timed_call_does_not_queue_for_irrevocable)
     ck_assert_msg(!let_go, "the timed call waited for the irrevocable transaction to end");
     ck_assert_int_eq(rc, AXSTM_ETIMEDOUT);
     ck_assert_uint_ge(runs, 1);
-    assert_committed(h.s, "k", 1, 1, 1);
+    tu_assert_committed(h.s, "k", 1, 1, 1);
     axstm_store_free(h.s);
 }
 END_TEST
@@ -541,7 +541,7 @@ static int watch_body(axstm_txn *tx, void *arg)
 {
     struct watched *w = arg;
     atomic_fetch_add(&w->runs, 1);
-    TX_TRY(axstm_txn_get_i64(tx, "watched", &w->x));
+    TU_TRY(axstm_txn_get_i64(tx, "watched", &w->x));
     if (w->x != 0)
         return AXSTM_OK;
     atomic_store(&w->armed, 1);
@@ -579,7 +579,7 @@ START_TEST(unrelated_commits_do_not_wake)
     atomic_init(&w.armed, 0);
     atomic_init(&w.done, 0);
     w.rc = INT_MIN;
-    put_i64(s, "watched", 0);
+    tu_put_i64(s, "watched", 0);
     for (i = 0; i < DECOYS; i++)
         snprintf(decoy_names[i], sizeof decoy_names[i], "decoy.%03d", i);
     ck_assert_int_eq(pthread_create(&decoy, NULL, decoy_main, &u), 0);
@@ -608,9 +608,9 @@ START_TEST(unrelated_commits_do_not_wake)
     runs_after = atomic_load(&w.runs);
     done_after = atomic_load(&w.done);
     /* Now the commit it waits for. */
-    put_i64(s, "watched", 1);
+    tu_put_i64(s, "watched", 1);
     pthread_join(waiter, NULL);
-    put_i64(s, "stop", 1);
+    tu_put_i64(s, "stop", 1);
     pthread_join(decoy, NULL);
 
     ck_assert_msg(registered == 1 && notified == 0,
@@ -628,7 +628,7 @@ START_TEST(unrelated_commits_do_not_wake)
     ck_assert_uint_eq(atomic_load(&w.runs), 2);
     ck_assert_msg(u.decoy_rc == AXSTM_OK, "decoy waiter: %s", axstm_strerror(u.decoy_rc));
     ck_assert_int_ge(u.decoy_runs, 2); /* the decoys' commits did wake it */
-    assert_committed(s, "watched", 2, 1, 1);
+    tu_assert_committed(s, "watched", 2, 1, 1);
     axstm_store_free(s);
 }
 END_TEST
@@ -730,7 +730,7 @@ START_TEST(wakeup_right_after_retry_is_not_lost)
     ck_assert_msg(pp.commit_errors == 0, "commit: %s", axstm_strerror(pp.last_commit_rc));
     ck_assert_int_eq(pp.committer_lost, 0);
     ck_assert_int_eq(pp.body_lost, 0);
-    assert_committed(pp.s, "ball", PP_ROUNDS, 1, PP_ROUNDS);
+    tu_assert_committed(pp.s, "ball", PP_ROUNDS, 1, PP_ROUNDS);
     axstm_store_free(pp.s);
 }
 END_TEST
@@ -978,7 +978,7 @@ START_TEST(cancel_blocked_waiter_leaves_store_usable)
     ck_assert_ptr_eq(res, PTHREAD_CANCELED);
     ck_assert_int_eq(doomed.rc, 12345); /* it never returned */
 
-    put_i64(s, "cancel.key", 7);
+    tu_put_i64(s, "cancel.key", 7);
     ck_assert_int_eq(pthread_join(b, NULL), 0);
     ck_assert_int_eq(survivor.rc, AXSTM_OK);
 

@@ -29,11 +29,11 @@ static int publish_body(axstm_txn *tx, void *arg)
     struct moves *m = arg;
     int64_t a, b, r;
     m->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
-    TX_TRY(axstm_txn_get_i64(tx, "b", &b));
-    TX_TRY(axstm_txn_get_i64(tx, "r", &r));
-    TX_TRY(axstm_txn_set_i64(tx, "a", a + r));
-    TX_TRY(axstm_txn_set_i64(tx, "b", b + r));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "b", &b));
+    TU_TRY(axstm_txn_get_i64(tx, "r", &r));
+    TU_TRY(axstm_txn_set_i64(tx, "a", a + r));
+    TU_TRY(axstm_txn_set_i64(tx, "b", b + r));
     return axstm_txn_set_i64(tx, "c", 7);
 }
 
@@ -43,19 +43,19 @@ START_TEST(commit_publishes_writes_only_written_keys_get_versions)
     struct moves m = { 0 };
     axstm_stats before;
 
-    put_i64(s, "a", 1);
-    put_i64(s, "b", 2);
-    put_i64(s, "r", 10);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    tu_put_i64(s, "r", 10);
     before = tu_stats_ok(s);
     ck_assert_int_eq(axstm_atomically(s, publish_body, &m), AXSTM_OK);
     ck_assert_uint_eq(m.runs, 1);
     ck_assert_uint_eq(tu_stats_ok(s).commits, before.commits + 1);
 
-    assert_committed(s, "a", 2, 1, 11);
-    assert_committed(s, "b", 2, 1, 12);
-    assert_committed(s, "c", 1, 1, 7);
+    tu_assert_committed(s, "a", 2, 1, 11);
+    tu_assert_committed(s, "b", 2, 1, 12);
+    tu_assert_committed(s, "c", 1, 1, 7);
     /* Only read: neither version nor value moved. */
-    assert_committed(s, "r", 1, 1, 10);
+    tu_assert_committed(s, "r", 1, 1, 10);
     ck_assert_uint_eq(version_of(s, "r"), 1);
     ck_assert_uint_eq(version_of(s, "a"), 2);
     ck_assert_uint_eq(version_of(s, "c"), 1);
@@ -72,18 +72,18 @@ static int ryw_body(axstm_txn *tx, void *arg)
 {
     struct ryw *r = arg;
     /* A new key: set, read, set twice more, read. */
-    TX_TRY(axstm_txn_set_i64(tx, "fresh", 1));
+    TU_TRY(axstm_txn_set_i64(tx, "fresh", 1));
     r->rc[0] = axstm_txn_get_i64(tx, "fresh", &r->seen[0]);
-    TX_TRY(axstm_txn_set_i64(tx, "fresh", 2));
-    TX_TRY(axstm_txn_set_i64(tx, "fresh", 3));
+    TU_TRY(axstm_txn_set_i64(tx, "fresh", 2));
+    TU_TRY(axstm_txn_set_i64(tx, "fresh", 3));
     r->rc[1] = axstm_txn_get_i64(tx, "fresh", &r->seen[1]);
     /* A committed key: read, set, read. */
     r->rc[2] = axstm_txn_get_i64(tx, "old", &r->seen[2]);
-    TX_TRY(axstm_txn_set_i64(tx, "old", r->seen[2] + 1));
+    TU_TRY(axstm_txn_set_i64(tx, "old", r->seen[2] + 1));
     r->rc[3] = axstm_txn_get_i64(tx, "old", &r->seen[3]);
     /* A key with no value: read, set, read. */
     r->rc[4] = axstm_txn_get_i64(tx, "empty", &r->seen[4]);
-    TX_TRY(axstm_txn_set_i64(tx, "empty", 9));
+    TU_TRY(axstm_txn_set_i64(tx, "empty", 9));
     r->rc[5] = axstm_txn_get_i64(tx, "empty", &r->seen[5]);
     return AXSTM_OK;
 }
@@ -95,7 +95,7 @@ START_TEST(reads_see_own_writes)
     struct ryw r;
 
     memset(&r, 0, sizeof r);
-    put_i64(s, "old", 5);
+    tu_put_i64(s, "old", 5);
     v = tu_usevar_ok(s, "empty");
     axstm_value_free(v);
     ck_assert_int_eq(axstm_atomically(s, ryw_body, &r), AXSTM_OK);
@@ -111,9 +111,9 @@ START_TEST(reads_see_own_writes)
     ck_assert_int_eq(r.rc[5], AXSTM_OK);
     ck_assert_int_eq(r.seen[5], 9);
     /* Set three times, published once: one new version. */
-    assert_committed(s, "fresh", 1, 1, 3);
-    assert_committed(s, "old", 2, 1, 6);
-    assert_committed(s, "empty", 1, 1, 9);
+    tu_assert_committed(s, "fresh", 1, 1, 3);
+    tu_assert_committed(s, "old", 2, 1, 6);
+    tu_assert_committed(s, "empty", 1, 1, 9);
     axstm_store_free(s);
 }
 END_TEST
@@ -125,8 +125,8 @@ START_TEST(own_code_rolls_back_seed_transfer)
     tu_snapshot before, after;
     axstm_stats st;
 
-    put_i64(s, "source", 50);
-    put_i64(s, "target", 100);
+    tu_put_i64(s, "source", 50);
+    tu_put_i64(s, "target", 100);
     tu_snapshot_take(s, &before);
     st = tu_stats_ok(s);
     ck_assert_int_eq(axstm_atomically(s, transfer_body, &t), NOT_ENOUGH_MONEY);
@@ -142,8 +142,8 @@ START_TEST(own_code_rolls_back_seed_transfer)
     t.runs = 0;
     ck_assert_int_eq(axstm_atomically(s, transfer_body, &t), AXSTM_OK);
     ck_assert_uint_eq(t.runs, 1);
-    assert_committed(s, "source", 2, 1, 20);
-    assert_committed(s, "target", 2, 1, 130);
+    tu_assert_committed(s, "source", 2, 1, 20);
+    tu_assert_committed(s, "target", 2, 1, 130);
     axstm_store_free(s);
 }
 END_TEST
@@ -157,8 +157,8 @@ static int write_then_fail_body(axstm_txn *tx, void *arg)
 {
     struct give_back *g = arg;
     g->runs++;
-    TX_TRY(axstm_txn_set_i64(tx, "k", 99));
-    TX_TRY(axstm_txn_set_i64(tx, "other", 99));
+    TU_TRY(axstm_txn_set_i64(tx, "k", 99));
+    TU_TRY(axstm_txn_set_i64(tx, "other", 99));
     return g->code;
 }
 
@@ -168,8 +168,8 @@ static int read_missing_body(axstm_txn *tx, void *arg)
     struct give_back *g = arg;
     int64_t x;
     g->runs++;
-    TX_TRY(axstm_txn_set_i64(tx, "k", 99));
-    TX_TRY(axstm_txn_get_i64(tx, "nothing", &x));
+    TU_TRY(axstm_txn_set_i64(tx, "k", 99));
+    TU_TRY(axstm_txn_get_i64(tx, "nothing", &x));
     return AXSTM_OK;
 }
 
@@ -183,8 +183,8 @@ START_TEST(library_code_rolls_back)
     struct give_back g;
     size_t i;
 
-    put_i64(s, "k", 1);
-    put_i64(s, "other", 2);
+    tu_put_i64(s, "k", 1);
+    tu_put_i64(s, "other", 2);
     axstm_value_free(tu_usevar_ok(s, "nothing")); /* a key with no value */
     tu_snapshot_take(s, &before);
     for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -220,7 +220,7 @@ static int rerun_body(axstm_txn *tx, void *arg)
     struct rerun *r = arg;
     int64_t a;
     r->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
     if (r->runs == 1)
         r->first_a = a;
     interloper_meet(r->it);
@@ -237,10 +237,10 @@ static void assert_conflict_reruns(int (*op)(struct interloper *), const char *k
     axstm_stats st;
     int rc;
 
-    put_i64(s, "a", 0);
-    put_i64(s, "b", 0);
+    tu_put_i64(s, "a", 0);
+    tu_put_i64(s, "b", 0);
     if (k1 != NULL)
-        put_i64(s, k1, 0);
+        tu_put_i64(s, k1, 0);
     st = tu_stats_ok(s);
     interloper_start(&it, s, op, 100, "a", k1);
     rc = axstm_atomically(s, rerun_body, &r);
@@ -250,8 +250,8 @@ static void assert_conflict_reruns(int (*op)(struct interloper *), const char *k
     ck_assert_int_eq(r.first_a, 0);
     ck_assert_uint_eq(r.runs, 2);
     ck_assert_uint_gt(tu_stats_ok(s).conflicts, st.conflicts);
-    assert_committed(s, "a", 2, 1, 100);
-    assert_committed(s, "b", 2, 1, 101); /* from the second run's a */
+    tu_assert_committed(s, "a", 2, 1, 100);
+    tu_assert_committed(s, "b", 2, 1, 101); /* from the second run's a */
     ck_assert_uint_eq(version_of(s, "b"), 2);
     axstm_store_free(s);
 }
@@ -266,7 +266,7 @@ static int flaky_body(axstm_txn *tx, void *arg)
 {
     struct give_back *g = arg;
     g->runs++;
-    TX_TRY(axstm_txn_set_i64(tx, "k", (int64_t)g->runs));
+    TU_TRY(axstm_txn_set_i64(tx, "k", (int64_t)g->runs));
     return g->runs == 1 ? g->code : AXSTM_OK;
 }
 
@@ -281,7 +281,7 @@ START_TEST(passed_back_conflict_reruns_body)
         struct give_back g = { codes[i], 0 };
         ck_assert_int_eq(axstm_atomically(s, flaky_body, &g), AXSTM_OK);
         ck_assert_uint_eq(g.runs, 2);
-        assert_committed(s, "k", 1, 1, 2); /* only the second run's write */
+        tu_assert_committed(s, "k", 1, 1, 2); /* only the second run's write */
         axstm_store_free(s);
     }
 }
@@ -323,7 +323,7 @@ START_TEST(get_of_missing_key_is_enovalue)
     struct missing m;
 
     memset(&m, 0, sizeof m);
-    put_i64(s, "present", 3);
+    tu_put_i64(s, "present", 3);
     axstm_value_free(tu_usevar_ok(s, "novalue"));
     ck_assert_int_eq(axstm_atomically(s, missing_body, &m), AXSTM_OK);
     ck_assert_int_eq(m.rc[0], AXSTM_ENOVALUE);
@@ -337,9 +337,9 @@ START_TEST(get_of_missing_key_is_enovalue)
     ck_assert_int_eq(m.rc[4], AXSTM_ENOVALUE);
     ck_assert_int_eq(m.x, 12345);
     /* Reading a key creates nothing; nothing was published. */
-    assert_absent(s, "never");
-    assert_committed(s, "novalue", 0, 0, 0);
-    assert_committed(s, "present", 1, 1, 3);
+    tu_assert_absent(s, "never");
+    tu_assert_committed(s, "novalue", 0, 0, 0);
+    tu_assert_committed(s, "present", 1, 1, 3);
     axstm_store_free(s);
 }
 END_TEST
@@ -357,7 +357,7 @@ static int types_body(axstm_txn *tx, void *arg)
     t->rc[1] = axstm_txn_get_i64(tx, "zero", &t->x);
     t->rc[2] = axstm_txn_get_i64(tx, "nine", &t->x);
     t->rc[3] = axstm_txn_get_i64(tx, "four", NULL);
-    TX_TRY(axstm_txn_set(tx, "mine", "abc", 3));
+    TU_TRY(axstm_txn_set(tx, "mine", "abc", 3));
     t->rc[4] = axstm_txn_get_i64(tx, "mine", &t->x);
     t->rc[5] = axstm_txn_get_i64(tx, "eight", &t->x);
     return AXSTM_OK;
@@ -368,10 +368,10 @@ START_TEST(get_i64_of_wrong_size_is_etype)
     axstm_store *s = tu_store_ok();
     struct types t;
     memset(&t, 0, sizeof t);
-    put_bytes(s, "four", "abcd", 4);
-    put_bytes(s, "zero", "", 0);
-    put_bytes(s, "nine", "123456789", 9);
-    put_i64(s, "eight", -8);
+    tu_put_bytes(s, "four", "abcd", 4);
+    tu_put_bytes(s, "zero", "", 0);
+    tu_put_bytes(s, "nine", "123456789", 9);
+    tu_put_i64(s, "eight", -8);
     ck_assert_int_eq(axstm_atomically(s, types_body, &t), AXSTM_OK);
     ck_assert_int_eq(t.rc[0], AXSTM_ETYPE);
     ck_assert_int_eq(t.rc[1], AXSTM_ETYPE);
@@ -393,7 +393,7 @@ static int set_empty_body(axstm_txn *tx, void *arg)
 {
     struct empty_value *e = arg;
     const void *d;
-    TX_TRY(axstm_txn_set(tx, "e", NULL, 0));
+    TU_TRY(axstm_txn_set(tx, "e", NULL, 0));
     e->len = 777;
     e->rc = axstm_txn_get(tx, "e", &d, &e->len);
     return AXSTM_OK;
@@ -457,11 +457,11 @@ static int stable_body(axstm_txn *tx, void *arg)
     const void *p1, *p2, *p3;
     size_t l1, l2, l3;
     st->runs++;
-    TX_TRY(axstm_txn_get(tx, "k", &p1, &l1));
-    TX_TRY(axstm_txn_set(tx, "k", "second", 7));
-    TX_TRY(axstm_txn_get(tx, "k", &p2, &l2));
-    TX_TRY(axstm_txn_set(tx, "k", "third", 6));
-    TX_TRY(axstm_txn_get(tx, "k", &p3, &l3));
+    TU_TRY(axstm_txn_get(tx, "k", &p1, &l1));
+    TU_TRY(axstm_txn_set(tx, "k", "second", 7));
+    TU_TRY(axstm_txn_get(tx, "k", &p2, &l2));
+    TU_TRY(axstm_txn_set(tx, "k", "third", 6));
+    TU_TRY(axstm_txn_get(tx, "k", &p3, &l3));
     /* All three still hold their bytes. */
     st->first_same = l1 == BIG_LEN && all_bytes(p1, l1, 'A');
     st->second_same = l2 == 7 && memcmp(p2, "second", 7) == 0;
@@ -479,7 +479,7 @@ START_TEST(got_data_stays_valid_after_own_set)
 
     memset(&st, 0, sizeof st);
     memset(big, 'A', BIG_LEN);
-    put_bytes(s, "k", big, BIG_LEN);
+    tu_put_bytes(s, "k", big, BIG_LEN);
     free(big);
     ck_assert_int_eq(axstm_atomically(s, stable_body, &st), AXSTM_OK);
     ck_assert_uint_eq(st.runs, 1);
@@ -515,17 +515,17 @@ static int grow_body(axstm_txn *tx, void *arg)
 
     for (i = 0; i < GROW_READS; i++) {
         snprintf(key, sizeof key, "r.%02d", i);
-        TX_TRY(axstm_txn_get(tx, key, &rp[i], &len));
+        TU_TRY(axstm_txn_get(tx, key, &rp[i], &len));
         if (len != 8)
             return AXSTM_ETYPE;
     }
     for (i = 0; i < GROW_WRITES; i++) {
         int64_t x = 1000 + i;
         snprintf(key, sizeof key, "w.%02d", i);
-        TX_TRY(axstm_txn_set_i64(tx, key, x));
-        TX_TRY(axstm_txn_get(tx, key, &wp[i], &len));
+        TU_TRY(axstm_txn_set_i64(tx, key, x));
+        TU_TRY(axstm_txn_get(tx, key, &wp[i], &len));
         /* Overwritten later: the old bytes must stay as they were. */
-        TX_TRY(axstm_txn_set_i64(tx, key, -x));
+        TU_TRY(axstm_txn_set_i64(tx, key, -x));
     }
     for (i = 0; i < GROW_READS; i++) {
         int64_t x;
@@ -549,14 +549,14 @@ START_TEST(got_data_stays_valid_as_the_attempt_grows)
 
     for (i = 0; i < GROW_READS; i++) {
         snprintf(key, sizeof key, "r.%02d", i);
-        put_i64(s, key, i);
+        tu_put_i64(s, key, i);
     }
     ck_assert_int_eq(axstm_atomically(s, grow_body, &g), AXSTM_OK);
     ck_assert_msg(g.bad_read == 0, "%d bytes read earlier changed", g.bad_read);
     ck_assert_msg(g.bad_own == 0, "%d bytes of own writes read earlier changed", g.bad_own);
     for (i = 0; i < GROW_WRITES; i++) {
         snprintf(key, sizeof key, "w.%02d", i);
-        assert_committed(s, key, 1, 1, -(1000 + i));
+        tu_assert_committed(s, key, 1, 1, -(1000 + i));
     }
     axstm_store_free(s);
 }
@@ -589,7 +589,7 @@ static int hold_bytes_body(axstm_txn *tx, void *arg)
     const void *p;
     size_t len;
     st->runs++;
-    TX_TRY(axstm_txn_get(tx, "k", &p, &len));
+    TU_TRY(axstm_txn_get(tx, "k", &p, &len));
     interloper_meet(st->it);
     if (st->runs == 1)
         st->after_commits_same = len == BIG_LEN && all_bytes(p, len, 'A');
@@ -607,7 +607,7 @@ START_TEST(got_data_stays_valid_while_others_commit)
     memset(&st, 0, sizeof st);
     st.it = &it;
     memset(big, 'A', BIG_LEN);
-    put_bytes(s, "k", big, BIG_LEN);
+    tu_put_bytes(s, "k", big, BIG_LEN);
     free(big);
     interloper_start(&it, s, op_many_big_commits, 0, "k", NULL);
     rc = axstm_atomically(s, hold_bytes_body, &st);
@@ -706,7 +706,7 @@ START_TEST(bad_input_inside_a_body)
     make_long_key();
     memset(&b, 0, sizeof b);
     b.s = s;
-    put_i64(s, "k", 0);
+    tu_put_i64(s, "k", 0);
     ck_assert_int_eq(axstm_atomically(s, bad_body, &b), AXSTM_OK);
     ck_assert_int_eq(b.n, (int)(sizeof bad_expected / sizeof bad_expected[0]));
     for (i = 0; i < b.n; i++)
@@ -715,7 +715,7 @@ START_TEST(bad_input_inside_a_body)
     ck_assert_uint_eq(b.inner_runs, 0);
     /* Bad keys created nothing; the good write was committed. */
     ck_assert_uint_eq(tu_stats_ok(s).keys, 1);
-    assert_committed(s, "k", 2, 1, 5);
+    tu_assert_committed(s, "k", 2, 1, 5);
     axstm_store_free(s);
 }
 END_TEST
@@ -794,7 +794,7 @@ START_TEST(txn_used_outside_its_body_is_einval)
     memset(&h, 0, sizeof h);
     h.s = s;
     h.rc = INT_MIN;
-    put_i64(s, "held", 0);
+    tu_put_i64(s, "held", 0);
     ck_assert_int_eq(pthread_barrier_init(&h.opened, NULL, 2), 0);
     ck_assert_int_eq(pthread_barrier_init(&h.may_close, NULL, 2), 0);
     ck_assert_int_eq(pthread_create(&th, NULL, holder_main, &h), 0);
@@ -818,7 +818,7 @@ START_TEST(txn_used_outside_its_body_is_einval)
     ck_assert_uint_eq(b.inner_runs, 0);
     ck_assert_ptr_eq(d, SENTINEL_PTR);
     ck_assert_int_eq(h.rc, AXSTM_OK);
-    assert_committed(s, "held", 2, 1, 1);
+    tu_assert_committed(s, "held", 2, 1, 1);
     ck_assert_uint_eq(tu_stats_ok(s).keys, 1);
     axstm_store_free(s);
 }
@@ -834,7 +834,7 @@ static int retry_blind_body(axstm_txn *tx, void *arg)
     struct blind *bl = arg;
     bl->runs++;
     if (bl->write)
-        TX_TRY(axstm_txn_set_i64(tx, "k", 3));
+        TU_TRY(axstm_txn_set_i64(tx, "k", 3));
     return AXSTM_RETRY;
 }
 
@@ -845,7 +845,7 @@ START_TEST(retry_without_reads_is_einval)
     tu_snapshot before, after;
     double t0;
 
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     tu_snapshot_take(s, &before);
     /* Timed first (refused at once, not after the timeout), so that a wait
      * that never ends shows as a failure rather than a hang.  The timeout is
@@ -880,7 +880,7 @@ static int bump_k_body(axstm_txn *tx, void *arg)
 {
     int64_t k;
     (void)arg;
-    TX_TRY(axstm_txn_get_i64(tx, "k", &k));
+    TU_TRY(axstm_txn_get_i64(tx, "k", &k));
     return axstm_txn_set_i64(tx, "k", k + 1);
 }
 
@@ -891,20 +891,20 @@ START_TEST(txn_commit_makes_stale_handles_fail)
     axstm_value *h;
     axstm_collection *c;
 
-    put_i64(s, "k", 1);
-    put_i64(s, "j", 1);
+    tu_put_i64(s, "k", 1);
+    tu_put_i64(s, "j", 1);
     h = tu_usevar_ok(s, "k");
     c = tu_using_ok(s, kj, 2);
     ck_assert_int_eq(axstm_atomically(s, bump_k_body, NULL), AXSTM_OK);
-    assert_committed(s, "k", 2, 1, 2);
+    tu_assert_committed(s, "k", 2, 1, 2);
 
     tu_set_i64_ok(h, 10);
     ck_assert_int_eq(tu_commit(h), AXSTM_CONCURRENT_UPDATE);
     ck_assert_uint_eq(axstm_value_version(h), 1);
     tu_set_i64_ok(axstm_collection_value(c, "j"), 10);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_CONCURRENT_UPDATE);
-    assert_committed(s, "k", 2, 1, 2);
-    assert_committed(s, "j", 1, 1, 1);
+    tu_assert_committed(s, "k", 2, 1, 2);
+    tu_assert_committed(s, "j", 1, 1, 1);
 
     /* A refreshed handle sees the transaction's write and goes on. */
     tu_refresh_ok(h);
@@ -912,10 +912,10 @@ START_TEST(txn_commit_makes_stale_handles_fail)
     ck_assert_int_eq(tu_get_i64_ok(h), 2);
     tu_set_i64_ok(h, 3);
     ck_assert_int_eq(tu_commit(h), AXSTM_OK);
-    assert_committed(s, "k", 3, 1, 3);
+    tu_assert_committed(s, "k", 3, 1, 3);
     /* And the next transaction sees the handle's. */
     ck_assert_int_eq(axstm_atomically(s, bump_k_body, NULL), AXSTM_OK);
-    assert_committed(s, "k", 4, 1, 4);
+    tu_assert_committed(s, "k", 4, 1, 4);
     axstm_value_free(h);
     axstm_collection_free(c);
     axstm_store_free(s);
@@ -926,7 +926,7 @@ static int copy_k_to_j_body(axstm_txn *tx, void *arg)
 {
     int64_t k;
     (void)arg;
-    TX_TRY(axstm_txn_get_i64(tx, "k", &k));
+    TU_TRY(axstm_txn_get_i64(tx, "k", &k));
     return axstm_txn_set_i64(tx, "j", k);
 }
 
@@ -935,10 +935,10 @@ START_TEST(txn_read_leaves_handles_current)
     axstm_store *s = tu_store_ok();
     axstm_value *h;
 
-    put_i64(s, "k", 7);
+    tu_put_i64(s, "k", 7);
     h = tu_usevar_ok(s, "k");
     ck_assert_int_eq(axstm_atomically(s, copy_k_to_j_body, NULL), AXSTM_OK);
-    assert_committed(s, "j", 1, 1, 7);
+    tu_assert_committed(s, "j", 1, 1, 7);
     /* k was only read: its version did not move, so h is still current. */
     ck_assert_uint_eq(version_of(s, "k"), 1);
     tu_set_i64_ok(h, 8);
@@ -976,7 +976,7 @@ static int af_get(axstm_txn *tx, const char *key, int64_t *x)
 {
     const void *d;
     size_t len;
-    TX_TRY(axstm_txn_get(tx, key, &d, &len));
+    TU_TRY(axstm_txn_get(tx, key, &d, &len));
     if (len != (af_wide ? AF_WIDE : 8))
         return AXSTM_ETYPE;
     memcpy(x, d, 8);
@@ -1011,9 +1011,9 @@ static int af_rw_body(axstm_txn *tx, void *arg)
     int i;
     sp->runs++;
     for (i = 0; i < sp->reads; i++)
-        TX_TRY(af_get(tx, af_names[i], &x[i]));
+        TU_TRY(af_get(tx, af_names[i], &x[i]));
     for (i = 0; i < sp->writes; i++)
-        TX_TRY(af_set(tx, af_names[i], x[i] + 1000));
+        TU_TRY(af_set(tx, af_names[i], x[i] + 1000));
     return sp->runs <= sp->losses ? AXSTM_CONCURRENT_UPDATE : AXSTM_OK;
 }
 
@@ -1024,8 +1024,8 @@ static int af_first(axstm_txn *tx, void *arg)
     int i;
     (void)arg;
     for (i = 0; i < 6; i++) {
-        TX_TRY(af_get(tx, af_names[i], &x));
-        TX_TRY(af_set(tx, af_names[i], x + 1000));
+        TU_TRY(af_get(tx, af_names[i], &x));
+        TU_TRY(af_set(tx, af_names[i], x + 1000));
     }
     return AXSTM_RETRY;
 }
@@ -1036,8 +1036,8 @@ static int af_second(axstm_txn *tx, void *arg)
     int i;
     (void)arg;
     for (i = 6; i < 12; i++) {
-        TX_TRY(af_get(tx, af_names[i], &x));
-        TX_TRY(af_set(tx, af_names[i], x + 1000));
+        TU_TRY(af_get(tx, af_names[i], &x));
+        TU_TRY(af_set(tx, af_names[i], x + 1000));
     }
     return AXSTM_OK;
 }
@@ -1051,8 +1051,8 @@ static int af_wait_body(axstm_txn *tx, void *arg)
 {
     int64_t x;
     (void)arg;
-    TX_TRY(af_get(tx, af_names[0], &x));
-    TX_TRY(af_get(tx, af_names[1], &x));
+    TU_TRY(af_get(tx, af_names[0], &x));
+    TU_TRY(af_get(tx, af_names[1], &x));
     return AXSTM_RETRY;
 }
 
@@ -1065,8 +1065,8 @@ static int af_new_keys_body(axstm_txn *tx, void *arg)
     (void)arg;
     for (i = 0; i < 10; i++) {
         snprintf(key, sizeof key, "new.%d", i);
-        TX_TRY(get_count(tx, key, &x));
-        TX_TRY(axstm_txn_set_i64(tx, key, x + 1 + i));
+        TU_TRY(get_count(tx, key, &x));
+        TU_TRY(axstm_txn_set_i64(tx, key, x + 1 + i));
     }
     return AXSTM_OK;
 }
@@ -1131,7 +1131,7 @@ static void af_setup(axstm_store *s)
     for (i = 0; i < AF_KEYS; i++) {
         snprintf(af_names[i], sizeof af_names[i], "k%02d", i);
         af_encode(buf, i);
-        put_bytes(s, af_names[i], buf, af_wide ? AF_WIDE : 8);
+        tu_put_bytes(s, af_names[i], buf, af_wide ? AF_WIDE : 8);
     }
 }
 

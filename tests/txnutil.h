@@ -26,7 +26,7 @@
 #include "testutil.h"
 
 /* ------------------------------------------------------------------ */
-/* Codes, time, and the store as the test's thread sets and sees it   */
+/* Codes, time, reading the store, writing it from a worker           */
 /* ------------------------------------------------------------------ */
 
 /* A caller's own rollback code, as the seed's NotEnoughMoney. */
@@ -34,24 +34,10 @@
 /* A body's own code: its watchdog ran out. */
 #define GAVE_UP 2
 
-/* Inside a body: pass any code but AXSTM_OK straight back. */
-#define TX_TRY(call)                                                           \
-    do {                                                                       \
-        int tx_rc_ = (call);                                                   \
-        if (tx_rc_ != AXSTM_OK)                                                \
-            return tx_rc_;                                                     \
-    } while (0)
-
+/* $AXSTM_TXN_TIME_SCALE, default 1. */
 static inline double time_scale(void)
 {
-    const char *env = getenv("AXSTM_TXN_TIME_SCALE");
-    if (env != NULL && *env != '\0') {
-        char *end;
-        double d = strtod(env, &end);
-        if (end != env && d > 0.0 && d < 1000.0)
-            return d;
-    }
-    return 1.0;
+    return tu_env_number("AXSTM_TXN_TIME_SCALE", 1.0, 1000.0);
 }
 
 /* A timed run of `base` seconds, scaled. */
@@ -80,23 +66,6 @@ static inline int64_t wake_timeout_ns(void)
     return ns_of(watchdog_seconds());
 }
 
-/* Sets key to x through a handle (test's thread, nobody else writing). */
-static inline void put_i64(axstm_store *s, const char *key, int64_t x)
-{
-    axstm_value *v = tu_usevar_ok(s, key);
-    tu_set_i64_ok(v, x);
-    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
-    axstm_value_free(v);
-}
-
-static inline void put_bytes(axstm_store *s, const char *key, const void *data, size_t len)
-{
-    axstm_value *v = tu_usevar_ok(s, key);
-    ck_assert_int_eq(axstm_value_set(v, data, len), AXSTM_OK);
-    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
-    axstm_value_free(v);
-}
-
 /* The committed version of an existing key, as a handle sees it. */
 static inline uint64_t version_of(axstm_store *s, const char *key)
 {
@@ -113,38 +82,6 @@ static inline int64_t i64_of(axstm_store *s, const char *key)
     int64_t x = tu_get_i64_ok(v);
     axstm_value_free(v);
     return x;
-}
-
-/* key is not in the store, as foreach sees it (creates nothing). */
-static inline void assert_absent(axstm_store *s, const char *key)
-{
-    tu_snapshot snap;
-    tu_snapshot_take(s, &snap);
-    ck_assert_msg(tu_snapshot_find(&snap, key) == NULL, "%s is in the store", key);
-    tu_snapshot_free(&snap);
-}
-
-/* Committed (version, value) of key, read by foreach (creates nothing). */
-static inline void assert_committed(axstm_store *s, const char *key, uint64_t version,
-                                    int has_value, int64_t x)
-{
-    tu_snapshot snap;
-    const tu_entry *e;
-    tu_snapshot_take(s, &snap);
-    e = tu_snapshot_find(&snap, key);
-    ck_assert_msg(e != NULL, "%s not in the store", key);
-    ck_assert_msg(e->version == version, "%s at version %llu, not %llu", key,
-                  (unsigned long long)e->version, (unsigned long long)version);
-    ck_assert_msg(e->has_value == has_value, "%s: value presence %d, not %d", key,
-                  e->has_value, has_value);
-    if (has_value) {
-        int64_t got;
-        ck_assert_msg(e->len == 8, "%s holds %zu bytes, not 8", key, e->len);
-        memcpy(&got, e->data, 8);
-        ck_assert_msg(got == x, "%s holds %lld, not %lld", key, (long long)got,
-                      (long long)x);
-    }
-    tu_snapshot_free(&snap);
 }
 
 /* Sleeps in small steps until *flag is set or the watchdog runs out;
@@ -172,7 +109,7 @@ static inline int set_body(axstm_txn *tx, void *arg)
     const struct setter *st = arg;
     size_t i;
     for (i = 0; i < st->n; i++)
-        TX_TRY(axstm_txn_set_i64(tx, st->keys[i], st->x));
+        TU_TRY(axstm_txn_set_i64(tx, st->keys[i], st->x));
     return AXSTM_OK;
 }
 
@@ -373,11 +310,11 @@ static inline int transfer_body(axstm_txn *tx, void *arg)
     struct transfer *t = arg;
     int64_t src, dst;
     t->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, t->from, &src));
-    TX_TRY(axstm_txn_get_i64(tx, t->to, &dst));
-    TX_TRY(axstm_txn_set_i64(tx, t->from, src - t->amount));
-    TX_TRY(axstm_txn_set_i64(tx, t->to, dst + t->amount));
-    TX_TRY(axstm_txn_get_i64(tx, t->from, &t->from_inside));
+    TU_TRY(axstm_txn_get_i64(tx, t->from, &src));
+    TU_TRY(axstm_txn_get_i64(tx, t->to, &dst));
+    TU_TRY(axstm_txn_set_i64(tx, t->from, src - t->amount));
+    TU_TRY(axstm_txn_set_i64(tx, t->to, dst + t->amount));
+    TU_TRY(axstm_txn_get_i64(tx, t->from, &t->from_inside));
     if (t->from_inside < 0)
         return NOT_ENOUGH_MONEY;
     return AXSTM_OK;

@@ -24,7 +24,6 @@
  * its own mutex-tbl row interleaved with it for its ratio.  Both rows check
  * the method in effect by asking libitm (see bank_gnutm.c).
  */
-#define _GNU_SOURCE
 #include "bank.h"
 
 #include <sys/wait.h>

@@ -12,7 +12,6 @@
  * variable or re-executes itself without it; this file checks what is
  * really in effect by asking libitm inside sampled transactions.
  */
-#define _GNU_SOURCE
 #include "bank.h"
 
 /* libitm's ABI (libitm.h is not installed by Debian's gcc): how the

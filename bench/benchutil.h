@@ -21,10 +21,6 @@
 #ifndef AXSTM_BENCHUTIL_H
 #define AXSTM_BENCHUTIL_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>

@@ -17,7 +17,6 @@
  * The line to meet, at each of the three points: held < 4 x live + 8 MiB.
  * No timing is measured.
  */
-#define _GNU_SOURCE
 #include "axstm.h"
 #include "benchutil.h"
 

@@ -11,7 +11,6 @@
  * the difference.  The key names are made before the fork and are not
  * counted.
  */
-#define _GNU_SOURCE
 #include "axstm.h"
 #include "benchutil.h"
 

@@ -22,7 +22,6 @@
  *     random: one of as many names as the store has keys, none of them
  *     in it).
  */
-#define _GNU_SOURCE
 #include "axstm.h"
 #include "benchutil.h"
 

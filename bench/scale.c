@@ -15,7 +15,6 @@
  * (checked: exit 1 otherwise); the table shows each thread's share of the
  * transfers and the throughput next to the mutex-around-a-table row.
  */
-#define _GNU_SOURCE
 #include "bank.h"
 
 #define KEYS_PER_THREAD 1024

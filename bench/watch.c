@@ -26,7 +26,6 @@
  * Times come from CLOCK_MONOTONIC.  Timings are reported, never asserted;
  * exit status 1 only when a call fails.
  */
-#define _GNU_SOURCE
 #include "axstm.h"
 #include "benchutil.h"
 

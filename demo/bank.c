@@ -20,8 +20,6 @@
  * (committed or not: opacity promises a consistent view even to a run that
  * will be re-run) sees another total, or if the final total differs.
  */
-#define _POSIX_C_SOURCE 200809L
-
 #include <axstm.h>
 
 #include <errno.h>

@@ -23,8 +23,6 @@
  * items in order, prints items/s, how often the loop slept in poll() on a
  * watch, and the store's counters.  Exit status 1 on any violation.
  */
-#define _GNU_SOURCE
-
 #include <axstm.h>
 
 #include <errno.h>

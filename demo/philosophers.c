@@ -11,8 +11,6 @@
  * deadlock.  The program fails if anyone starves or two philosophers ever
  * hold the same fork.
  */
-#define _POSIX_C_SOURCE 200809L
-
 #include <axstm.h>
 
 #include <errno.h>

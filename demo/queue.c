@@ -26,8 +26,6 @@
  * one consumer waits on the empty queue "lat"; the main thread puts the
  * CLOCK_MONOTONIC time into an item, and the consumer takes the difference.
  */
-#define _POSIX_C_SOURCE 200809L
-
 #include <axstm.h>
 
 #include <errno.h>

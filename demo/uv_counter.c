@@ -24,8 +24,6 @@
  * each time, where demo/eventloop takes a fresh single-use watch from each
  * try_atomically that retries.
  */
-#define _GNU_SOURCE
-
 #include <axstm.h>
 
 #include <errno.h>

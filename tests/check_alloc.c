@@ -130,14 +130,6 @@ static void run_both(const struct fault_case *fc, int must_allocate)
 /* A store with some state                                            */
 /* ------------------------------------------------------------------ */
 
-static void put_i64(axstm_store *s, const char *key, int64_t x)
-{
-    axstm_value *v = tu_usevar_ok(s, key);
-    tu_set_i64_ok(v, x);
-    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
-    axstm_value_free(v);
-}
-
 /* "old" = 42 at version 1, "empty" empty at 1, "none" no value at 0, and
  * some filler; remembers the committed state. */
 static void setup_store(struct fctx *x)
@@ -147,7 +139,7 @@ static void setup_store(struct fctx *x)
     int i;
 
     x->s = tu_store_ok();
-    put_i64(x->s, "old", 42);
+    tu_put_i64(x->s, "old", 42);
     v = tu_usevar_ok(x->s, "empty");
     ck_assert_int_eq(axstm_value_set(v, NULL, 0), AXSTM_OK);
     ck_assert_int_eq(tu_commit(v), AXSTM_OK);
@@ -156,7 +148,7 @@ static void setup_store(struct fctx *x)
     axstm_value_free(v);
     for (i = 0; i < 20; i++) {
         snprintf(key, sizeof key, "fill.%d", i);
-        put_i64(x->s, key, i);
+        tu_put_i64(x->s, key, i);
     }
     for (i = 0; i < BIG; i++)
         x->big[i] = (unsigned char)(i * 7 + 1);
@@ -239,7 +231,7 @@ static int call_store_new(struct fctx *x)
 static void done_store_new(struct fctx *x)
 {
     /* The store works. */
-    put_i64(x->s, "k", 1);
+    tu_put_i64(x->s, "k", 1);
     ck_assert_uint_eq(tu_stats_ok(x->s).keys, 1);
 }
 

@@ -17,27 +17,6 @@ static axstm_value *at(axstm_collection *c, const char *key)
     return v;
 }
 
-/* Committed (version, value) of key, read by foreach (creates nothing). */
-static void assert_committed(axstm_store *s, const char *key, uint64_t version,
-                             int has_value, int64_t x)
-{
-    tu_snapshot snap;
-    const tu_entry *e;
-    tu_snapshot_take(s, &snap);
-    e = tu_snapshot_find(&snap, key);
-    ck_assert_msg(e != NULL, "%s not in the store", key);
-    ck_assert_msg(e->version == version, "%s at version %llu, not %llu", key,
-                  (unsigned long long)e->version, (unsigned long long)version);
-    ck_assert_int_eq(e->has_value, has_value);
-    if (has_value) {
-        int64_t got;
-        ck_assert_uint_eq(e->len, 8);
-        memcpy(&got, e->data, 8);
-        ck_assert_int_eq(got, x);
-    }
-    tu_snapshot_free(&snap);
-}
-
 /* ------------------------------------------------------------------ */
 /* Axon rules                                                         */
 /* ------------------------------------------------------------------ */
@@ -55,9 +34,9 @@ static axstm_store *three_accounts(void)
     ck_assert_uint_eq(axstm_value_version(at(d, "account_two")), 1);
     ck_assert_uint_eq(axstm_value_version(at(d, "myaccount")), 1);
     axstm_collection_free(d);
-    assert_committed(s, "account_one", 1, 1, 50);
-    assert_committed(s, "account_two", 1, 1, 100);
-    assert_committed(s, "myaccount", 1, 0, 0); /* written with no value */
+    tu_assert_committed(s, "account_one", 1, 1, 50);
+    tu_assert_committed(s, "account_two", 1, 1, 100);
+    tu_assert_committed(s, "myaccount", 1, 0, 0); /* written with no value */
     return s;
 }
 
@@ -77,9 +56,9 @@ START_TEST(scenario_three_accounts)
     ck_assert_int_eq(tu_ccommit(d), AXSTM_OK);
     axstm_collection_free(d);
 
-    assert_committed(s, "account_one", 2, 1, 0);
-    assert_committed(s, "account_two", 2, 1, 0);
-    assert_committed(s, "myaccount", 2, 1, 150);
+    tu_assert_committed(s, "account_one", 2, 1, 0);
+    tu_assert_committed(s, "account_two", 2, 1, 0);
+    tu_assert_committed(s, "myaccount", 2, 1, 150);
     axstm_store_free(s);
 }
 END_TEST
@@ -93,18 +72,18 @@ START_TEST(scenario_overlapping_collections)
 
     /* E commits unchanged: its keys still move to version 2. */
     ck_assert_int_eq(tu_ccommit(e), AXSTM_OK);
-    assert_committed(s, "account_one", 2, 1, 50);
-    assert_committed(s, "myaccount", 2, 0, 0);
-    assert_committed(s, "account_two", 1, 1, 100);
+    tu_assert_committed(s, "account_one", 2, 1, 50);
+    tu_assert_committed(s, "myaccount", 2, 0, 0);
+    tu_assert_committed(s, "account_two", 1, 1, 100);
 
     /* D then fails and writes nothing, not even account_two. */
     tu_set_i64_ok(at(d, "account_one"), 1);
     tu_set_i64_ok(at(d, "account_two"), 2);
     tu_set_i64_ok(at(d, "myaccount"), 3);
     ck_assert_int_eq(tu_ccommit(d), AXSTM_CONCURRENT_UPDATE);
-    assert_committed(s, "account_one", 2, 1, 50);
-    assert_committed(s, "account_two", 1, 1, 100);
-    assert_committed(s, "myaccount", 2, 0, 0);
+    tu_assert_committed(s, "account_one", 2, 1, 50);
+    tu_assert_committed(s, "account_two", 1, 1, 100);
+    tu_assert_committed(s, "myaccount", 2, 0, 0);
 
     /* D is unchanged: its versions and private values are as they were. */
     ck_assert_uint_eq(axstm_value_version(at(d, "account_one")), 1);
@@ -140,8 +119,8 @@ START_TEST(using_creates_missing_keys)
     tu_assert_no_value(at(c, "new2"));
     axstm_collection_free(c);
     /* They stay though nothing was committed. */
-    assert_committed(s, "new1", 0, 0, 0);
-    assert_committed(s, "new2", 0, 0, 0);
+    tu_assert_committed(s, "new1", 0, 0, 0);
+    tu_assert_committed(s, "new2", 0, 0, 0);
     axstm_store_free(s);
 }
 END_TEST
@@ -164,11 +143,11 @@ START_TEST(duplicate_keys_count_once)
     tu_set_i64_ok(at(c, "a"), 1);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
     /* Written once: version 1, not 2 or 3. */
-    assert_committed(s, "a", 1, 1, 1);
-    assert_committed(s, "b", 1, 0, 0);
+    tu_assert_committed(s, "a", 1, 1, 1);
+    tu_assert_committed(s, "b", 1, 0, 0);
     ck_assert_uint_eq(axstm_value_version(at(c, "a")), 1);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
-    assert_committed(s, "a", 2, 1, 1);
+    tu_assert_committed(s, "a", 2, 1, 1);
     axstm_collection_free(c);
     axstm_store_free(s);
 }
@@ -196,7 +175,7 @@ START_TEST(duplicate_keys_count_once_among_many)
     ck_assert_uint_eq(tu_stats_ok(s).keys, n);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
     for (i = 0; i < n; i++)
-        assert_committed(s, distinct[i], 1, 1, (int64_t)i);
+        tu_assert_committed(s, distinct[i], 1, 1, (int64_t)i);
     axstm_collection_free(c);
     axstm_store_free(s);
 }
@@ -304,7 +283,7 @@ START_TEST(borrowed_values_commit_with_the_collection)
     ck_assert_int_eq(axstm_value_commit(v), AXSTM_EINVAL);
     ck_assert_int_eq(axstm_value_refresh(v), AXSTM_EINVAL);
     /* Neither reached the store, nor undid the local change. */
-    assert_committed(s, "account_one", 0, 0, 0);
+    tu_assert_committed(s, "account_one", 0, 0, 0);
     ck_assert_int_eq(tu_get_i64_ok(v), 42);
     ck_assert_uint_eq(axstm_value_version(v), 0);
 
@@ -316,8 +295,8 @@ START_TEST(borrowed_values_commit_with_the_collection)
     ck_assert_int_eq(tu_get_i64_ok(v), 42);
     tu_set_i64_ok(axstm_collection_at(c, 1), 43);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
-    assert_committed(s, "account_one", 1, 1, 42);
-    assert_committed(s, "account_two", 1, 1, 43);
+    tu_assert_committed(s, "account_one", 1, 1, 42);
+    tu_assert_committed(s, "account_two", 1, 1, 43);
     ck_assert_uint_eq(axstm_value_version(v), 1);
     ck_assert_str_eq(axstm_value_key(v), "account_one");
     axstm_collection_free(c);
@@ -342,9 +321,9 @@ START_TEST(commit_is_all_or_nothing)
     ck_assert_int_eq(tu_ccommit(c), AXSTM_CONCURRENT_UPDATE);
     ck_assert_uint_eq(tu_stats_ok(s).commits, st.commits);
     /* The keys nobody else touched were not written either. */
-    assert_committed(s, "account_one", 0, 0, 0);
-    assert_committed(s, "account_two", 1, 1, 1);
-    assert_committed(s, "myaccount", 0, 0, 0);
+    tu_assert_committed(s, "account_one", 0, 0, 0);
+    tu_assert_committed(s, "account_two", 1, 1, 1);
+    tu_assert_committed(s, "myaccount", 0, 0, 0);
     /* And the collection kept its versions and values. */
     ck_assert_uint_eq(axstm_value_version(at(c, "account_one")), 0);
     ck_assert_uint_eq(axstm_value_version(at(c, "account_two")), 0);
@@ -357,14 +336,14 @@ START_TEST(commit_is_all_or_nothing)
     other = tu_usevar_ok(s, "myaccount");
     ck_assert_int_eq(tu_commit(other), AXSTM_OK);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_CONCURRENT_UPDATE);
-    assert_committed(s, "account_one", 0, 0, 0);
+    tu_assert_committed(s, "account_one", 0, 0, 0);
 
     tu_crefresh_ok(c);
     tu_set_i64_ok(at(c, "account_one"), 10);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
-    assert_committed(s, "account_one", 1, 1, 10);
-    assert_committed(s, "account_two", 2, 1, 1);
-    assert_committed(s, "myaccount", 2, 0, 0);
+    tu_assert_committed(s, "account_one", 1, 1, 10);
+    tu_assert_committed(s, "account_two", 2, 1, 1);
+    tu_assert_committed(s, "myaccount", 2, 0, 0);
     axstm_value_free(other);
     axstm_collection_free(c);
     axstm_store_free(s);
@@ -394,7 +373,7 @@ START_TEST(refresh_takes_a_new_snapshot)
     ck_assert_uint_eq(axstm_value_version(at(c, "account_one")), 2);
     ck_assert_uint_eq(axstm_value_version(at(c, "myaccount")), 2);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
-    assert_committed(s, "account_two", 3, 1, 99);
+    tu_assert_committed(s, "account_two", 3, 1, 99);
     axstm_collection_free(c);
     axstm_collection_free(w);
     axstm_store_free(s);
@@ -696,9 +675,9 @@ START_TEST(snapshot_is_consistent_under_a_writer)
         /* The writer's last commit is in the store. */
         long last = run.writes;
         int p = (int)((last - 1) % (PAIR_KEYS / 2));
-        assert_committed(run.s, xy[2 * p], (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1),
+        tu_assert_committed(run.s, xy[2 * p], (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1),
                          1, last);
-        assert_committed(run.s, xy[2 * p + 1],
+        tu_assert_committed(run.s, xy[2 * p + 1],
                          (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1), 1, -last);
     }
     axstm_store_free(run.s);

@@ -35,13 +35,10 @@
  * failure.  Under valgrind (seen in LD_PRELOAD) and ThreadSanitizer the
  * long loops are shorter.
  */
-#define _GNU_SOURCE
-
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 
 #include "testutil.h"
 
@@ -63,17 +60,10 @@
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Valgrind runs one thread at a time, some 50 times slower. */
-static bool under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p != NULL && (strstr(p, "vgpreload") != NULL || strstr(p, "valgrind") != NULL);
-}
-
 /* A loop count: a tenth of it under valgrind, a quarter under TSan. */
 static unsigned long scaled(unsigned long n)
 {
-    if (under_valgrind())
+    if (tu_under_valgrind())
         return n / 10;
     return DT_TSAN ? n / 4 : n;
 }
@@ -81,30 +71,6 @@ static unsigned long scaled(unsigned long n)
 /* How long a thread may wait for something that must happen: never
  * reached when all is well, it only turns a hang into a failure. */
 #define WATCHDOG_NS ((int64_t)60 * 1000 * 1000 * 1000)
-
-/* Inside a body: pass any code but AXSTM_OK straight back. */
-#define TX_TRY(call)                                                           \
-    do {                                                                       \
-        int tx_rc_ = (call);                                                   \
-        if (tx_rc_ != AXSTM_OK)                                                \
-            return tx_rc_;                                                     \
-    } while (0)
-
-static void start(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-    ck_assert_int_eq(pthread_create(t, NULL, fn, arg), 0);
-}
-
-static void join(pthread_t t)
-{
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
-}
-
-static void sem_wait_ok(sem_t *sem)
-{
-    while (sem_wait(sem) != 0 && errno == EINTR)
-        ;
-}
 
 /* Waits (yielding, then napping) until *flag is set, or *done says the
  * thread that would set it has finished.  Returns whether flag was set. */
@@ -119,23 +85,6 @@ static int await_flag(atomic_int *flag, atomic_int *done)
     return 1;
 }
 
-/* Commits x to key through a value handle (test's thread). */
-static void put_i64(axstm_store *s, const char *key, int64_t x)
-{
-    axstm_value *v = tu_usevar_ok(s, key);
-    tu_set_i64_ok(v, x);
-    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
-    axstm_value_free(v);
-}
-
-static void put_bytes(axstm_store *s, const char *key, const void *data, size_t len)
-{
-    axstm_value *v = tu_usevar_ok(s, key);
-    ck_assert_int_eq(axstm_value_set(v, data, len), AXSTM_OK);
-    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
-    axstm_value_free(v);
-}
-
 /* Deletes key through a fresh value handle. */
 static void delete_key(axstm_store *s, const char *key)
 {
@@ -145,43 +94,12 @@ static void delete_key(axstm_store *s, const char *key)
     axstm_value_free(v);
 }
 
-/* The committed state of key as foreach sees it (creates nothing): 1 with
- * *out filled (out->data is the caller's to free), or 0 when absent. */
-static int lookup(axstm_store *s, const char *key, tu_entry *out)
-{
-    tu_snapshot snap;
-    const tu_entry *e;
-    tu_snapshot_take(s, &snap);
-    e = tu_snapshot_find(&snap, key);
-    if (e != NULL) {
-        *out = *e;
-        out->key = NULL;
-        out->data = NULL;
-        if (e->len > 0) {
-            out->data = tu_xmalloc(e->len);
-            memcpy(out->data, e->data, e->len);
-        }
-    }
-    tu_snapshot_free(&snap);
-    return e != NULL;
-}
-
-static void assert_absent(axstm_store *s, const char *key)
-{
-    tu_entry e;
-    if (lookup(s, key, &e)) {
-        free(e.data);
-        ck_abort_msg("%s is in the store (version %llu)", key,
-                     (unsigned long long)e.version);
-    }
-}
-
 /* key holds the int64 x at version. */
 static void assert_i64(axstm_store *s, const char *key, uint64_t version, int64_t x)
 {
     tu_entry e;
     int64_t got = 0;
-    ck_assert_msg(lookup(s, key, &e), "%s is not in the store", key);
+    ck_assert_msg(tu_lookup(s, key, &e), "%s is not in the store", key);
     ck_assert_msg(e.has_value && e.len == 8, "%s: no 8-byte value", key);
     memcpy(&got, e.data, 8);
     free(e.data);
@@ -194,7 +112,7 @@ static void assert_i64(axstm_store *s, const char *key, uint64_t version, int64_
 static void assert_no_value(axstm_store *s, const char *key, uint64_t version)
 {
     tu_entry e;
-    ck_assert_msg(lookup(s, key, &e), "%s is not in the store", key);
+    ck_assert_msg(tu_lookup(s, key, &e), "%s is not in the store", key);
     free(e.data);
     ck_assert_msg(!e.has_value, "%s has a value", key);
     ck_assert_uint_eq(e.version, version);
@@ -314,10 +232,10 @@ START_TEST(value_delete_hides_value_and_commit_removes_key)
     int64_t x = 77;
     const char *str = NULL;
 
-    put_i64(s, "a", 1);
-    put_i64(s, "a", 2);
-    put_bytes(s, "big", big, sizeof big);
-    put_i64(s, "b", 3);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 2);
+    tu_put_bytes(s, "big", big, sizeof big);
+    tu_put_i64(s, "b", 3);
     assert_keys(s, 3);
     tu_snapshot_take(s, &before);
 
@@ -339,7 +257,7 @@ START_TEST(value_delete_hides_value_and_commit_removes_key)
     st = tu_stats_ok(s);
     ck_assert_int_eq(tu_commit(h), AXSTM_OK);
     ck_assert_uint_eq(tu_stats_ok(s).commits, st.commits + 1);
-    assert_absent(s, "a");
+    tu_assert_absent(s, "a");
     assert_keys(s, 2);
     assert_i64(s, "b", 1, 3);
     axstm_value_free(h);
@@ -347,7 +265,7 @@ START_TEST(value_delete_hides_value_and_commit_removes_key)
     /* A value held in a blob goes the same way (valgrind and ASan see its
      * memory go back). */
     delete_key(s, "big");
-    assert_absent(s, "big");
+    tu_assert_absent(s, "big");
     assert_keys(s, 1);
     assert_i64(s, "b", 1, 3);
 
@@ -374,9 +292,9 @@ START_TEST(collection_commit_deletes_all_or_nothing)
     axstm_collection *c, *d;
     axstm_value *e;
 
-    put_i64(s, "a", 1);
-    put_i64(s, "b", 2);
-    put_i64(s, "c", 3);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    tu_put_i64(s, "c", 3);
 
     /* Delete one key and set another: one commit does both. */
     c = tu_using_ok(s, ab, 2);
@@ -386,15 +304,15 @@ START_TEST(collection_commit_deletes_all_or_nothing)
     tu_snapshot_take(s, &before);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
     axstm_collection_free(c);
-    assert_absent(s, "a");
+    tu_assert_absent(s, "a");
     assert_i64(s, "b", 2, 20);
     assert_i64(s, "c", 1, 3);
     assert_keys(s, 2);
     tu_snapshot_free(&before);
 
     /* A rejected collection commit with a delete writes nothing. */
-    put_i64(s, "x", 1);
-    put_i64(s, "y", 1);
+    tu_put_i64(s, "x", 1);
+    tu_put_i64(s, "y", 1);
     d = tu_using_ok(s, xyc, 3);
     e = tu_usevar_ok(s, "y");
     tu_set_i64_ok(e, 9);
@@ -423,8 +341,8 @@ START_TEST(collection_commit_deletes_all_or_nothing)
     ck_assert_int_eq(axstm_value_delete(axstm_collection_value(d, "c")), AXSTM_OK);
     ck_assert_int_eq(tu_ccommit(d), AXSTM_OK);
     axstm_collection_free(d);
-    assert_absent(s, "x");
-    assert_absent(s, "c");
+    tu_assert_absent(s, "x");
+    tu_assert_absent(s, "c");
     assert_i64(s, "y", 3, 9);
     assert_i64(s, "b", 2, 20);
     assert_keys(s, 2);
@@ -441,35 +359,35 @@ START_TEST(handles_checked_out_before_delete_conflict)
     axstm_stats st;
     struct op del[] = { { OP_DEL, "other", 0, 0, 0 } };
 
-    put_i64(s, "k", 1);
-    put_i64(s, "other", 2);
+    tu_put_i64(s, "k", 1);
+    tu_put_i64(s, "other", 2);
     stale = tu_usevar_ok(s, "k");
     stale_c = tu_using_ok(s, ko, 2);
     txn_stale = tu_usevar_ok(s, "other");
     deleter = tu_usevar_ok(s, "k");
     ck_assert_int_eq(axstm_value_delete(deleter), AXSTM_OK);
     ck_assert_int_eq(tu_commit(deleter), AXSTM_OK);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     st = tu_stats_ok(s);
 
     /* The stale commits are rejected and do not bring the key back. */
     tu_set_i64_ok(stale, 5);
     ck_assert_int_eq(tu_commit(stale), AXSTM_CONCURRENT_UPDATE);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     tu_set_i64_ok(axstm_collection_value(stale_c, "k"), 6);
     tu_set_i64_ok(axstm_collection_value(stale_c, "other"), 7);
     ck_assert_int_eq(tu_ccommit(stale_c), AXSTM_CONCURRENT_UPDATE);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     assert_i64(s, "other", 1, 2);
     ck_assert_uint_eq(tu_stats_ok(s).conflicts, st.conflicts + 2);
 
     /* A delete by a transaction is a commit of the key as well. */
     ck_assert_int_eq(run_script(s, del, 1, AXSTM_OK), AXSTM_OK);
     ck_assert_int_eq(del[0].rc, AXSTM_OK);
-    assert_absent(s, "other");
+    tu_assert_absent(s, "other");
     tu_set_i64_ok(txn_stale, 8);
     ck_assert_int_eq(tu_commit(txn_stale), AXSTM_CONCURRENT_UPDATE);
-    assert_absent(s, "other");
+    tu_assert_absent(s, "other");
     assert_keys(s, 0);
 
     axstm_value_free(stale);
@@ -487,7 +405,7 @@ START_TEST(deleting_handle_cannot_commit_again)
     axstm_value *deleter;
     axstm_collection *c;
 
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     deleter = tu_usevar_ok(s, "k");
     ck_assert_int_eq(axstm_value_delete(deleter), AXSTM_OK);
     ck_assert_int_eq(tu_commit(deleter), AXSTM_OK);
@@ -495,26 +413,26 @@ START_TEST(deleting_handle_cannot_commit_again)
     ck_assert_int_eq(tu_commit(deleter), AXSTM_CONCURRENT_UPDATE);
     tu_set_i64_ok(deleter, 3);
     ck_assert_int_eq(tu_commit(deleter), AXSTM_CONCURRENT_UPDATE);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     assert_keys(s, 0);
 
     /* Even after the name was created again by someone else. */
-    put_i64(s, "k", 10);
+    tu_put_i64(s, "k", 10);
     ck_assert_int_eq(tu_commit(deleter), AXSTM_CONCURRENT_UPDATE);
     assert_i64(s, "k", 1, 10);
     axstm_value_free(deleter);
 
     /* The same for a collection that deleted one of its keys. */
-    put_i64(s, "j", 1);
+    tu_put_i64(s, "j", 1);
     c = tu_using_ok(s, kj, 2);
     ck_assert_int_eq(axstm_value_delete(axstm_collection_value(c, "k")), AXSTM_OK);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     assert_i64(s, "j", 2, 1);
     tu_set_i64_ok(axstm_collection_value(c, "j"), 5);
     ck_assert_int_eq(tu_ccommit(c), AXSTM_CONCURRENT_UPDATE);
     assert_i64(s, "j", 2, 1);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     axstm_collection_free(c);
     axstm_store_free(s);
 }
@@ -528,9 +446,9 @@ START_TEST(stale_handle_conflicts_with_recreated_key_at_same_version)
     axstm_collection *stale_c;
     int i;
 
-    put_i64(s, "k", 1);
-    put_i64(s, "k", 2);
-    put_i64(s, "k", 3);
+    tu_put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 2);
+    tu_put_i64(s, "k", 3);
     stale = tu_usevar_ok(s, "k");
     stale_c = tu_using_ok(s, k1, 1);
     ck_assert_uint_eq(axstm_value_version(stale), 3);
@@ -586,7 +504,7 @@ START_TEST(stale_handle_conflicts_after_many_recreations_with_reused_memory)
     struct axstm__entry *orig;
     unsigned long i, reused = 0, wrong_fresh = 0, stale_ok = 0, stale_c_ok = 0, other = 0;
 
-    put_i64(s, "k", -1);
+    tu_put_i64(s, "k", -1);
     stale = tu_usevar_ok(s, "k");
     stale_c = tu_using_ok(s, k1, 1);
     ck_assert_uint_eq(axstm_value_version(stale), 1);
@@ -652,8 +570,8 @@ START_TEST(refresh_after_delete_recreates_the_key)
     axstm_value *h, *d;
     axstm_collection *c, *e;
 
-    put_i64(s, "k", 5);
-    put_i64(s, "k", 6);
+    tu_put_i64(s, "k", 5);
+    tu_put_i64(s, "k", 6);
     h = tu_usevar_ok(s, "k");
     delete_key(s, "k");
     assert_keys(s, 0);
@@ -687,7 +605,7 @@ START_TEST(refresh_after_delete_recreates_the_key)
     assert_i64(s, "k", 1, 8);
 
     /* A collection whose keys were deleted by another. */
-    put_i64(s, "j", 1);
+    tu_put_i64(s, "j", 1);
     c = tu_using_ok(s, kj, 2);
     e = tu_using_ok(s, kj, 2);
     ck_assert_int_eq(axstm_value_delete(axstm_collection_at(e, 0)), AXSTM_OK);
@@ -721,19 +639,19 @@ START_TEST(delete_and_commit_of_one_version_only_one_wins)
     axstm_value *a, *b;
 
     /* The delete first: the set is rejected and brings nothing back. */
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     a = tu_usevar_ok(s, "k");
     b = tu_usevar_ok(s, "k");
     ck_assert_int_eq(axstm_value_delete(a), AXSTM_OK);
     tu_set_i64_ok(b, 2);
     ck_assert_int_eq(tu_commit(a), AXSTM_OK);
     ck_assert_int_eq(tu_commit(b), AXSTM_CONCURRENT_UPDATE);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     axstm_value_free(a);
     axstm_value_free(b);
 
     /* The set first: the delete is rejected and the key stays. */
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     a = tu_usevar_ok(s, "k");
     b = tu_usevar_ok(s, "k");
     ck_assert_int_eq(axstm_value_delete(a), AXSTM_OK);
@@ -762,7 +680,7 @@ START_TEST(delete_of_key_never_given_a_value)
     ck_assert_int_eq(axstm_value_delete(h), AXSTM_OK);
     ck_assert_int_eq(tu_commit(h), AXSTM_OK);
     axstm_value_free(h);
-    assert_absent(s, "empty");
+    tu_assert_absent(s, "empty");
     assert_keys(s, 0);
 
     c = tu_using_ok(s, ee, 2);
@@ -783,8 +701,8 @@ START_TEST(empty_collection_and_borrowed_value_delete)
     axstm_collection *c;
     axstm_value *v;
 
-    put_i64(s, "a", 1);
-    put_i64(s, "b", 2);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
 
     /* An empty collection commits and does nothing. */
     c = tu_using_ok(s, NULL, 0);
@@ -805,7 +723,7 @@ START_TEST(empty_collection_and_borrowed_value_delete)
     ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
     tu_assert_no_value(axstm_collection_value(c, "a"));
     axstm_collection_free(c);
-    assert_absent(s, "a");
+    tu_assert_absent(s, "a");
     assert_i64(s, "b", 2, 2);
     assert_keys(s, 1);
     axstm_store_free(s);
@@ -832,7 +750,7 @@ START_TEST(delete_bad_input_is_einval)
 
     ck_assert_int_eq(axstm_value_delete(NULL), AXSTM_EINVAL);
     ck_assert_int_eq(axstm_txn_delete(NULL, "k"), AXSTM_EINVAL);
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     ck_assert_int_eq(axstm_atomically(s, txn_delete_einval_body, rc), AXSTM_OK);
     ck_assert_int_eq(rc[0], AXSTM_EINVAL);
     ck_assert_int_eq(rc[1], AXSTM_EINVAL);
@@ -887,7 +805,7 @@ START_TEST(foreach_visitor_may_delete_what_it_visits)
     for (i = 0; i < 64; i++) {
         char key[16];
         snprintf(key, sizeof key, "d.%d", i);
-        put_i64(s, key, i);
+        tu_put_i64(s, key, i);
     }
     memset(&dv, 0, sizeof dv);
     dv.s = s;
@@ -912,10 +830,10 @@ START_TEST(watch_fires_when_key_is_deleted)
     axstm_value *stale;
     struct op del_c[] = { { OP_DEL, "c", 0, 0, 0 } };
 
-    put_i64(s, "a", 1);
-    put_i64(s, "b", 2);
-    put_i64(s, "c", 3);
-    put_i64(s, "d", 4);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    tu_put_i64(s, "c", 3);
+    tu_put_i64(s, "d", 4);
     wa = watch_ok(s, (const char *const[]){ "a" }, 1);
     wb = watch_ok(s, &bc[0], 1);
     wc = watch_ok(s, &bc[1], 1);
@@ -944,7 +862,7 @@ START_TEST(watch_fires_when_key_is_deleted)
     /* A rejected delete commits nothing, so it wakes nobody. */
     wd = watch_ok(s, (const char *const[]){ "d" }, 1);
     stale = tu_usevar_ok(s, "d");
-    put_i64(s, "d", 5);
+    tu_put_i64(s, "d", 5);
     ck_assert(readable(wd));
     ck_assert_int_eq(axstm_watch_rearm(wd), AXSTM_OK);
     ck_assert_int_eq(axstm_value_delete(stale), AXSTM_OK);
@@ -968,7 +886,7 @@ START_TEST(watch_follows_name_through_delete_and_recreate)
     axstm_watch *w, *late;
     int round;
 
-    put_i64(s, "k", 0);
+    tu_put_i64(s, "k", 0);
     w = watch_ok(s, k1, 1);
     for (round = 1; round <= 6; round++) {
         axstm_value *h;
@@ -1000,7 +918,7 @@ START_TEST(watch_follows_name_through_delete_and_recreate)
         }
         ck_assert_msg(readable(w), "round %d: the re-created key's commit did not fire", round);
         ck_assert_int_eq(axstm_watch_rearm(w), AXSTM_OK);
-        put_i64(s, "k", 100 + round);
+        tu_put_i64(s, "k", 100 + round);
         ck_assert_msg(readable(w), "round %d: a later commit did not fire", round);
         ck_assert_int_eq(axstm_watch_rearm(w), AXSTM_OK);
         assert_i64(s, "k", 2, 100 + round);
@@ -1012,7 +930,7 @@ START_TEST(watch_follows_name_through_delete_and_recreate)
     late = watch_ok(s, k1, 1);
     assert_keys(s, 0);
     ck_assert(!readable(late));
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     ck_assert(readable(late) && readable(w));
     axstm_watch_free(late);
     axstm_watch_free(w);
@@ -1061,13 +979,13 @@ START_TEST(try_atomically_watch_on_missing_key_fires_on_first_commit)
     ck_assert_int_eq(wa.got, 42);
 
     /* A key that existed and was deleted is missing just the same. */
-    put_i64(s, "gone", 1);
+    tu_put_i64(s, "gone", 1);
     delete_key(s, "gone");
     ck_assert_int_eq(axstm_try_atomically(s, wait_for_value_body, &wg, &w2), AXSTM_RETRY);
     ck_assert_ptr_nonnull(w2);
     assert_keys(s, 1);
     ck_assert(!readable(w2));
-    put_i64(s, "gone", 2);
+    tu_put_i64(s, "gone", 2);
     ck_assert(readable(w2));
     axstm_watch_free(w2);
     ck_assert_int_eq(axstm_try_atomically(s, wait_for_value_body, &wg, &w2), AXSTM_OK);
@@ -1165,11 +1083,11 @@ START_TEST(retry_waiter_wakes_when_key_is_deleted)
         pthread_t t;
         axstm_stats st;
 
-        put_i64(s, "k", 1);
-        put_i64(s, "other", 0);
+        tu_put_i64(s, "k", 1);
+        tu_put_i64(s, "other", 0);
         st = tu_stats_ok(s);
         blocked_init(&b, s, "k");
-        start(&t, wait_while_one_main, &b);
+        tu_start(&t, wait_while_one_main, &b);
         ck_assert_msg(await_flag(&b.armed, &b.done), "waiter ended: %s",
                       axstm_strerror(b.rc));
         if (how == BY_HANDLE) {
@@ -1184,7 +1102,7 @@ START_TEST(retry_waiter_wakes_when_key_is_deleted)
             struct op del[] = { { OP_DEL, "k", 0, 0, 0 } };
             ck_assert_int_eq(run_script(s, del, 1, AXSTM_OK), AXSTM_OK);
         }
-        join(t);
+        tu_join(t);
         ck_assert_msg(b.rc == AXSTM_OK, "deleted by %d: the waiter returned %s", how,
                       axstm_strerror(b.rc));
         ck_assert_msg(b.saw_no_value, "deleted by %d: the waiter saw %lld", how,
@@ -1192,7 +1110,7 @@ START_TEST(retry_waiter_wakes_when_key_is_deleted)
         ck_assert_uint_ge(b.runs, 2);
         ck_assert_uint_ge(tu_stats_ok(s).retries_waited, st.retries_waited + 1);
         /* Waiting on it, and reading it gone, did not bring it back. */
-        assert_absent(s, "k");
+        tu_assert_absent(s, "k");
         assert_keys(s, 1);
         axstm_store_free(s);
     }
@@ -1210,17 +1128,17 @@ START_TEST(retry_waiter_wakes_when_missing_key_is_created)
             pthread_t t;
 
             if (deleted_first) {
-                put_i64(s, "k", 1);
+                tu_put_i64(s, "k", 1);
                 delete_key(s, "k");
             }
             blocked_init(&b, s, "k");
-            start(&t, wait_for_key_main, &b);
+            tu_start(&t, wait_for_key_main, &b);
             ck_assert_msg(await_flag(&b.armed, &b.done), "waiter ended: %s",
                           axstm_strerror(b.rc));
             /* The waiter creates no key. */
             assert_keys(s, 0);
             if (how == BY_HANDLE) {
-                put_i64(s, "k", 7);
+                tu_put_i64(s, "k", 7);
             } else if (how == BY_COLLECTION) {
                 axstm_collection *c = tu_using_ok(s, ko, 2);
                 tu_set_i64_ok(axstm_collection_value(c, "k"), 7);
@@ -1230,7 +1148,7 @@ START_TEST(retry_waiter_wakes_when_missing_key_is_created)
                 struct op set[] = { { OP_SET, "k", 7, 0, 0 } };
                 ck_assert_int_eq(run_script(s, set, 1, AXSTM_OK), AXSTM_OK);
             }
-            join(t);
+            tu_join(t);
             ck_assert_msg(b.rc == AXSTM_OK, "created by %d (deleted first: %d): %s", how,
                           deleted_first, axstm_strerror(b.rc));
             ck_assert_int_eq(b.got, 7);
@@ -1262,9 +1180,9 @@ START_TEST(txn_delete_later_reads_see_enovalue_and_commit_removes)
     };
     axstm_stats st;
 
-    put_i64(s, "k", 5);
-    put_bytes(s, "big", big, sizeof big);
-    put_i64(s, "j", 6);
+    tu_put_i64(s, "k", 5);
+    tu_put_bytes(s, "big", big, sizeof big);
+    tu_put_i64(s, "j", 6);
     stale = tu_usevar_ok(s, "k");
     st = tu_stats_ok(s);
     ck_assert_int_eq(run_script(s, ops, NOPS(ops), AXSTM_OK), AXSTM_OK);
@@ -1278,14 +1196,14 @@ START_TEST(txn_delete_later_reads_see_enovalue_and_commit_removes)
     ck_assert_int_eq(ops[6].rc, AXSTM_OK);
     ck_assert_int_eq(ops[7].rc, AXSTM_ENOVALUE);
     ck_assert_uint_eq(tu_stats_ok(s).commits, st.commits + 1);
-    assert_absent(s, "k");
-    assert_absent(s, "big");
+    tu_assert_absent(s, "k");
+    tu_assert_absent(s, "big");
     assert_i64(s, "j", 2, 7);
     assert_keys(s, 1);
     /* A handle checked out before the transaction's delete is stale. */
     tu_set_i64_ok(stale, 9);
     ck_assert_int_eq(tu_commit(stale), AXSTM_CONCURRENT_UPDATE);
-    assert_absent(s, "k");
+    tu_assert_absent(s, "k");
     axstm_value_free(stale);
     axstm_store_free(s);
 }
@@ -1297,7 +1215,7 @@ static int get_after_delete_body(axstm_txn *tx, void *arg)
     int *rc = arg;
     const void *data = &data;
     size_t len = 99;
-    TX_TRY(axstm_txn_delete(tx, "k"));
+    TU_TRY(axstm_txn_delete(tx, "k"));
     rc[0] = axstm_txn_get(tx, "k", &data, &len);
     rc[1] = data == (const void *)&data && len == 99; /* untouched */
     rc[2] = axstm_txn_get(tx, "k", NULL, NULL);
@@ -1308,7 +1226,7 @@ START_TEST(txn_get_of_deleted_key_leaves_outputs_untouched)
 {
     axstm_store *s = tu_store_ok();
     int rc[3] = { 1, 0, 1 };
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     ck_assert_int_eq(axstm_atomically(s, get_after_delete_body, rc), AXSTM_OK);
     ck_assert_int_eq(rc[0], AXSTM_ENOVALUE);
     ck_assert_int_eq(rc[1], 1);
@@ -1342,7 +1260,7 @@ static void *delete_x_helper(void *arg)
     struct deleted_after *d = arg;
     axstm_collection *c = NULL;
     int rc;
-    sem_wait_ok(&d->go);
+    tu_sem_wait_ok(&d->go);
     TU_RETRY(rc, axstm_using(d->s, ax, 2, &c));
     if (rc == AXSTM_OK) {
         (void)axstm_value_delete(axstm_collection_value(c, "x"));
@@ -1361,11 +1279,11 @@ static int read_a_then_x_body(axstm_txn *tx, void *arg)
     int64_t a = -1, x = -1;
     int rc;
     d->runs++;
-    TX_TRY(axstm_txn_get_i64(tx, "a", &a));
+    TU_TRY(axstm_txn_get_i64(tx, "a", &a));
     if (d->runs == 1) {
         d->posted = 1;
         sem_post(&d->go);
-        sem_wait_ok(&d->done);
+        tu_sem_wait_ok(&d->done);
     }
     rc = axstm_txn_get_i64(tx, "x", &x);
     if (d->runs == 1) {
@@ -1390,8 +1308,8 @@ START_TEST(txn_read_of_key_deleted_after_snapshot_is_consistent)
         pthread_t t;
         int rc;
 
-        put_i64(s, "a", 1);
-        put_i64(s, "x", 10);
+        tu_put_i64(s, "a", 1);
+        tu_put_i64(s, "x", 10);
         if (kept)
             w = watch_ok(s, (const char *const[]){ "x" }, 1);
         memset(&d, 0, sizeof d);
@@ -1399,16 +1317,16 @@ START_TEST(txn_read_of_key_deleted_after_snapshot_is_consistent)
         d.helper_rc = 12345;
         ck_assert_int_eq(sem_init(&d.go, 0, 0), 0);
         ck_assert_int_eq(sem_init(&d.done, 0, 0), 0);
-        start(&t, delete_x_helper, &d);
+        tu_start(&t, delete_x_helper, &d);
         rc = axstm_atomically(s, read_a_then_x_body, &d);
         if (!d.posted)
             sem_post(&d.go); /* the body never got there: fail, not hang */
-        join(t);
+        tu_join(t);
         ck_assert_int_eq(d.posted, 1);
         ck_assert_int_eq(d.helper_rc, AXSTM_OK);
         ck_assert_int_eq(rc, AXSTM_OK);
         assert_i64(s, "a", 2, 0);
-        assert_absent(s, "x");
+        tu_assert_absent(s, "x");
         axstm_watch_free(w);
         sem_destroy(&d.go);
         sem_destroy(&d.done);
@@ -1446,9 +1364,9 @@ START_TEST(txn_delete_rolled_back_removes_nothing)
     unsigned char blob[BLOB_LEN];
 
     memset(blob, 1, sizeof blob);
-    put_i64(s, "k", 1);
-    put_i64(s, "j", 2);
-    put_bytes(s, "big", blob, sizeof blob);
+    tu_put_i64(s, "k", 1);
+    tu_put_i64(s, "j", 2);
+    tu_put_bytes(s, "big", blob, sizeof blob);
     tu_snapshot_take(s, &before);
 
     ck_assert_int_eq(run_script(s, own, NOPS(own), OWN_CODE), OWN_CODE);
@@ -1503,7 +1421,7 @@ START_TEST(or_else_discards_delete_of_retried_branch)
     axstm_store *s = tu_store_ok();
     struct or_else_arg a = { 1, 1, 1, -1 };
 
-    put_i64(s, "k", 5);
+    tu_put_i64(s, "k", 5);
     ck_assert_int_eq(axstm_atomically(s, or_else_body, &a), AXSTM_OK);
     ck_assert_int_eq(a.first_del_rc, AXSTM_OK);
     ck_assert_int_eq(a.first_get_rc, AXSTM_ENOVALUE);
@@ -1550,14 +1468,14 @@ START_TEST(txn_delete_of_missing_key_creates_nothing)
 
     ck_assert_int_eq(run_script(s, with_set, NOPS(with_set), AXSTM_OK), AXSTM_OK);
     ck_assert_int_eq(with_set[0].rc, AXSTM_OK);
-    assert_absent(s, "ghost");
+    tu_assert_absent(s, "ghost");
     assert_i64(s, "real", 1, 1);
     assert_keys(s, 1);
 
     ck_assert_int_eq(run_script(s, set_del, NOPS(set_del), AXSTM_OK), AXSTM_OK);
     ck_assert_int_eq(set_del[1].rc, AXSTM_OK);
     ck_assert_int_eq(set_del[2].rc, AXSTM_ENOVALUE);
-    assert_absent(s, "temp");
+    tu_assert_absent(s, "temp");
     assert_keys(s, 1);
 
     ck_assert_int_eq(run_script(s, del_set, NOPS(del_set), AXSTM_OK), AXSTM_OK);
@@ -1602,7 +1520,7 @@ START_TEST(rolled_back_sets_of_new_keys_leave_no_key)
     assert_keys(s, 0);
 
     memset(blob, 3, sizeof blob);
-    put_bytes(s, "blob", blob, sizeof blob);
+    tu_put_bytes(s, "blob", blob, sizeof blob);
     tu_snapshot_take(s, &before);
 
     ck_assert_int_eq(run_script(s, own, NOPS(own), OWN_CODE), OWN_CODE);
@@ -1655,7 +1573,7 @@ START_TEST(reads_of_missing_keys_create_no_key)
     ck_assert_uint_eq(tu_stats_ok(s).commits, st.commits);
 
     /* With other keys about, the same. */
-    put_i64(s, "present", 1);
+    tu_put_i64(s, "present", 1);
     ck_assert_int_eq(axstm_atomically(s, read_missing_body, rc), AXSTM_OK);
     assert_keys(s, 1);
     assert_i64(s, "present", 1, 1);
@@ -1705,7 +1623,7 @@ START_TEST(out_of_memory_transaction_creates_no_key)
                 unsigned long count;
                 int rc;
 
-                put_i64(s, "old", 1);
+                tu_put_i64(s, "old", 1);
                 af_ops(ops);
                 sc.ops = ops;
                 sc.n = NOPS(ops);
@@ -1757,13 +1675,13 @@ START_TEST(watch_on_missing_keys_creates_no_key_and_fires_on_commit)
     w = watch_ok(s, keys, 4);
     assert_keys(s, 0);
     ck_assert(!readable(w));
-    put_i64(s, "m2", 1);
+    tu_put_i64(s, "m2", 1);
     ck_assert(readable(w));
     assert_keys(s, 1);
     axstm_watch_free(w);
     assert_keys(s, 1);
-    assert_absent(s, "m1");
-    assert_absent(s, "m3");
+    tu_assert_absent(s, "m1");
+    tu_assert_absent(s, "m3");
     axstm_store_free(s);
 
     /* Out of memory at any point: no key either. */
@@ -1788,7 +1706,7 @@ START_TEST(watch_on_missing_keys_creates_no_key_and_fires_on_commit)
                           "watch_new (%s, n=%lu sticky=%d) left a key", axstm_strerror(rc), n,
                           sticky);
             if (w != NULL) {
-                put_i64(s, "m3", 1);
+                tu_put_i64(s, "m3", 1);
                 ck_assert(readable(w));
                 axstm_watch_free(w);
             }
@@ -1833,7 +1751,7 @@ static int slow_visit(const char *key, uint64_t version, const void *data, size_
     }
     if (w->visits++ == 0) {
         sem_post(&w->visiting);
-        sem_wait_ok(&w->release);
+        tu_sem_wait_ok(&w->release);
     }
     return 0;
 }
@@ -1865,16 +1783,16 @@ START_TEST(waiting_foreach_visitor_does_not_hold_back_reclamation)
     int i;
 
     memset(buf, 0, MIB);
-    put_bytes(s, "big", buf, MIB);
-    put_i64(s, "small", 1);
+    tu_put_bytes(s, "big", buf, MIB);
+    tu_put_i64(s, "small", 1);
     before = tu_stats_ok(s);
     w.s = s;
     w.visits = w.torn = 0;
     w.rc = 12345;
     ck_assert_int_eq(sem_init(&w.visiting, 0, 0), 0);
     ck_assert_int_eq(sem_init(&w.release, 0, 0), 0);
-    start(&t, slow_walk_main, &w);
-    sem_wait_ok(&w.visiting);
+    tu_start(&t, slow_walk_main, &w);
+    tu_sem_wait_ok(&w.visiting);
 
     h = tu_usevar_ok(s, "big");
     for (i = 1; i <= BIG_COMMITS; i++) {
@@ -1885,7 +1803,7 @@ START_TEST(waiting_foreach_visitor_does_not_hold_back_reclamation)
     after = tu_stats_ok(s);
     axstm_value_free(h);
     sem_post(&w.release);
-    join(t);
+    tu_join(t);
 
     ck_assert_int_eq(w.rc, AXSTM_OK);
     ck_assert_uint_eq(w.visits, 2);
@@ -2453,12 +2371,12 @@ START_TEST(shared_names_created_and_deleted_under_auditor)
     memset(&a, 0, sizeof a);
     a.s = s;
     a.running = &running;
-    start(&ta, auditor_main, &a);
+    tu_start(&ta, auditor_main, &a);
     for (i = 0; i < WORKERS; i++)
-        start(&t[i], worker_main, &w[i]);
+        tu_start(&t[i], worker_main, &w[i]);
     for (i = 0; i < WORKERS; i++)
-        join(t[i]);
-    join(ta);
+        tu_join(t[i]);
+    tu_join(ta);
 
     for (i = 0; i < WORKERS; i++) {
         ck_assert_msg(w[i].errors == 0, "worker %d (mode %d): %lu errors, the last %d (%s)", i,
@@ -2475,7 +2393,7 @@ START_TEST(shared_names_created_and_deleted_under_auditor)
     /* The count agrees with what is there. */
     for (i = 0; i < NAMES; i++) {
         tu_entry e;
-        if (lookup(s, shared_name_ptr[i], &e)) {
+        if (tu_lookup(s, shared_name_ptr[i], &e)) {
             present++;
             free(e.data);
         }
@@ -2515,9 +2433,9 @@ static int qput_body(axstm_txn *tx, void *arg)
 {
     struct qput *p = arg;
     int64_t t;
-    TX_TRY(q_index(tx, "q.tail", &t));
+    TU_TRY(q_index(tx, "q.tail", &t));
     snprintf(p->key, sizeof p->key, "q.item.%lld", (long long)t);
-    TX_TRY(axstm_txn_set_i64(tx, p->key, p->value));
+    TU_TRY(axstm_txn_set_i64(tx, p->key, p->value));
     return axstm_txn_set_i64(tx, "q.tail", t + 1);
 }
 
@@ -2526,16 +2444,16 @@ static int qtake_body(axstm_txn *tx, void *arg)
     struct qput *p = arg;
     int64_t h, t, x;
     int rc;
-    TX_TRY(q_index(tx, "q.head", &h));
-    TX_TRY(q_index(tx, "q.tail", &t));
+    TU_TRY(q_index(tx, "q.head", &h));
+    TU_TRY(q_index(tx, "q.tail", &t));
     if (h >= t)
         return AXSTM_RETRY;
     snprintf(p->key, sizeof p->key, "q.item.%lld", (long long)h);
     rc = axstm_txn_get_i64(tx, p->key, &p->value);
     if (rc == AXSTM_ENOVALUE)
         return Q_MISSING;
-    TX_TRY(rc);
-    TX_TRY(axstm_txn_delete(tx, p->key));
+    TU_TRY(rc);
+    TU_TRY(axstm_txn_delete(tx, p->key));
     rc = axstm_txn_get_i64(tx, p->key, &x);
     if (rc != AXSTM_ENOVALUE)
         return rc == AXSTM_OK ? Q_STILL_THERE : rc;
@@ -2602,16 +2520,16 @@ START_TEST(key_per_item_queue_delivers_each_item_once)
     for (i = 0; i < Q_CONSUMERS; i++) {
         cons[i] = (struct qworker){ s, (unsigned)i, total / Q_CONSUMERS, NULL, 0, 12345 };
         cons[i].got = tu_xmalloc((size_t)cons[i].n * sizeof *cons[i].got);
-        start(&tc[i], consumer_main, &cons[i]);
+        tu_start(&tc[i], consumer_main, &cons[i]);
     }
     for (i = 0; i < Q_PRODUCERS; i++) {
         prod[i] = (struct qworker){ s, (unsigned)i, per_producer, NULL, 0, 12345 };
-        start(&tp[i], producer_main, &prod[i]);
+        tu_start(&tp[i], producer_main, &prod[i]);
     }
     for (i = 0; i < Q_PRODUCERS; i++)
-        join(tp[i]);
+        tu_join(tp[i]);
     for (i = 0; i < Q_CONSUMERS; i++)
-        join(tc[i]);
+        tu_join(tc[i]);
 
     for (i = 0; i < Q_PRODUCERS; i++)
         ck_assert_msg(prod[i].rc == AXSTM_OK && prod[i].done == per_producer,
@@ -2839,12 +2757,12 @@ START_TEST(stale_handle_never_commits_over_newer_incarnation)
     unsigned long deletes = 0;
     int i;
 
-    put_i64(s, "deletes", 0);
+    tu_put_i64(s, "deletes", 0);
     atomic_init(&stop, 0);
     memset(c, 0, sizeof c);
     memset(&h, 0, sizeof h);
     h.s = s;
-    h.rounds = under_valgrind() ? 20 : 100;
+    h.rounds = tu_under_valgrind() ? 20 : 100;
     h.stop = &stop;
     logs[CHURNERS] = &h.log;
     for (i = 0; i < CHURNERS; i++) {
@@ -2853,12 +2771,12 @@ START_TEST(stale_handle_never_commits_over_newer_incarnation)
         c[i].rng = 0x2545f4914f6cdd1dULL * (uint64_t)(i + 1);
         c[i].stop = &stop;
         logs[i] = &c[i].log;
-        start(&tc[i], churner_main, &c[i]);
+        tu_start(&tc[i], churner_main, &c[i]);
     }
-    start(&th, stale_holder_main, &h);
-    join(th);
+    tu_start(&th, stale_holder_main, &h);
+    tu_join(th);
     for (i = 0; i < CHURNERS; i++)
-        join(tc[i]);
+        tu_join(tc[i]);
 
     ck_assert_msg(h.wrongly_committed == 0,
                   "%lu of %lu commits of a handle whose key was deleted after its checkout "

@@ -21,8 +21,6 @@
  * its exit status; it never calls Check.  Its waits are on pipes, never on
  * a clock.
  */
-#define _GNU_SOURCE
-
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>

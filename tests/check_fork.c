@@ -24,8 +24,6 @@
  * the suite.  The limit is generous, not a timing: a child does a few
  * milliseconds of work.
  */
-#define _GNU_SOURCE
-
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -93,22 +91,6 @@ const char *__tsan_default_options(void)
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
-
-static void start(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-    ck_assert_int_eq(pthread_create(t, NULL, fn, arg), 0);
-}
-
-static void join(pthread_t t)
-{
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
-}
-
-static void sem_wait_ok(sem_t *sem)
-{
-    while (sem_wait(sem) != 0 && errno == EINTR)
-        ;
-}
 
 /* What a child's exit status means. */
 enum child_status {
@@ -487,7 +469,7 @@ static int pinned_visit(const char *key, uint64_t version, const void *data, siz
     (void)len;
     struct busy *b = arg;
     sem_post(&b->pinned);
-    sem_wait_ok(&b->unpin);
+    tu_sem_wait_ok(&b->unpin);
     return 1; /* one visit is enough */
 }
 
@@ -505,7 +487,7 @@ static int pinned_body(axstm_txn *tx, void *arg)
     if (!run->held) {
         run->held = true;
         sem_post(&run->b->pinned);
-        sem_wait_ok(&run->b->unpin);
+        tu_sem_wait_ok(&run->b->unpin);
     }
     return AXSTM_OK;
 }
@@ -515,7 +497,7 @@ static void *pinner_main(void *arg)
     struct busy *b = arg;
     for (unsigned n = 0;; n++) {
         struct pinned_run run = {b, false};
-        sem_wait_ok(&b->pin);
+        tu_sem_wait_ok(&b->pin);
         if (atomic_load(&b->stop))
             break;
         int rc = n % 2 ? axstm_atomically(b->s, pinned_body, &run)
@@ -603,10 +585,10 @@ START_TEST(child_of_busy_parent_frees_old_store_and_uses_new_ones)
     for (i = 0; i < BUSY_COMMITTERS; i++) {
         c[i].b = &b;
         c[i].id = (unsigned)i;
-        start(&c[i].thread, committer_main, &c[i]);
+        tu_start(&c[i].thread, committer_main, &c[i]);
     }
-    start(&pinner, pinner_main, &b);
-    start(&spawner, spawner_main, &b);
+    tu_start(&pinner, pinner_main, &b);
+    tu_start(&spawner, spawner_main, &b);
 
     static const char *const pair[] = {"busy.a", "busy.b"};
     for (i = 0; i < FORKS; i++) {
@@ -616,7 +598,7 @@ START_TEST(child_of_busy_parent_frees_old_store_and_uses_new_ones)
         int report[2];
         ck_assert_int_eq(pipe(report), 0);
         sem_post(&b.pin);
-        sem_wait_ok(&b.pinned);
+        tu_sem_wait_ok(&b.pinned);
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
@@ -636,10 +618,10 @@ START_TEST(child_of_busy_parent_frees_old_store_and_uses_new_ones)
 
     atomic_store(&b.stop, 1);
     for (i = 0; i < BUSY_COMMITTERS; i++)
-        join(c[i].thread);
+        tu_join(c[i].thread);
     sem_post(&b.pin);
-    join(pinner);
-    join(spawner);
+    tu_join(pinner);
+    tu_join(spawner);
     ck_assert_msg(b.errors == 0, "%ld errors in the parent's threads, first %s", b.errors,
                   axstm_strerror(b.first_error));
     axstm_store_free(b.s);
@@ -670,7 +652,7 @@ static void *holder_main(void *arg)
     sem_post(&h->held);
     tu_sleep_s(0.05);
     axstm__caches_after_fork();
-    sem_wait_ok(&h->forked);
+    tu_sem_wait_ok(&h->forked);
     return NULL;
 }
 
@@ -688,15 +670,15 @@ START_TEST(child_threads_free_handles_after_a_fork_amid_cache_updates)
     ck_assert_int_eq(sem_init(&h.forked, 0, 0), 0);
     axstm_store_free(tu_store_ok()); /* the library's fork handlers are set */
     (void)axstm__thread_slot();
-    start(&t, holder_main, &h);
-    sem_wait_ok(&h.held);
+    tu_start(&t, holder_main, &h);
+    tu_sem_wait_ok(&h.held);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0)
         _exit(child_new_store());
     sem_post(&h.forked);
     ck_assert_msg(pid > 0, "fork: %s", strerror(errno));
-    join(t);
+    tu_join(t);
     child_ok(pid, 0, -1);
     sem_destroy(&h.held);
     sem_destroy(&h.forked);
@@ -722,7 +704,7 @@ static void *quiet_main(void *arg)
     if (rc == AXSTM_OK)
         axstm_value_free(v);
     sem_post(&q->ready);
-    sem_wait_ok(&q->release);
+    tu_sem_wait_ok(&q->release);
     return NULL;
 }
 
@@ -745,9 +727,9 @@ START_TEST(child_of_quiet_parent_keeps_using_the_store)
     ck_assert_int_eq(tu_commit(v), AXSTM_OK);
     axstm_value_free(v);
     for (i = 0; i < 2; i++)
-        start(&t[i], quiet_main, &q);
+        tu_start(&t[i], quiet_main, &q);
     for (i = 0; i < 2; i++)
-        sem_wait_ok(&q.ready);
+        tu_sem_wait_ok(&q.ready);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -758,7 +740,7 @@ START_TEST(child_of_quiet_parent_keeps_using_the_store)
     for (i = 0; i < 2; i++)
         sem_post(&q.release);
     for (i = 0; i < 2; i++)
-        join(t[i]);
+        tu_join(t[i]);
     ck_assert_msg(pid > 0, "fork: %s", strerror(errno));
     child_ok(pid, 0, -1);
     axstm_store_free(q.s);

@@ -21,8 +21,6 @@
  *            violations.
  *            $AXSTM_HISTORY_SECONDS sets the seconds per run (default 0.3).
  */
-#define _GNU_SOURCE
-
 #include <inttypes.h>
 
 #include "history.h"
@@ -731,14 +729,7 @@ END_TEST
 
 static double history_seconds(void)
 {
-    const char *env = getenv("AXSTM_HISTORY_SECONDS");
-    if (env != NULL && *env != '\0') {
-        char *endp;
-        double d = strtod(env, &endp);
-        if (endp != env && d > 0.0 && d < 86400.0)
-            return d;
-    }
-    return 0.3;
+    return tu_env_number("AXSTM_HISTORY_SECONDS", 0.3, 86400.0);
 }
 
 /* The run recorded enough to prove something: the whole mix ran. */

@@ -21,11 +21,6 @@
 
 #include "testutil.h"
 
-static void start(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-    ck_assert_int_eq(pthread_create(t, NULL, fn, arg), 0);
-}
-
 /* ------------------------------------------------------------------ */
 /* Bank                                                               */
 /* ------------------------------------------------------------------ */
@@ -300,9 +295,9 @@ START_TEST(bank_total_is_conserved)
     for (i = 0; i < nthreads; i++) {
         tellers[i].bank = &b;
         tellers[i].seed = UINT64_C(0x9E3779B97F4A7C15) * (uint64_t)(i + 1);
-        start(&tellers[i].thread, teller_main, &tellers[i]);
+        tu_start(&tellers[i].thread, teller_main, &tellers[i]);
     }
-    start(&aud.thread, auditor_main, &aud);
+    tu_start(&aud.thread, auditor_main, &aud);
     for (i = 0; i < nthreads; i++)
         pthread_join(tellers[i].thread, NULL);
     pthread_join(aud.thread, NULL);
@@ -501,7 +496,7 @@ START_TEST(philosophers_share_no_fork)
     tu_clock_start(&t.clock, tu_stress_seconds());
     tu_clock_owe(&t.clock, PHILOSOPHERS);
     for (i = 0; i < PHILOSOPHERS; i++)
-        start(&ph[i].thread, philosopher_main, &ph[i]);
+        tu_start(&ph[i].thread, philosopher_main, &ph[i]);
     for (i = 0; i < PHILOSOPHERS; i++)
         pthread_join(ph[i].thread, NULL);
 
@@ -725,12 +720,12 @@ START_TEST(keys_created_concurrently_exist_once)
     memset(ck, 0, sizeof ck);
     for (i = 0; i < READERS; i++) {
         ck[i].run = &run;
-        start(&ck[i].thread, checker_main, &ck[i]);
+        tu_start(&ck[i].thread, checker_main, &ck[i]);
     }
     for (i = 0; i < CREATORS; i++) {
         cr[i].run = &run;
         cr[i].id = i;
-        start(&cr[i].thread, creator_main, &cr[i]);
+        tu_start(&cr[i].thread, creator_main, &cr[i]);
     }
     for (i = 0; i < CREATORS; i++)
         pthread_join(cr[i].thread, NULL);
@@ -858,7 +853,7 @@ START_TEST(same_new_keys_raced_exist_once)
     for (i = 0; i < RACERS; i++) {
         r[i].s = s;
         r[i].id = i;
-        start(&r[i].thread, racer_main, &r[i]);
+        tu_start(&r[i].thread, racer_main, &r[i]);
     }
     for (i = 0; i < RACERS; i++)
         pthread_join(r[i].thread, NULL);

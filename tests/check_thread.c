@@ -28,8 +28,6 @@
  * shorter.  No test asserts a timing: the timed run is bounded by both a
  * count and a deadline, and asserts only what the run saw.
  */
-#define _GNU_SOURCE
-
 #include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -49,32 +47,10 @@
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Valgrind runs one thread at a time, some 50 times slower. */
-static bool under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p != NULL && (strstr(p, "vgpreload") != NULL || strstr(p, "valgrind") != NULL);
-}
-
+/* A loop count: a tenth of it under valgrind. */
 static unsigned long scaled(unsigned long n)
 {
-    return under_valgrind() ? n / 10 : n;
-}
-
-static void start(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-    ck_assert_int_eq(pthread_create(t, NULL, fn, arg), 0);
-}
-
-static void join(pthread_t t)
-{
-    ck_assert_int_eq(pthread_join(t, NULL), 0);
-}
-
-static void sem_wait_ok(sem_t *sem)
-{
-    while (sem_wait(sem) != 0 && errno == EINTR)
-        ;
+    return tu_under_valgrind() ? n / 10 : n;
 }
 
 /* A worker's own error code: a value was not what it should be. */
@@ -114,14 +90,11 @@ static int put_i64(axstm_store *s, const char *key, int64_t x, long *busy)
 /* The committed version of key (0 when it does not exist). */
 static uint64_t version_of(axstm_store *s, const char *key)
 {
-    tu_snapshot snap;
-    const tu_entry *e;
-    uint64_t version;
-    tu_snapshot_take(s, &snap);
-    e = tu_snapshot_find(&snap, key);
-    version = e != NULL ? e->version : 0;
-    tu_snapshot_free(&snap);
-    return version;
+    tu_entry e;
+    if (!tu_lookup(s, key, &e))
+        return 0;
+    free(e.data);
+    return e.version;
 }
 
 /* ------------------------------------------------------------------ */
@@ -172,7 +145,7 @@ static void *probe_main(void *arg)
     if (p->ready != NULL)
         sem_post(p->ready);
     if (p->release != NULL)
-        sem_wait_ok(p->release);
+        tu_sem_wait_ok(p->release);
     return NULL;
 }
 
@@ -185,7 +158,7 @@ static void probe_start(struct probe *p, axstm_store *s, const char *key, sem_t 
     p->ready = ready;
     p->release = release;
     p->slot = 12345;
-    start(&p->thread, probe_main, p);
+    tu_start(&p->thread, probe_main, p);
 }
 
 /* Starts a probe and joins it: it has exited, so its slot is free again. */
@@ -193,7 +166,7 @@ static unsigned probe_run(axstm_store *s, const char *key)
 {
     struct probe p;
     probe_start(&p, s, key, NULL, NULL);
-    join(p.thread);
+    tu_join(p.thread);
     ck_assert_msg(p.rc == AXSTM_OK, "probe: %s", axstm_strerror(p.rc));
     return p.slot;
 }
@@ -214,12 +187,12 @@ START_TEST(live_threads_have_slots_of_their_own)
     probe_start(&p[0], s, "a", &ready, &release);
     probe_start(&p[1], s, "b", &ready, &release);
     /* Both have their slots and neither has exited. */
-    sem_wait_ok(&ready);
-    sem_wait_ok(&ready);
+    tu_sem_wait_ok(&ready);
+    tu_sem_wait_ok(&ready);
     sem_post(&release);
     sem_post(&release);
     for (i = 0; i < 2; i++)
-        join(p[i].thread);
+        tu_join(p[i].thread);
     for (i = 0; i < 2; i++) {
         ck_assert_msg(p[i].rc == AXSTM_OK, "probe %d: %s", i, axstm_strerror(p[i].rc));
         ck_assert_uint_lt(p[i].slot, AXSTM__SLOTS);
@@ -261,14 +234,14 @@ START_TEST(exited_thread_gives_its_slot_back)
     ck_assert_int_eq(sem_init(&release1, 0, 0), 0);
     ck_assert_int_eq(sem_init(&release2, 0, 0), 0);
     probe_start(&h1, s, "h1", &ready, &release1);
-    sem_wait_ok(&ready);
+    tu_sem_wait_ok(&ready);
     probe_start(&h2, s, "h2", &ready, &release2);
-    sem_wait_ok(&ready);
+    tu_sem_wait_ok(&ready);
     sem_post(&release1);
-    join(h1.thread);
+    tu_join(h1.thread);
     c = probe_run(s, "c");
     sem_post(&release2);
-    join(h2.thread);
+    tu_join(h2.thread);
     ck_assert_int_eq(h1.rc, AXSTM_OK);
     ck_assert_int_eq(h2.rc, AXSTM_OK);
     ck_assert_uint_eq(h1.slot, nth_free_slot(mine, 0));
@@ -383,10 +356,10 @@ START_TEST(threads_beyond_the_slots_share_one_and_count_exactly)
     for (i = 0; i < CROWD; i++) {
         w[i].crowd = &c;
         w[i].index = i;
-        start(&w[i].thread, crowd_main, &w[i]);
+        tu_start(&w[i].thread, crowd_main, &w[i]);
     }
     for (i = 0; i < CROWD; i++)
-        join(w[i].thread);
+        tu_join(w[i].thread);
     pthread_barrier_destroy(&c.all_have_slots);
     pthread_mutex_destroy(&c.lock);
     pthread_cond_destroy(&c.cond);
@@ -435,7 +408,7 @@ START_TEST(short_lived_threads_recycle_slots)
 {
     axstm_store *s = tu_store_ok();
     unsigned mine = test_thread_slot();
-    unsigned long n = under_valgrind() ? 100 : 300, i, wrong = 0;
+    unsigned long n = tu_under_valgrind() ? 100 : 300, i, wrong = 0;
     unsigned first_wrong = 0;
     uint64_t versions;
     char key[32];
@@ -785,13 +758,13 @@ static void churn_run(bool unfenced)
     for (i = 0; i < CHURN_READERS; i++) {
         r[i].c = &c;
         r[i].seed = 0x9e3779b97f4a7c15u * (uint64_t)(i + 1);
-        start(&r[i].thread, churn_reader_main, &r[i]);
+        tu_start(&r[i].thread, churn_reader_main, &r[i]);
     }
     for (i = 0; i < CHURN_WRITERS; i++) {
         w[i].c = &c;
         w[i].id = (unsigned)i;
         w[i].seed = 0xda942042e4dd58b5u * (uint64_t)(i + 7);
-        start(&w[i].thread, churn_writer_main, &w[i]);
+        tu_start(&w[i].thread, churn_writer_main, &w[i]);
     }
     /* Once the run's time is up and every writer has made min_writes,
      * look at what has been reclaimed, with the writers paused between two
@@ -819,9 +792,9 @@ static void churn_run(bool unfenced)
     }
     published = 0;
     for (i = 0; i < CHURN_WRITERS; i++)
-        join(w[i].thread);
+        tu_join(w[i].thread);
     for (i = 0; i < CHURN_READERS; i++)
-        join(r[i].thread);
+        tu_join(r[i].thread);
     st1 = tu_stats_ok(c.s);
     pin_mode_leave(&mode);
 
@@ -954,14 +927,14 @@ START_TEST(replaced_values_are_reclaimed)
     st0 = tu_stats_ok(b.s);
     for (k = 0; k < BIG_READERS; k++) {
         r[k].b = &b;
-        start(&r[k].thread, big_reader_main, &r[k]);
+        tu_start(&r[k].thread, big_reader_main, &r[k]);
     }
     for (i = 1; i <= n; i++)
         if ((rc = put_big(v, i)) != AXSTM_OK)
             break;
     atomic_store(&b.done, 1);
     for (k = 0; k < BIG_READERS; k++)
-        join(r[k].thread);
+        tu_join(r[k].thread);
     /* No reader now: a few more replacements (past two reclaim rounds)
      * free whatever readers held back. */
     for (i = 0; rc == AXSTM_OK && i < 1024; i++)
@@ -1026,7 +999,7 @@ static void *idle_writer_main(void *arg)
     struct idle_writer *w = arg;
     w->rc = put_big_values(w->s, w->key, w->id, IDLE_COMMITS);
     sem_post(w->done);
-    sem_wait_ok(w->release);
+    tu_sem_wait_ok(w->release);
     return NULL;
 }
 
@@ -1070,16 +1043,16 @@ START_TEST(idle_and_exited_threads_leave_little_behind)
         w[i].done = &done;
         w[i].release = &release;
         w[i].rc = AXSTM_OK;
-        start(&w[i].thread, idle_writer_main, &w[i]);
+        tu_start(&w[i].thread, idle_writer_main, &w[i]);
     }
     for (i = 0; i < IDLE_WRITERS; i++)
-        sem_wait_ok(&done);
+        tu_sem_wait_ok(&done);
     st = tu_stats_ok(s);
     idle = st.bytes;
     for (i = 0; i < IDLE_WRITERS; i++)
         sem_post(&release);
     for (i = 0; i < IDLE_WRITERS; i++)
-        join(w[i].thread);
+        tu_join(w[i].thread);
     st = tu_stats_ok(s);
     exited = st.bytes;
     ck_assert_int_eq(put_big_values(s, "idle.mine", 0, IDLE_COMMITS), AXSTM_OK);
@@ -1287,12 +1260,12 @@ START_TEST(handles_are_freed_and_reused_across_threads)
         snprintf(key, sizeof key, "h.%d", i);
         ck_assert_int_eq(put_i64(h.s, key, i, &busy), AXSTM_OK);
     }
-    start(&t, maker_main, &h);
-    join(t);
+    tu_start(&t, maker_main, &h);
+    tu_join(t);
     ck_assert_msg(h.errors == 0, "maker: %ld errors, first %s", h.errors,
                   axstm_strerror(h.first_error));
-    start(&t, receiver_main, &h);
-    join(t);
+    tu_start(&t, receiver_main, &h);
+    tu_join(t);
     ck_assert_msg(h.errors == 0, "receiver: %ld errors, first %s", h.errors,
                   axstm_strerror(h.first_error));
     ck_assert_msg(h.value_block_reused, "a value freed in the receiver was not reused there");
@@ -1397,10 +1370,10 @@ static void cache_churn_wave(axstm_store *s, unsigned long rounds)
     for (i = 0; i < CHURNERS; i++) {
         w[i].s = s;
         w[i].rounds = rounds;
-        start(&w[i].thread, cache_churn_main, &w[i]);
+        tu_start(&w[i].thread, cache_churn_main, &w[i]);
     }
     for (i = 0; i < CHURNERS; i++)
-        join(w[i].thread);
+        tu_join(w[i].thread);
     for (i = 0; i < CHURNERS; i++)
         check_churner(&w[i], i);
 }
@@ -1412,8 +1385,8 @@ static void cache_churn_one(axstm_store *s, unsigned long rounds)
     memset(&w, 0, sizeof w);
     w.s = s;
     w.rounds = rounds;
-    start(&w.thread, cache_churn_main, &w);
-    join(w.thread);
+    tu_start(&w.thread, cache_churn_main, &w);
+    tu_join(w.thread);
     check_churner(&w, 0);
 }
 

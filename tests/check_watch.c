@@ -8,8 +8,6 @@
  * poll with a zero timeout.  Only the tests that involve a second thread
  * wait (with a generous timeout that is never reached when all is well).
  */
-#define _GNU_SOURCE
-
 #include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
@@ -67,15 +65,6 @@ static axstm_watch *watch1_ok(axstm_store *s, const char *key)
 static void rearm_ok(axstm_watch *w)
 {
     ck_assert_int_eq(axstm_watch_rearm(w), AXSTM_OK);
-}
-
-/* Commits x to key through a value handle. */
-static void put_i64(axstm_store *s, const char *key, int64_t x)
-{
-    axstm_value *v = tu_usevar_ok(s, key);
-    tu_set_i64_ok(v, x);
-    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
-    axstm_value_free(v);
 }
 
 /* Commits x to every key of keys[0..n) with one collection commit. */
@@ -148,8 +137,8 @@ START_TEST(not_readable_before_a_change)
     axstm_watch *w;
 
     /* Commits made before the watch do not count. */
-    put_i64(s, "a", 1);
-    put_i64(s, "a", 2);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 2);
     w = watch1_ok(s, "a");
     ck_assert(!readable(w));
 
@@ -181,7 +170,7 @@ START_TEST(fires_on_value_commit)
     axstm_store *s = tu_store_ok();
     axstm_watch *w = watch1_ok(s, "a");
     ck_assert(!readable(w));
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 1);
     ck_assert(readable(w));
     /* Readable stays readable until re-armed: polling does not consume. */
     ck_assert(readable(w));
@@ -269,7 +258,7 @@ START_TEST(works_with_poll_epoll_and_select)
     zero.tv_sec = zero.tv_usec = 0;
     ck_assert_int_eq(select(fd + 1, &rd, NULL, NULL, &zero), 0);
 
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 1);
     ck_assert_int_eq(epoll_wait(ep, &got, 1, 0), 1);
     ck_assert(got.events & EPOLLIN);
     FD_ZERO(&rd);
@@ -344,7 +333,7 @@ START_TEST(rearm_consumes_the_event)
     rearm_ok(w);
     ck_assert(!readable(w));
     for (round = 0; round < 3; round++) {
-        put_i64(s, "a", round);
+        tu_put_i64(s, "a", round);
         ck_assert(readable(w));
         rearm_ok(w);
         ck_assert(!readable(w));
@@ -364,13 +353,13 @@ START_TEST(one_rearm_consumes_many_commits)
     int i;
 
     for (i = 0; i < 10; i++)
-        put_i64(s, keys[i % 2], i);
+        tu_put_i64(s, keys[i % 2], i);
     put_all(s, keys, 2, 11); /* one commit of both keys */
     ck_assert_int_eq(txn_put(s, "b", 12), AXSTM_OK);
     ck_assert(readable(w));
     rearm_ok(w);
     ck_assert(!readable(w));
-    put_i64(s, "b", 13);
+    tu_put_i64(s, "b", 13);
     ck_assert(readable(w));
     axstm_watch_free(w);
     axstm_store_free(s);
@@ -515,7 +504,7 @@ START_TEST(unwatched_keys_do_not_wake)
     axstm_watch *w = watch1_ok(s, "a"), *wo;
     int i;
 
-    put_i64(s, "b", 1);
+    tu_put_i64(s, "b", 1);
     put_all(s, others, 2, 2);
     ck_assert_int_eq(txn_put(s, "c", 3), AXSTM_OK);
     ck_assert(!readable(w));
@@ -529,14 +518,14 @@ START_TEST(unwatched_keys_do_not_wake)
     }
     wo = watch_ok(s, keys, OTHERS);
     for (i = 0; i < OTHERS; i++)
-        put_i64(s, keys[i], i);
+        tu_put_i64(s, keys[i], i);
     ck_assert(readable(wo));
     ck_assert(!readable(w));
     /* Prefixes and extensions of the name are other keys too. */
-    put_i64(s, "aa", 1);
-    put_i64(s, "A", 1);
+    tu_put_i64(s, "aa", 1);
+    tu_put_i64(s, "A", 1);
     ck_assert(!readable(w));
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 1);
     ck_assert(readable(w));
     axstm_watch_free(w);
     axstm_watch_free(wo);
@@ -561,7 +550,7 @@ START_TEST(key_created_later)
     tu_snapshot_free(&snap);
     ck_assert(!readable(w));
 
-    put_i64(s, "later", 1);
+    tu_put_i64(s, "later", 1);
     ck_assert(readable(w));
     ck_assert(!readable(w2));
     /* The first commit may come from a transaction, too. */
@@ -584,7 +573,7 @@ START_TEST(many_watches_on_one_key)
         w[i] = watch1_ok(s, "a");
     for (i = 0; i < N; i++)
         ck_assert(!readable(w[i]));
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 1);
     for (i = 0; i < N; i++)
         fired += readable(w[i]);
     ck_assert_int_eq(fired, N);
@@ -600,7 +589,7 @@ START_TEST(many_watches_on_one_key)
     }
     for (i = 1; i < N; i += 2)
         rearm_ok(w[i]);
-    put_i64(s, "a", 2);
+    tu_put_i64(s, "a", 2);
     for (i = 1; i < N; i += 2)
         fired += readable(w[i]);
     ck_assert_int_eq(fired, N + N / 2);
@@ -634,7 +623,7 @@ START_TEST(one_watch_on_many_keys)
     ck_assert_uint_eq(tu_stats_ok(s).keys, 0); /* watching creates no key */
     for (i = 0; i < N; i++) {
         quiet += !readable(w);
-        put_i64(s, keys[i], i);
+        tu_put_i64(s, keys[i], i);
         fired += readable(w);
         rearm_ok(w);
     }
@@ -653,7 +642,7 @@ START_TEST(no_keys_never_fires)
     axstm_watch *w0 = watch_ok(s, NULL, 0);
     axstm_watch *w1 = watch_ok(s, keys, 0);
 
-    put_i64(s, "a", 1);
+    tu_put_i64(s, "a", 1);
     put_all(s, keys, 1, 2);
     ck_assert_int_eq(txn_put(s, "b", 3), AXSTM_OK);
     ck_assert(!readable(w0));
@@ -708,7 +697,7 @@ START_TEST(try_commits_without_a_watch)
     struct take t = { 0, 0 };
     int64_t x = -1;
 
-    put_i64(s, "q", 42);
+    tu_put_i64(s, "q", 42);
     rearm_ok(other);
     ck_assert_int_eq(try_ok(s, take_body, &t, &w), AXSTM_OK);
     ck_assert_ptr_eq(w, w_sentinel);
@@ -745,15 +734,15 @@ START_TEST(try_retry_gives_a_watch)
     ck_assert_uint_eq(tu_stats_ok(s).commits, before.commits);
     ck_assert(!readable(w));
 
-    put_i64(s, "unread", 1);
+    tu_put_i64(s, "unread", 1);
     ck_assert(!readable(w));
-    put_i64(s, "q", 0); /* a commit of q, though still "empty" */
+    tu_put_i64(s, "q", 0); /* a commit of q, though still "empty" */
     ck_assert(readable(w));
 
     /* It is an ordinary watch: re-arm and it fires on the next commit. */
     rearm_ok(w);
     ck_assert(!readable(w));
-    put_i64(s, "q", 0);
+    tu_put_i64(s, "q", 0);
     ck_assert(readable(w));
     axstm_watch_free(w);
 
@@ -762,7 +751,7 @@ START_TEST(try_retry_gives_a_watch)
     ck_assert_int_eq(try_ok(s, take_body, &t, &w), AXSTM_RETRY);
     ck_assert_ptr_ne(w, w_sentinel);
     ck_assert(!readable(w));
-    put_i64(s, "q", 7);
+    tu_put_i64(s, "q", 7);
     ck_assert(readable(w));
     axstm_watch_free(w);
 
@@ -839,8 +828,8 @@ static void run_race(const char *victim, int via_txn, int has_value)
     axstm_watch *w = w_sentinel;
 
     if (has_value) {
-        put_i64(s, "k", 1);
-        put_i64(s, "k2", 2);
+        tu_put_i64(s, "k", 1);
+        tu_put_i64(s, "k2", 2);
     }
     ck_assert_int_eq(try_ok(s, race_body, &r, &w), AXSTM_RETRY);
     ck_assert_int_eq(r.helper_rc, AXSTM_OK);
@@ -911,12 +900,12 @@ START_TEST(try_watch_covers_both_branches)
     ck_assert_int_eq(b.first_runs, 1);
     ck_assert_int_eq(b.second_runs, 1);
     ck_assert(!readable(w));
-    put_i64(s, "left", 1);
+    tu_put_i64(s, "left", 1);
     ck_assert(readable(w));
     rearm_ok(w);
-    put_i64(s, "unrelated", 1);
+    tu_put_i64(s, "unrelated", 1);
     ck_assert(!readable(w));
-    put_i64(s, "right", 1);
+    tu_put_i64(s, "right", 1);
     ck_assert(readable(w));
     axstm_watch_free(w);
     /* The first branch's write was discarded: nothing was published. */
@@ -1351,7 +1340,7 @@ START_TEST(no_descriptor_leaks)
     for (i = 0; i < N; i++) {
         axstm_watch *w = watch_ok(s, hot, 3);
         if (i % 3 == 0)
-            put_i64(s, hot[i % 3], i); /* some freed readable */
+            tu_put_i64(s, hot[i % 3], i); /* some freed readable */
         axstm_watch_free(w);
     }
     for (i = 0; i < N; i++) {
@@ -1388,8 +1377,8 @@ START_TEST(out_of_descriptors)
     tu_snapshot snap_before, snap_after;
     axstm_stats st;
 
-    put_i64(s, "a", 1);
-    put_i64(s, "never", 1);
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "never", 1);
     tu_snapshot_take(s, &snap_before);
     st = tu_stats_ok(s);
     before = count_fds();
@@ -1429,7 +1418,7 @@ START_TEST(out_of_descriptors)
 
     /* With descriptors back, it works. */
     w = watch1_ok(s, "a");
-    put_i64(s, "a", 2);
+    tu_put_i64(s, "a", 2);
     ck_assert(readable(w));
     axstm_watch_free(w);
     axstm_store_free(s);
@@ -1481,7 +1470,7 @@ START_TEST(watch_bad_input)
 
     /* The longest key is fine. */
     w = watch1_ok(s, longest);
-    put_i64(s, longest, 1);
+    tu_put_i64(s, longest, 1);
     ck_assert(readable(w));
     axstm_watch_free(w);
 
@@ -1598,10 +1587,10 @@ static void setup_old(axstm_store *s)
 {
     char key[16];
     int i;
-    put_i64(s, "old", 42);
+    tu_put_i64(s, "old", 42);
     for (i = 0; i < 40; i++) {
         snprintf(key, sizeof key, "r.%d", i);
-        put_i64(s, key, i);
+        tu_put_i64(s, key, i);
     }
 }
 
@@ -1615,7 +1604,7 @@ static void done_watch_new(axstm_store *s, axstm_watch *w)
     ck_assert_ptr_ne(w, w_sentinel);
     ck_assert_uint_eq(tu_stats_ok(s).keys, 41); /* watching creates no key */
     ck_assert(!readable(w));
-    put_i64(s, "new2", 1);
+    tu_put_i64(s, "new2", 1);
     ck_assert(readable(w));
 }
 
@@ -1661,7 +1650,7 @@ static void done_try_retry(axstm_store *s, axstm_watch *w)
 {
     ck_assert_ptr_ne(w, w_sentinel);
     ck_assert(!readable(w));
-    put_i64(s, "r.40", 1);
+    tu_put_i64(s, "r.40", 1);
     ck_assert(readable(w));
 }
 
@@ -1745,13 +1734,13 @@ START_TEST(free_with_cancel_pending)
     int fds = count_fds();
     axstm_watch *w = watch1_ok(s, "k");
 
-    put_i64(s, "k", 1); /* readable: nothing left to write, only to close */
+    tu_put_i64(s, "k", 1); /* readable: nothing left to write, only to close */
     ck_assert(readable(w));
     ck_assert_msg(tu_call_with_cancel_pending(free_watch, w),
                   "axstm_watch_free acted on a cancellation request");
     /* Its descriptor is closed (nothing else opened one meanwhile). */
     ck_assert_int_eq(count_fds(), fds);
-    put_i64(s, "k", 2);
+    tu_put_i64(s, "k", 2);
     axstm_store_free(s);
 }
 END_TEST
@@ -1772,13 +1761,13 @@ START_TEST(rearm_with_cancel_pending)
     axstm_store *s = tu_store_ok();
     struct rearm_call r = { watch1_ok(s, "k"), 12345 };
 
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     ck_assert(readable(r.w));
     ck_assert_msg(tu_call_with_cancel_pending(rearm_watch, &r),
                   "axstm_watch_rearm acted on a cancellation request");
     ck_assert_int_eq(r.rc, AXSTM_OK);
     ck_assert(!readable(r.w)); /* the event was consumed */
-    put_i64(s, "k", 2);
+    tu_put_i64(s, "k", 2);
     ck_assert(readable(r.w));
     axstm_watch_free(r.w);
     axstm_store_free(s);
@@ -1822,7 +1811,7 @@ START_TEST(failed_new_with_cancel_pending)
         ck_assert_int_eq(count_fds(), fds + (c.rc == AXSTM_OK));
     }
     ck_assert_ptr_ne(c.w, w_sentinel);
-    put_i64(s, "fresh", 1);
+    tu_put_i64(s, "fresh", 1);
     ck_assert(readable(c.w));
     axstm_watch_free(c.w);
     ck_assert_int_eq(count_fds(), fds);
@@ -1871,7 +1860,7 @@ START_TEST(try_with_cancel_pending)
     int fds = count_fds();
     struct self_race r = { s, 0, 12345, 12345, w_sentinel };
 
-    put_i64(s, "k", 1);
+    tu_put_i64(s, "k", 1);
     ck_assert_msg(tu_call_with_cancel_pending(try_self_race, &r),
                   "axstm_try_atomically acted on a cancellation request");
     ck_assert_int_eq(r.runs, 1);
@@ -1929,8 +1918,8 @@ START_TEST(commit_walks_only_its_keys_watches)
     int i;
 
     ck_assert_ptr_nonnull(others);
-    put_i64(s, "mine", 0);
-    put_i64(s, "quiet", 0);
+    tu_put_i64(s, "mine", 0);
+    tu_put_i64(s, "quiet", 0);
     for (i = 0; i < OTHERS; i++) {
         snprintf(names[i], sizeof names[i], "other.%d", i);
         others[i] = watch1_ok(s, names[i]);
@@ -1939,7 +1928,7 @@ START_TEST(commit_walks_only_its_keys_watches)
         mine[i] = watch1_ok(s, "mine");
     ck_assert_uint_eq(waiters_walked(s, "mine"), MINE);
     ck_assert_uint_eq(waiters_walked(s, "quiet"), 0);
-    put_i64(s, "mine", 1);
+    tu_put_i64(s, "mine", 1);
     for (i = 0; i < MINE; i++)
         ck_assert(readable(mine[i]));
     for (i = 0; i < OTHERS; i++)
@@ -2018,7 +2007,7 @@ START_TEST(commit_takes_no_lock_of_the_waiting_side)
     pthread_t committer, waiter;
     axstm_watch *w;
 
-    put_i64(s, "hot", 0);
+    tu_put_i64(s, "hot", 0);
     w = watch1_ok(s, "hot");
     ck_assert_int_eq(pthread_create(&waiter, NULL, blocked_waiter_main, &bw), 0);
     /* Wait until the transaction is registered on "hot" (the watch plus

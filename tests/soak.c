@@ -41,8 +41,6 @@
  * process's resident memory, the store's keys and its own bytes.  Exit
  * status 1 on any violation (reported on stderr), 0 otherwise.
  */
-#define _POSIX_C_SOURCE 200809L
-
 #include <axstm.h>
 
 #include <errno.h>

@@ -3,9 +3,11 @@
  * testutil.h -- helpers shared by the Check programs in tests/.
  *
  * Header-only: every helper is `static inline`, so a test file that does not
- * use one gets no unused-function warning.  Helpers whose name ends in _ok
- * assert with Check and so belong to the thread running the test; worker
- * threads use the plain retry macros and record what they saw.
+ * use one gets no unused-function warning.  Helpers that assert with Check
+ * (those whose name ends in _ok, tu_start, tu_put_i64, tu_assert_* ...)
+ * belong to the thread running the test; worker threads use the plain
+ * retry macros, the clock and tu_rand, and record what they saw.
+ * txnutil.h adds the harness of the transaction tests.
  */
 #ifndef AXSTM_TESTUTIL_H
 #define AXSTM_TESTUTIL_H
@@ -14,6 +16,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +60,43 @@ static inline void tu_backoff(unsigned attempt)
     }
 }
 
+/* Inside a transaction body: pass any code but AXSTM_OK straight back.
+ * (Bodies never assert: an assert would jump out of axstm_atomically.) */
+#define TU_TRY(call)                                                           \
+    do {                                                                       \
+        int tu_rc_ = (call);                                                   \
+        if (tu_rc_ != AXSTM_OK)                                                \
+            return tu_rc_;                                                     \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* Threads                                                            */
+/* ------------------------------------------------------------------ */
+
+static inline void tu_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    ck_assert_int_eq(pthread_create(t, NULL, fn, arg), 0);
+}
+
+static inline void tu_join(pthread_t t)
+{
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+
+static inline void tu_sem_wait_ok(sem_t *sem)
+{
+    while (sem_wait(sem) != 0 && errno == EINTR)
+        ;
+}
+
+/* Valgrind runs one thread at a time, some 50 times slower: long loops
+ * are shortened under it (seen in LD_PRELOAD). */
+static inline int tu_under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p != NULL && (strstr(p, "vgpreload") != NULL || strstr(p, "valgrind") != NULL);
+}
+
 /* ------------------------------------------------------------------ */
 /* Time                                                               */
 /* ------------------------------------------------------------------ */
@@ -80,17 +120,24 @@ static inline void tu_sleep_s(double seconds)
     tu_sleep_ns((long)(seconds * 1e9));
 }
 
-/* Seconds per stress configuration: $AXSTM_STRESS_SECONDS, default 1. */
-static inline double tu_stress_seconds(void)
+/* The number in the environment variable `name` if it is one above 0 and
+ * below `limit`, else `dflt`. */
+static inline double tu_env_number(const char *name, double dflt, double limit)
 {
-    const char *env = getenv("AXSTM_STRESS_SECONDS");
+    const char *env = getenv(name);
     if (env != NULL && *env != '\0') {
         char *end;
         double d = strtod(env, &end);
-        if (end != env && d > 0.0 && d < 86400.0)
+        if (end != env && d > 0.0 && d < limit)
             return d;
     }
-    return 1.0;
+    return dflt;
+}
+
+/* Seconds per stress configuration: $AXSTM_STRESS_SECONDS, default 1. */
+static inline double tu_stress_seconds(void)
+{
+    return tu_env_number("AXSTM_STRESS_SECONDS", 1.0, 86400.0);
 }
 
 /*
@@ -267,6 +314,23 @@ static inline void tu_set_str_ok(axstm_value *v, const char *str)
     ck_assert_int_eq(axstm_value_set_str(v, str), AXSTM_OK);
 }
 
+/* Commits key = x through a fresh value handle (nobody else writing). */
+static inline void tu_put_i64(axstm_store *s, const char *key, int64_t x)
+{
+    axstm_value *v = tu_usevar_ok(s, key);
+    tu_set_i64_ok(v, x);
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    axstm_value_free(v);
+}
+
+static inline void tu_put_bytes(axstm_store *s, const char *key, const void *data, size_t len)
+{
+    axstm_value *v = tu_usevar_ok(s, key);
+    ck_assert_int_eq(axstm_value_set(v, data, len), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(v), AXSTM_OK);
+    axstm_value_free(v);
+}
+
 /* The handle holds exactly the string `want` (with its NUL). */
 static inline void tu_assert_str(const axstm_value *v, const char *want)
 {
@@ -405,6 +469,62 @@ static inline const tu_entry *tu_snapshot_find(const tu_snapshot *snap,
         return NULL; /* snap->e is NULL: bsearch may not be given it */
     probe.key = (char *)key;
     return bsearch(&probe, snap->e, snap->n, sizeof *snap->e, tu_entry_cmp_);
+}
+
+/* The committed state of one key: 1 with *out filled (out->data is the
+ * caller's to free, out->key is NULL), or 0 when the key is not in the
+ * store (*out zeroed). */
+static inline int tu_lookup(axstm_store *s, const char *key, tu_entry *out)
+{
+    tu_snapshot snap;
+    const tu_entry *e;
+    memset(out, 0, sizeof *out);
+    tu_snapshot_take(s, &snap);
+    e = tu_snapshot_find(&snap, key);
+    if (e != NULL) {
+        *out = *e;
+        out->key = NULL;
+        out->data = NULL;
+        if (e->len > 0) {
+            out->data = tu_xmalloc(e->len);
+            memcpy(out->data, e->data, e->len);
+        }
+    }
+    tu_snapshot_free(&snap);
+    return e != NULL;
+}
+
+static inline void tu_assert_absent(axstm_store *s, const char *key)
+{
+    tu_entry e;
+    if (tu_lookup(s, key, &e)) {
+        free(e.data);
+        ck_abort_msg("%s is in the store (version %llu)", key,
+                     (unsigned long long)e.version);
+    }
+}
+
+/* key is in the store at `version`, holding the int64 x, or no value at
+ * all when !has_value. */
+static inline void tu_assert_committed(axstm_store *s, const char *key, uint64_t version,
+                                       int has_value, int64_t x)
+{
+    tu_entry e;
+    int64_t got = 0;
+    int found = tu_lookup(s, key, &e);
+    ck_assert_msg(found, "%s not in the store", key);
+    if (e.len == 8)
+        memcpy(&got, e.data, 8);
+    free(e.data);
+    ck_assert_msg(e.version == version, "%s at version %llu, not %llu", key,
+                  (unsigned long long)e.version, (unsigned long long)version);
+    ck_assert_msg(e.has_value == has_value, "%s: value presence %d, not %d", key,
+                  e.has_value, has_value);
+    if (has_value) {
+        ck_assert_msg(e.len == 8, "%s holds %zu bytes, not 8", key, e.len);
+        ck_assert_msg(got == x, "%s holds %lld, not %lld", key, (long long)got,
+                      (long long)x);
+    }
 }
 
 /* Number of keys foreach visits. */

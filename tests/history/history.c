@@ -93,8 +93,6 @@
  * across windows, so a value from an earlier window is never mistaken for a
  * newer one; a read of one is reported (never written in this window).
  */
-#define _GNU_SOURCE
-
 #include "history.h"
 
 #include <inttypes.h>

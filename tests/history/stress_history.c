@@ -12,8 +12,6 @@
  * defaults to 4.  Prints the transactions checked and the violations per
  * configuration; exits 1 on any violation or failed run.
  */
-#define _GNU_SOURCE
-
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -44,8 +44,6 @@
  * the window checked, and the store's final state compared with the last
  * write of each key before the next window starts.
  */
-#define _GNU_SOURCE
-
 #include "history.h"
 
 #include <inttypes.h>

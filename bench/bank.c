@@ -28,7 +28,7 @@
 
 #include <sys/wait.h>
 
-#define MAX_T (sizeof ((struct bench_config *)0)->threads / sizeof(unsigned))
+#define MAX_T (sizeof((struct bench_config *)0)->threads / sizeof(unsigned))
 
 #ifdef AXSTM_HAVE_GNU_TM
 #define HAVE_GNU_TM 1
@@ -39,16 +39,13 @@
 /* Columns: the five rows of this process, then tm-default from the child. */
 enum { COL_TM_DEFAULT = BANK_ROWS, NCOLS };
 
-static const char *const col_name[NCOLS] = {"using", "atomically", "mutex-tbl",
-                                            "mutex-acct", "tm-ml_wt", "tm-default"};
-static const char *const ratio_name[NCOLS] = {"using/mt", "atom/mt", "", "acct/mt",
-                                              "ml_wt/mt", "dflt/mt*"};
+static const char *const col_name[NCOLS] = {"using",      "atomically", "mutex-tbl",
+                                            "mutex-acct", "tm-ml_wt",   "tm-default"};
+static const char *const ratio_name[NCOLS] = {"using/mt", "atom/mt",  "",
+                                              "acct/mt",  "ml_wt/mt", "dflt/mt*"};
 
 static void (*const row_body[BANK_ROWS])(struct bench_worker *) = {
-    bank_body_using,
-    bank_body_atomically,
-    bank_body_mutex_table,
-    bank_body_mutex_account,
+    bank_body_using, bank_body_atomically, bank_body_mutex_table, bank_body_mutex_account,
 #ifdef AXSTM_HAVE_GNU_TM
     bank_gnutm_body,
 #else
@@ -85,8 +82,8 @@ static double measure(struct bank *bk, enum bank_row row, unsigned threads, size
         exit(1);
     }
     if (r.failed != 0) {
-        fprintf(stderr, "bank: FAILED: row %s, %zu accounts, %u threads: %s\n",
-                col_name[col], bk->n, threads, axstm_strerror(r.failed));
+        fprintf(stderr, "bank: FAILED: row %s, %zu accounts, %u threads: %s\n", col_name[col],
+                bk->n, threads, axstm_strerror(r.failed));
         exit(1);
     }
     bool ok;
@@ -95,8 +92,8 @@ static double measure(struct bank *bk, enum bank_row row, unsigned threads, size
         fprintf(stderr,
                 "bank: FAILED: row %s, %zu accounts, %u threads: total %lld, "
                 "expected %lld%s\n",
-                col_name[col], bk->n, threads, (long long)total,
-                (long long)bk->n * BANK_INITIAL, ok ? "" : " (accounts missing)");
+                col_name[col], bk->n, threads, (long long)total, (long long)bk->n * BANK_INITIAL,
+                ok ? "" : " (accounts missing)");
         exit(1);
     }
     if (bk->store != NULL && (row == BANK_USING || row == BANK_ATOMICALLY)) {
@@ -133,8 +130,8 @@ static int gnutm_child(const struct bench_config *cfg, size_t n)
     for (unsigned run = 0; run < cfg->runs; run++)
         for (size_t ti = 0; ti < cfg->nthreads; ti++) {
             uint64_t seed = 7919u * run + 31u * ti + 5u;
-            double tm = measure(&bk, BANK_GNU_TM, cfg->threads[ti], ti, cfg->seconds, seed,
-                                COL_TM_DEFAULT);
+            double tm =
+                measure(&bk, BANK_GNU_TM, cfg->threads[ti], ti, cfg->seconds, seed, COL_TM_DEFAULT);
             double mt = measure(&bk, BANK_MUTEX_TABLE, cfg->threads[ti], ti, cfg->seconds, seed,
                                 BANK_MUTEX_TABLE);
             res.ops[COL_TM_DEFAULT][ti][run] = tm;
@@ -224,9 +221,8 @@ static void print_method(const char *what, uint64_t irrevocable, uint64_t sample
     if (samples == 0)
         return;
     double share = (double)irrevocable / (double)samples;
-    printf("  %s: %.1f%% of sampled transactions ran serial-irrevocable (%s)\n", what,
-           100 * share,
-           share < 0.01  ? "a retryable STM method was in effect"
+    printf("  %s: %.1f%% of sampled transactions ran serial-irrevocable (%s)\n", what, 100 * share,
+           share < 0.01   ? "a retryable STM method was in effect"
            : share > 0.99 ? "no STM method: transactions ran one at a time"
                           : "mixed: serial until more threads joined");
 }
@@ -295,8 +291,8 @@ static void print_targets(const struct bench_config *cfg)
         /* The targets are for one thread; others are shown for context. */
         bool binding = t == 1;
         double u = res.median_ratio[BANK_USING][ti], a = res.median_ratio[BANK_ATOMICALLY][ti];
-        printf("  using+commit / mutex-tbl, %u %s: %.2fx (target >= 0.8x, aim > 1.0x)%s%s\n", t,
-               th, u, binding ? ": " : "", binding ? bench_met(u >= 0.8) : "");
+        printf("  using+commit / mutex-tbl, %u %s: %.2fx (target >= 0.8x, aim > 1.0x)%s%s\n", t, th,
+               u, binding ? ": " : "", binding ? bench_met(u >= 0.8) : "");
         printf("  atomically / mutex-tbl, %u %s: %.2fx (target >= 0.6x, aim > 1.0x)%s%s\n", t, th,
                a, binding ? ": " : "", binding ? bench_met(a >= 0.6) : "");
         if (res.have[BANK_GNU_TM]) {
@@ -334,8 +330,8 @@ static void bench_accounts(const struct bench_config *cfg, size_t n)
                 if (!res.have[row])
                     continue;
                 uint64_t seed = 7919u * run + 31u * ti + (uint64_t)row;
-                res.ops[row][ti][run] = measure(&bk, (enum bank_row)row, cfg->threads[ti], ti,
-                                                cfg->seconds, seed, row);
+                res.ops[row][ti][run] =
+                    measure(&bk, (enum bank_row)row, cfg->threads[ti], ti, cfg->seconds, seed, row);
             }
     for (int row = 0; row < BANK_ROWS; row++)
         for (size_t ti = 0; ti < cfg->nthreads && res.have[row]; ti++) {

@@ -41,11 +41,11 @@ struct bank {
 
 /* The rows.  Worker bodies: bank_body_* below; GCC TM in bank_gnutm.c. */
 enum bank_row {
-    BANK_USING,          /* axstm_using of the two keys + collection commit */
-    BANK_ATOMICALLY,     /* axstm_atomically, txn_get_i64/txn_set_i64 */
-    BANK_MUTEX_TABLE,    /* one mutex around the string-keyed table */
-    BANK_MUTEX_ACCOUNT,  /* lock-free lookup, then the two account mutexes */
-    BANK_GNU_TM,         /* __transaction_atomic around lookup + update */
+    BANK_USING,         /* axstm_using of the two keys + collection commit */
+    BANK_ATOMICALLY,    /* axstm_atomically, txn_get_i64/txn_set_i64 */
+    BANK_MUTEX_TABLE,   /* one mutex around the string-keyed table */
+    BANK_MUTEX_ACCOUNT, /* lock-free lookup, then the two account mutexes */
+    BANK_GNU_TM,        /* __transaction_atomic around lookup + update */
     BANK_ROWS
 };
 
@@ -155,8 +155,8 @@ static inline int bank_transfer_mutex_table(struct bank *bk, const char *from, c
 /* The table is built before the threads start and never changes, so the
  * lookups need no lock; the two account locks are taken in address order,
  * so two opposite transfers cannot deadlock. */
-static inline int bank_transfer_mutex_account(struct bank *bk, const char *from,
-                                              const char *to, int64_t amount)
+static inline int bank_transfer_mutex_account(struct bank *bk, const char *from, const char *to,
+                                              int64_t amount)
 {
     struct bench_node *na = bench_map_find(&bk->index, from);
     struct bench_node *nb = bench_map_find(&bk->index, to);
@@ -185,9 +185,9 @@ static inline void bank_body_using(struct bench_worker *w)
         size_t a, b;
         int64_t amount;
         bank_pick(w, bk->n, &a, &b, &amount);
-        int rc = bank_transfer_using(bk->store, bench_name(&bk->names, a),
-                                     bench_name(&bk->names, b), amount,
-                                     &w->extra[BANK_X_CONFLICTS], &w->extra[BANK_X_BUSY]);
+        int rc =
+            bank_transfer_using(bk->store, bench_name(&bk->names, a), bench_name(&bk->names, b),
+                                amount, &w->extra[BANK_X_CONFLICTS], &w->extra[BANK_X_BUSY]);
         if (rc != AXSTM_OK) {
             w->failed = rc;
             return;
@@ -221,8 +221,8 @@ static inline void bank_body_mutex_table(struct bench_worker *w)
         size_t a, b;
         int64_t amount;
         bank_pick(w, bk->n, &a, &b, &amount);
-        int rc = bank_transfer_mutex_table(bk, bench_name(&bk->names, a),
-                                           bench_name(&bk->names, b), amount);
+        int rc = bank_transfer_mutex_table(bk, bench_name(&bk->names, a), bench_name(&bk->names, b),
+                                           amount);
         if (rc != 0) {
             w->failed = rc;
             return;
@@ -321,8 +321,8 @@ struct bank_sum {
     size_t keys;
 };
 
-static inline int bank_sum_visit(const char *key, uint64_t version, const void *data,
-                                 size_t len, void *arg)
+static inline int bank_sum_visit(const char *key, uint64_t version, const void *data, size_t len,
+                                 void *arg)
 {
     (void)key;
     (void)version;

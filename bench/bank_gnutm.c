@@ -17,11 +17,7 @@
 /* libitm's ABI (libitm.h is not installed by Debian's gcc): how the
  * calling transaction executes.  transaction_pure: calling it from inside a
  * transaction needs no instrumentation. */
-enum bank_itm_how {
-    BANK_ITM_OUTSIDE = 0,
-    BANK_ITM_RETRYABLE = 1,
-    BANK_ITM_IRREVOCABLE = 2
-};
+enum bank_itm_how { BANK_ITM_OUTSIDE = 0, BANK_ITM_RETRYABLE = 1, BANK_ITM_IRREVOCABLE = 2 };
 extern enum bank_itm_how _ITM_inTransaction(void) __attribute__((transaction_pure));
 
 /* Ask libitm about one transaction in this many: the call is cheap but not
@@ -39,7 +35,8 @@ void bank_gnutm_body(struct bench_worker *w)
         const char *from = bench_name(&bk->names, a), *to = bench_name(&bk->names, b);
         bool sample = w->ops % SAMPLE_EVERY == 0, found;
         enum bank_itm_how how = BANK_ITM_OUTSIDE;
-        __transaction_atomic {
+        __transaction_atomic
+        {
             struct bench_node *x = bench_map_find(m, from);
             struct bench_node *y = bench_map_find(m, to);
             found = x != NULL && y != NULL;

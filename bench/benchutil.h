@@ -146,11 +146,11 @@ static inline size_t bench_rng_below(struct bench_rng *r, size_t n)
 
 struct bench_config {
     const char *prog;
-    bool quick;       /* --quick: fewer sizes, runs and seconds (CI) */
-    unsigned runs;    /* timed windows per cell; the median is reported */
-    double seconds;   /* length of one window */
+    bool quick;     /* --quick: fewer sizes, runs and seconds (CI) */
+    unsigned runs;  /* timed windows per cell; the median is reported */
+    double seconds; /* length of one window */
     unsigned threads[8];
-    size_t nthreads;  /* thread counts to measure (bank) */
+    size_t nthreads; /* thread counts to measure (bank) */
     unsigned ncpu;
 };
 
@@ -216,8 +216,7 @@ static inline bool bench_parse_threads(const char *s, struct bench_config *c)
  * non-NULL (it receives a bool per argv slot); otherwise they are an error.
  * Exits with status 2 on a bad argument, 0 after --help.
  */
-static inline void bench_config_init(struct bench_config *c, int argc, char **argv,
-                                     bool *extra)
+static inline void bench_config_init(struct bench_config *c, int argc, char **argv, bool *extra)
 {
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     c->prog = argc > 0 ? (slash ? slash + 1 : argv[0]) : "bench";
@@ -371,8 +370,8 @@ struct bench_table {
     int width[BENCH_MAX_COLS];
 };
 
-static inline void bench_table_begin(struct bench_table *t, int ncols,
-                                     const char *const names[], int first_width)
+static inline void bench_table_begin(struct bench_table *t, int ncols, const char *const names[],
+                                     int first_width)
 {
     t->ncols = ncols < BENCH_MAX_COLS ? ncols : BENCH_MAX_COLS;
     t->col = 0;
@@ -393,8 +392,8 @@ static inline void bench_table_begin(struct bench_table *t, int ncols,
     printf("\n");
 }
 
-__attribute__((format(printf, 2, 3))) static inline void
-bench_table_cell(struct bench_table *t, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static inline void bench_table_cell(struct bench_table *t,
+                                                                          const char *fmt, ...)
 {
     char buf[128];
     va_list ap;
@@ -480,8 +479,8 @@ static inline void *bench_worker_main(void *p)
  * (and different per run).  Returns 0, or -1 when threads cannot be made.
  */
 static inline int bench_team_run(unsigned nthreads, double seconds,
-                                 void (*body)(struct bench_worker *w), void *arg,
-                                 uint64_t seed, struct bench_team_result *out)
+                                 void (*body)(struct bench_worker *w), void *arg, uint64_t seed,
+                                 struct bench_team_result *out)
 {
     if (nthreads < 1 || nthreads > BENCH_MAX_THREADS)
         return -1;
@@ -658,8 +657,7 @@ static inline int bench_map_grow(struct bench_map *m)
 }
 
 /* Inserts key (or finds it) and sets its value.  NULL when out of memory. */
-static inline struct bench_node *bench_map_put(struct bench_map *m, const char *key,
-                                               int64_t value)
+static inline struct bench_node *bench_map_put(struct bench_map *m, const char *key, int64_t value)
 {
     struct bench_node *n = bench_map_find(m, key);
     if (n == NULL) {

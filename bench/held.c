@@ -41,9 +41,9 @@ struct shared {
     axstm_store *store;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    unsigned done;   /* writers that finished their commits */
-    bool go;         /* the writers may exit */
-    int failed;      /* the first error any thread met */
+    unsigned done; /* writers that finished their commits */
+    bool go;       /* the writers may exit */
+    int failed;    /* the first error any thread met */
 };
 
 struct writer {
@@ -133,8 +133,7 @@ static struct point measure(axstm_store *s, const char *name, double base_in_use
     return p;
 }
 
-static bool parse_count(const char *a, const char *prefix, unsigned long max,
-                        unsigned long *out)
+static bool parse_count(const char *a, const char *prefix, unsigned long max, unsigned long *out)
 {
     size_t n = strlen(prefix);
     if (strncmp(a, prefix, n) != 0)
@@ -174,14 +173,16 @@ int main(int argc, char **argv)
         else if (parse_count(argv[i], "--after=", 100000000, &v))
             set.after = v;
         else {
-            fprintf(stderr, "held: bad argument '%s' (also: --writers=N --commits=N "
-                            "--len=BYTES --after=N)\n", argv[i]);
+            fprintf(stderr,
+                    "held: bad argument '%s' (also: --writers=N --commits=N "
+                    "--len=BYTES --after=N)\n",
+                    argv[i]);
             return 2;
         }
     }
 
     bench_print_machine(&cfg, "memory held for replaced values after their writers go idle "
-                               "or exit");
+                              "or exit");
     printf("scenario: %u threads x %lu commits of %zu bytes to a key of their own; idle; exit; "
            "then %lu commits of %zu bytes by one other thread\n\n",
            set.writers, set.commits, set.len, set.after, set.len);

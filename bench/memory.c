@@ -160,8 +160,7 @@ int main(int argc, char **argv)
         printf("(target <= %.0f): %s\n", TARGET_BYTES, bench_met(over <= TARGET_BYTES));
     else
         printf("(the target, <= %.0f, is set at 1000000 keys)\n", TARGET_BYTES);
-    printf("axstm / plain table, resident bytes per key: %.2fx\n",
-           med[AXSTM_RSS] / med[PLAIN_RSS]);
+    printf("axstm / plain table, resident bytes per key: %.2fx\n", med[AXSTM_RSS] / med[PLAIN_RSS]);
     bench_names_free(&nm);
     return 0;
 }

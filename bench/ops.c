@@ -39,7 +39,7 @@ enum row {
     R_ATOM4,
     R_LOOKUP,
     R_MUTEX_UPDATE,
-    R_DELETE,        /* rows from here on delete keys: measured after the others */
+    R_DELETE, /* rows from here on delete keys: measured after the others */
     R_TXN_DELETE,
     R_CREATE_DELETE,
     NROWS
@@ -94,20 +94,20 @@ static inline void pick_fresh(struct ctx *c, bool hot, const char **k)
  * last argument; variadic because a body may contain commas) runs with
  * k[0..nkeys) set, in batches, until the window has passed.
  */
-#define TIMED(c, hot, nkeys, ...)                                                          \
-    do {                                                                                   \
-        uint64_t ops_ = 0, t0_ = bench_now_ns(), el_;                                      \
-        uint64_t limit_ = (uint64_t)((c)->seconds * 1e9);                                  \
-        do {                                                                               \
-            for (unsigned b_ = 0; b_ < BATCH; b_++) {                                      \
-                const char *k[4];                                                          \
-                pick((c), (hot), (nkeys), k);                                              \
-                __VA_ARGS__                                                                \
-            }                                                                              \
-            ops_ += BATCH;                                                                 \
-            el_ = bench_now_ns() - t0_;                                                    \
-        } while (el_ < limit_);                                                            \
-        return (double)el_ / (double)ops_;                                                 \
+#define TIMED(c, hot, nkeys, ...)                         \
+    do {                                                  \
+        uint64_t ops_ = 0, t0_ = bench_now_ns(), el_;     \
+        uint64_t limit_ = (uint64_t)((c)->seconds * 1e9); \
+        do {                                              \
+            for (unsigned b_ = 0; b_ < BATCH; b_++) {     \
+                const char *k[4];                         \
+                pick((c), (hot), (nkeys), k);             \
+                __VA_ARGS__                               \
+            }                                             \
+            ops_ += BATCH;                                \
+            el_ = bench_now_ns() - t0_;                   \
+        } while (el_ < limit_);                           \
+        return (double)el_ / (double)ops_;                \
     } while (0)
 
 static double row_usevar(struct ctx *c, bool hot)
@@ -398,10 +398,10 @@ static double bench_size(const struct bench_config *cfg, size_t n)
             for (int hot = 1; hot >= 0; hot--)
                 ns[r][hot][run] = measure(&c, (enum row)r, hot);
 
-    printf("%zu keys (built in %.2f s: store %.2f s, plain table %.2f s)\n", n,
-           store_s + table_s, store_s, table_s);
-    static const char *const cols[] = {"operation", "hot ns/op", "random ns/op",
-                                       "hot / lookup", "random / lookup"};
+    printf("%zu keys (built in %.2f s: store %.2f s, plain table %.2f s)\n", n, store_s + table_s,
+           store_s, table_s);
+    static const char *const cols[] = {"operation", "hot ns/op", "random ns/op", "hot / lookup",
+                                       "random / lookup"};
     struct bench_table t;
     bench_table_begin(&t, 5, cols, 38);
     double usevar_ratio = 0;

@@ -35,9 +35,9 @@ static const int64_t drow_adds[NDROWS] = {1, 2, 2, 1};
 struct disjoint {
     axstm_store *store;
     unsigned maxt;
-    struct bench_names names[MAX_T];       /* "t<i>-key-<j>" */
-    axstm_value **handles[MAX_T];          /* the usevar row's kept handles */
-    struct bench_map plain[MAX_T];         /* the reference row */
+    struct bench_names names[MAX_T];        /* "t<i>-key-<j>" */
+    axstm_value **handles[MAX_T];           /* the usevar row's kept handles */
+    struct bench_map plain[MAX_T];          /* the reference row */
     int64_t expected_store, expected_plain; /* sums the checks expect */
 };
 
@@ -145,8 +145,8 @@ static void body_plain(struct bench_worker *w)
     const struct bench_names *nm = &d->names[w->index];
     struct bench_map *m = &d->plain[w->index];
     while (!bench_stopped(w)) {
-        struct bench_node *nd = bench_map_find(m, bench_name(nm, bench_rng_below(&w->rng,
-                                                                             KEYS_PER_THREAD)));
+        struct bench_node *nd =
+            bench_map_find(m, bench_name(nm, bench_rng_below(&w->rng, KEYS_PER_THREAD)));
         if (nd == NULL) {
             w->failed = AXSTM_EINVAL;
             return;
@@ -182,8 +182,8 @@ static void disjoint_init(struct disjoint *d, unsigned maxt)
         char prefix[32];
         snprintf(prefix, sizeof prefix, "t%u-key-", t);
         d->handles[t] = calloc(KEYS_PER_THREAD, sizeof *d->handles[t]);
-        if (bench_names_init(&d->names[t], prefix, KEYS_PER_THREAD) != 0 ||
-            d->handles[t] == NULL || bench_map_init(&d->plain[t], KEYS_PER_THREAD) != 0)
+        if (bench_names_init(&d->names[t], prefix, KEYS_PER_THREAD) != 0 || d->handles[t] == NULL ||
+            bench_map_init(&d->plain[t], KEYS_PER_THREAD) != 0)
             fail("setup", AXSTM_ENOMEM);
         for (size_t j = 0; j < KEYS_PER_THREAD; j++) {
             axstm_value **h = &d->handles[t][j];
@@ -244,8 +244,8 @@ static double disjoint_measure(const struct bench_config *cfg, struct disjoint *
         expected = d->expected_store;
     }
     if (sum != expected) {
-        fprintf(stderr, "scale: FAILED: %s, %u threads: sum %lld, expected %lld\n",
-                drow_name[r], threads, (long long)sum, (long long)expected);
+        fprintf(stderr, "scale: FAILED: %s, %u threads: sum %lld, expected %lld\n", drow_name[r],
+                threads, (long long)sum, (long long)expected);
         exit(1);
     }
     return (double)res.total / res.seconds;
@@ -267,8 +267,8 @@ static void part_disjoint(const struct bench_config *cfg)
         for (size_t ti = 0; ti < nt; ti++)
             for (int r = 0; r < NDROWS; r++) {
                 unsigned t = cfg->threads[ti] < maxt ? cfg->threads[ti] : maxt;
-                ops[r][ti][run] = disjoint_measure(cfg, &d, (enum row)r, t,
-                                                   7919u * run + 31u * ti + (uint64_t)r);
+                ops[r][ti][run] =
+                    disjoint_measure(cfg, &d, (enum row)r, t, 7919u * run + 31u * ti + (uint64_t)r);
             }
 
     printf("disjoint keys (%d per thread): operations/s (median), and scaling vs 1 thread\n",
@@ -300,8 +300,8 @@ static void part_disjoint(const struct bench_config *cfg)
             double tmp[BENCH_MAX_RUNS];
             char buf[32];
             memcpy(tmp, ops[r][ti], cfg->runs * sizeof *tmp);
-            bench_table_cell(&t, "%s", bench_fmt_rate(buf, sizeof buf,
-                                                      bench_median(tmp, cfg->runs)));
+            bench_table_cell(&t, "%s",
+                             bench_fmt_rate(buf, sizeof buf, bench_median(tmp, cfg->runs)));
         }
         for (size_t ti = 0; ti < nt && base != SIZE_MAX; ti++) {
             if (ti == base)
@@ -316,8 +316,9 @@ static void part_disjoint(const struct bench_config *cfg)
         }
     }
     for (int r = 0; r < NDROWS && two[D_USEVAR] > 0; r++)
-        printf("%s %s, 2 threads / 1 thread: %.2fx%s%s\n", r == D_PLAIN ? "context:" : "target:",
-               drow_name[r], two[r], r == D_PLAIN ? " (what this machine gives)" : " (target >= 1.6x): ",
+        printf("%s %s, 2 threads / 1 thread: %.2fx%s%s\n",
+               r == D_PLAIN ? "context:" : "target:", drow_name[r], two[r],
+               r == D_PLAIN ? " (what this machine gives)" : " (target >= 1.6x): ",
                r == D_PLAIN ? "" : bench_met(two[r] >= 1.6));
     /* The verdicts above mean something only if the machine had a second
      * CPU to give: other work on it shows here first. */
@@ -336,8 +337,8 @@ static void part_contended(const struct bench_config *cfg)
     enum { ROWS = 4 };
     static const enum bank_row rows[ROWS] = {BANK_USING, BANK_ATOMICALLY, BANK_MUTEX_TABLE,
                                              BANK_MUTEX_ACCOUNT};
-    static const char *const names[ROWS] = {"using + commit", "atomically",
-                                            "mutex around table", "mutex per account"};
+    static const char *const names[ROWS] = {"using + commit", "atomically", "mutex around table",
+                                            "mutex per account"};
     static void (*const bodies[ROWS])(struct bench_worker *) = {
         bank_body_using, bank_body_atomically, bank_body_mutex_table, bank_body_mutex_account};
     const unsigned threads = 2;
@@ -381,8 +382,7 @@ static void part_contended(const struct bench_config *cfg)
 
     printf("16 accounts, 2 threads: transfers/s (median), ratio to the mutex around the "
            "table, and each thread's share of the transfers (worst run)\n");
-    static const char *const cols[] = {"row", "transfers/s", "vs mutex", "min share",
-                                       "max share"};
+    static const char *const cols[] = {"row", "transfers/s", "vs mutex", "min share", "max share"};
     struct bench_table t;
     bench_table_begin(&t, 5, cols, 20);
     double ratio[ROWS];
@@ -413,8 +413,7 @@ int main(int argc, char **argv)
     bench_config_init(&cfg, argc, argv, NULL);
     bench_print_header(&cfg, "commit-path contention: disjoint keys, and 16 accounts");
     if (cfg.ncpu < 2)
-        printf("(only %u CPU online: threads share it, so no scaling is possible)\n\n",
-               cfg.ncpu);
+        printf("(only %u CPU online: threads share it, so no scaling is possible)\n\n", cfg.ncpu);
     part_disjoint(&cfg);
     part_contended(&cfg);
     return 0;

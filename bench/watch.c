@@ -51,9 +51,9 @@ struct pingpong {
     axstm_value *value; /* the committer's handle on the watched key */
     int fd;             /* what the poller polls */
     size_t events;
-    atomic_size_t ready;   /* events the poller is ready for: it is in poll() */
-    _Atomic uint64_t t0;   /* when the current event's commit began */
-    uint64_t *latency;     /* per event, written by the poller */
+    atomic_size_t ready; /* events the poller is ready for: it is in poll() */
+    _Atomic uint64_t t0; /* when the current event's commit began */
+    uint64_t *latency;   /* per event, written by the poller */
     int failed;
 };
 
@@ -174,7 +174,8 @@ static void latency_table(size_t events)
         }
 
     printf("(a) wake-up latency: commit -> poll() returns, %zu events per row, "
-           "committer and poller on two threads\n\n", events);
+           "committer and poller on two threads\n\n",
+           events);
     bench_table_begin(&t, 4, cols, 40);
     for (int r = 0; r < 2; r++) {
         uint64_t *lat = base[r];
@@ -247,7 +248,8 @@ static void commit_table(const struct bench_config *cfg, size_t commits)
                 ratio[r][run] = ns[r][run] / ns[NO_WATCH][run];
         }
     printf("\n(b) commit cost: one value handle, set_i64 + commit, %zu commits per run, "
-           "median of %u runs\n\n", commits, cfg->runs);
+           "median of %u runs\n\n",
+           commits, cfg->runs);
     bench_table_begin(&t, 5, cols, 40);
     for (int r = 0; r < NROWS; r++) {
         bench_table_cell(&t, "%s", row_name[r]);

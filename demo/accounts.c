@@ -10,8 +10,7 @@
 
 #define NACCOUNTS 3
 
-static const char *const accounts[NACCOUNTS] = {"account_one", "account_two",
-                                                "myaccount"};
+static const char *const accounts[NACCOUNTS] = {"account_one", "account_two", "myaccount"};
 
 static int expect(int ok, const char *what)
 {
@@ -23,8 +22,8 @@ static int expect(int ok, const char *what)
 static int expect_rc(int rc, int want, const char *what)
 {
     if (rc != want)
-        fprintf(stderr, "accounts: %s: got \"%s\", expected \"%s\"\n", what,
-                axstm_strerror(rc), axstm_strerror(want));
+        fprintf(stderr, "accounts: %s: got \"%s\", expected \"%s\"\n", what, axstm_strerror(rc),
+                axstm_strerror(want));
     return rc == want;
 }
 
@@ -49,8 +48,7 @@ static int move_all(axstm_collection *c)
     int64_t a, b, m;
     int rc;
 
-    if ((rc = balance(one, &a)) || (rc = balance(two, &b)) ||
-        (rc = balance(mine, &m)))
+    if ((rc = balance(one, &a)) || (rc = balance(two, &b)) || (rc = balance(mine, &m)))
         return rc;
     if ((rc = axstm_value_set_i64(one, 0)) || (rc = axstm_value_set_i64(two, 0)))
         return rc;
@@ -65,11 +63,11 @@ static void show(const char *title, axstm_collection *c)
         int64_t x;
 
         if (axstm_value_get_i64(v, &x) == AXSTM_OK)
-            printf("  %-12s %8" PRId64 "   version %" PRIu64 "\n",
-                   axstm_value_key(v), x, axstm_value_version(v));
+            printf("  %-12s %8" PRId64 "   version %" PRIu64 "\n", axstm_value_key(v), x,
+                   axstm_value_version(v));
         else
-            printf("  %-12s %8s   version %" PRIu64 "\n", axstm_value_key(v),
-                   "no value", axstm_value_version(v));
+            printf("  %-12s %8s   version %" PRIu64 "\n", axstm_value_key(v), "no value",
+                   axstm_value_version(v));
     }
 }
 
@@ -136,7 +134,8 @@ int main(void)
         if (rc != AXSTM_CONCURRENT_UPDATE)
             break;
         printf("D moves all money to myaccount, commit (attempt %d): "
-               "AXSTM_CONCURRENT_UPDATE: %s\n", attempt, axstm_strerror(rc));
+               "AXSTM_CONCURRENT_UPDATE: %s\n",
+               attempt, axstm_strerror(rc));
         do
             rc = axstm_collection_refresh(d);
         while (rc == AXSTM_BUSY_RETRY);

@@ -66,7 +66,7 @@ struct teller {
 
 struct auditor {
     struct bank *bank;
-    int64_t sum;                /* written by each run of the body */
+    int64_t sum;                 /* written by each run of the body */
     atomic_ulong starts;         /* every run of the body begun */
     atomic_ulong runs, bad_runs; /* every run that read all accounts */
     unsigned long audits, failures;
@@ -155,8 +155,7 @@ static void *teller_run(void *arg)
     while (!atomic_load_explicit(&t->bank->stop, memory_order_relaxed)) {
         size_t from = (size_t)(next_random(&t->rng) % b->naccounts);
         /* Any account but from: adding 1..n-1 modulo n never lands on it. */
-        size_t to = (from + 1 + (size_t)(next_random(&t->rng) % (b->naccounts - 1))) %
-                    b->naccounts;
+        size_t to = (from + 1 + (size_t)(next_random(&t->rng) % (b->naccounts - 1))) % b->naccounts;
         struct transfer tr = {b->names[from], b->names[to],
                               1 + (int64_t)(next_random(&t->rng) % MAX_AMOUNT)};
         int rc = axstm_atomically(b->store, transfer, &tr);
@@ -206,8 +205,7 @@ static void *auditor_run(void *arg)
 
 /* Sums the committed balances by walking the store, outside any
  * transaction: a second opinion on the final total. */
-static int add_balance(const char *key, uint64_t version, const void *data, size_t len,
-                       void *arg)
+static int add_balance(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     int64_t *sum = arg, x;
 
@@ -243,8 +241,8 @@ static int parse_args(int argc, char **argv, long *threads, double *secs, long *
     if (argc > 2) {
         errno = 0;
         *secs = strtod(argv[2], &end);
-        if (errno != 0 || end == argv[2] || *end != '\0' || !isfinite(*secs) ||
-            *secs <= 0 || *secs > 86400)
+        if (errno != 0 || end == argv[2] || *end != '\0' || !isfinite(*secs) || *secs <= 0 ||
+            *secs > 86400)
             return 0;
     }
     if (argc > 3 && !parse_long(argv[3], 2, MAX_ACCOUNTS, accounts))
@@ -375,11 +373,11 @@ int main(int argc, char **argv)
     }
 
     printf("%ld threads, %zu accounts, %.2f s\n", nthreads, bank.naccounts, elapsed);
-    printf("transfers: %lu committed (%.0f/s), %lu rolled back (not enough money)\n",
-           committed, elapsed > 0 ? (double)committed / elapsed : 0.0, rollbacks);
+    printf("transfers: %lu committed (%.0f/s), %lu rolled back (not enough money)\n", committed,
+           elapsed > 0 ? (double)committed / elapsed : 0.0, rollbacks);
     if ((rc = axstm_store_stats(bank.store, &st)) == AXSTM_OK) {
-        printf("store: %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64 " busy\n",
-               st.commits, st.conflicts, st.busy);
+        printf("store: %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64 " busy\n", st.commits,
+               st.conflicts, st.busy);
     } else {
         fprintf(stderr, "bank: axstm_store_stats: %s\n", axstm_strerror(rc));
         ok = 0;

@@ -146,9 +146,9 @@ static void *produce(void *arg)
 /* ------------------------------------------------------------------ */
 
 struct consumer {
-    int64_t items;                  /* expected in all */
+    int64_t items; /* expected in all */
     int64_t delivered;
-    int64_t next_seq[NPRODUCERS];   /* per producer, FIFO order */
+    int64_t next_seq[NPRODUCERS]; /* per producer, FIFO order */
     unsigned char *seen[NPRODUCERS];
     int64_t per_producer;
     unsigned long sleeps, busy, wrong;
@@ -169,8 +169,8 @@ static void deliver(struct consumer *c, int64_t item)
         fprintf(stderr, "eventloop: item %d/%" PRId64 " delivered twice\n", p, seq);
     c->seen[p][seq] = 1;
     if (seq != c->next_seq[p] && c->wrong++ == 0)
-        fprintf(stderr, "eventloop: producer %d: item %" PRId64 " came when %" PRId64
-                " was due\n", p, seq, c->next_seq[p]);
+        fprintf(stderr, "eventloop: producer %d: item %" PRId64 " came when %" PRId64 " was due\n",
+                p, seq, c->next_seq[p]);
     c->next_seq[p] = seq + 1;
     c->delivered++;
 }
@@ -237,15 +237,18 @@ static int run_loop(axstm_store *s, struct consumer *c, double start)
             double t = now_s() - start;
             if (read(tfd, &ticks, sizeof ticks) == (ssize_t)sizeof ticks)
                 printf("%5.1f s: %" PRId64 " items delivered (%.0f/s in the last second), "
-                       "%lu sleeps in poll\n", t, c->delivered,
-                       (double)(c->delivered - last_delivered) / (double)ticks, c->sleeps);
+                       "%lu sleeps in poll\n",
+                       t, c->delivered, (double)(c->delivered - last_delivered) / (double)ticks,
+                       c->sleeps);
             fflush(stdout);
             /* Every producer has returned and a whole second brought
              * nothing: the missing items will never come.  Stop rather
              * than sleep forever on the watch. */
             if (atomic_load(&producers_done) == NPRODUCERS && c->delivered == last_delivered) {
-                fprintf(stderr, "eventloop: stalled: %" PRId64 " of %" PRId64
-                        " items delivered and no producer left\n", c->delivered, c->items);
+                fprintf(stderr,
+                        "eventloop: stalled: %" PRId64 " of %" PRId64
+                        " items delivered and no producer left\n",
+                        c->delivered, c->items);
                 rc = STALLED;
                 break;
             }
@@ -294,8 +297,7 @@ int main(int argc, char **argv)
 
     memset(&c, 0, sizeof c);
     if (!parse_items(argc, argv, &c.items)) {
-        fprintf(stderr, "usage: %s [ITEMS]   (at least %d; default 100000)\n", argv[0],
-                NPRODUCERS);
+        fprintf(stderr, "usage: %s [ITEMS]   (at least %d; default 100000)\n", argv[0], NPRODUCERS);
         return 2;
     }
     c.items -= c.items % NPRODUCERS; /* an equal share each */
@@ -312,7 +314,8 @@ int main(int argc, char **argv)
     }
 
     printf("eventloop: %d producer threads, one poll() loop consuming %" PRId64
-           " items through a queue of %d slots\n", NPRODUCERS, c.items, CAPACITY);
+           " items through a queue of %d slots\n",
+           NPRODUCERS, c.items, CAPACITY);
     start = now_s();
     for (int p = 0; p < NPRODUCERS; p++) {
         prod[p] = (struct producer){s, p, c.per_producer, AXSTM_OK};
@@ -352,9 +355,9 @@ int main(int argc, char **argv)
         ok = 0;
 
     printf("delivered %" PRId64 " items in %.3f s: %.0f items/s, each exactly once and in "
-           "order: %s\n", c.delivered, secs, (double)c.delivered / secs, ok ? "yes" : "NO");
-    printf("the loop slept in poll() on a watch %lu times; %lu busy retries\n", c.sleeps,
-           c.busy);
+           "order: %s\n",
+           c.delivered, secs, (double)c.delivered / secs, ok ? "yes" : "NO");
+    printf("the loop slept in poll() on a watch %lu times; %lu busy retries\n", c.sleeps, c.busy);
     if (axstm_store_stats(s, &st) == AXSTM_OK)
         printf("store: %" PRIu64 " keys, %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64
                " busy, %" PRIu64 " waits in retry, %" PRIu64 " bytes\n",

@@ -24,8 +24,8 @@ static int expect(int ok, const char *what)
 static int expect_rc(int rc, int want, const char *what)
 {
     if (rc != want)
-        fprintf(stderr, "hello: %s: got \"%s\", expected \"%s\"\n", what,
-                axstm_strerror(rc), axstm_strerror(want));
+        fprintf(stderr, "hello: %s: got \"%s\", expected \"%s\"\n", what, axstm_strerror(rc),
+                axstm_strerror(want));
     return rc == want;
 }
 
@@ -43,11 +43,9 @@ static void show(const char *step, const axstm_value *v)
     const char *str;
 
     if (axstm_value_get_str(v, &str) == AXSTM_OK)
-        printf("%-38s \"%s\", version %" PRIu64 "\n", step, str,
-               axstm_value_version(v));
+        printf("%-38s \"%s\", version %" PRIu64 "\n", step, str, axstm_value_version(v));
     else
-        printf("%-38s no value, version %" PRIu64 "\n", step,
-               axstm_value_version(v));
+        printf("%-38s no value, version %" PRIu64 "\n", step, axstm_value_version(v));
 }
 
 int main(void)
@@ -61,8 +59,7 @@ int main(void)
 
     /* A key that does not exist yet is created, with no value. */
     if (!expect_rc(axstm_usevar(s, "hello", &greeting), AXSTM_OK, "usevar") ||
-        !expect(axstm_value_data(greeting, NULL) == NULL &&
-                    axstm_value_version(greeting) == 0,
+        !expect(axstm_value_data(greeting, NULL) == NULL && axstm_value_version(greeting) == 0,
                 "a new key has no value and version 0"))
         goto out;
     show("greeting = usevar(\"hello\"):", greeting);
@@ -91,8 +88,8 @@ int main(void)
     if (!expect_rc(rc, AXSTM_CONCURRENT_UPDATE, "stale commit") ||
         !expect(holds(greeting, "Woo", 1), "a refused commit leaves the handle as it was"))
         goto out;
-    printf("%-38s AXSTM_CONCURRENT_UPDATE: %s\n", "greeting.set(\"Woo\"), commit:",
-           axstm_strerror(rc));
+    printf("%-38s AXSTM_CONCURRENT_UPDATE: %s\n",
+           "greeting.set(\"Woo\"), commit:", axstm_strerror(rc));
 
     /* The right way: re-read the committed state, redo the work, commit. */
     if (!expect_rc(axstm_value_refresh(greeting), AXSTM_OK, "refresh") ||

@@ -128,8 +128,7 @@ static int eat(struct philosopher *p)
     for (int i = 0; i < 2; i++) {
         int expected = 0;
 
-        if (!atomic_compare_exchange_strong(&p->table->holder[p->forks[i]],
-                                            &expected, p->id)) {
+        if (!atomic_compare_exchange_strong(&p->table->holder[p->forks[i]], &expected, p->id)) {
             p->failure = "took a fork that another philosopher held";
             return 0;
         }
@@ -185,8 +184,8 @@ static int parse_seconds(int argc, char **argv, double *secs)
     if (argc == 2) {
         errno = 0;
         *secs = strtod(argv[1], &end);
-        if (errno != 0 || end == argv[1] || *end != '\0' || !isfinite(*secs) ||
-            *secs <= 0 || *secs > 86400)
+        if (errno != 0 || end == argv[1] || *end != '\0' || !isfinite(*secs) || *secs <= 0 ||
+            *secs > 86400)
             return 0;
     }
     return 1;
@@ -245,8 +244,7 @@ int main(int argc, char **argv)
         }
     }
     if (ok)
-        sleep_for((struct timespec){(time_t)secs,
-                                    (long)((secs - (double)(time_t)secs) * 1e9)});
+        sleep_for((struct timespec){(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)});
     atomic_store(&table.stop, 1);
     for (int i = 0; i < started; i++) {
         rc = pthread_join(threads[i], NULL);
@@ -273,8 +271,8 @@ int main(int argc, char **argv)
     printf("total %lu meals in %g s\n", total, secs);
     rc = axstm_store_stats(table.store, &st);
     if (rc == AXSTM_OK)
-        printf("store: %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64 " busy\n",
-               st.commits, st.conflicts, st.busy);
+        printf("store: %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64 " busy\n", st.commits,
+               st.conflicts, st.busy);
     else {
         fprintf(stderr, "philosophers: axstm_store_stats: %s\n", axstm_strerror(rc));
         ok = 0;

@@ -66,7 +66,7 @@ struct put {
 /* What the consumers took, checked as they go, so that the check needs no
  * memory per item beyond one bit: items are p * ITEM_BASE + i. */
 struct delivery {
-    long items; /* per producer */
+    long items;             /* per producer */
     _Atomic uint64_t *seen; /* a bit per item: taken once already */
 };
 
@@ -80,7 +80,7 @@ struct consumer {
     int latency;  /* store now - item instead of item (the timing phase) */
     int64_t *got; /* the timing phase: every latency, in order */
     size_t n, cap;
-    struct delivery *check; /* phase 1: every item is checked here */
+    struct delivery *check;     /* phase 1: every item is checked here */
     int64_t last[PRODUCERS][2]; /* the last index of each producer, per queue */
     unsigned long bogus, dup, disorder, misrouted;
     unsigned long per_queue[2];
@@ -414,8 +414,7 @@ static void progress(axstm_store *s, int64_t t0, const struct consumer *cons, in
     if (axstm_store_stats(s, &st) != AXSTM_OK)
         memset(&st, 0, sizeof st);
     printf("  %6.1f s: %zu items taken, RSS %.1f MiB, store %" PRIu64 " keys, %.1f KiB\n",
-           (double)(now_ns() - t0) / 1e9, taken, rss_mib(), st.keys,
-           (double)st.bytes / 1024.0);
+           (double)(now_ns() - t0) / 1e9, taken, rss_mib(), st.keys, (double)st.bytes / 1024.0);
     fflush(stdout);
 }
 
@@ -568,8 +567,8 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
 
         for (int i = 0; i < ncons; i++)
             moved += (long)cons[i].n;
-        printf("%d producers, %d consumers: moved %ld items in %.3f s, %.0f items/s\n",
-               PRODUCERS, CONSUMERS, moved, secs, secs > 0 ? (double)moved / secs : 0.0);
+        printf("%d producers, %d consumers: moved %ld items in %.3f s, %.0f items/s\n", PRODUCERS,
+               CONSUMERS, moved, secs, secs > 0 ? (double)moved / secs : 0.0);
     }
     for (int i = 0; i < ncons; i++) {
         const struct consumer *c = &cons[i];
@@ -577,8 +576,8 @@ static int move_items(axstm_store *s, struct queue *a, struct queue *b, long ite
         if (c->nqueues == 1)
             printf("  consumer %-3s took %7zu from a\n", c->label, c->n);
         else
-            printf("  consumer %-3s took %7zu (or_else: %lu from a, %lu from b)\n", c->label,
-                   c->n, c->per_queue[0], c->per_queue[1]);
+            printf("  consumer %-3s took %7zu (or_else: %lu from a, %lu from b)\n", c->label, c->n,
+                   c->per_queue[0], c->per_queue[1]);
         if (c->rc != AXSTM_OK) {
             fprintf(stderr, "queue: consumer %s: %s\n", c->label,
                     c->rc == AXSTM_ETIMEDOUT ? "waited 60 s for an item (lost wake-up?)"
@@ -690,8 +689,7 @@ static int parse_items(int argc, char **argv, long *items)
     if (argc == 2) {
         errno = 0;
         *items = strtol(argv[1], &end, 10);
-        if (errno != 0 || end == argv[1] || *end != '\0' || *items < 1 ||
-            *items > MAX_ITEMS)
+        if (errno != 0 || end == argv[1] || *end != '\0' || *items < 1 || *items > MAX_ITEMS)
             return 0;
     }
     return 1;
@@ -707,8 +705,8 @@ int main(int argc, char **argv)
     int ok;
 
     if (!parse_items(argc, argv, &items)) {
-        fprintf(stderr, "usage: %s [ITEMS_PER_PRODUCER]   (1..%ld; default 20000)\n",
-                argv[0], MAX_ITEMS);
+        fprintf(stderr, "usage: %s [ITEMS_PER_PRODUCER]   (1..%ld; default 20000)\n", argv[0],
+                MAX_ITEMS);
         return 2;
     }
     /* now_ns() relies on this clock; it cannot start failing later. */

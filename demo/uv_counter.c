@@ -48,13 +48,13 @@ struct app {
     uv_timer_t timer;
     uv_idle_t again; /* reads again on the next turn after AXSTM_BUSY_RETRY */
     int64_t target;
-    int64_t last;          /* the last value the loop read (0 before) */
-    int64_t last_tick;     /* the value at the previous timer tick */
-    unsigned long fires;   /* times the descriptor was readable */
-    unsigned long reads;   /* values read that were new */
-    unsigned long stale;   /* reads that found no new value */
+    int64_t last;        /* the last value the loop read (0 before) */
+    int64_t last_tick;   /* the value at the previous timer tick */
+    unsigned long fires; /* times the descriptor was readable */
+    unsigned long reads; /* values read that were new */
+    unsigned long stale; /* reads that found no new value */
     unsigned long busy;
-    unsigned long wrong;   /* values that went backwards */
+    unsigned long wrong; /* values that went backwards */
     uint64_t start_ns;
     int done, rc;
 };
@@ -188,8 +188,7 @@ static void on_tick(uv_timer_t *h)
     /* Every worker has returned and a whole second brought nothing new: the
      * target will never come.  Stop rather than wait forever. */
     if (atomic_load(&workers_done) == NWORKERS && a->last == a->last_tick) {
-        fprintf(stderr, "uv_counter: stalled at %" PRId64 " of %" PRId64 "\n", a->last,
-                a->target);
+        fprintf(stderr, "uv_counter: stalled at %" PRId64 " of %" PRId64 "\n", a->last, a->target);
         stop(a, FAILED);
     }
     a->last_tick = a->last;
@@ -253,8 +252,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    printf("uv_counter: %d threads increment \"counter\" to %" PRId64
-           "; a libuv loop watches it\n", NWORKERS, total);
+    printf("uv_counter: %d threads increment \"counter\" to %" PRId64 "; a libuv loop watches it\n",
+           NWORKERS, total);
     a.start_ns = uv_hrtime();
     for (int i = 0; i < NWORKERS; i++) {
         workers[i] = (struct worker){a.store, total / NWORKERS + (i < total % NWORKERS), AXSTM_OK};
@@ -305,8 +304,8 @@ int main(int argc, char **argv)
            a.fires, a.reads, a.reads ? (double)total / (double)a.reads : 0.0, a.stale, a.busy);
     if (axstm_store_stats(a.store, &st) == AXSTM_OK)
         printf("store: %" PRIu64 " keys, %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64
-               " busy, %" PRIu64 " bytes\n", st.keys, st.commits, st.conflicts, st.busy,
-               st.bytes);
+               " busy, %" PRIu64 " bytes\n",
+               st.keys, st.commits, st.conflicts, st.busy, st.bytes);
     else
         ok = 0;
     axstm_store_free(a.store);

@@ -96,10 +96,10 @@ static _Noreturn void fail(const char *fmt, ...)
     abort();
 }
 
-#define CHECK(cond, ...)          \
-    do {                          \
-        if (!(cond))              \
-            fail(__VA_ARGS__);    \
+#define CHECK(cond, ...)       \
+    do {                       \
+        if (!(cond))           \
+            fail(__VA_ARGS__); \
     } while (0)
 
 /* FUZZ_API_TRACE=1 in the environment prints every checked call: for
@@ -113,8 +113,9 @@ static void expect_in(const char *call, int got, unsigned mask)
 {
     if (trace)
         fprintf(stderr, "    %s -> %d\n", call, got);
-    CHECK(got <= 0 && got > -32 && (mask & BIT(got)), "%s returned %d (%s), not what the model allows (mask %#x)",
-          call, got, axstm_strerror(got), mask);
+    CHECK(got <= 0 && got > -32 && (mask & BIT(got)),
+          "%s returned %d (%s), not what the model allows (mask %#x)", call, got,
+          axstm_strerror(got), mask);
 }
 
 static void expect_rc(const char *call, int got, int want)
@@ -389,13 +390,12 @@ static void check_bytes(const char *what, const char *key, const void *data, siz
                         const struct mval *want)
 {
     if (!want->has) {
-        CHECK(data == NULL && len == 0, "%s of %s: %zu bytes, the model has no value", what,
-              key, len);
+        CHECK(data == NULL && len == 0, "%s of %s: %zu bytes, the model has no value", what, key,
+              len);
         return;
     }
     CHECK(data != NULL, "%s of %s: no value, the model has %u bytes", what, key, want->len);
-    CHECK(len == want->len, "%s of %s: %zu bytes, the model has %u", what, key, len,
-          want->len);
+    CHECK(len == want->len, "%s of %s: %zu bytes, the model has %u", what, key, len, want->len);
     CHECK(len == 0 || memcmp(data, want->b, len) == 0, "%s of %s: bytes differ from the model",
           what, key);
 }
@@ -405,8 +405,8 @@ static void check_handle(axstm_value *v, const struct mitem *it)
     const char *key = axstm_value_key(v);
     CHECK(key != NULL && strcmp(key, key_name(it->key)) == 0, "handle's key is %.20s, not %.20s",
           key ? key : "(null)", key_name(it->key));
-    CHECK(axstm_value_version(v) == it->version, "handle of %.20s at version %llu, model %llu",
-          key, (unsigned long long)axstm_value_version(v), (unsigned long long)it->version);
+    CHECK(axstm_value_version(v) == it->version, "handle of %.20s at version %llu, model %llu", key,
+          (unsigned long long)axstm_value_version(v), (unsigned long long)it->version);
     size_t len = 12345;
     const void *data = axstm_value_data(v, &len);
     check_bytes("axstm_value_data", key, data, len, &it->val);
@@ -784,8 +784,7 @@ static void op_refresh(struct input *in)
         rc = axstm_value_refresh(NULL);
         disarm();
         expect_rc("axstm_value_refresh(NULL)", rc, AXSTM_EINVAL);
-        expect_rc("axstm_collection_refresh(NULL)", axstm_collection_refresh(NULL),
-                  AXSTM_EINVAL);
+        expect_rc("axstm_collection_refresh(NULL)", axstm_collection_refresh(NULL), AXSTM_EINVAL);
         return;
     case SLOT_VALUE:
         rc = axstm_value_refresh(sl->v);
@@ -842,8 +841,9 @@ static void op_delete(struct input *in)
     struct slot *sl = NULL;
     for (int i = 0; i < NSLOTS && sl == NULL; i++)
         if (M.slot[i].kind != SLOT_EMPTY &&
-            (M.slot[i].kind == SLOT_VALUE ? M.slot[i].v == t.v
-                                          : t.it >= M.slot[i].it && t.it < M.slot[i].it + M.slot[i].n))
+            (M.slot[i].kind == SLOT_VALUE
+                 ? M.slot[i].v == t.v
+                 : t.it >= M.slot[i].it && t.it < M.slot[i].it + M.slot[i].n))
             sl = &M.slot[i];
     CHECK(sl != NULL, "harness: the deleted handle has no slot");
     if (sl->kind == SLOT_VALUE)
@@ -913,10 +913,8 @@ static void op_get(struct input *in)
     } else {
         disarm();
         check_handle(t.v, t.it);
-        expect_rc("axstm_value_get_i64(out NULL)", axstm_value_get_i64(t.v, NULL),
-                  AXSTM_EINVAL);
-        expect_rc("axstm_value_get_str(out NULL)", axstm_value_get_str(t.v, NULL),
-                  AXSTM_EINVAL);
+        expect_rc("axstm_value_get_i64(out NULL)", axstm_value_get_i64(t.v, NULL), AXSTM_EINVAL);
+        expect_rc("axstm_value_get_str(out NULL)", axstm_value_get_str(t.v, NULL), AXSTM_EINVAL);
     }
 }
 
@@ -942,8 +940,8 @@ static void op_collection(struct input *in)
     while (i < sl->n && (k.idx < 0 || sl->it[i].key != k.idx))
         i++;
     axstm_value *v = axstm_collection_value(sl->c, k.s);
-    CHECK(v == (i < sl->n ? axstm_collection_at(sl->c, i) : NULL),
-          "collection_value(%.20s) wrong", k.s ? k.s : "(null)");
+    CHECK(v == (i < sl->n ? axstm_collection_at(sl->c, i) : NULL), "collection_value(%.20s) wrong",
+          k.s ? k.s : "(null)");
 }
 
 static void op_foreach(struct input *in)
@@ -1030,15 +1028,15 @@ static void op_watch(struct input *in)
 /* ------------------------------------------------------------------ */
 
 enum {
-    T_GET,       /* key, how (data and len, len only, neither) */
-    T_GET_I64,   /* key */
-    T_SET,       /* key, value */
-    T_SET_BAD,   /* key, which: NULL data with a length, or too long */
-    T_OR_ELSE,   /* first body, second body */
-    T_NESTED,    /* calls that are refused inside a body */
-    T_GET_MANY,  /* count, start: reads past the inline arrays */
-    T_SET_MANY,  /* count, start, x: writes past the inline arrays */
-    T_DELETE,    /* key */
+    T_GET,      /* key, how (data and len, len only, neither) */
+    T_GET_I64,  /* key */
+    T_SET,      /* key, value */
+    T_SET_BAD,  /* key, which: NULL data with a length, or too long */
+    T_OR_ELSE,  /* first body, second body */
+    T_NESTED,   /* calls that are refused inside a body */
+    T_GET_MANY, /* count, start: reads past the inline arrays */
+    T_SET_MANY, /* count, start, x: writes past the inline arrays */
+    T_DELETE,   /* key */
     T_KINDS
 };
 
@@ -1321,8 +1319,7 @@ static int branch_fn(axstm_txn *tx, void *arg)
     int which = f->calls++;
     CHECK(which < 2, "or_else ran a third branch");
     if (which == 1) {
-        CHECK(f->first_rc == AXSTM_RETRY, "or_else ran its second branch after %d",
-              f->first_rc);
+        CHECK(f->first_rc == AXSTM_RETRY, "or_else ran its second branch after %d", f->first_rc);
         for (size_t i = f->mark; i < r->nw; i++)
             r->w[i].live = false; /* the first branch's writes are dropped */
     }
@@ -1346,10 +1343,8 @@ static int nested_calls(axstm_txn *tx, struct run *r)
               AXSTM_EINVAL);
     CHECK(r->calls == calls, "a nested transaction ran its body");
     expect_rc("axstm_or_else(first NULL)", axstm_or_else(tx, NULL, branch_fn, r), AXSTM_EINVAL);
-    expect_rc("axstm_or_else(second NULL)", axstm_or_else(tx, branch_fn, NULL, r),
-              AXSTM_EINVAL);
-    expect_rc("axstm_or_else(tx NULL)", axstm_or_else(NULL, branch_fn, branch_fn, r),
-              AXSTM_EINVAL);
+    expect_rc("axstm_or_else(second NULL)", axstm_or_else(tx, branch_fn, NULL, r), AXSTM_EINVAL);
+    expect_rc("axstm_or_else(tx NULL)", axstm_or_else(NULL, branch_fn, branch_fn, r), AXSTM_EINVAL);
     expect_rc("axstm_txn_get(tx NULL)", axstm_txn_get(NULL, "a", NULL, NULL), AXSTM_EINVAL);
     expect_rc("axstm_txn_set(tx NULL)", axstm_txn_set(NULL, "a", "x", 1), AXSTM_EINVAL);
     expect_rc("axstm_txn_get_i64(out NULL)", axstm_txn_get_i64(tx, "a", NULL), AXSTM_EINVAL);
@@ -1432,8 +1427,8 @@ static int top_fn(axstm_txn *tx, void *arg)
     CHECK(++r->calls == 1, "the body ran %d times with no other thread", r->calls);
     int rc = exec_body(tx, r, 0);
     for (size_t i = 0; i < r->nkept; i++)
-        check_bytes("bytes kept from axstm_txn_get", "(kept)", r->kept[i].p,
-                    r->kept[i].val.len, &r->kept[i].val);
+        check_bytes("bytes kept from axstm_txn_get", "(kept)", r->kept[i].p, r->kept[i].val.len,
+                    &r->kept[i].val);
     r->body_rc = rc;
     return rc;
 }
@@ -1559,8 +1554,7 @@ static int never_fn(axstm_txn *tx, void *arg)
     fail("a refused transaction ran its body");
 }
 
-static int never_visit(const char *key, uint64_t version, const void *data, size_t len,
-                       void *arg)
+static int never_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     (void)key;
     (void)version;
@@ -1640,8 +1634,7 @@ static void op_misc(struct input *in)
     CHECK(axstm_value_version(NULL) == 0, "axstm_value_version(NULL)");
     size_t len = 99;
     CHECK(axstm_value_data(NULL, &len) == NULL && len == 0, "axstm_value_data(NULL)");
-    expect_rc("axstm_atomically(NULL store)", axstm_atomically(NULL, never_fn, NULL),
-              AXSTM_EINVAL);
+    expect_rc("axstm_atomically(NULL store)", axstm_atomically(NULL, never_fn, NULL), AXSTM_EINVAL);
     expect_rc("axstm_atomically(NULL fn)", axstm_atomically(S, NULL, NULL), AXSTM_EINVAL);
     expect_rc("axstm_atomically_timed(NULL fn)", axstm_atomically_timed(S, NULL, NULL, 0),
               AXSTM_EINVAL);
@@ -1652,10 +1645,8 @@ static void op_misc(struct input *in)
               AXSTM_EINVAL);
     expect_rc("axstm_or_else outside a body", axstm_or_else(NULL, never_fn, never_fn, NULL),
               AXSTM_EINVAL);
-    expect_rc("axstm_txn_get outside a body", axstm_txn_get(NULL, "a", NULL, NULL),
-              AXSTM_EINVAL);
-    expect_rc("axstm_txn_set_i64 outside a body", axstm_txn_set_i64(NULL, "a", 1),
-              AXSTM_EINVAL);
+    expect_rc("axstm_txn_get outside a body", axstm_txn_get(NULL, "a", NULL, NULL), AXSTM_EINVAL);
+    expect_rc("axstm_txn_set_i64 outside a body", axstm_txn_set_i64(NULL, "a", 1), AXSTM_EINVAL);
     expect_rc("axstm_watch_new(NULL store)", axstm_watch_new(NULL, keys, 1, &w), AXSTM_EINVAL);
     expect_rc("axstm_watch_new(NULL keys)", axstm_watch_new(S, NULL, 1, &w), AXSTM_EINVAL);
     expect_rc("axstm_watch_new(NULL out)", axstm_watch_new(S, keys, 1, NULL), AXSTM_EINVAL);
@@ -1663,8 +1654,7 @@ static void op_misc(struct input *in)
     axstm_watch_free(NULL);
     expect_rc("axstm_store_foreach(NULL)", axstm_store_foreach(NULL, never_visit, NULL),
               AXSTM_EINVAL);
-    expect_rc("axstm_store_foreach(NULL visit)", axstm_store_foreach(S, NULL, NULL),
-              AXSTM_EINVAL);
+    expect_rc("axstm_store_foreach(NULL visit)", axstm_store_foreach(S, NULL, NULL), AXSTM_EINVAL);
     axstm_stats st;
     expect_rc("axstm_store_stats(NULL)", axstm_store_stats(NULL, &st), AXSTM_EINVAL);
     expect_rc("axstm_store_stats(NULL out)", axstm_store_stats(S, NULL), AXSTM_EINVAL);
@@ -1706,15 +1696,43 @@ static void tidy_gone(void)
 /* ------------------------------------------------------------------ */
 
 enum {
-    OP_USEVAR, OP_USING, OP_SET, OP_SET2, OP_COMMIT, OP_REFRESH, OP_FREE, OP_GET,
-    OP_COLLECTION, OP_FOREACH, OP_ATOMICALLY, OP_TRY, OP_TIMED, OP_WATCH, OP_BULK, OP_MISC,
-    OP_DELETE, OP_COUNT
+    OP_USEVAR,
+    OP_USING,
+    OP_SET,
+    OP_SET2,
+    OP_COMMIT,
+    OP_REFRESH,
+    OP_FREE,
+    OP_GET,
+    OP_COLLECTION,
+    OP_FOREACH,
+    OP_ATOMICALLY,
+    OP_TRY,
+    OP_TIMED,
+    OP_WATCH,
+    OP_BULK,
+    OP_MISC,
+    OP_DELETE,
+    OP_COUNT
 };
 
-static const char *const op_names[OP_COUNT] = {
-    "usevar", "using", "set", "set", "commit", "refresh", "free", "get",
-    "collection", "foreach", "atomically", "try_atomically", "atomically_timed", "watch",
-    "bulk using", "misc", "delete"};
+static const char *const op_names[OP_COUNT] = {"usevar",
+                                               "using",
+                                               "set",
+                                               "set",
+                                               "commit",
+                                               "refresh",
+                                               "free",
+                                               "get",
+                                               "collection",
+                                               "foreach",
+                                               "atomically",
+                                               "try_atomically",
+                                               "atomically_timed",
+                                               "watch",
+                                               "bulk using",
+                                               "misc",
+                                               "delete"};
 
 #define MAX_OPS 256 /* keeps every input quick */
 
@@ -1747,23 +1765,55 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "op %lu: %s%s\n", op_index, op_name,
                     injecting ? " (allocation failure armed)" : "");
         switch (op) {
-        case OP_USEVAR: op_usevar(&in); break;
-        case OP_USING: op_using(&in); break;
+        case OP_USEVAR:
+            op_usevar(&in);
+            break;
+        case OP_USING:
+            op_using(&in);
+            break;
         case OP_SET:
-        case OP_SET2: op_set(&in); break;
-        case OP_COMMIT: op_commit(&in); break;
-        case OP_REFRESH: op_refresh(&in); break;
-        case OP_FREE: op_free(&in); break;
-        case OP_GET: op_get(&in); break;
-        case OP_COLLECTION: op_collection(&in); break;
-        case OP_FOREACH: op_foreach(&in); break;
-        case OP_ATOMICALLY: op_txn(&in, MODE_ATOMICALLY); break;
-        case OP_TRY: op_txn(&in, MODE_TRY); break;
-        case OP_TIMED: op_txn(&in, MODE_TIMED); break;
-        case OP_WATCH: op_watch(&in); break;
-        case OP_BULK: op_bulk(&in); break;
-        case OP_DELETE: op_delete(&in); break;
-        default: op_misc(&in); break;
+        case OP_SET2:
+            op_set(&in);
+            break;
+        case OP_COMMIT:
+            op_commit(&in);
+            break;
+        case OP_REFRESH:
+            op_refresh(&in);
+            break;
+        case OP_FREE:
+            op_free(&in);
+            break;
+        case OP_GET:
+            op_get(&in);
+            break;
+        case OP_COLLECTION:
+            op_collection(&in);
+            break;
+        case OP_FOREACH:
+            op_foreach(&in);
+            break;
+        case OP_ATOMICALLY:
+            op_txn(&in, MODE_ATOMICALLY);
+            break;
+        case OP_TRY:
+            op_txn(&in, MODE_TRY);
+            break;
+        case OP_TIMED:
+            op_txn(&in, MODE_TIMED);
+            break;
+        case OP_WATCH:
+            op_watch(&in);
+            break;
+        case OP_BULK:
+            op_bulk(&in);
+            break;
+        case OP_DELETE:
+            op_delete(&in);
+            break;
+        default:
+            op_misc(&in);
+            break;
         }
         if (injecting) {
             injecting = false;

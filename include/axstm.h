@@ -191,21 +191,19 @@ extern "C" {
  * below and axstm_strerror().  Library codes are negative; positive codes
  * are free for the caller's own use (e.g. as rollback reasons).
  */
-#define AXSTM_CODE_MAP(XX)                                                     \
-    XX(OK, 0, "success")                                                       \
-    XX(CONCURRENT_UPDATE, -1,                                                  \
-       "a key was committed by someone else since it was checked out")         \
-    XX(BUSY_RETRY, -2, "a lock was busy; nothing changed, call again")         \
-    XX(RETRY, -3, "wait until something read has changed")                     \
-    XX(ETIMEDOUT, -4, "timed out")                                             \
-    XX(EINVAL, -5, "invalid argument")                                         \
-    XX(E2BIG, -6, "key or value too long")                                     \
-    XX(ENOMEM, -7, "out of memory")                                            \
-    XX(ENOVALUE, -8, "the key has no value")                                   \
-    XX(ETYPE, -9, "the value has the wrong size for this type")                \
-    XX(EIO, -10, "the store's server could not be reached or failed the call") \
-    XX(EINDOUBT, -11,                                                          \
-       "the connection was lost after a commit was sent: refresh to see it")
+#define AXSTM_CODE_MAP(XX)                                                                    \
+    XX(OK, 0, "success")                                                                      \
+    XX(CONCURRENT_UPDATE, -1, "a key was committed by someone else since it was checked out") \
+    XX(BUSY_RETRY, -2, "a lock was busy; nothing changed, call again")                        \
+    XX(RETRY, -3, "wait until something read has changed")                                    \
+    XX(ETIMEDOUT, -4, "timed out")                                                            \
+    XX(EINVAL, -5, "invalid argument")                                                        \
+    XX(E2BIG, -6, "key or value too long")                                                    \
+    XX(ENOMEM, -7, "out of memory")                                                           \
+    XX(ENOVALUE, -8, "the key has no value")                                                  \
+    XX(ETYPE, -9, "the value has the wrong size for this type")                               \
+    XX(EIO, -10, "the store's server could not be reached or failed the call")                \
+    XX(EINDOUBT, -11, "the connection was lost after a commit was sent: refresh to see it")
 
 enum axstm_code {
 #define AXSTM_CODE_ENUM_(name, value, msg) AXSTM_##name = (value),
@@ -673,8 +671,7 @@ AXSTM_API axstm_value *axstm_collection_at(axstm_collection *c, size_t i);
  * Blocking:  never waits.
  * Threads:   the collection's owner.
  */
-AXSTM_API axstm_value *axstm_collection_value(axstm_collection *c,
-                                              const char *key);
+AXSTM_API axstm_value *axstm_collection_value(axstm_collection *c, const char *key);
 
 /*
  * Commits every value of the collection, all or nothing, atomically with
@@ -864,8 +861,7 @@ AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg);
  *            mutex of irrevocable runs.
  * Threads:   as for axstm_atomically.
  */
-AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg,
-                                     int64_t timeout_ns);
+AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg, int64_t timeout_ns);
 
 /*
  * Reads key inside a transaction: the transaction's own latest write of it,
@@ -1159,8 +1155,8 @@ AXSTM_API int axstm_store_stats(axstm_store *s, axstm_stats *out);
  * borrowed for the duration of the call.  Return 0 to go on; anything else
  * stops the walk.
  */
-typedef int (*axstm_visit_fn)(const char *key, uint64_t version,
-                              const void *data, size_t len, void *arg);
+typedef int (*axstm_visit_fn)(const char *key, uint64_t version, const void *data, size_t len,
+                              void *arg);
 
 /*
  * Visits every key of the store (Axon's dump()), including keys that never

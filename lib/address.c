@@ -102,8 +102,7 @@ static int number(struct span s, long lo, long hi, int *out)
 
 static bool host_char(char c, bool bracketed)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-        c == '.')
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.')
         return true;
     return bracketed ? c == ':' || c == '%' : c == '-' || c == '_';
 }
@@ -216,8 +215,7 @@ static int parse_options(struct span s, struct axstm__address *a)
         } else if (named(name, "db") && !seen_db && a->kind == AXSTM__ADDRESS_REDIS_UNIX) {
             seen_db = true;
             rc = number(value, 0, INT_MAX, &a->db);
-        } else if (named(name, "user") && a->user == NULL &&
-                   a->kind == AXSTM__ADDRESS_REDIS_UNIX) {
+        } else if (named(name, "user") && a->user == NULL && a->kind == AXSTM__ADDRESS_REDIS_UNIX) {
             rc = value.n > 0 ? decode(value, &a->user) : AXSTM_EINVAL;
         } else if (named(name, "password") && a->password == NULL &&
                    a->kind == AXSTM__ADDRESS_REDIS_UNIX) {
@@ -242,7 +240,7 @@ static const char *after_scheme(const char *uri, const char *scheme)
 
 int axstm__address_parse(const char *uri, struct axstm__address *out)
 {
-    *out = (struct axstm__address){AXSTM__ADDRESS_MEM, NULL, 0, NULL, NULL, NULL, 0, NULL,
+    *out = (struct axstm__address){AXSTM__ADDRESS_MEM,       NULL, 0, NULL, NULL, NULL, 0, NULL,
                                    AXSTM__DEFAULT_TIMEOUT_MS};
     if (uri == NULL)
         return AXSTM_EINVAL;

@@ -113,7 +113,7 @@ void axstm__copy_key(char *dst, const char *key, size_t len);
 /* A private copy of one key: the state a handle checked out or will commit. */
 struct axstm__item {
     struct axstm__entry *entry;
-    uint64_t born;    /* the incarnation checked out (entry.h) */
+    uint64_t born; /* the incarnation checked out (entry.h) */
     uint64_t version;
     struct axstm__val val; /* owns one reference if it is a blob */
 };
@@ -182,8 +182,8 @@ struct axstm_collection {
     axstm_store *store;
     size_t n;
     uint64_t removals;
-    axstm_value *values;         /* in order of first appearance */
-    struct axstm__item **order;  /* the same items sorted by entry: lock order */
+    axstm_value *values;        /* in order of first appearance */
+    struct axstm__item **order; /* the same items sorted by entry: lock order */
     /* Scratch, so refresh needs no allocation. */
     uint64_t *scratch_vlock;
     uint64_t *scratch_version;
@@ -215,8 +215,7 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
  * axstm_usevar does to a missing key.  Never waits: a lock held elsewhere
  * is AXSTM_BUSY_RETRY, with nothing changed.  scratch holds n words.
  */
-int axstm__revive(axstm_store *s, struct axstm__entry *const *entries, size_t n,
-                  uint64_t *scratch);
+int axstm__revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *scratch);
 
 /*
  * Finds the entries of refs[0..n) (key and len filled in) for a checkout:
@@ -226,8 +225,7 @@ int axstm__revive(axstm_store *s, struct axstm__entry *const *entries, size_t n,
  * scratch).  Returns AXSTM_OK, AXSTM_BUSY_RETRY or
  * AXSTM_ENOMEM (nothing anchored then).  Caller pinned.
  */
-int axstm__find_for_checkout(axstm_store *s, struct axstm__keyref *refs, size_t n,
-                             bool *anchored);
+int axstm__find_for_checkout(axstm_store *s, struct axstm__keyref *refs, size_t n, bool *anchored);
 void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n,
                             const bool *anchored);
 
@@ -238,8 +236,8 @@ void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n
  */
 bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_value *values,
                              size_t n);
-static inline bool axstm__still_there(axstm_store *s, uint64_t *removals,
-                                      const axstm_value *values, size_t n)
+static inline bool axstm__still_there(axstm_store *s, uint64_t *removals, const axstm_value *values,
+                                      size_t n)
 {
     /* Nothing taken out of the table since: nothing to look up. */
     return axstm__table_removals(&s->table) == *removals ||
@@ -261,8 +259,8 @@ struct axstm__readset {
  * AXSTM_OK, AXSTM_CONCURRENT_UPDATE or AXSTM_BUSY_RETRY, counting each in the
  * store's counters.  scratch holds n words.  Allocates nothing.
  */
-int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n,
-                  uint64_t *scratch, const struct axstm__readset *rs);
+int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *scratch,
+                  const struct axstm__readset *rs);
 
 /*
  * The commit's step 1 and its undoing, for a reader that holds keys still
@@ -282,9 +280,9 @@ void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old,
  * without locking anything; otherwise axstm__commit decides.  Inline: a
  * value's and a collection's commits call nothing more.
  */
-static inline int axstm__commit_handles(axstm_store *s, uint64_t *removals,
-                                        axstm_value *values, struct axstm__item *const *items,
-                                        size_t n, uint64_t *scratch)
+static inline int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
+                                        struct axstm__item *const *items, size_t n,
+                                        uint64_t *scratch)
 {
     int rc;
     if (s->remote != NULL)

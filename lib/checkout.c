@@ -8,8 +8,7 @@
 
 #include <string.h>
 
-int axstm__find_for_checkout(axstm_store *s, struct axstm__keyref *refs, size_t n,
-                             bool *anchored)
+int axstm__find_for_checkout(axstm_store *s, struct axstm__keyref *refs, size_t n, bool *anchored)
 {
     bool missing = false;
     for (size_t i = 0; i < n; i++) {
@@ -121,8 +120,8 @@ static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, siz
  * (the instant between the last read and the first check).  A commit locks
  * all its keys before writing any, so it is seen whole or not at all.
  */
-int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
-                    uint64_t *vlock, uint64_t *version, uint64_t *born, struct axstm__val *val)
+int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *vlock,
+                    uint64_t *version, uint64_t *born, struct axstm__val *val)
 {
     enum { OPTIMISTIC_ATTEMPTS = 4 };
     for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {

@@ -113,16 +113,20 @@ static void gather_distinct(axstm_collection *c, const struct axstm__keyref *ref
 }
 
 /*
- * gather_distinct for a few keys: repeats found by looking for each entry
- * among those already taken (n^2 steps, fewer than sorting them all takes
- * up to a dozen keys or so), then only the distinct ones sorted.
+ * Takes the distinct keys of refs[0..n) into c's values, in order of first
+ * appearance, and the same items into c->order (unsorted): repeats are
+ * found by looking for each key among those already taken, n^2 steps.  A
+ * key is its entry, or, on a remote store (no entries), its name.
  */
-static void gather_few(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
+static void take_distinct(axstm_collection *c, const struct axstm__keyref *refs, size_t n,
+                          bool by_name)
 {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         size_t k = 0;
-        while (k < m && c->values[k].item.entry != refs[i].entry)
+        while (k < m && (by_name ? c->values[k].keylen != refs[i].len ||
+                                       memcmp(c->values[k].key, refs[i].key, refs[i].len) != 0
+                                 : c->values[k].item.entry != refs[i].entry))
             k++;
         if (k < m)
             continue; /* a repeat */
@@ -131,7 +135,14 @@ static void gather_few(axstm_collection *c, const struct axstm__keyref *refs, si
         m++;
     }
     c->n = m;
-    axstm__sort_items(c->order, m);
+}
+
+/* gather_distinct for a few keys: fewer steps than sorting them all takes
+ * up to a dozen keys or so; then only the distinct ones are sorted. */
+static void gather_few(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
+{
+    take_distinct(c, refs, n, false);
+    axstm__sort_items(c->order, c->n);
 }
 
 /* Points c's values (distinct keys, in order) at the entries found for
@@ -215,20 +226,8 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
  */
 static int remote_checkout(axstm_collection *c, const struct axstm__keyref *refs, size_t nkeys)
 {
-    size_t m = 0;
-    for (size_t i = 0; i < nkeys; i++) {
-        size_t k = 0;
-        while (k < m && (c->values[k].keylen != refs[i].len ||
-                         memcmp(c->values[k].key, refs[i].key, refs[i].len) != 0))
-            k++;
-        if (k < m)
-            continue; /* a repeat */
-        init_value(c, &c->values[m], &refs[i]);
-        c->order[m] = &c->values[m].item;
-        m++;
-    }
-    c->n = m;
-    int rc = axstm__redis_checkout(c->store->remote, c->values, m);
+    take_distinct(c, refs, nkeys, true);
+    int rc = axstm__redis_checkout(c->store->remote, c->values, c->n);
     if (rc != AXSTM_OK)
         c->n = 0;
     return rc;

@@ -89,8 +89,7 @@ static bool versions_current(struct axstm__item *const *items, size_t n, const u
 }
 
 /* Where e is among the locked items (sorted by entry), or n. */
-static size_t find_locked(struct axstm__item *const *items, size_t n,
-                          const struct axstm__entry *e)
+static size_t find_locked(struct axstm__item *const *items, size_t n, const struct axstm__entry *e)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -188,8 +187,7 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
             }
             axstm__entry_store_val(e, val);
             if (replaced != NULL)
-                reclaim_due |= axstm__epoch_retire(&s->epoch, &replaced->retire,
-                                                   reclaim_entry_blob,
+                reclaim_due |= axstm__epoch_retire(&s->epoch, &replaced->retire, reclaim_entry_blob,
                                                    axstm__blob_size(replaced->len));
         }
         if (was_gone && !deleting) {
@@ -204,8 +202,7 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
         axstm__entry_set_version_locked(e, it->version);
     }
     for (size_t i = 0; i < n; i++)
-        axstm__entry_unlock(items[i]->entry, stamp,
-                            (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
+        axstm__entry_unlock(items[i]->entry, stamp, (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
     for (size_t i = 0; i < n; i++)
         if (axstm__entry_waiters_seq_cst(items[i]->entry) != NULL)
             axstm__wake(items[i]->entry);

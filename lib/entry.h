@@ -178,8 +178,8 @@ static inline bool axstm__entry_gone(struct axstm__entry *e)
  * (or keeps changing under us).  The caller must be pinned: a blob in *val
  * is only safe to use (or to take a reference on) while it stays pinned.
  */
-static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock,
-                                    uint64_t *version, uint64_t *born, struct axstm__val *val)
+static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock, uint64_t *version,
+                                    uint64_t *born, struct axstm__val *val)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
         /* Sequentially consistent (a plain load on x86): a transaction's
@@ -230,8 +230,7 @@ static inline bool axstm__entry_trylock(struct axstm__entry *e, uint64_t *old)
     /* Sequentially consistent: wait.h relies on a waiter either seeing this
      * lock or being seen by the committer's later load of e->waiters. */
     if (!atomic_compare_exchange_strong_explicit(&e->vlock, &w, w | AXSTM__LOCKED,
-                                                 memory_order_seq_cst,
-                                                 memory_order_relaxed))
+                                                 memory_order_seq_cst, memory_order_relaxed))
         return false;
     /* Orders the lock before the writes that follow (sequence-lock writer). */
     atomic_thread_fence(memory_order_release);
@@ -249,8 +248,7 @@ static inline void axstm__entry_restore(struct axstm__entry *e, uint64_t old)
  * whether the key exists afterwards. */
 static inline void axstm__entry_unlock(struct axstm__entry *e, uint64_t stamp, bool gone)
 {
-    atomic_store_explicit(&e->vlock, stamp << 2 | (gone ? AXSTM__GONE : 0),
-                          memory_order_release);
+    atomic_store_explicit(&e->vlock, stamp << 2 | (gone ? AXSTM__GONE : 0), memory_order_release);
 }
 
 /* Anchors e: it stays in the table (it may still become gone).  Returns

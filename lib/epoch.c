@@ -131,8 +131,7 @@ static void push_chain(struct axstm__epoch_slot *slot, struct axstm__retired *fi
     do
         last->next = head;
     while (!atomic_compare_exchange_weak_explicit(&slot->retired, &head, first,
-                                                  memory_order_release,
-                                                  memory_order_relaxed));
+                                                  memory_order_release, memory_order_relaxed));
 }
 
 int axstm__epoch_retire(struct axstm__epoch *ep, struct axstm__retired *node,
@@ -158,8 +157,8 @@ int axstm__epoch_retire(struct axstm__epoch *ep, struct axstm__retired *node,
  * what is on the list at that instant. */
 static void reclaim_slot(struct axstm__epoch *ep, struct axstm__epoch_slot *slot, uint64_t now)
 {
-    struct axstm__retired *node = atomic_exchange_explicit(&slot->retired, NULL,
-                                                           memory_order_acquire);
+    struct axstm__retired *node =
+        atomic_exchange_explicit(&slot->retired, NULL, memory_order_acquire);
     if (node == NULL)
         return;
     struct axstm__retired *keep_first = NULL, *keep_last = NULL;
@@ -220,8 +219,7 @@ static void reclaim(struct axstm__epoch *ep)
     if (swept == now || !atomic_compare_exchange_strong(&ep->swept, &swept, now))
         return;
     for (unsigned i = 0; i < AXSTM__ALL_SLOTS; i++)
-        if (i != index &&
-            atomic_load_explicit(&ep->slot[i].retired, memory_order_relaxed) != NULL)
+        if (i != index && atomic_load_explicit(&ep->slot[i].retired, memory_order_relaxed) != NULL)
             reclaim_slot(ep, &ep->slot[i], now);
 }
 

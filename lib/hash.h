@@ -83,8 +83,7 @@ static inline int axstm__same_bytes(const char *a, const char *b, size_t len)
     return memcmp(x, y, len) == 0;
 }
 
-static inline uint64_t axstm__hash(const struct axstm__hash_key *key, const void *data,
-                                   size_t len)
+static inline uint64_t axstm__hash(const struct axstm__hash_key *key, const void *data, size_t len)
 {
     const unsigned char *p = data;
     size_t n = len;

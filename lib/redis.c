@@ -345,11 +345,9 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
     r->addr.host = r->addr.path = r->addr.user = r->addr.password = r->addr.prefix = NULL;
     int rc = AXSTM_OK;
     const char *const *from[] = {(const char *const *)&a->host, (const char *const *)&a->path,
-                                 (const char *const *)&a->user,
-                                 (const char *const *)&a->password,
+                                 (const char *const *)&a->user, (const char *const *)&a->password,
                                  (const char *const *)&a->prefix};
-    char **to[] = {&r->addr.host, &r->addr.path, &r->addr.user, &r->addr.password,
-                   &r->addr.prefix};
+    char **to[] = {&r->addr.host, &r->addr.path, &r->addr.user, &r->addr.password, &r->addr.prefix};
     for (size_t i = 0; i < sizeof to / sizeof to[0] && rc == AXSTM_OK; i++)
         if (*from[i] != NULL && (*to[i] = concat(*from[i], "")) == NULL)
             rc = AXSTM_ENOMEM;
@@ -405,8 +403,8 @@ struct args {
     size_t nkeys;
 };
 
-static int args_make(struct axstm__redis *r, const axstm_value *values, size_t n,
-                     size_t per_key, size_t extra, struct args *out)
+static int args_make(struct axstm__redis *r, const axstm_value *values, size_t n, size_t per_key,
+                     size_t extra, struct args *out)
 {
     size_t prefix = strlen(r->addr.prefix);
     size_t words = 3 + METAS + n + n * per_key + extra;
@@ -498,7 +496,8 @@ static int adopt_answer(const redisReply *reply, axstm_value *values, size_t n, 
             if (!parse_u64(k->element[0], &version) || !parse_u64(k->element[1], &born))
                 rc = AXSTM_EIO;
             else if (d->type == REDIS_REPLY_STRING)
-                rc = d->len > AXSTM_VALUE_MAX ? AXSTM_EIO : axstm__val_make(&vals[i], d->str, d->len);
+                rc = d->len > AXSTM_VALUE_MAX ? AXSTM_EIO
+                                              : axstm__val_make(&vals[i], d->str, d->len);
             else if (d->type != REDIS_REPLY_NIL)
                 rc = AXSTM_EIO;
         }
@@ -629,8 +628,7 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
 
 /* One page of the key set: SSCAN from *cursor, reading the names into a
  * fresh array of values (their keys pointing into the reply). */
-static int scan_page(struct axstm__redis *r, char *cursor, size_t cursor_cap,
-                     redisReply **reply)
+static int scan_page(struct axstm__redis *r, char *cursor, size_t cursor_cap, redisReply **reply)
 {
     const char *argv[6] = {"SSCAN", r->meta[META_KEYS], cursor, "COUNT", "256", NULL};
     size_t lens[6] = {5, strlen(r->meta[META_KEYS]), strlen(cursor), 5, 3, 0};
@@ -647,8 +645,8 @@ static int scan_page(struct axstm__redis *r, char *cursor, size_t cursor_cap,
     if (a->type == REDIS_REPLY_ERROR) {
         rc = code_of_error(a) == AXSTM_BUSY_RETRY ? AXSTM_BUSY_RETRY : AXSTM_EIO;
     } else if (a->type != REDIS_REPLY_ARRAY || a->elements != 2 ||
-               a->element[0]->type != REDIS_REPLY_STRING ||
-               a->element[0]->len >= cursor_cap || a->element[1]->type != REDIS_REPLY_ARRAY) {
+               a->element[0]->type != REDIS_REPLY_STRING || a->element[0]->len >= cursor_cap ||
+               a->element[1]->type != REDIS_REPLY_ARRAY) {
         rc = AXSTM_EIO;
     } else {
         memcpy(cursor, a->element[0]->str, a->element[0]->len);
@@ -677,8 +675,8 @@ int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg
             rc = AXSTM_ENOMEM;
         for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
             const redisReply *name = names->element[i];
-            if (name->type != REDIS_REPLY_STRING || name->len == 0 ||
-                name->len > AXSTM_KEY_MAX || memchr(name->str, '\0', name->len) != NULL)
+            if (name->type != REDIS_REPLY_STRING || name->len == 0 || name->len > AXSTM_KEY_MAX ||
+                memchr(name->str, '\0', name->len) != NULL)
                 rc = AXSTM_EIO;
             values[i].key = name->str;
             values[i].keylen = name->len;

@@ -93,8 +93,8 @@ static size_t entry_size(size_t keylen)
     return class_size(class_of(offsetof(struct axstm__entry, key) + keylen + 1));
 }
 
-_Static_assert(AXSTM__ENTRY_CLASSES > 15 + (offsetof(struct axstm__entry, key) + AXSTM_KEY_MAX +
-                                             1 - 256 + 127) / 128,
+_Static_assert(AXSTM__ENTRY_CLASSES >
+                   15 + (offsetof(struct axstm__entry, key) + AXSTM_KEY_MAX + 1 - 256 + 127) / 128,
                "a size class for the longest key");
 
 int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
@@ -377,8 +377,7 @@ static void unlock_shards(struct axstm__keytable *t, uint64_t locked)
             pthread_mutex_unlock(&t->shard[i].lock);
 }
 
-static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n,
-               bool *anchored)
+static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n, bool *anchored)
 {
     uint64_t wanted = 0, locked = 0;
     for (size_t i = 0; i < n; i++) {

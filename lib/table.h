@@ -42,9 +42,9 @@ struct axstm__arena_chunk;
 struct axstm__shard {
     _Alignas(2 * AXSTM__CACHELINE) pthread_mutex_t lock; /* adding and removing */
     _Atomic(struct axstm__shard_array *) array;          /* NULL until first key */
-    _Atomic uint64_t count;                               /* entries in the array */
-    _Atomic uint64_t bytes;                               /* memory held */
-    size_t tombstones;                                    /* under the lock */
+    _Atomic uint64_t count;                              /* entries in the array */
+    _Atomic uint64_t bytes;                              /* memory held */
+    size_t tombstones;                                   /* under the lock */
     /* The newest stamp of the entries taken out, under the lock.  A new
      * entry starts gone at that stamp, not at 0: a transaction whose
      * snapshot is older than the delete that made a key gone must not

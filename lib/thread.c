@@ -43,8 +43,7 @@ unsigned axstm__slot_assign(void)
         unsigned free_slot = (unsigned)__builtin_ctzll(~t);
         /* Acquire: whatever the slot's last owner wrote is seen here. */
         if (atomic_compare_exchange_weak_explicit(&taken, &t, t | UINT64_C(1) << free_slot,
-                                                  memory_order_acquire,
-                                                  memory_order_relaxed)) {
+                                                  memory_order_acquire, memory_order_relaxed)) {
             if (pthread_setspecific(slot_key, (void *)(uintptr_t)(free_slot + 1)) == 0)
                 slot = free_slot;
             else /* no destructor to give it back: give it back now */

@@ -65,8 +65,7 @@ static inline unsigned axstm__thread_slot(void)
 
 /* Adds d to a counter of the calling thread's slot `slot` (wrapping);
  * returns the counter's value before the add. */
-static inline uint64_t axstm__slot_fetch_add(_Atomic uint64_t *counter, uint64_t d,
-                                             unsigned slot)
+static inline uint64_t axstm__slot_fetch_add(_Atomic uint64_t *counter, uint64_t d, unsigned slot)
 {
     if (slot >= AXSTM__SLOTS)
         return atomic_fetch_add_explicit(counter, d, memory_order_relaxed);

@@ -106,7 +106,7 @@ struct axstm_txn {
      * from under its reads. */
     TXN_ARRAY(struct axstm__entry *) anchors;
     const struct run_mode *mode;
-    bool waiting;           /* wait registered by the last attempt */
+    bool waiting; /* wait registered by the last attempt */
     struct axstm__wait wait;
     struct axstm__read reads_inline[INLINE_READS];
     struct txn_write writes_inline[INLINE_WRITES];
@@ -147,7 +147,7 @@ static int reserve_one(void **v, size_t n, size_t *cap, size_t size, void *inlin
     return AXSTM_OK;
 }
 
-#define RESERVE(arr, inline_buf)                                                            \
+#define RESERVE(arr, inline_buf) \
     reserve_one((void **)&(arr).v, (arr).n, &(arr).cap, sizeof *(arr).v, (void *)(inline_buf))
 
 /* ------------------------------------------------------------------ */
@@ -510,8 +510,7 @@ AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key)
     if (tx->irrevocable && (rc = lock_entry(tx, e, &old)) != AXSTM_OK)
         return rc;
     tx->touched_gone = true; /* the run's end looks at it */
-    tx->writes.v[tx->writes.n++] =
-        (struct txn_write){{e, 0, 0, {0, AXSTM__VAL_DELETE}}, true};
+    tx->writes.v[tx->writes.n++] = (struct txn_write){{e, 0, 0, {0, AXSTM__VAL_DELETE}}, true};
     return AXSTM_OK;
 }
 
@@ -785,8 +784,7 @@ static void finish_wait(axstm_txn *tx)
 
 /* Runs attempts after a first one that returned rc, until one ends the
  * call; returns its result.  This is where a run may sleep. */
-static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_mode *mode,
-                        int rc)
+static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_mode *mode, int rc)
 {
     axstm_store *s = tx->store;
     unsigned failures = 0;

@@ -47,8 +47,7 @@ struct axstm__wait_reg *axstm__wait_reg_new(size_t n, int fd)
 {
     if (n > (SIZE_MAX - sizeof(struct axstm__wait_reg)) / sizeof(struct axstm__waitnode))
         return NULL;
-    struct axstm__wait_reg *r =
-        axstm__calloc(1, sizeof *r + n * sizeof(struct axstm__waitnode));
+    struct axstm__wait_reg *r = axstm__calloc(1, sizeof *r + n * sizeof(struct axstm__waitnode));
     if (r == NULL)
         return NULL;
     r->n = n;
@@ -208,9 +207,8 @@ int axstm__wait_sleep(struct axstm__wait *w, const struct timespec *deadline)
     volatile int rc = AXSTM_OK; /* lives across pthread_cleanup_push's setjmp */
     pthread_cleanup_push(wait_cancelled, w);
     for (;;) {
-        int err = deadline != NULL
-                      ? sem_clockwait(&w->reg->waiter.sem, CLOCK_MONOTONIC, deadline)
-                      : sem_wait(&w->reg->waiter.sem);
+        int err = deadline != NULL ? sem_clockwait(&w->reg->waiter.sem, CLOCK_MONOTONIC, deadline)
+                                   : sem_wait(&w->reg->waiter.sem);
         if (err == 0)
             break;
         if (errno == ETIMEDOUT) {

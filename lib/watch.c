@@ -105,7 +105,8 @@ static void watch_destroy(axstm_watch *w)
     struct axstm__wait_reg *r = w->reg;
     size_t n = r->n;
     int fd = r->waiter.fd;
-    struct axstm__entry *small[16], **entries = n <= 16 ? small : axstm__malloc(n * sizeof *entries);
+    struct axstm__entry *small[16],
+        **entries = n <= 16 ? small : axstm__malloc(n * sizeof *entries);
     unsigned pin = axstm__epoch_pin(&s->epoch);
     for (size_t i = 0; entries != NULL && i < n; i++)
         entries[i] = axstm__wait_reg_entry(r, i);

@@ -48,8 +48,8 @@ static void fresh_setup(const struct fault_case *fc)
 
 /* One call with the n-th allocation failing; checks the outcome and says
  * how many allocations the call attempted. */
-static unsigned long call_failing(const struct fault_case *fc, unsigned long n,
-                                  int sticky, int *enomem)
+static unsigned long call_failing(const struct fault_case *fc, unsigned long n, int sticky,
+                                  int *enomem)
 {
     unsigned long count = axstm__alloc_count(), made;
     int rc;
@@ -63,8 +63,7 @@ static unsigned long call_failing(const struct fault_case *fc, unsigned long n,
         ++*enomem;
         fc->check_failed(&state);
     } else {
-        ck_assert_msg(rc == AXSTM_OK, "n=%lu sticky=%d: %s", n, sticky,
-                      axstm_strerror(rc));
+        ck_assert_msg(rc == AXSTM_OK, "n=%lu sticky=%d: %s", n, sticky, axstm_strerror(rc));
         fc->check_done(&state);
     }
     return made;
@@ -176,8 +175,7 @@ static void assert_holds_i64(const axstm_value *v, uint64_t version, int64_t n)
     ck_assert_int_eq(tu_get_i64_ok(v), n);
 }
 
-static void assert_holds_big(const struct fctx *x, const axstm_value *v,
-                             uint64_t version)
+static void assert_holds_big(const struct fctx *x, const axstm_value *v, uint64_t version)
 {
     size_t len;
     const void *p = axstm_value_data(v, &len);
@@ -186,8 +184,7 @@ static void assert_holds_big(const struct fctx *x, const axstm_value *v,
     ck_assert(memcmp(p, x->big, BIG) == 0);
 }
 
-static void assert_committed_big(struct fctx *x, const char *key,
-                                 uint64_t version)
+static void assert_committed_big(struct fctx *x, const char *key, uint64_t version)
 {
     tu_snapshot now;
     const tu_entry *e;
@@ -237,8 +234,8 @@ static void done_store_new(struct fctx *x)
 
 START_TEST(store_new_out_of_memory)
 {
-    static const struct fault_case fc = { nothing, call_store_new, nothing,
-                                          done_store_new, teardown_all };
+    static const struct fault_case fc = {nothing, call_store_new, nothing, done_store_new,
+                                         teardown_all};
     run_both(&fc, 1);
 }
 END_TEST
@@ -275,9 +272,8 @@ static void done_usevar_new(struct fctx *x)
 
 START_TEST(usevar_new_key_out_of_memory)
 {
-    static const struct fault_case fc = { setup_remember, call_usevar_new,
-                                          failed_usevar, done_usevar_new,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_remember, call_usevar_new, failed_usevar,
+                                         done_usevar_new, teardown_all};
     run_both(&fc, 1);
 }
 END_TEST
@@ -295,9 +291,8 @@ static void done_usevar_old(struct fctx *x)
 
 START_TEST(usevar_existing_key_out_of_memory)
 {
-    static const struct fault_case fc = { setup_remember, call_usevar_old,
-                                          failed_usevar, done_usevar_old,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_remember, call_usevar_old, failed_usevar,
+                                         done_usevar_old, teardown_all};
     run_both(&fc, 1);
 }
 END_TEST
@@ -315,10 +310,10 @@ START_TEST(key_creation_during_growth_out_of_memory)
     char key[32];
     char first[128] = "";
 
-#define WRONG(...)                                                             \
-    do {                                                                       \
-        if (wrong++ == 0)                                                      \
-            snprintf(first, sizeof first, __VA_ARGS__);                        \
+#define WRONG(...)                                      \
+    do {                                                \
+        if (wrong++ == 0)                               \
+            snprintf(first, sizeof first, __VA_ARGS__); \
     } while (0)
 
     for (i = 0; i < KEYS; i++) {
@@ -338,8 +333,8 @@ START_TEST(key_creation_during_growth_out_of_memory)
                 if (v != v_sentinel)
                     WRONG("%s: out-parameter written on ENOMEM", key);
                 if (st.keys != i)
-                    WRONG("%s: ENOMEM with %llu keys, not %lu", key,
-                          (unsigned long long)st.keys, i);
+                    WRONG("%s: ENOMEM with %llu keys, not %lu", key, (unsigned long long)st.keys,
+                          i);
                 continue;
             }
             if (rc != AXSTM_OK)
@@ -375,7 +370,7 @@ END_TEST
 /* using                                                              */
 /* ------------------------------------------------------------------ */
 
-static const char *const mixed_keys[] = { "n1", "old", "n2", "n3" };
+static const char *const mixed_keys[] = {"n1", "old", "n2", "n3"};
 
 static int call_using_mixed(struct fctx *x)
 {
@@ -399,9 +394,8 @@ static void done_using_mixed(struct fctx *x)
 
 START_TEST(using_out_of_memory)
 {
-    static const struct fault_case fc = { setup_remember, call_using_mixed,
-                                          failed_using, done_using_mixed,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_remember, call_using_mixed, failed_using,
+                                         done_using_mixed, teardown_all};
     run_both(&fc, 1);
 }
 END_TEST
@@ -435,9 +429,8 @@ static void done_using_wide(struct fctx *x)
 
 START_TEST(using_many_new_keys_out_of_memory)
 {
-    static const struct fault_case fc = { setup_wide, call_using_wide,
-                                          failed_using, done_using_wide,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_wide, call_using_wide, failed_using, done_using_wide,
+                                         teardown_all};
     run_faults(&fc, 1);
     ck_assert_int_gt(run_faults(&fc, 0), 0);
 }
@@ -473,8 +466,8 @@ static void done_set_big(struct fctx *x)
 
 START_TEST(value_set_out_of_memory)
 {
-    static const struct fault_case fc = { setup_handle, call_set_big, failed_set,
-                                          done_set_big, teardown_all };
+    static const struct fault_case fc = {setup_handle, call_set_big, failed_set, done_set_big,
+                                         teardown_all};
     run_both(&fc, 1);
 }
 END_TEST
@@ -492,8 +485,8 @@ static void done_set_str(struct fctx *x)
 
 START_TEST(value_set_str_out_of_memory)
 {
-    static const struct fault_case fc = { setup_handle, call_set_str, failed_set,
-                                          done_set_str, teardown_all };
+    static const struct fault_case fc = {setup_handle, call_set_str, failed_set, done_set_str,
+                                         teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -511,8 +504,8 @@ static void done_set_i64(struct fctx *x)
 
 START_TEST(value_set_i64_out_of_memory)
 {
-    static const struct fault_case fc = { setup_handle, call_set_i64, failed_set,
-                                          done_set_i64, teardown_all };
+    static const struct fault_case fc = {setup_handle, call_set_i64, failed_set, done_set_i64,
+                                         teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -548,14 +541,13 @@ static void done_commit(struct fctx *x)
 
 START_TEST(value_commit_out_of_memory)
 {
-    static const struct fault_case fc = { setup_changed_handle, call_commit,
-                                          failed_commit, done_commit,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_changed_handle, call_commit, failed_commit,
+                                         done_commit, teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
 
-static const char *const coll_keys[] = { "old", "none", "fill.3" };
+static const char *const coll_keys[] = {"old", "none", "fill.3"};
 
 static void setup_changed_collection(struct fctx *x)
 {
@@ -563,8 +555,7 @@ static void setup_changed_collection(struct fctx *x)
     setup_store(x);
     x->c = tu_using_ok(x->s, coll_keys, 3);
     for (i = 0; i < 3; i++)
-        ck_assert_int_eq(axstm_value_set(axstm_collection_at(x->c, i), x->big, BIG),
-                         AXSTM_OK);
+        ck_assert_int_eq(axstm_value_set(axstm_collection_at(x->c, i), x->big, BIG), AXSTM_OK);
     remember(x);
 }
 
@@ -591,9 +582,8 @@ static void done_ccommit(struct fctx *x)
 
 START_TEST(collection_commit_out_of_memory)
 {
-    static const struct fault_case fc = { setup_changed_collection, call_ccommit,
-                                          failed_ccommit, done_ccommit,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_changed_collection, call_ccommit, failed_ccommit,
+                                         done_ccommit, teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -634,9 +624,8 @@ static void done_refresh(struct fctx *x)
 
 START_TEST(value_refresh_out_of_memory)
 {
-    static const struct fault_case fc = { setup_stale_handle, call_refresh,
-                                          failed_refresh, done_refresh,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_stale_handle, call_refresh, failed_refresh,
+                                         done_refresh, teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -675,9 +664,8 @@ static void done_crefresh(struct fctx *x)
 
 START_TEST(collection_refresh_out_of_memory)
 {
-    static const struct fault_case fc = { setup_stale_collection, call_crefresh,
-                                          failed_crefresh, done_crefresh,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_stale_collection, call_crefresh, failed_crefresh,
+                                         done_crefresh, teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -708,9 +696,8 @@ static void done_stats(struct fctx *x)
 
 START_TEST(stats_out_of_memory)
 {
-    static const struct fault_case fc = { setup_remember, call_stats,
-                                          failed_stats, done_stats,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_remember, call_stats, failed_stats, done_stats,
+                                         teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -734,9 +721,8 @@ static void done_foreach(struct fctx *x)
 
 START_TEST(foreach_out_of_memory)
 {
-    static const struct fault_case fc = { setup_remember, call_foreach,
-                                          failed_foreach, done_foreach,
-                                          teardown_all };
+    static const struct fault_case fc = {setup_remember, call_foreach, failed_foreach, done_foreach,
+                                         teardown_all};
     run_both(&fc, 0);
 }
 END_TEST
@@ -751,7 +737,7 @@ START_TEST(injection_hook_works)
     ck_assert_ptr_nonnull(p);
     axstm__free(p);
     ck_assert_ptr_null(axstm__malloc(16)); /* the 2nd */
-    p = axstm__calloc(4, 4); /* not sticky: the 3rd works */
+    p = axstm__calloc(4, 4);               /* not sticky: the 3rd works */
     ck_assert_ptr_nonnull(p);
     axstm__free(p);
     axstm__alloc_fail_after(1, 1);

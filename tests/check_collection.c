@@ -8,7 +8,7 @@
 
 #include "testutil.h"
 
-static const char *const three[] = { "account_one", "account_two", "myaccount" };
+static const char *const three[] = {"account_one", "account_two", "myaccount"};
 
 static axstm_value *at(axstm_collection *c, const char *key)
 {
@@ -48,8 +48,7 @@ START_TEST(scenario_three_accounts)
     int64_t two = tu_get_i64_ok(at(d, "account_two"));
     int64_t mine = 0;
 
-    ck_assert_int_eq(axstm_value_get_i64(at(d, "myaccount"), &mine),
-                     AXSTM_ENOVALUE);
+    ck_assert_int_eq(axstm_value_get_i64(at(d, "myaccount"), &mine), AXSTM_ENOVALUE);
     tu_set_i64_ok(at(d, "myaccount"), mine + one + two);
     tu_set_i64_ok(at(d, "account_one"), 0);
     tu_set_i64_ok(at(d, "account_two"), 0);
@@ -65,7 +64,7 @@ END_TEST
 
 START_TEST(scenario_overlapping_collections)
 {
-    static const char *const e_keys[] = { "account_one", "myaccount" };
+    static const char *const e_keys[] = {"account_one", "myaccount"};
     axstm_store *s = three_accounts();
     axstm_collection *d = tu_using_ok(s, three, 3);
     axstm_collection *e = tu_using_ok(s, e_keys, 2);
@@ -101,7 +100,7 @@ END_TEST
 
 START_TEST(using_creates_missing_keys)
 {
-    static const char *const keys[] = { "old", "new1", "new2" };
+    static const char *const keys[] = {"old", "new1", "new2"};
     axstm_store *s = tu_store_ok();
     axstm_value *v = tu_usevar_ok(s, "old");
     axstm_collection *c;
@@ -127,7 +126,7 @@ END_TEST
 
 START_TEST(duplicate_keys_count_once)
 {
-    static const char *const keys[] = { "a", "b", "a", "c", "b", "a" };
+    static const char *const keys[] = {"a", "b", "a", "c", "b", "a"};
     axstm_store *s = tu_store_ok();
     axstm_collection *c = tu_using_ok(s, keys, 6);
 
@@ -157,11 +156,11 @@ END_TEST
  * insertion): the same rules must hold there. */
 START_TEST(duplicate_keys_count_once_among_many)
 {
-    static const char *const keys[] = { "k7", "k1", "k7", "k9", "k2", "k1", "k3", "k8",
-                                        "k4", "k9", "k5", "k0", "k6", "k7", "k2", "k10",
-                                        "k11", "k0", "k5", "k12" };
-    static const char *const distinct[] = { "k7", "k1", "k9", "k2", "k3", "k8", "k4",
-                                            "k5", "k0", "k6", "k10", "k11", "k12" };
+    static const char *const keys[] = {"k7", "k1",  "k7",  "k9", "k2", "k1", "k3",
+                                       "k8", "k4",  "k9",  "k5", "k0", "k6", "k7",
+                                       "k2", "k10", "k11", "k0", "k5", "k12"};
+    static const char *const distinct[] = {"k7", "k1", "k9", "k2",  "k3",  "k8", "k4",
+                                           "k5", "k0", "k6", "k10", "k11", "k12"};
     const size_t nkeys = sizeof keys / sizeof *keys, n = sizeof distinct / sizeof *distinct;
     axstm_store *s = tu_store_ok();
     axstm_collection *c = tu_using_ok(s, keys, nkeys);
@@ -183,7 +182,7 @@ END_TEST
 
 START_TEST(order_of_first_appearance)
 {
-    static const char *const keys[] = { "zeta", "alpha", "mu", "beta" };
+    static const char *const keys[] = {"zeta", "alpha", "mu", "beta"};
     axstm_store *s = tu_store_ok();
     axstm_collection *c = tu_using_ok(s, keys, 4);
     size_t i;
@@ -418,8 +417,7 @@ START_TEST(using_bad_input)
 }
 END_TEST
 
-static void assert_rejected_creates_nothing(const char *const keys[], size_t n,
-                                            int code)
+static void assert_rejected_creates_nothing(const char *const keys[], size_t n, int code)
 {
     axstm_store *s = tu_store_ok();
     axstm_value *v = tu_usevar_ok(s, "existing");
@@ -508,8 +506,7 @@ static void name_pairs(void)
         if (k < 2)
             snprintf(xy_names[k], sizeof xy_names[k], "%s", k ? "y" : "x");
         else
-            snprintf(xy_names[k], sizeof xy_names[k], "%c%d", k % 2 ? 'y' : 'x',
-                     k / 2 + 1);
+            snprintf(xy_names[k], sizeof xy_names[k], "%c%d", k % 2 ? 'y' : 'x', k / 2 + 1);
         xy[k] = xy_names[k];
     }
 }
@@ -666,8 +663,8 @@ START_TEST(snapshot_is_consistent_under_a_writer)
     ck_assert_int_eq(run.write_errors, 0);
     ck_assert_int_ge(run.writes, PAIR_QUOTA);
     for (i = 0; i < READERS; i++) {
-        ck_assert_msg(rd[i].torn == 0, "reader %d saw %ld torn snapshots of %ld",
-                      i, rd[i].torn, rd[i].snapshots);
+        ck_assert_msg(rd[i].torn == 0, "reader %d saw %ld torn snapshots of %ld", i, rd[i].torn,
+                      rd[i].snapshots);
         ck_assert_int_eq(rd[i].errors, 0);
         ck_assert_int_ge(rd[i].snapshots, 2 * PAIR_QUOTA);
     }
@@ -675,10 +672,10 @@ START_TEST(snapshot_is_consistent_under_a_writer)
         /* The writer's last commit is in the store. */
         long last = run.writes;
         int p = (int)((last - 1) % (PAIR_KEYS / 2));
-        tu_assert_committed(run.s, xy[2 * p], (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1),
-                         1, last);
-        tu_assert_committed(run.s, xy[2 * p + 1],
-                         (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1), 1, -last);
+        tu_assert_committed(run.s, xy[2 * p], (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1), 1,
+                            last);
+        tu_assert_committed(run.s, xy[2 * p + 1], (uint64_t)((last - 1) / (PAIR_KEYS / 2) + 1), 1,
+                            -last);
     }
     axstm_store_free(run.s);
 }

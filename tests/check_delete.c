@@ -285,8 +285,8 @@ END_TEST
 
 START_TEST(collection_commit_deletes_all_or_nothing)
 {
-    static const char *const ab[] = { "a", "b" };
-    static const char *const xyc[] = { "x", "y", "c" };
+    static const char *const ab[] = {"a", "b"};
+    static const char *const xyc[] = {"x", "y", "c"};
     axstm_store *s = tu_store_ok();
     tu_snapshot before, after;
     axstm_collection *c, *d;
@@ -352,12 +352,12 @@ END_TEST
 
 START_TEST(handles_checked_out_before_delete_conflict)
 {
-    static const char *const ko[] = { "k", "other" };
+    static const char *const ko[] = {"k", "other"};
     axstm_store *s = tu_store_ok();
     axstm_value *stale, *deleter, *txn_stale;
     axstm_collection *stale_c;
     axstm_stats st;
-    struct op del[] = { { OP_DEL, "other", 0, 0, 0 } };
+    struct op del[] = {{OP_DEL, "other", 0, 0, 0}};
 
     tu_put_i64(s, "k", 1);
     tu_put_i64(s, "other", 2);
@@ -400,7 +400,7 @@ END_TEST
 
 START_TEST(deleting_handle_cannot_commit_again)
 {
-    static const char *const kj[] = { "k", "j" };
+    static const char *const kj[] = {"k", "j"};
     axstm_store *s = tu_store_ok();
     axstm_value *deleter;
     axstm_collection *c;
@@ -440,7 +440,7 @@ END_TEST
 
 START_TEST(stale_handle_conflicts_with_recreated_key_at_same_version)
 {
-    static const char *const k1[] = { "k" };
+    static const char *const k1[] = {"k"};
     axstm_store *s = tu_store_ok();
     axstm_value *stale, *fresh;
     axstm_collection *stale_c;
@@ -496,7 +496,7 @@ END_TEST
  */
 START_TEST(stale_handle_conflicts_after_many_recreations_with_reused_memory)
 {
-    static const char *const k1[] = { "k" };
+    static const char *const k1[] = {"k"};
     const unsigned long cycles = 10000;
     axstm_store *s = tu_store_ok();
     axstm_value *stale;
@@ -553,8 +553,10 @@ START_TEST(stale_handle_conflicts_after_many_recreations_with_reused_memory)
                   i, stale_ok, stale_c_ok, reused);
     ck_assert_uint_eq(other, 0);
     ck_assert_uint_eq(wrong_fresh, 0);
-    ck_assert_msg(reused > 0, "the key's entry was never reused in %lu cycles: "
-                              "the test did not reach the case it is about", cycles);
+    ck_assert_msg(reused > 0,
+                  "the key's entry was never reused in %lu cycles: "
+                  "the test did not reach the case it is about",
+                  cycles);
     assert_i64(s, "k", 1, (int64_t)cycles - 1);
     assert_keys(s, 1);
     axstm_value_free(stale);
@@ -565,7 +567,7 @@ END_TEST
 
 START_TEST(refresh_after_delete_recreates_the_key)
 {
-    static const char *const kj[] = { "k", "j" };
+    static const char *const kj[] = {"k", "j"};
     axstm_store *s = tu_store_ok();
     axstm_value *h, *d;
     axstm_collection *c, *e;
@@ -668,7 +670,7 @@ END_TEST
 
 START_TEST(delete_of_key_never_given_a_value)
 {
-    static const char *const ee[] = { "e1", "e2" };
+    static const char *const ee[] = {"e1", "e2"};
     axstm_store *s = tu_store_ok();
     axstm_value *h;
     axstm_collection *c;
@@ -696,7 +698,7 @@ END_TEST
 
 START_TEST(empty_collection_and_borrowed_value_delete)
 {
-    static const char *const ab[] = { "a", "b" };
+    static const char *const ab[] = {"a", "b"};
     axstm_store *s = tu_store_ok();
     axstm_collection *c;
     axstm_value *v;
@@ -746,7 +748,7 @@ static int txn_delete_einval_body(axstm_txn *tx, void *arg)
 START_TEST(delete_bad_input_is_einval)
 {
     axstm_store *s = tu_store_ok();
-    int rc[4] = { 1, 1, 1, 1 };
+    int rc[4] = {1, 1, 1, 1};
 
     ck_assert_int_eq(axstm_value_delete(NULL), AXSTM_EINVAL);
     ck_assert_int_eq(axstm_txn_delete(NULL, "k"), AXSTM_EINVAL);
@@ -823,18 +825,18 @@ END_TEST
 
 START_TEST(watch_fires_when_key_is_deleted)
 {
-    static const char *const bc[] = { "b", "c" };
+    static const char *const bc[] = {"b", "c"};
     axstm_store *s = tu_store_ok();
     axstm_watch *wa, *wb, *wc, *wd;
     axstm_collection *col;
     axstm_value *stale;
-    struct op del_c[] = { { OP_DEL, "c", 0, 0, 0 } };
+    struct op del_c[] = {{OP_DEL, "c", 0, 0, 0}};
 
     tu_put_i64(s, "a", 1);
     tu_put_i64(s, "b", 2);
     tu_put_i64(s, "c", 3);
     tu_put_i64(s, "d", 4);
-    wa = watch_ok(s, (const char *const[]){ "a" }, 1);
+    wa = watch_ok(s, (const char *const[]){"a"}, 1);
     wb = watch_ok(s, &bc[0], 1);
     wc = watch_ok(s, &bc[1], 1);
     ck_assert(!readable(wa) && !readable(wb) && !readable(wc));
@@ -860,7 +862,7 @@ START_TEST(watch_fires_when_key_is_deleted)
     assert_keys(s, 1);
 
     /* A rejected delete commits nothing, so it wakes nobody. */
-    wd = watch_ok(s, (const char *const[]){ "d" }, 1);
+    wd = watch_ok(s, (const char *const[]){"d"}, 1);
     stale = tu_usevar_ok(s, "d");
     tu_put_i64(s, "d", 5);
     ck_assert(readable(wd));
@@ -881,7 +883,7 @@ END_TEST
 
 START_TEST(watch_follows_name_through_delete_and_recreate)
 {
-    static const char *const k1[] = { "k" };
+    static const char *const k1[] = {"k"};
     axstm_store *s = tu_store_ok();
     axstm_watch *w, *late;
     int round;
@@ -890,14 +892,13 @@ START_TEST(watch_follows_name_through_delete_and_recreate)
     w = watch_ok(s, k1, 1);
     for (round = 1; round <= 6; round++) {
         axstm_value *h;
-        struct op set_k[] = { { OP_SET, "k", round, 0, 0 } };
+        struct op set_k[] = {{OP_SET, "k", round, 0, 0}};
 
         ck_assert(!readable(w));
         if (round % 2)
             delete_key(s, "k");
         else
-            ck_assert_int_eq(run_script(s, (struct op[]){ { OP_DEL, "k", 0, 0, 0 } }, 1,
-                                        AXSTM_OK),
+            ck_assert_int_eq(run_script(s, (struct op[]){{OP_DEL, "k", 0, 0, 0}}, 1, AXSTM_OK),
                              AXSTM_OK);
         ck_assert_msg(readable(w), "round %d: the delete did not fire", round);
         ck_assert_int_eq(axstm_watch_rearm(w), AXSTM_OK);
@@ -958,8 +959,8 @@ static int wait_for_value_body(axstm_txn *tx, void *arg)
 START_TEST(try_atomically_watch_on_missing_key_fires_on_first_commit)
 {
     axstm_store *s = tu_store_ok();
-    struct waiter_arg wa = { "later", -1, 0 };
-    struct waiter_arg wg = { "gone", -1, 0 };
+    struct waiter_arg wa = {"later", -1, 0};
+    struct waiter_arg wg = {"gone", -1, 0};
     axstm_watch *w = NULL, *w2 = NULL;
     axstm_value *h;
 
@@ -1077,7 +1078,7 @@ START_TEST(retry_waiter_wakes_when_key_is_deleted)
 {
     int how;
     for (how = 0; how < BY_COUNT; how++) {
-        static const char *const ko[] = { "k", "other" };
+        static const char *const ko[] = {"k", "other"};
         axstm_store *s = tu_store_ok();
         struct blocked b;
         pthread_t t;
@@ -1088,8 +1089,7 @@ START_TEST(retry_waiter_wakes_when_key_is_deleted)
         st = tu_stats_ok(s);
         blocked_init(&b, s, "k");
         tu_start(&t, wait_while_one_main, &b);
-        ck_assert_msg(await_flag(&b.armed, &b.done), "waiter ended: %s",
-                      axstm_strerror(b.rc));
+        ck_assert_msg(await_flag(&b.armed, &b.done), "waiter ended: %s", axstm_strerror(b.rc));
         if (how == BY_HANDLE) {
             delete_key(s, "k");
         } else if (how == BY_COLLECTION) {
@@ -1099,14 +1099,13 @@ START_TEST(retry_waiter_wakes_when_key_is_deleted)
             ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
             axstm_collection_free(c);
         } else {
-            struct op del[] = { { OP_DEL, "k", 0, 0, 0 } };
+            struct op del[] = {{OP_DEL, "k", 0, 0, 0}};
             ck_assert_int_eq(run_script(s, del, 1, AXSTM_OK), AXSTM_OK);
         }
         tu_join(t);
         ck_assert_msg(b.rc == AXSTM_OK, "deleted by %d: the waiter returned %s", how,
                       axstm_strerror(b.rc));
-        ck_assert_msg(b.saw_no_value, "deleted by %d: the waiter saw %lld", how,
-                      (long long)b.got);
+        ck_assert_msg(b.saw_no_value, "deleted by %d: the waiter saw %lld", how, (long long)b.got);
         ck_assert_uint_ge(b.runs, 2);
         ck_assert_uint_ge(tu_stats_ok(s).retries_waited, st.retries_waited + 1);
         /* Waiting on it, and reading it gone, did not bring it back. */
@@ -1122,7 +1121,7 @@ START_TEST(retry_waiter_wakes_when_missing_key_is_created)
     int how, deleted_first;
     for (deleted_first = 0; deleted_first < 2; deleted_first++)
         for (how = 0; how < BY_COUNT; how++) {
-            static const char *const ko[] = { "k", "other" };
+            static const char *const ko[] = {"k", "other"};
             axstm_store *s = tu_store_ok();
             struct blocked b;
             pthread_t t;
@@ -1133,8 +1132,7 @@ START_TEST(retry_waiter_wakes_when_missing_key_is_created)
             }
             blocked_init(&b, s, "k");
             tu_start(&t, wait_for_key_main, &b);
-            ck_assert_msg(await_flag(&b.armed, &b.done), "waiter ended: %s",
-                          axstm_strerror(b.rc));
+            ck_assert_msg(await_flag(&b.armed, &b.done), "waiter ended: %s", axstm_strerror(b.rc));
             /* The waiter creates no key. */
             assert_keys(s, 0);
             if (how == BY_HANDLE) {
@@ -1145,7 +1143,7 @@ START_TEST(retry_waiter_wakes_when_missing_key_is_created)
                 ck_assert_int_eq(tu_ccommit(c), AXSTM_OK);
                 axstm_collection_free(c);
             } else {
-                struct op set[] = { { OP_SET, "k", 7, 0, 0 } };
+                struct op set[] = {{OP_SET, "k", 7, 0, 0}};
                 ck_assert_int_eq(run_script(s, set, 1, AXSTM_OK), AXSTM_OK);
             }
             tu_join(t);
@@ -1169,14 +1167,14 @@ START_TEST(txn_delete_later_reads_see_enovalue_and_commit_removes)
     static const char big[] = "a value longer than eight bytes";
     axstm_value *stale;
     struct op ops[] = {
-        { OP_GET, "k", 0, 0, 0 },        /* 0: 5 */
-        { OP_DEL, "k", 0, 0, 0 },        /* 1 */
-        { OP_GET, "k", 0, 0, 0 },        /* 2: ENOVALUE */
-        { OP_DEL, "big", 0, 0, 0 },      /* 3 */
-        { OP_GET, "big", 0, 0, 0 },      /* 4: ENOVALUE */
-        { OP_SET, "j", 7, 0, 0 },        /* 5 */
-        { OP_DEL, "k", 0, 0, 0 },        /* 6: a second delete is fine */
-        { OP_GET, "k", 0, 0, 0 },        /* 7: ENOVALUE */
+        {OP_GET, "k", 0, 0, 0},   /* 0: 5 */
+        {OP_DEL, "k", 0, 0, 0},   /* 1 */
+        {OP_GET, "k", 0, 0, 0},   /* 2: ENOVALUE */
+        {OP_DEL, "big", 0, 0, 0}, /* 3 */
+        {OP_GET, "big", 0, 0, 0}, /* 4: ENOVALUE */
+        {OP_SET, "j", 7, 0, 0},   /* 5 */
+        {OP_DEL, "k", 0, 0, 0},   /* 6: a second delete is fine */
+        {OP_GET, "k", 0, 0, 0},   /* 7: ENOVALUE */
     };
     axstm_stats st;
 
@@ -1225,7 +1223,7 @@ static int get_after_delete_body(axstm_txn *tx, void *arg)
 START_TEST(txn_get_of_deleted_key_leaves_outputs_untouched)
 {
     axstm_store *s = tu_store_ok();
-    int rc[3] = { 1, 0, 1 };
+    int rc[3] = {1, 0, 1};
     tu_put_i64(s, "k", 1);
     ck_assert_int_eq(axstm_atomically(s, get_after_delete_body, rc), AXSTM_OK);
     ck_assert_int_eq(rc[0], AXSTM_ENOVALUE);
@@ -1256,7 +1254,7 @@ struct deleted_after {
 
 static void *delete_x_helper(void *arg)
 {
-    static const char *const ax[] = { "a", "x" };
+    static const char *const ax[] = {"a", "x"};
     struct deleted_after *d = arg;
     axstm_collection *c = NULL;
     int rc;
@@ -1311,7 +1309,7 @@ START_TEST(txn_read_of_key_deleted_after_snapshot_is_consistent)
         tu_put_i64(s, "a", 1);
         tu_put_i64(s, "x", 10);
         if (kept)
-            w = watch_ok(s, (const char *const[]){ "x" }, 1);
+            w = watch_ok(s, (const char *const[]){"x"}, 1);
         memset(&d, 0, sizeof d);
         d.s = s;
         d.helper_rc = 12345;
@@ -1338,8 +1336,8 @@ START_TEST(txn_read_of_key_deleted_after_snapshot_is_consistent)
         ck_assert_msg((d.last_a == 1 && d.last_x_rc == AXSTM_OK && d.last_x == 10) ||
                           (d.last_a == 0 && d.last_x_rc == AXSTM_ENOVALUE),
                       "%s: a read-only transaction committed a == %lld with x %s",
-                      kept ? "entry kept by a watch" : "entry taken out",
-                      (long long)d.last_a, axstm_strerror(d.last_x_rc));
+                      kept ? "entry kept by a watch" : "entry taken out", (long long)d.last_a,
+                      axstm_strerror(d.last_x_rc));
     }
 }
 END_TEST
@@ -1351,15 +1349,15 @@ START_TEST(txn_delete_rolled_back_removes_nothing)
     axstm_store *s = tu_store_ok();
     tu_snapshot before, after;
     struct op own[] = {
-        { OP_DEL, "k", 0, 0, 0 },
-        { OP_SET, "j", 9, 0, 0 },
-        { OP_DEL, "big", 0, 0, 0 },
-        { OP_GET, "k", 0, 0, 0 },
+        {OP_DEL, "k", 0, 0, 0},
+        {OP_SET, "j", 9, 0, 0},
+        {OP_DEL, "big", 0, 0, 0},
+        {OP_GET, "k", 0, 0, 0},
     };
     /* The library's own code: an 8-byte read of a 32-byte value. */
     struct op lib[] = {
-        { OP_DEL, "k", 0, 0, 0 },
-        { OP_GET, "big", 0, 0, 0 },
+        {OP_DEL, "k", 0, 0, 0},
+        {OP_GET, "big", 0, 0, 0},
     };
     unsigned char blob[BLOB_LEN];
 
@@ -1419,7 +1417,7 @@ static int or_else_body(axstm_txn *tx, void *arg)
 START_TEST(or_else_discards_delete_of_retried_branch)
 {
     axstm_store *s = tu_store_ok();
-    struct or_else_arg a = { 1, 1, 1, -1 };
+    struct or_else_arg a = {1, 1, 1, -1};
 
     tu_put_i64(s, "k", 5);
     ck_assert_int_eq(axstm_atomically(s, or_else_body, &a), AXSTM_OK);
@@ -1440,24 +1438,24 @@ START_TEST(txn_delete_of_missing_key_creates_nothing)
 {
     axstm_store *s = tu_store_ok();
     struct op ghost[] = {
-        { OP_DEL, "ghost", 0, 0, 0 },
-        { OP_GET, "ghost", 0, 0, 0 },
+        {OP_DEL, "ghost", 0, 0, 0},
+        {OP_GET, "ghost", 0, 0, 0},
     };
     struct op with_set[] = {
-        { OP_DEL, "ghost", 0, 0, 0 },
-        { OP_SET, "real", 1, 0, 0 },
+        {OP_DEL, "ghost", 0, 0, 0},
+        {OP_SET, "real", 1, 0, 0},
     };
     /* A key set and then deleted by the same body never exists. */
     struct op set_del[] = {
-        { OP_SET, "temp", 1, 0, 0 },
-        { OP_DEL, "temp", 0, 0, 0 },
-        { OP_GET, "temp", 0, 0, 0 },
+        {OP_SET, "temp", 1, 0, 0},
+        {OP_DEL, "temp", 0, 0, 0},
+        {OP_GET, "temp", 0, 0, 0},
     };
     /* Deleted (needlessly) and then set: it exists. */
     struct op del_set[] = {
-        { OP_DEL, "x", 0, 0, 0 },
-        { OP_SET, "x", 3, 0, 0 },
-        { OP_GET, "x", 0, 0, 0 },
+        {OP_DEL, "x", 0, 0, 0},
+        {OP_SET, "x", 3, 0, 0},
+        {OP_GET, "x", 0, 0, 0},
     };
     axstm_stats st = tu_stats_ok(s);
 
@@ -1497,20 +1495,20 @@ START_TEST(rolled_back_sets_of_new_keys_leave_no_key)
     axstm_store *s = tu_store_ok();
     tu_snapshot before, after;
     struct op own[] = {
-        { OP_SET, "n1", 1, 0, 0 },
-        { OP_SET_BLOB, "n2", 2, 0, 0 },
+        {OP_SET, "n1", 1, 0, 0},
+        {OP_SET_BLOB, "n2", 2, 0, 0},
     };
     struct op lib[] = {
-        { OP_SET, "n1", 1, 0, 0 },
-        { OP_SET_BLOB, "n2", 2, 0, 0 },
-        { OP_GET, "blob", 0, 0, 0 }, /* AXSTM_ETYPE */
+        {OP_SET, "n1", 1, 0, 0},
+        {OP_SET_BLOB, "n2", 2, 0, 0},
+        {OP_GET, "blob", 0, 0, 0}, /* AXSTM_ETYPE */
     };
     struct op waits[] = {
-        { OP_SET, "n1", 1, 0, 0 },
-        { OP_SET_BLOB, "n2", 2, 0, 0 },
-        { OP_GET, "flag", 0, 0, 0 }, /* missing: the body retries */
+        {OP_SET, "n1", 1, 0, 0},
+        {OP_SET_BLOB, "n2", 2, 0, 0},
+        {OP_GET, "flag", 0, 0, 0}, /* missing: the body retries */
     };
-    struct script sc = { waits, NOPS(waits), AXSTM_RETRY, 0 };
+    struct script sc = {waits, NOPS(waits), AXSTM_RETRY, 0};
     axstm_watch *w = NULL;
     unsigned char blob[BLOB_LEN];
 
@@ -1527,8 +1525,7 @@ START_TEST(rolled_back_sets_of_new_keys_leave_no_key)
     ck_assert_int_eq(run_script(s, lib, NOPS(lib), AXSTM_OK), AXSTM_ETYPE);
     /* Timed out, without waiting and after waiting. */
     ck_assert_int_eq(axstm_atomically_timed(s, script_body, &sc, 0), AXSTM_ETIMEDOUT);
-    ck_assert_int_eq(axstm_atomically_timed(s, script_body, &sc, 1000 * 1000),
-                     AXSTM_ETIMEDOUT);
+    ck_assert_int_eq(axstm_atomically_timed(s, script_body, &sc, 1000 * 1000), AXSTM_ETIMEDOUT);
     /* Retried without blocking: the watch keeps no key either. */
     ck_assert_int_eq(axstm_try_atomically(s, script_body, &sc, &w), AXSTM_RETRY);
     ck_assert_ptr_nonnull(w);
@@ -1562,7 +1559,7 @@ static int read_missing_body(axstm_txn *tx, void *arg)
 START_TEST(reads_of_missing_keys_create_no_key)
 {
     axstm_store *s = tu_store_ok();
-    int rc[4] = { 1, 1, 1, 1 }, i;
+    int rc[4] = {1, 1, 1, 1}, i;
     axstm_stats st = tu_stats_ok(s);
 
     ck_assert_int_eq(axstm_atomically(s, read_missing_body, rc), AXSTM_OK);
@@ -1591,10 +1588,10 @@ static void af_ops(struct op *ops)
     int i;
     for (i = 0; i < AF_NEW; i++) {
         snprintf(af_names[i], sizeof af_names[i], "new.%d", i);
-        ops[i] = (struct op){ OP_SET, af_names[i], i, 0, 0 };
+        ops[i] = (struct op){OP_SET, af_names[i], i, 0, 0};
     }
-    ops[AF_NEW] = (struct op){ OP_SET_BLOB, "blob", 4, 0, 0 };
-    ops[AF_NEW + 1] = (struct op){ OP_GET, "missing", 0, 0, 0 };
+    ops[AF_NEW] = (struct op){OP_SET_BLOB, "blob", 4, 0, 0};
+    ops[AF_NEW + 1] = (struct op){OP_GET, "missing", 0, 0, 0};
 }
 
 /* After an out-of-memory failure: only "old" is in the store, as it was. */
@@ -1666,7 +1663,7 @@ END_TEST
 
 START_TEST(watch_on_missing_keys_creates_no_key_and_fires_on_commit)
 {
-    static const char *const keys[] = { "m1", "m2", "m3", "m2" };
+    static const char *const keys[] = {"m1", "m2", "m3", "m2"};
     axstm_store *s = tu_store_ok();
     axstm_watch *w;
     unsigned long n, made = 0, enomem = 0;
@@ -1733,8 +1730,7 @@ struct slow_walk {
 };
 
 /* Waits on its first visit until released; checks that "big" is whole. */
-static int slow_visit(const char *key, uint64_t version, const void *data, size_t len,
-                      void *arg)
+static int slow_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     struct slow_walk *w = arg;
     const unsigned char *p = data;
@@ -1845,7 +1841,7 @@ START_TEST(key_per_item_churn_keeps_memory_flat)
     for (i = 0; i < items; i++) {
         char key[32];
         const char *keyp = key;
-        int rc[4] = { AXSTM_OK, AXSTM_OK, AXSTM_OK, AXSTM_OK }, k;
+        int rc[4] = {AXSTM_OK, AXSTM_OK, AXSTM_OK, AXSTM_OK}, k;
         snprintf(key, sizeof key, "item.%lu", i);
         if (i % 3 == 0) {
             axstm_value *h = NULL;
@@ -1868,8 +1864,8 @@ START_TEST(key_per_item_churn_keeps_memory_flat)
                 axstm_collection_free(c);
             }
         } else {
-            struct op set[] = { { OP_SET_BLOB, key, 5, 0, 0 } };
-            struct op del[] = { { OP_DEL, key, 0, 0, 0 } };
+            struct op set[] = {{OP_SET_BLOB, key, 5, 0, 0}};
+            struct op del[] = {{OP_DEL, key, 0, 0, 0}};
             rc[0] = run_script(s, set, 1, AXSTM_OK);
             rc[1] = run_script(s, del, 1, AXSTM_OK);
         }
@@ -1895,8 +1891,8 @@ START_TEST(key_per_item_churn_keeps_memory_flat)
     ck_assert_uint_eq(max_keys, 0);
     assert_keys(s, 0);
     ck_assert_msg(most <= base + slack && st.bytes <= base + slack,
-                  "after %lu items: %llu bytes (at most %llu on the way), after %lu: %llu",
-                  items, (unsigned long long)st.bytes, (unsigned long long)most, base_at,
+                  "after %lu items: %llu bytes (at most %llu on the way), after %lu: %llu", items,
+                  (unsigned long long)st.bytes, (unsigned long long)most, base_at,
                   (unsigned long long)base);
     axstm_store_free(s);
 }
@@ -2014,16 +2010,16 @@ static void check_incarnations(axstm_store *s, struct reclog *const *logs, size_
                 if (all[j].gen != writes)
                     ck_abort_msg("%s, incarnation %#llx: gen %llu committed where %llu was due "
                                  "(a lost update, or a commit over a dead incarnation)",
-                                 name, (unsigned long long)r->id,
-                                 (unsigned long long)all[j].gen, (unsigned long long)writes);
+                                 name, (unsigned long long)r->id, (unsigned long long)all[j].gen,
+                                 (unsigned long long)writes);
                 writes++;
             } else {
                 deletes++;
                 if (writes == 0 || all[j].gen != writes - 1)
                     ck_abort_msg("%s, incarnation %#llx: deleted at gen %llu, but gens 0..%lld "
                                  "were committed",
-                                 name, (unsigned long long)r->id,
-                                 (unsigned long long)all[j].gen, (long long)writes - 1);
+                                 name, (unsigned long long)r->id, (unsigned long long)all[j].gen,
+                                 (long long)writes - 1);
             }
         }
         ck_assert_msg(deletes <= 1, "%s, incarnation %#llx deleted %zu times", name,
@@ -2043,16 +2039,17 @@ static void check_incarnations(axstm_store *s, struct reclog *const *logs, size_
     for (i = 0; i < nnames; i++) {
         const tu_entry *e = tu_snapshot_find(&snap, names[i]);
         struct incval fv;
-        int got = e == NULL ? 0 : read_inc(e->has_value ? (const void *)e->data : NULL,
-                                           e->has_value ? e->len : 0, e->version, &fv);
+        int got = e == NULL ? 0
+                            : read_inc(e->has_value ? (const void *)e->data : NULL,
+                                       e->has_value ? e->len : 0, e->version, &fv);
         /* (A value of 0 length is never written.) */
         if (e != NULL && e->has_value && e->len == 0)
             got = -1;
-        ck_assert_msg(got >= 0, "%s: a wrong state at the end (version %llu, %zu bytes)",
-                      names[i], e ? (unsigned long long)e->version : 0ULL, e ? e->len : 0);
+        ck_assert_msg(got >= 0, "%s: a wrong state at the end (version %llu, %zu bytes)", names[i],
+                      e ? (unsigned long long)e->version : 0ULL, e ? e->len : 0);
         ck_assert_msg(live[i] == (unsigned)got,
-                      "%s: %u incarnations left undeleted, the key holds %d", names[i],
-                      live[i], got);
+                      "%s: %u incarnations left undeleted, the key holds %d", names[i], live[i],
+                      got);
     }
     tu_snapshot_free(&snap);
     free(all);
@@ -2140,7 +2137,7 @@ static void log_decision(struct worker *w, uint32_t name, int what, struct incva
 
 static void worker_handles(struct worker *w)
 {
-    axstm_value *held[2] = { NULL, NULL };
+    axstm_value *held[2] = {NULL, NULL};
     unsigned long op;
     for (op = 0; op < w->ops; op++) {
         uint64_t r = tu_rand(&w->rng);
@@ -2297,8 +2294,7 @@ struct auditor {
     int last_error;
 };
 
-static int audit_visit(const char *key, uint64_t version, const void *data, size_t len,
-                       void *arg)
+static int audit_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     struct auditor *a = arg;
     struct incval iv;
@@ -2380,8 +2376,7 @@ START_TEST(shared_names_created_and_deleted_under_auditor)
 
     for (i = 0; i < WORKERS; i++) {
         ck_assert_msg(w[i].errors == 0, "worker %d (mode %d): %lu errors, the last %d (%s)", i,
-                      w[i].mode, w[i].errors, w[i].last_error,
-                      axstm_strerror(w[i].last_error));
+                      w[i].mode, w[i].errors, w[i].last_error, axstm_strerror(w[i].last_error));
         commits += w[i].commits;
         deletes += w[i].deletes;
     }
@@ -2518,12 +2513,12 @@ START_TEST(key_per_item_queue_delivers_each_item_once)
     tu_snapshot snap;
 
     for (i = 0; i < Q_CONSUMERS; i++) {
-        cons[i] = (struct qworker){ s, (unsigned)i, total / Q_CONSUMERS, NULL, 0, 12345 };
+        cons[i] = (struct qworker){s, (unsigned)i, total / Q_CONSUMERS, NULL, 0, 12345};
         cons[i].got = tu_xmalloc((size_t)cons[i].n * sizeof *cons[i].got);
         tu_start(&tc[i], consumer_main, &cons[i]);
     }
     for (i = 0; i < Q_PRODUCERS; i++) {
-        prod[i] = (struct qworker){ s, (unsigned)i, per_producer, NULL, 0, 12345 };
+        prod[i] = (struct qworker){s, (unsigned)i, per_producer, NULL, 0, 12345};
         tu_start(&tp[i], producer_main, &prod[i]);
     }
     for (i = 0; i < Q_PRODUCERS; i++)
@@ -2558,8 +2553,8 @@ START_TEST(key_per_item_queue_delivers_each_item_once)
     ck_assert_int_eq(k, total);
     qsort(all, (size_t)total, sizeof *all, i64_cmp);
     for (i = 0; i < total; i++) {
-        int64_t want = (int64_t)((uint64_t)(i / per_producer + 1) << 32 |
-                                 (uint64_t)(i % per_producer));
+        int64_t want =
+            (int64_t)((uint64_t)(i / per_producer + 1) << 32 | (uint64_t)(i % per_producer));
         ck_assert_msg(all[i] == want, "item %lld consumed %s", (long long)want,
                       all[i] < want ? "twice" : "never");
     }
@@ -2594,7 +2589,7 @@ END_TEST
 #define CHURNERS 2
 #define LONG_WAIT 600
 
-static const char *const stale_names[] = { "k" };
+static const char *const stale_names[] = {"k"};
 
 struct churner {
     axstm_store *s;
@@ -2608,7 +2603,7 @@ struct churner {
 
 static void *churner_main(void *arg)
 {
-    static const char *const keys[] = { "k", "deletes" };
+    static const char *const keys[] = {"k", "deletes"};
     struct churner *c = arg;
     while (!atomic_load(c->stop)) {
         axstm_collection *col;
@@ -2787,8 +2782,7 @@ START_TEST(stale_handle_never_commits_over_newer_incarnation)
                       c[i].last_error);
         deletes += c[i].deletes;
     }
-    ck_assert_msg(h.errors == 0, "stale holder: %lu errors, the last %d", h.errors,
-                  h.last_error);
+    ck_assert_msg(h.errors == 0, "stale holder: %lu errors, the last %d", h.errors, h.last_error);
     ck_assert_uint_eq(h.must_fail, h.rounds / 4 * 3);
     ck_assert_uint_ge(deletes, h.must_fail);
     check_incarnations(s, logs, CHURNERS + 1, stale_names, 1);

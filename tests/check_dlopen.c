@@ -67,8 +67,8 @@ static int find_shared_object(void)
             found = 0;
             break;
         }
-        if ((size_t)snprintf(so_path, sizeof so_path, "%s/lib/.libs/%.*s", top, (int)n, p)
-            < sizeof so_path)
+        if ((size_t)snprintf(so_path, sizeof so_path, "%s/lib/.libs/%.*s", top, (int)n, p) <
+            sizeof so_path)
             found = 1;
         break;
     }
@@ -150,12 +150,11 @@ static void *worker_main(void *arg)
 }
 
 /* POSIX lets dlsym's object pointer be converted to a function pointer. */
-#define LOAD(h, field, name)                                                   \
-    ((w.api.field = (__typeof__(w.api.field))dlsym((h), (name))) != NULL)
+#define LOAD(h, field, name) ((w.api.field = (__typeof__(w.api.field))dlsym((h), (name))) != NULL)
 
 static int dlclose_scenario(void)
 {
-    struct worker w = { .failed = 0 };
+    struct worker w = {.failed = 0};
     int used[2], release[2];
     pthread_t t;
     char byte = 'r';
@@ -167,8 +166,8 @@ static int dlclose_scenario(void)
     }
     if (!(LOAD(h, store_new, "axstm_store_new") && LOAD(h, usevar, "axstm_usevar") &&
           LOAD(h, value_set_i64, "axstm_value_set_i64") &&
-          LOAD(h, value_commit, "axstm_value_commit") &&
-          LOAD(h, value_free, "axstm_value_free") && LOAD(h, store_free, "axstm_store_free"))) {
+          LOAD(h, value_commit, "axstm_value_commit") && LOAD(h, value_free, "axstm_value_free") &&
+          LOAD(h, store_free, "axstm_store_free"))) {
         fprintf(stderr, "check_dlopen: dlsym: %s\n", dlerror());
         return CHILD_DLSYM;
     }

@@ -215,8 +215,7 @@ static void child_ok(pid_t pid, int round, int report)
             kill(pid, SIGKILL);
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
-            ck_abort_msg("fork %d: the child still ran after %.0f s: killed", round,
-                         CHILD_LIMIT_S);
+            ck_abort_msg("fork %d: the child still ran after %.0f s: killed", round, CHILD_LIMIT_S);
         }
         tu_sleep_ns(1000000);
     }
@@ -234,8 +233,8 @@ static void child_ok(pid_t pid, int round, int report)
          * exit status says the same. */
         if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
             ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == said,
-                          "fork %d: the child said %d, then ended with wait status %#x",
-                          round, said, (unsigned)status);
+                          "fork %d: the child said %d, then ended with wait status %#x", round,
+                          said, (unsigned)status);
     } else {
         ck_assert_msg(WIFEXITED(status), "fork %d: the child died of signal %d", round,
                       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
@@ -460,8 +459,7 @@ static void *committer_main(void *arg)
 
 /* Holds a pin, in a foreach visitor or in a transaction body, until the
  * test has forked. */
-static int pinned_visit(const char *key, uint64_t version, const void *data, size_t len,
-                        void *arg)
+static int pinned_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     (void)key;
     (void)version;
@@ -559,7 +557,8 @@ START_TEST(child_of_busy_parent_frees_old_store_and_uses_new_ones)
 
 #if defined(UNDER_SANITIZER)
     printf("note: skipped under %s (its runtime's locks do not survive a fork amid "
-           "allocations)\n", UNDER_SANITIZER);
+           "allocations)\n",
+           UNDER_SANITIZER);
     return;
 #endif
     memset(&b, 0, sizeof b);
@@ -572,8 +571,7 @@ START_TEST(child_of_busy_parent_frees_old_store_and_uses_new_ones)
     (void)axstm__thread_slot(); /* the test's thread: a slot of its own */
     {
         axstm_value *v = tu_usevar_ok(b.s, "busy.a");
-        ck_assert_int_eq(axstm_value_set_str(v, "the a side, long enough to be a blob"),
-                         AXSTM_OK);
+        ck_assert_int_eq(axstm_value_set_str(v, "the a side, long enough to be a blob"), AXSTM_OK);
         ck_assert_int_eq(tu_commit(v), AXSTM_OK);
         axstm_value_free(v);
         v = tu_usevar_ok(b.s, "busy.b");

@@ -87,8 +87,7 @@ static void rd_absent(hist_recorder *r, unsigned thread, uint32_t key, uint64_t 
     hist_read_absent(lg(r, thread), key, deleter, version);
 }
 
-static void del(hist_recorder *r, unsigned thread, uint32_t key, uint64_t prev,
-                uint64_t version)
+static void del(hist_recorder *r, unsigned thread, uint32_t key, uint64_t prev, uint64_t version)
 {
     hist_delete(lg(r, thread), key, prev, version);
 }

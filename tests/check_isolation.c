@@ -64,8 +64,7 @@ static void assert_stale_read_refused(int (*op)(struct interloper *))
     ck_assert_int_eq(st.a_first, 0);
     /* The first run read a = 0; c = 1 (committed with a = 1) would be a
      * state no serial order gives.  The read must fail, or give c = 0. */
-    ck_assert_msg(st.c_rc == AXSTM_CONCURRENT_UPDATE ||
-                      (st.c_rc == AXSTM_OK && st.c_first == 0),
+    ck_assert_msg(st.c_rc == AXSTM_CONCURRENT_UPDATE || (st.c_rc == AXSTM_OK && st.c_first == 0),
                   "after a = 0 the body read c: %s, %lld", axstm_strerror(st.c_rc),
                   (long long)st.c_first);
     ck_assert_uint_eq(st.runs, 2);
@@ -111,7 +110,7 @@ static int xy_write_body(axstm_txn *tx, void *arg)
 
 static void *xy_writer_main(void *arg)
 {
-    static const char *const keys[] = { "x", "y" };
+    static const char *const keys[] = {"x", "y"};
     struct xy_run *r = arg;
     axstm_collection *c = NULL;
     unsigned long rounds = 0;
@@ -234,9 +233,8 @@ static void assert_invariant_holds_inside_readers(int via_handles)
     ck_assert_int_ge(run.writes, XY_QUOTA);
     for (i = 0; i < READERS; i++) {
         ck_assert_msg(rd[i].broken == 0,
-                      "reader %d saw x + y != 0 inside %ld of %ld bodies (x=%lld y=%lld)",
-                      i, rd[i].broken, rd[i].checked, (long long)rd[i].bad_x,
-                      (long long)rd[i].bad_y);
+                      "reader %d saw x + y != 0 inside %ld of %ld bodies (x=%lld y=%lld)", i,
+                      rd[i].broken, rd[i].checked, (long long)rd[i].bad_x, (long long)rd[i].bad_y);
         ck_assert_msg(rd[i].errors == 0, "reader %d: %s", i, axstm_strerror(rd[i].last_rc));
         ck_assert_int_ge(rd[i].done, XY_QUOTA);
     }
@@ -293,7 +291,7 @@ static int drop_then_read_body(axstm_txn *tx, void *arg)
 START_TEST(read_only_transaction_publishes_nothing)
 {
     axstm_store *s = tu_store_ok();
-    struct pair_sum p = { 0 };
+    struct pair_sum p = {0};
     axstm_value *h;
     axstm_stats st;
 
@@ -468,8 +466,8 @@ START_TEST(bank_total_is_conserved)
     ck_assert_int_gt(refused, 0); /* rollback was exercised */
     ck_assert_msg(aud.errors == 0, "auditor: %s", axstm_strerror(aud.last_rc));
     ck_assert_int_ge(aud.audits, BANK_QUOTA);
-    ck_assert_msg(aud.wrong == 0, "the auditor saw %ld wrong totals of %ld (e.g. %lld)",
-                  aud.wrong, aud.checked, (long long)aud.bad_sum);
+    ck_assert_msg(aud.wrong == 0, "the auditor saw %ld wrong totals of %ld (e.g. %lld)", aud.wrong,
+                  aud.checked, (long long)aud.bad_sum);
     ck_assert_int_eq(aud.negative, 0);
     for (i = 0; i < BANK_ACCOUNTS; i++) {
         int64_t x = i64_of(run.s, bank_names[i]);
@@ -530,7 +528,7 @@ START_TEST(write_skew_is_prevented)
 {
     axstm_store *s = tu_store_ok();
     struct interloper it;
-    struct skew sk = { &it, 0 };
+    struct skew sk = {&it, 0};
     int rc;
 
     tu_put_i64(s, "a", 0);
@@ -710,8 +708,7 @@ START_TEST(long_transaction_finishes_under_hammering)
                   rc == GAVE_UP ? "starved" : axstm_strerror(rc), rounds, b.runs);
     /* Not starving means a bounded number of lost attempts, not a lucky
      * quiet moment: the fallback comes after a handful of them. */
-    ck_assert_msg(most_runs <= PG_MAX_RUNS, "one big transaction ran %lu times",
-                  most_runs);
+    ck_assert_msg(most_runs <= PG_MAX_RUNS, "one big transaction ran %lu times", most_runs);
     for (i = 0; i < HAMMERS; i++) {
         ck_assert_msg(h[i].errors == 0, "hammer %d: %s", i, axstm_strerror(h[i].last_rc));
         ck_assert_msg(h[i].done > 0, "hammer %d never committed", i);
@@ -752,8 +749,8 @@ static int loser_body(axstm_txn *tx, void *arg)
 START_TEST(body_that_keeps_losing_finishes)
 {
     axstm_store *s = tu_store_ok();
-    static const char *const keys[] = { "r", "a", "b", "c" };
-    struct loser l = { 0, 25 };
+    static const char *const keys[] = {"r", "a", "b", "c"};
+    struct loser l = {0, 25};
     size_t i;
     tu_put_i64(s, "r", 1);
     tu_put_i64(s, "a", 1);

@@ -17,7 +17,7 @@
 struct alt {
     unsigned runs[4];
     int rc_or_else;
-    int code;  /* what a branch returns */
+    int code; /* what a branch returns */
     int seen_rc[6];
     int64_t seen[6];
     struct later *later;
@@ -133,7 +133,7 @@ END_TEST
 
 START_TEST(first_code_is_returned_as_is)
 {
-    static const int codes[] = { 42, NOT_ENOUGH_MONEY, AXSTM_ENOVALUE, AXSTM_ETYPE };
+    static const int codes[] = {42, NOT_ENOUGH_MONEY, AXSTM_ENOVALUE, AXSTM_ETYPE};
     size_t i;
     for (i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         axstm_store *s = tu_store_ok();
@@ -382,8 +382,7 @@ START_TEST(retried_first_branch_reads_are_waited_on)
     later_join(&l);
 
     ck_assert_int_eq(l.rc, AXSTM_OK);
-    ck_assert_msg(rc == AXSTM_OK, "waiting on the first branch's read: %s",
-                  axstm_strerror(rc));
+    ck_assert_msg(rc == AXSTM_OK, "waiting on the first branch's read: %s", axstm_strerror(rc));
     ck_assert_int_eq(a.seen[0], 5);
     ck_assert_msg(took >= 0.04, "returned after %.4f s: did not wait", took);
     ck_assert_uint_ge(a.runs[0], 2);

@@ -49,8 +49,7 @@ static void put_str(axstm_store *s, const char *key, const char *str)
     axstm_value_free(v);
 }
 
-static void assert_str_value(axstm_store *s, const char *key, const char *want,
-                             uint64_t version)
+static void assert_str_value(axstm_store *s, const char *key, const char *want, uint64_t version)
 {
     axstm_value *v = usevar_ok(s, key);
     const char *got = NULL;
@@ -60,10 +59,10 @@ static void assert_str_value(axstm_store *s, const char *key, const char *want,
     axstm_value_free(v);
 }
 
-#define SKIP_WITHOUT_SERVER()                                                                \
-    do {                                                                                     \
-        if (!start())                                                                        \
-            return; /* no redis-server on this machine: nothing to test against */          \
+#define SKIP_WITHOUT_SERVER()                                                      \
+    do {                                                                           \
+        if (!start())                                                              \
+            return; /* no redis-server on this machine: nothing to test against */ \
     } while (0)
 
 /* ------------------------------------------------------------------ */
@@ -146,16 +145,14 @@ START_TEST(collection_commits_all_or_nothing)
     axstm_collection *c = NULL;
     ck_assert_int_eq(axstm_using(a, keys, 3, &c), AXSTM_OK);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(axstm_value_set_i64(axstm_collection_at(c, (size_t)i), 10 + i),
-                         AXSTM_OK);
+        ck_assert_int_eq(axstm_value_set_i64(axstm_collection_at(c, (size_t)i), 10 + i), AXSTM_OK);
     ck_assert_int_eq(axstm_collection_commit(c), AXSTM_OK);
     /* Someone commits y: the whole collection is refused. */
     axstm_value *y = usevar_ok(b, "y");
     ck_assert_int_eq(axstm_value_set_i64(y, 99), AXSTM_OK);
     ck_assert_int_eq(axstm_value_commit(y), AXSTM_OK);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(axstm_value_set_i64(axstm_collection_at(c, (size_t)i), 20 + i),
-                         AXSTM_OK);
+        ck_assert_int_eq(axstm_value_set_i64(axstm_collection_at(c, (size_t)i), 20 + i), AXSTM_OK);
     ck_assert_int_eq(axstm_collection_commit(c), AXSTM_CONCURRENT_UPDATE);
     int64_t got;
     axstm_value *x = usevar_ok(b, "x");

@@ -68,7 +68,7 @@ static int put_body(axstm_txn *tx, void *arg)
 
 static void q_put_ok(axstm_store *s, const char *q, int64_t x)
 {
-    struct putter p = { q, x };
+    struct putter p = {q, x};
     ck_assert_int_eq(axstm_atomically(s, put_body, &p), AXSTM_OK);
 }
 
@@ -92,7 +92,7 @@ static int get_body(axstm_txn *tx, void *arg)
 
 static int later_put(struct later *l)
 {
-    struct putter p = { l->key, l->x };
+    struct putter p = {l->key, l->x};
     return axstm_atomically(l->s, put_body, &p);
 }
 
@@ -104,7 +104,7 @@ START_TEST(blocking_get_waits_for_put)
 {
     axstm_store *s = tu_store_ok();
     struct later l;
-    struct getter g = { "q", -1, 0, &l };
+    struct getter g = {"q", -1, 0, &l};
     axstm_stats st;
     double t0, took;
     int rc;
@@ -134,7 +134,7 @@ START_TEST(timed_get_times_out)
 {
     const double timeout = 0.1;
     axstm_store *s = tu_store_ok();
-    struct getter g = { "q", -1, 0, NULL };
+    struct getter g = {"q", -1, 0, NULL};
     tu_snapshot before, after;
     double t0, took;
     int rc;
@@ -183,7 +183,7 @@ START_TEST(timed_get_returns_when_put_comes_in_time)
 {
     axstm_store *s = tu_store_ok();
     struct later l;
-    struct getter g = { "q", -1, 0, &l };
+    struct getter g = {"q", -1, 0, &l};
     int rc;
 
     later_start(&l, s, later_put, 0.02, "q", 9);
@@ -280,7 +280,7 @@ START_TEST(timed_call_keeps_deadline_under_busy_keys)
     struct bt_run run;
     struct bt_writer w[BT_WRITERS];
     pthread_t th[BT_WRITERS];
-    struct bt_call c = { 0, 0, 0 };
+    struct bt_call c = {0, 0, 0};
     double give_up;
     int i, calls = 0, rc = AXSTM_ETIMEDOUT;
 
@@ -421,7 +421,7 @@ static void assert_wakes_on_first_value(int create_first, int (*op)(struct later
 {
     axstm_store *s = tu_store_ok();
     struct later l;
-    struct valwait w = { "v", -1, 0, &l };
+    struct valwait w = {"v", -1, 0, &l};
     double t0, took;
     int rc;
 
@@ -461,20 +461,18 @@ END_TEST
  * taken it yet. */
 static size_t waiters_on(axstm_store *s, const char *key, size_t *notified)
 {
-    struct axstm__keyref ref = { key, strlen(key), 0, NULL };
+    struct axstm__keyref ref = {key, strlen(key), 0, NULL};
     size_t n = 0;
     /* Pinned throughout: neither the entry nor a node taken out meanwhile
      * is freed under us. */
     unsigned pin = axstm__epoch_pin(&s->epoch);
     *notified = 0;
     axstm__table_find(&s->table, &ref);
-    for (struct axstm__waitnode *node = ref.entry != NULL ? atomic_load(&ref.entry->waiters)
-                                                          : NULL;
+    for (struct axstm__waitnode *node = ref.entry != NULL ? atomic_load(&ref.entry->waiters) : NULL;
          node != NULL; node = atomic_load(&node->next)) {
         int posted = 0;
         n++;
-        if (node->waiter->fd < 0 && sem_getvalue(&node->waiter->sem, &posted) == 0 &&
-            posted > 0)
+        if (node->waiter->fd < 0 && sem_getvalue(&node->waiter->sem, &posted) == 0 && posted > 0)
             ++*notified;
     }
     axstm__epoch_unpin(&s->epoch, pin);
@@ -591,8 +589,8 @@ START_TEST(unrelated_commits_do_not_wake)
     ck_assert(await_flag(&u.decoy_armed));
     ck_assert(await_flag(&w.armed));
     give_up = tu_now() + watchdog_seconds();
-    while ((registered = waiters_on(s, "watched", &notified)) == 0 &&
-           !atomic_load(&w.done) && tu_now() < give_up)
+    while ((registered = waiters_on(s, "watched", &notified)) == 0 && !atomic_load(&w.done) &&
+           tu_now() < give_up)
         tu_sleep_ns(200000);
     for (i = 0; registered == 1 && i < UNRELATED_COMMITS; i++) {
         const char *k = decoy_names[i % DECOYS];
@@ -614,15 +612,14 @@ START_TEST(unrelated_commits_do_not_wake)
     pthread_join(decoy, NULL);
 
     ck_assert_msg(registered == 1 && notified == 0,
-                  "%zu waiters on \"watched\" (%zu notified) before the other commits",
-                  registered, notified);
+                  "%zu waiters on \"watched\" (%zu notified) before the other commits", registered,
+                  notified);
     ck_assert_msg(errors == 0, "unrelated commit: %s", axstm_strerror(last_rc));
     ck_assert_int_eq(commits, UNRELATED_COMMITS);
     ck_assert_msg(!done_after && runs_after == 1 && still == 1 && notified_after == 0,
                   "after %ld commits of other keys: the wait %s, the body ran %u times, "
                   "%zu waiters (%zu notified)",
-                  commits, done_after ? "ended" : "goes on", runs_after, still,
-                  notified_after);
+                  commits, done_after ? "ended" : "goes on", runs_after, still, notified_after);
     ck_assert_msg(w.rc == AXSTM_OK, "waiting on \"watched\": %s", axstm_strerror(w.rc));
     ck_assert_int_eq(w.x, 1);
     ck_assert_uint_eq(atomic_load(&w.runs), 2);
@@ -870,7 +867,7 @@ static void assert_no_lost_wakeup(int two_queues)
         pthread_join(pth[i], NULL);
     /* One sentinel per consumer: each stops at the first it takes. */
     for (i = 0; i < QW_CONSUMERS; i++) {
-        struct putter pt = { two_queues && i % 2 ? "q2" : "q1", QW_SENTINEL };
+        struct putter pt = {two_queues && i % 2 ? "q2" : "q1", QW_SENTINEL};
         int rc = axstm_atomically(run.s, put_body, &pt);
         if (rc != AXSTM_OK)
             prod[0].errors++, prod[0].last_rc = rc;
@@ -879,8 +876,7 @@ static void assert_no_lost_wakeup(int two_queues)
         pthread_join(cth[i], NULL);
 
     for (i = 0; i < QW_PRODUCERS; i++) {
-        ck_assert_msg(prod[i].errors == 0, "producer %d: %s", i,
-                      axstm_strerror(prod[i].last_rc));
+        ck_assert_msg(prod[i].errors == 0, "producer %d: %s", i, axstm_strerror(prod[i].last_rc));
         ck_assert_msg(!prod[i].not_armed, "the consumers never all found the queue empty");
     }
     for (i = 0; i < QW_CONSUMERS; i++) {

@@ -11,11 +11,11 @@
 #include "alloc.h"
 
 #define CODE_VALUE_(name, value, msg) AXSTM_##name,
-static const int codes[] = { AXSTM_CODE_MAP(CODE_VALUE_) };
+static const int codes[] = {AXSTM_CODE_MAP(CODE_VALUE_)};
 #undef CODE_VALUE_
 
 #define CODE_NAME_(name, value, msg) #name,
-static const char *const code_names[] = { AXSTM_CODE_MAP(CODE_NAME_) };
+static const char *const code_names[] = {AXSTM_CODE_MAP(CODE_NAME_)};
 #undef CODE_NAME_
 
 #define NCODES (sizeof codes / sizeof codes[0])
@@ -30,8 +30,7 @@ START_TEST(ok_is_zero_and_the_rest_negative)
     ck_assert_int_eq(AXSTM_OK, 0);
     ck_assert_int_eq(codes[0], AXSTM_OK);
     for (i = 1; i < NCODES; i++)
-        ck_assert_msg(codes[i] < 0, "AXSTM_%s is %d, not negative",
-                      code_names[i], codes[i]);
+        ck_assert_msg(codes[i] < 0, "AXSTM_%s is %d, not negative", code_names[i], codes[i]);
 }
 END_TEST
 
@@ -40,8 +39,8 @@ START_TEST(codes_are_distinct)
     size_t i, j;
     for (i = 0; i < NCODES; i++)
         for (j = i + 1; j < NCODES; j++)
-            ck_assert_msg(codes[i] != codes[j], "AXSTM_%s == AXSTM_%s",
-                          code_names[i], code_names[j]);
+            ck_assert_msg(codes[i] != codes[j], "AXSTM_%s == AXSTM_%s", code_names[i],
+                          code_names[j]);
 }
 END_TEST
 
@@ -49,10 +48,11 @@ START_TEST(every_named_code_is_in_the_map)
 {
     /* The codes API.md names must all come from the one list. */
     static const int named[] = {
-        AXSTM_OK,     AXSTM_CONCURRENT_UPDATE, AXSTM_BUSY_RETRY,
-        AXSTM_RETRY,  AXSTM_ETIMEDOUT,         AXSTM_EINVAL,
-        AXSTM_E2BIG,  AXSTM_ENOMEM,            AXSTM_ENOVALUE,
-        AXSTM_ETYPE,
+        AXSTM_OK,         AXSTM_CONCURRENT_UPDATE,
+        AXSTM_BUSY_RETRY, AXSTM_RETRY,
+        AXSTM_ETIMEDOUT,  AXSTM_EINVAL,
+        AXSTM_E2BIG,      AXSTM_ENOMEM,
+        AXSTM_ENOVALUE,   AXSTM_ETYPE,
     };
     size_t i, j;
     for (i = 0; i < sizeof named / sizeof named[0]; i++) {
@@ -74,8 +74,7 @@ START_TEST(every_code_has_a_message)
     for (i = 0; i < NCODES; i++) {
         const char *m = axstm_strerror(codes[i]);
         ck_assert_msg(m != NULL, "strerror(AXSTM_%s) is NULL", code_names[i]);
-        ck_assert_msg(m[0] != '\0', "strerror(AXSTM_%s) is empty",
-                      code_names[i]);
+        ck_assert_msg(m[0] != '\0', "strerror(AXSTM_%s) is empty", code_names[i]);
     }
 }
 END_TEST
@@ -85,17 +84,14 @@ START_TEST(messages_are_distinct)
     size_t i, j;
     for (i = 0; i < NCODES; i++)
         for (j = i + 1; j < NCODES; j++)
-            ck_assert_msg(strcmp(axstm_strerror(codes[i]),
-                                 axstm_strerror(codes[j])) != 0,
-                          "AXSTM_%s and AXSTM_%s share a message",
-                          code_names[i], code_names[j]);
+            ck_assert_msg(strcmp(axstm_strerror(codes[i]), axstm_strerror(codes[j])) != 0,
+                          "AXSTM_%s and AXSTM_%s share a message", code_names[i], code_names[j]);
 }
 END_TEST
 
 START_TEST(message_comes_from_the_map)
 {
-#define CODE_CHECK_(name, value, msg)                                          \
-    ck_assert_str_eq(axstm_strerror(AXSTM_##name), msg);
+#define CODE_CHECK_(name, value, msg) ck_assert_str_eq(axstm_strerror(AXSTM_##name), msg);
     AXSTM_CODE_MAP(CODE_CHECK_)
 #undef CODE_CHECK_
 }
@@ -109,8 +105,8 @@ static void assert_unknown_message(int code)
     ck_assert_msg(m[0] != '\0', "strerror(%d) is empty", code);
     /* An unknown code must not pass for one of the library's. */
     for (i = 0; i < NCODES; i++)
-        ck_assert_msg(strcmp(m, axstm_strerror(codes[i])) != 0,
-                      "strerror(%d) reads as AXSTM_%s", code, code_names[i]);
+        ck_assert_msg(strcmp(m, axstm_strerror(codes[i])) != 0, "strerror(%d) reads as AXSTM_%s",
+                      code, code_names[i]);
 }
 
 START_TEST(unknown_negative_codes)
@@ -255,11 +251,11 @@ static void expect(struct error_run *r, int got, int want)
 static void every_error(void *arg)
 {
     static char long_key[AXSTM_KEY_MAX + 2];
-    static const unsigned char three[3] = { 1, 2, 3 };
-    const char *const bad_keys[] = { "fine", "" };
-    const char *const long_keys[] = { "fine", long_key };
-    const char *const pair[] = { "pair.1", "pair.2" };
-    const char *const fresh[] = { "fresh" };
+    static const unsigned char three[3] = {1, 2, 3};
+    const char *const bad_keys[] = {"fine", ""};
+    const char *const long_keys[] = {"fine", long_key};
+    const char *const pair[] = {"pair.1", "pair.2"};
+    const char *const fresh[] = {"fresh"};
     struct error_run *r = arg;
     axstm_store *s = axstm_store_new(), *nomem;
     axstm_value *a = NULL, *b = NULL, *v = NULL;
@@ -346,7 +342,7 @@ START_TEST(errors_are_returned_not_printed)
 {
     /* The library reports through return codes only: it never prints, not
      * even for bad arguments, conflicts or running out of memory. */
-    struct error_run r = { 0 };
+    struct error_run r = {0};
     char first[256];
     long printed = bytes_printed(every_error, &r, first, sizeof first);
     ck_assert_msg(printed == 0, "the library printed %ld bytes: \"%s\"", printed, first);

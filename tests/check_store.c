@@ -57,7 +57,7 @@ START_TEST(free_releases_committed_values)
 {
     /* Run under valgrind/ASan: a store holding values must free them all. */
     axstm_store *s = tu_store_ok();
-    static const char *const keys[] = { "a", "b", "c" };
+    static const char *const keys[] = {"a", "b", "c"};
     axstm_collection *c = tu_using_ok(s, keys, 3);
     size_t i;
     for (i = 0; i < 3; i++)
@@ -76,7 +76,7 @@ END_TEST
 START_TEST(stats_count_keys)
 {
     axstm_store *s = tu_store_ok();
-    static const char *const keys[] = { "k1", "k4", "k5", "k4" };
+    static const char *const keys[] = {"k1", "k4", "k5", "k4"};
     axstm_value *v;
     axstm_collection *c;
 
@@ -103,7 +103,7 @@ END_TEST
 START_TEST(stats_count_commits_and_conflicts)
 {
     axstm_store *s = tu_store_ok();
-    static const char *const keys[] = { "x", "y", "z" };
+    static const char *const keys[] = {"x", "y", "z"};
     axstm_value *a = tu_usevar_ok(s, "x");
     axstm_value *b = tu_usevar_ok(s, "x");
     axstm_collection *c;
@@ -167,11 +167,11 @@ START_TEST(no_busy_retry_without_contention)
     /* AXSTM_BUSY_RETRY means only that a lock was held at that instant.
      * One thread alone holds no lock between calls, so however many
      * checkouts, refreshes and commits it makes, none may answer it. */
-    static const char *const keys[] = { "a", "b", "c" };
+    static const char *const keys[] = {"a", "b", "c"};
     axstm_store *s = tu_store_ok();
     axstm_value *v = NULL;
     axstm_collection *c = NULL;
-    struct tally t = { 0, 0 };
+    struct tally t = {0, 0};
     axstm_stats st;
     int i;
 
@@ -222,8 +222,7 @@ START_TEST(stats_bytes_follow_values)
     ck_assert_int_eq(axstm_value_set(v, big, BIG), AXSTM_OK);
     ck_assert_int_eq(tu_commit(v), AXSTM_OK);
     with_big = tu_stats_ok(s).bytes;
-    ck_assert_msg(with_big >= before + BIG,
-                  "a committed 4 MiB value is not counted: %llu -> %llu",
+    ck_assert_msg(with_big >= before + BIG, "a committed 4 MiB value is not counted: %llu -> %llu",
                   (unsigned long long)before, (unsigned long long)with_big);
 
     /* Overwrite it with a small value and drop every handle that could still
@@ -337,8 +336,7 @@ struct stop_walk {
     int code;
 };
 
-static int stop_visit(const char *key, uint64_t version, const void *data,
-                      size_t len, void *arg)
+static int stop_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     struct stop_walk *w = arg;
     (void)key;
@@ -387,8 +385,8 @@ struct reentrant_walk {
     int failures; /* calls inside visit that did not do what they should */
 };
 
-static int reentrant_visit(const char *key, uint64_t version, const void *data,
-                           size_t len, void *arg)
+static int reentrant_visit(const char *key, uint64_t version, const void *data, size_t len,
+                           void *arg)
 {
     struct reentrant_walk *w = arg;
     axstm_value *v = NULL;
@@ -424,7 +422,7 @@ static int reentrant_visit(const char *key, uint64_t version, const void *data,
 START_TEST(foreach_callback_may_call_the_library)
 {
     axstm_store *s = tu_store_ok();
-    struct reentrant_walk w = { s, 0, 0 };
+    struct reentrant_walk w = {s, 0, 0};
     tu_snapshot snap;
     size_t i;
     char key[16];
@@ -462,7 +460,7 @@ END_TEST
 START_TEST(foreach_of_empty_store)
 {
     axstm_store *s = tu_store_ok();
-    struct stop_walk w = { 0, 1, 5 };
+    struct stop_walk w = {0, 1, 5};
     ck_assert_int_eq(axstm_store_foreach(s, stop_visit, &w), AXSTM_OK);
     ck_assert_int_eq(w.visits, 0);
     axstm_store_free(s);
@@ -489,7 +487,7 @@ END_TEST
 START_TEST(foreach_bad_input)
 {
     axstm_store *s = tu_store_ok();
-    struct stop_walk w = { 0, 1, 5 };
+    struct stop_walk w = {0, 1, 5};
     axstm_value *v = tu_usevar_ok(s, "k");
     axstm_value_free(v);
     ck_assert_int_eq(axstm_store_foreach(NULL, stop_visit, &w), AXSTM_EINVAL);
@@ -499,8 +497,8 @@ START_TEST(foreach_bad_input)
 }
 END_TEST
 
-static int null_arg_visit(const char *key, uint64_t version, const void *data,
-                          size_t len, void *arg)
+static int null_arg_visit(const char *key, uint64_t version, const void *data, size_t len,
+                          void *arg)
 {
     (void)key;
     (void)version;
@@ -526,8 +524,7 @@ END_TEST
 
 enum { MANY = 100000 };
 
-static int many_visit(const char *key, uint64_t version, const void *data,
-                      size_t len, void *arg)
+static int many_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     unsigned char *seen = arg;
     long i;
@@ -565,8 +562,7 @@ START_TEST(many_keys)
             bad++;
             continue;
         }
-        if (axstm_value_version(v) != 0 ||
-            axstm_value_set_i64(v, (int64_t)i * 7) != AXSTM_OK)
+        if (axstm_value_version(v) != 0 || axstm_value_set_i64(v, (int64_t)i * 7) != AXSTM_OK)
             bad++;
         TU_RETRY(rc, axstm_value_commit(v));
         if (rc != AXSTM_OK)
@@ -575,8 +571,7 @@ START_TEST(many_keys)
         if (bad && first_bad < 0)
             first_bad = i;
     }
-    ck_assert_msg(bad == 0, "%ld failures creating keys, first at key.%ld", bad,
-                  first_bad);
+    ck_assert_msg(bad == 0, "%ld failures creating keys, first at key.%ld", bad, first_bad);
     ck_assert_uint_eq(tu_stats_ok(s).keys, MANY);
 
     for (i = 0; i < MANY; i++) {
@@ -676,8 +671,7 @@ START_TEST(hash_depends_on_every_byte_and_the_seed)
                 key[i] ^= (unsigned char)(1u << bit);
             }
         double mean = changed / (double)(8 * len);
-        ck_assert_msg(mean > 24 && mean < 40, "len %zu: %.1f bits change on average", len,
-                      mean);
+        ck_assert_msg(mean > 24 && mean < 40, "len %zu: %.1f bits change on average", len, mean);
     }
 }
 END_TEST

@@ -86,8 +86,7 @@ static void transfer(struct teller *t)
         axstm_value *vb = axstm_collection_at(c, 1);
         int64_t xa, xb, amount = (int64_t)(tu_rand(&t->seed) % 50);
 
-        if (axstm_value_get_i64(va, &xa) != AXSTM_OK ||
-            axstm_value_get_i64(vb, &xb) != AXSTM_OK ||
+        if (axstm_value_get_i64(va, &xa) != AXSTM_OK || axstm_value_get_i64(vb, &xb) != AXSTM_OK ||
             axstm_value_set_i64(va, xa - amount) != AXSTM_OK ||
             axstm_value_set_i64(vb, xb + amount) != AXSTM_OK) {
             t->errors++;
@@ -236,8 +235,7 @@ static void *auditor_main(void *arg)
     return NULL;
 }
 
-static int sum_visit(const char *key, uint64_t version, const void *data,
-                     size_t len, void *arg)
+static int sum_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     int64_t x;
     (void)key;
@@ -252,7 +250,7 @@ static int sum_visit(const char *key, uint64_t version, const void *data,
 static const struct {
     int threads, accounts;
 } bank_configs[] = {
-    { 1, 4 }, { 2, 4 }, { 4, 4 }, { 1, 1024 }, { 2, 1024 }, { 4, 1024 },
+    {1, 4}, {2, 4}, {4, 4}, {1, 1024}, {2, 1024}, {4, 1024},
 };
 
 START_TEST(bank_total_is_conserved)
@@ -304,8 +302,7 @@ START_TEST(bank_total_is_conserved)
     elapsed = tu_now() - t0;
 
     for (i = 0; i < nthreads; i++) {
-        ck_assert_msg(tellers[i].errors == 0, "teller %d: %ld errors", i,
-                      tellers[i].errors);
+        ck_assert_msg(tellers[i].errors == 0, "teller %d: %ld errors", i, tellers[i].errors);
         ck_assert_msg(tellers[i].transfers >= TELLER_QUOTA,
                       "teller %d made %ld transfers in %.0f s (the hang guard)", i,
                       tellers[i].transfers, elapsed);
@@ -314,8 +311,8 @@ START_TEST(bank_total_is_conserved)
         busy += tellers[i].busy;
     }
     ck_assert_int_eq(aud.errors, 0);
-    ck_assert_msg(aud.wrong_totals == 0, "%ld of %ld audits saw a wrong total",
-                  aud.wrong_totals, aud.snapshots);
+    ck_assert_msg(aud.wrong_totals == 0, "%ld of %ld audits saw a wrong total", aud.wrong_totals,
+                  aud.snapshots);
     ck_assert_msg(aud.snapshots >= AUDIT_QUOTA,
                   "the auditor got %ld snapshots in %.0f s (the hang guard)", aud.snapshots,
                   elapsed);
@@ -337,9 +334,9 @@ START_TEST(bank_total_is_conserved)
 
     printf("bank: threads=%d accounts=%d commits/s=%.0f conflicts/s=%.0f "
            "busy/s=%.0f audits/s=%.0f audit-pauses=%ld (%.2f s)\n",
-           nthreads, naccounts, (double)commits / elapsed,
-           (double)conflicts / elapsed, (double)(busy + aud.busy) / elapsed,
-           (double)aud.snapshots / elapsed, aud.starved, elapsed);
+           nthreads, naccounts, (double)commits / elapsed, (double)conflicts / elapsed,
+           (double)(busy + aud.busy) / elapsed, (double)aud.snapshots / elapsed, aud.starved,
+           elapsed);
     fflush(stdout);
 
     free(b.names);
@@ -391,8 +388,7 @@ static void check_my_forks(struct philosopher *p)
             p->errors++;
             continue;
         }
-        if (axstm_value_get_str(v, &owner) != AXSTM_OK ||
-            strcmp(owner, p->name) != 0)
+        if (axstm_value_get_str(v, &owner) != AXSTM_OK || strcmp(owner, p->name) != 0)
             p->shared_forks++;
         axstm_value_free(v);
     }
@@ -401,7 +397,7 @@ static void check_my_forks(struct philosopher *p)
 static void *philosopher_main(void *arg)
 {
     struct philosopher *p = arg;
-    const char *keys[2] = { p->forks[0], p->forks[1] };
+    const char *keys[2] = {p->forks[0], p->forks[1]};
     uint64_t seed = (uint64_t)p->id * 7919 + 17;
     unsigned long rounds = 0;
 
@@ -420,8 +416,7 @@ static void *philosopher_main(void *arg)
             p->errors++;
             break;
         }
-        if (!fork_is_free(axstm_collection_at(c, 0)) ||
-            !fork_is_free(axstm_collection_at(c, 1))) {
+        if (!fork_is_free(axstm_collection_at(c, 0)) || !fork_is_free(axstm_collection_at(c, 1))) {
             axstm_collection_free(c);
             tu_sleep_ns(50000);
             continue;
@@ -490,8 +485,7 @@ START_TEST(philosophers_share_no_fork)
         ph[i].id = i + 1;
         snprintf(ph[i].name, sizeof ph[i].name, "philosopher.%d", i + 1);
         snprintf(ph[i].forks[0], sizeof ph[i].forks[0], "fork.%d", i + 1);
-        snprintf(ph[i].forks[1], sizeof ph[i].forks[1], "fork.%d",
-                 (i + 1) % PHILOSOPHERS + 1);
+        snprintf(ph[i].forks[1], sizeof ph[i].forks[1], "fork.%d", (i + 1) % PHILOSOPHERS + 1);
     }
     tu_clock_start(&t.clock, tu_stress_seconds());
     tu_clock_owe(&t.clock, PHILOSOPHERS);
@@ -508,12 +502,10 @@ START_TEST(philosophers_share_no_fork)
 
     for (i = 0; i < PHILOSOPHERS; i++) {
         ck_assert_msg(ph[i].errors == 0, "%s: %ld errors", ph[i].name, ph[i].errors);
-        ck_assert_msg(ph[i].shared_forks == 0, "%s saw its fork owned by another",
-                      ph[i].name);
-        ck_assert_msg(ph[i].release_failures == 0, "%s could not release",
-                      ph[i].name);
-        ck_assert_msg(ph[i].meals >= MEAL_QUOTA, "%s starved: %ld meals (%ld attempts)",
-                      ph[i].name, ph[i].meals, ph[i].attempts);
+        ck_assert_msg(ph[i].shared_forks == 0, "%s saw its fork owned by another", ph[i].name);
+        ck_assert_msg(ph[i].release_failures == 0, "%s could not release", ph[i].name);
+        ck_assert_msg(ph[i].meals >= MEAL_QUOTA, "%s starved: %ld meals (%ld attempts)", ph[i].name,
+                      ph[i].meals, ph[i].attempts);
     }
     /* Every fork is back on the table, empty. */
     tu_snapshot_take(t.s, &snap);
@@ -622,8 +614,8 @@ static void *creator_main(void *arg)
 static void *checker_main(void *arg)
 {
     static const char *const fixed_keys[FIXED] = {
-        "fixed.0", "fixed.1", "fixed.2",  "fixed.3",  "fixed.4",  "fixed.5",
-        "fixed.6", "fixed.7", "fixed.8",  "fixed.9",  "fixed.10", "fixed.11",
+        "fixed.0",  "fixed.1",  "fixed.2",  "fixed.3",  "fixed.4",  "fixed.5",
+        "fixed.6",  "fixed.7",  "fixed.8",  "fixed.9",  "fixed.10", "fixed.11",
         "fixed.12", "fixed.13", "fixed.14", "fixed.15",
     };
     struct checker *ck = arg;
@@ -641,24 +633,21 @@ static void *checker_main(void *arg)
             ck->errors++;
             break;
         }
-        if (axstm_value_version(v) != 1 || axstm_value_get_i64(v, &x) != AXSTM_OK ||
-            x != k)
+        if (axstm_value_version(v) != 1 || axstm_value_get_i64(v, &x) != AXSTM_OK || x != k)
             ck->wrong++;
         axstm_value_free(v);
         if (++ck->reads == READ_QUOTA)
             tu_clock_paid(&ck->run->clock);
 
         if (ck->reads % 8 == 0) {
-            TU_RETRY_COUNT(rc, axstm_using(ck->run->s, fixed_keys, FIXED, &c),
-                           &ck->busy);
+            TU_RETRY_COUNT(rc, axstm_using(ck->run->s, fixed_keys, FIXED, &c), &ck->busy);
             if (rc != AXSTM_OK) {
                 ck->errors++;
                 break;
             }
             for (i = 0; i < FIXED; i++) {
                 axstm_value *w = axstm_collection_at(c, (size_t)i);
-                if (axstm_value_version(w) != 1 ||
-                    axstm_value_get_i64(w, &x) != AXSTM_OK || x != i)
+                if (axstm_value_version(w) != 1 || axstm_value_get_i64(w, &x) != AXSTM_OK || x != i)
                     ck->wrong++;
             }
             axstm_collection_free(c);
@@ -672,8 +661,7 @@ struct seen_keys {
     long fixed, strays, duplicates;
 };
 
-static int seen_visit(const char *key, uint64_t version, const void *data,
-                      size_t len, void *arg)
+static int seen_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     struct seen_keys *sk = arg;
     int id;
@@ -683,8 +671,8 @@ static int seen_visit(const char *key, uint64_t version, const void *data,
     (void)len;
     if (strncmp(key, "fixed.", 6) == 0) {
         sk->fixed++;
-    } else if (sscanf(key, "new.%d.%ld", &id, &i) == 2 && id >= 0 &&
-               id < CREATORS && i >= 0 && i < MAX_NEW + BATCH) {
+    } else if (sscanf(key, "new.%d.%ld", &id, &i) == 2 && id >= 0 && id < CREATORS && i >= 0 &&
+               i < MAX_NEW + BATCH) {
         if (sk->seen[id][i]++)
             sk->duplicates++;
     } else {
@@ -734,19 +722,16 @@ START_TEST(keys_created_concurrently_exist_once)
 
     for (i = 0; i < CREATORS; i++) {
         ck_assert_msg(cr[i].errors == 0, "creator %d: %ld errors", i, cr[i].errors);
-        ck_assert_msg(cr[i].created >= CREATE_QUOTA, "creator %d made %ld keys", i,
-                      cr[i].created);
+        ck_assert_msg(cr[i].created >= CREATE_QUOTA, "creator %d made %ld keys", i, cr[i].created);
         total_new += (uint64_t)cr[i].created;
     }
     for (i = 0; i < READERS; i++) {
         ck_assert_int_eq(ck[i].errors, 0);
-        ck_assert_msg(ck[i].wrong == 0, "reader %d saw %ld wrong values", i,
-                      ck[i].wrong);
-        ck_assert_msg(ck[i].reads >= READ_QUOTA, "reader %d read %ld times", i,
-                      ck[i].reads);
+        ck_assert_msg(ck[i].wrong == 0, "reader %d saw %ld wrong values", i, ck[i].wrong);
+        ck_assert_msg(ck[i].reads >= READ_QUOTA, "reader %d read %ld times", i, ck[i].reads);
     }
-    printf("key creation: %" PRIu64 " keys by %d threads, %ld+%ld reads\n",
-           total_new, CREATORS, ck[0].reads, ck[1].reads);
+    printf("key creation: %" PRIu64 " keys by %d threads, %ld+%ld reads\n", total_new, CREATORS,
+           ck[0].reads, ck[1].reads);
     fflush(stdout);
 
     ck_assert_uint_eq(tu_stats_ok(run.s).keys, FIXED + total_new);
@@ -826,8 +811,7 @@ static void *racer_main(void *arg)
     return NULL;
 }
 
-static int race_visit(const char *key, uint64_t version, const void *data,
-                      size_t len, void *arg)
+static int race_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     long *bad = arg;
     int64_t x;

@@ -394,8 +394,7 @@ START_TEST(threads_beyond_the_slots_share_one_and_count_exactly)
     ck_assert_uint_eq(snap.n, CROWD);
     for (i = 0; i < CROWD; i++)
         if (snap.e[i].version != c.commits_each)
-            ck_abort_msg("%s: version %llu", snap.e[i].key,
-                         (unsigned long long)snap.e[i].version);
+            ck_abort_msg("%s: version %llu", snap.e[i].key, (unsigned long long)snap.e[i].version);
     tu_snapshot_free(&snap);
     axstm_store_free(c.s);
 }
@@ -1092,8 +1091,7 @@ START_TEST(pins_go_unfenced_where_membarrier_works)
     if (!expect)
         printf("note: no expedited membarrier here; pins must stay fenced\n");
     unfenced = atomic_load(&axstm__pins_unfenced);
-    ck_assert_msg(unfenced == expect, "pins unfenced: %d; membarrier works: %d", unfenced,
-                  expect);
+    ck_assert_msg(unfenced == expect, "pins unfenced: %d; membarrier works: %d", unfenced, expect);
     axstm_store_free(s);
 }
 END_TEST
@@ -1452,8 +1450,7 @@ START_TEST(exiting_threads_free_their_caches)
     if (measure) {
         /* A cache left behind holds over 4 * (64 + 512) bytes: 46 kB here. */
         ck_assert_msg(after - before < ONE_BY_ONE * 4 * (64 + 512) / 4,
-                      "the heap grew by %lld bytes over %d threads", after - before,
-                      ONE_BY_ONE);
+                      "the heap grew by %lld bytes over %d threads", after - before, ONE_BY_ONE);
     } else {
         printf("note: malloc is not glibc's here; the leak check is the tool's\n");
     }

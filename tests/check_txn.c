@@ -40,7 +40,7 @@ static int publish_body(axstm_txn *tx, void *arg)
 START_TEST(commit_publishes_writes_only_written_keys_get_versions)
 {
     axstm_store *s = tu_store_ok();
-    struct moves m = { 0 };
+    struct moves m = {0};
     axstm_stats before;
 
     tu_put_i64(s, "a", 1);
@@ -121,7 +121,7 @@ END_TEST
 START_TEST(own_code_rolls_back_seed_transfer)
 {
     axstm_store *s = tu_store_ok();
-    struct transfer t = { "source", "target", 80, 0, 0 };
+    struct transfer t = {"source", "target", 80, 0, 0};
     tu_snapshot before, after;
     axstm_stats st;
 
@@ -175,9 +175,8 @@ static int read_missing_body(axstm_txn *tx, void *arg)
 
 START_TEST(library_code_rolls_back)
 {
-    static const int codes[] = { AXSTM_ENOVALUE, AXSTM_ETYPE, AXSTM_EINVAL,
-                                 AXSTM_E2BIG, AXSTM_ENOMEM, AXSTM_ETIMEDOUT,
-                                 42, INT_MAX };
+    static const int codes[] = {AXSTM_ENOVALUE, AXSTM_ETYPE,     AXSTM_EINVAL, AXSTM_E2BIG,
+                                AXSTM_ENOMEM,   AXSTM_ETIMEDOUT, 42,           INT_MAX};
     axstm_store *s = tu_store_ok();
     tu_snapshot before, after;
     struct give_back g;
@@ -233,7 +232,7 @@ static void assert_conflict_reruns(int (*op)(struct interloper *), const char *k
 {
     axstm_store *s = tu_store_ok();
     struct interloper it;
-    struct rerun r = { &it, 0, -1 };
+    struct rerun r = {&it, 0, -1};
     axstm_stats st;
     int rc;
 
@@ -274,11 +273,11 @@ START_TEST(passed_back_conflict_reruns_body)
 {
     /* "A code returned by an axstm_txn_* call ... should be passed straight
      * back: the body is then simply run again." */
-    static const int codes[] = { AXSTM_CONCURRENT_UPDATE, AXSTM_BUSY_RETRY };
+    static const int codes[] = {AXSTM_CONCURRENT_UPDATE, AXSTM_BUSY_RETRY};
     size_t i;
     for (i = 0; i < 2; i++) {
         axstm_store *s = tu_store_ok();
-        struct give_back g = { codes[i], 0 };
+        struct give_back g = {codes[i], 0};
         ck_assert_int_eq(axstm_atomically(s, flaky_body, &g), AXSTM_OK);
         ck_assert_uint_eq(g.runs, 2);
         tu_assert_committed(s, "k", 1, 1, 2); /* only the second run's write */
@@ -411,7 +410,7 @@ static int get_empty_body(axstm_txn *tx, void *arg)
 START_TEST(empty_value_is_a_value)
 {
     axstm_store *s = tu_store_ok();
-    struct empty_value e = { INT_MIN, 0 };
+    struct empty_value e = {INT_MIN, 0};
     tu_snapshot snap;
     const tu_entry *en;
 
@@ -543,7 +542,7 @@ static int grow_body(axstm_txn *tx, void *arg)
 START_TEST(got_data_stays_valid_as_the_attempt_grows)
 {
     axstm_store *s = tu_store_ok();
-    struct grow g = { 0, 0, 0 };
+    struct grow g = {0, 0, 0};
     char key[16];
     int i;
 
@@ -614,8 +613,7 @@ START_TEST(got_data_stays_valid_while_others_commit)
     ck_assert(interloper_finish(&it));
     ck_assert_int_eq(it.rc, AXSTM_OK);
     ck_assert_int_eq(rc, AXSTM_OK);
-    ck_assert_msg(st.after_commits_same,
-                  "bytes from axstm_txn_get changed while the attempt ran");
+    ck_assert_msg(st.after_commits_same, "bytes from axstm_txn_get changed while the attempt ran");
     ck_assert_uint_eq(version_of(s, "k"), 131);
     axstm_store_free(s);
 }
@@ -647,15 +645,15 @@ static int inner_body(axstm_txn *tx, void *arg)
 }
 
 static const int bad_expected[] = {
-    AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_E2BIG,                 /* get keys */
-    AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_E2BIG,                 /* set keys */
-    AXSTM_EINVAL, AXSTM_E2BIG, AXSTM_EINVAL,                 /* set data */
-    AXSTM_EINVAL, AXSTM_E2BIG, AXSTM_EINVAL,                 /* get_i64 */
-    AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_E2BIG,                 /* set_i64 */
-    AXSTM_EINVAL, AXSTM_EINVAL,                              /* or_else */
-    AXSTM_EINVAL, AXSTM_EINVAL,                              /* nesting */
-    AXSTM_EINVAL, AXSTM_EINVAL,                              /* NULL tx */
-    AXSTM_OK,                                                /* still fine */
+    AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_E2BIG,  /* get keys */
+    AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_E2BIG,  /* set keys */
+    AXSTM_EINVAL, AXSTM_E2BIG,  AXSTM_EINVAL, /* set data */
+    AXSTM_EINVAL, AXSTM_E2BIG,  AXSTM_EINVAL, /* get_i64 */
+    AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_E2BIG,  /* set_i64 */
+    AXSTM_EINVAL, AXSTM_EINVAL,               /* or_else */
+    AXSTM_EINVAL, AXSTM_EINVAL,               /* nesting */
+    AXSTM_EINVAL, AXSTM_EINVAL,               /* NULL tx */
+    AXSTM_OK,                                 /* still fine */
 };
 
 static int bad_body(axstm_txn *tx, void *arg)
@@ -710,8 +708,8 @@ START_TEST(bad_input_inside_a_body)
     ck_assert_int_eq(axstm_atomically(s, bad_body, &b), AXSTM_OK);
     ck_assert_int_eq(b.n, (int)(sizeof bad_expected / sizeof bad_expected[0]));
     for (i = 0; i < b.n; i++)
-        ck_assert_msg(b.rc[i] == bad_expected[i], "call %d gave %d (%s), not %d", i,
-                      b.rc[i], axstm_strerror(b.rc[i]), bad_expected[i]);
+        ck_assert_msg(b.rc[i] == bad_expected[i], "call %d gave %d (%s), not %d", i, b.rc[i],
+                      axstm_strerror(b.rc[i]), bad_expected[i]);
     ck_assert_uint_eq(b.inner_runs, 0);
     /* Bad keys created nothing; the good write was committed. */
     ck_assert_uint_eq(tu_stats_ok(s).keys, 1);
@@ -841,7 +839,7 @@ static int retry_blind_body(axstm_txn *tx, void *arg)
 START_TEST(retry_without_reads_is_einval)
 {
     axstm_store *s = tu_store_ok();
-    struct blind bl = { 0, 0 };
+    struct blind bl = {0, 0};
     tu_snapshot before, after;
     double t0;
 
@@ -852,8 +850,7 @@ START_TEST(retry_without_reads_is_einval)
      * long: a call that waited for it cannot have returned sooner, and a
      * call refused at once returns well within it on any machine. */
     t0 = tu_now();
-    ck_assert_int_eq(axstm_atomically_timed(s, retry_blind_body, &bl,
-                                            ns_of(watchdog_seconds())),
+    ck_assert_int_eq(axstm_atomically_timed(s, retry_blind_body, &bl, ns_of(watchdog_seconds())),
                      AXSTM_EINVAL);
     ck_assert_double_lt(tu_now() - t0, watchdog_seconds());
     ck_assert_uint_eq(bl.runs, 1);
@@ -886,7 +883,7 @@ static int bump_k_body(axstm_txn *tx, void *arg)
 
 START_TEST(txn_commit_makes_stale_handles_fail)
 {
-    static const char *const kj[] = { "k", "j" };
+    static const char *const kj[] = {"k", "j"};
     axstm_store *s = tu_store_ok();
     axstm_value *h;
     axstm_collection *c;
@@ -1074,28 +1071,28 @@ static int af_new_keys_body(axstm_txn *tx, void *arg)
 struct af_case {
     const char *name;
     int (*call)(axstm_store *s);
-    int wide;      /* values of AF_WIDE bytes rather than 8 */
-    int ok_code;   /* what the call gives when no allocation fails */
-    int added;     /* keys [from, from + added) get +1000 on success */
+    int wide;    /* values of AF_WIDE bytes rather than 8 */
+    int ok_code; /* what the call gives when no allocation fails */
+    int added;   /* keys [from, from + added) get +1000 on success */
     int from;
-    int new_keys;  /* the call names keys that do not exist yet */
+    int new_keys; /* the call names keys that do not exist yet */
 };
 
 static int af_call_three(axstm_store *s)
 {
-    struct af_spec sp = { 3, 3, 0, 0 };
+    struct af_spec sp = {3, 3, 0, 0};
     return axstm_atomically(s, af_rw_body, &sp);
 }
 
 static int af_call_many(axstm_store *s)
 {
-    struct af_spec sp = { 40, 20, 0, 0 };
+    struct af_spec sp = {40, 20, 0, 0};
     return axstm_atomically(s, af_rw_body, &sp);
 }
 
 static int af_call_losing(axstm_store *s)
 {
-    struct af_spec sp = { 40, 20, 10, 0 };
+    struct af_spec sp = {40, 20, 10, 0};
     return axstm_atomically(s, af_rw_body, &sp);
 }
 
@@ -1115,13 +1112,13 @@ static int af_call_new_keys(axstm_store *s)
 }
 
 static const struct af_case af_cases[] = {
-    { "three writes", af_call_three, 1, AXSTM_OK, 3, 0, 0 },
-    { "40 reads, 20 writes, inline values", af_call_many, 0, AXSTM_OK, 20, 0, 0 },
-    { "40 reads, 20 writes, blobs", af_call_many, 1, AXSTM_OK, 20, 0, 0 },
-    { "40 reads, 20 writes after losing", af_call_losing, 1, AXSTM_OK, 20, 0, 0 },
-    { "or_else", af_call_or_else, 1, AXSTM_OK, 6, 6, 0 },
-    { "retry wait", af_call_wait, 0, AXSTM_ETIMEDOUT, 0, 0, 0 },
-    { "new keys", af_call_new_keys, 0, AXSTM_OK, 0, 0, 1 },
+    {"three writes", af_call_three, 1, AXSTM_OK, 3, 0, 0},
+    {"40 reads, 20 writes, inline values", af_call_many, 0, AXSTM_OK, 20, 0, 0},
+    {"40 reads, 20 writes, blobs", af_call_many, 1, AXSTM_OK, 20, 0, 0},
+    {"40 reads, 20 writes after losing", af_call_losing, 1, AXSTM_OK, 20, 0, 0},
+    {"or_else", af_call_or_else, 1, AXSTM_OK, 6, 6, 0},
+    {"retry wait", af_call_wait, 0, AXSTM_ETIMEDOUT, 0, 0, 0},
+    {"new keys", af_call_new_keys, 0, AXSTM_OK, 0, 0, 1},
 };
 
 static void af_setup(axstm_store *s)
@@ -1174,8 +1171,7 @@ static void af_assert_done(const struct af_case *ac, axstm_store *s, unsigned lo
         unsigned char want[AF_WIDE];
         size_t len = af_wide ? AF_WIDE : 8;
         af_encode(want, i + (added ? 1000 : 0));
-        ck_assert_msg(e != NULL && e->has_value && e->len == len, "n=%lu: %s lost", n,
-                      af_names[i]);
+        ck_assert_msg(e != NULL && e->has_value && e->len == len, "n=%lu: %s lost", n, af_names[i]);
         ck_assert_msg(memcmp(e->data, want, len) == 0 && e->version == (added ? 2u : 1u),
                       "n=%lu %s: %s is wrong at version %llu", n, ac->name, af_names[i],
                       (unsigned long long)e->version);
@@ -1217,8 +1213,7 @@ static void af_sweep(const struct af_case *ac, int sticky)
         made = axstm__alloc_count() - count;
         if (rc == AXSTM_ENOMEM) {
             enomem++;
-            ck_assert_msg(made >= n, "%s: ENOMEM with no failed allocation (n=%lu)",
-                          ac->name, n);
+            ck_assert_msg(made >= n, "%s: ENOMEM with no failed allocation (n=%lu)", ac->name, n);
             tu_snapshot_take(s, &after);
             af_assert_unchanged(ac, &before, &after, n);
             tu_snapshot_free(&after);
@@ -1227,8 +1222,8 @@ static void af_sweep(const struct af_case *ac, int sticky)
             ck_assert_msg(rc == ac->ok_code, "%s after ENOMEM (n=%lu): %s", ac->name, n,
                           axstm_strerror(rc));
         } else {
-            ck_assert_msg(rc == ac->ok_code, "%s, n=%lu sticky=%d: %s", ac->name, n,
-                          sticky, axstm_strerror(rc));
+            ck_assert_msg(rc == ac->ok_code, "%s, n=%lu sticky=%d: %s", ac->name, n, sticky,
+                          axstm_strerror(rc));
         }
         af_assert_done(ac, s, n);
         tu_snapshot_free(&before);
@@ -1237,8 +1232,7 @@ static void af_sweep(const struct af_case *ac, int sticky)
             break;
     }
     ck_assert_msg(made < n, "%s: still allocating after %lu", ac->name, n);
-    ck_assert_msg(enomem > 0, "%s: no allocation failure ever reached the caller",
-                  ac->name);
+    ck_assert_msg(enomem > 0, "%s: no allocation failure ever reached the caller", ac->name);
 }
 
 START_TEST(allocation_failure_changes_nothing)

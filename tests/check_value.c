@@ -16,8 +16,7 @@ static tu_entry committed(axstm_store *s, const char *key)
     return out;
 }
 
-static void assert_committed_str(axstm_store *s, const char *key,
-                                 uint64_t version, const char *str)
+static void assert_committed_str(axstm_store *s, const char *key, uint64_t version, const char *str)
 {
     tu_entry e = committed(s, key);
     ck_assert_msg(e.version == version, "%s at version %llu, not %llu", key,
@@ -32,8 +31,7 @@ static void assert_committed_str(axstm_store *s, const char *key,
     free(e.data);
 }
 
-static void assert_committed_i64(axstm_store *s, const char *key,
-                                 uint64_t version, int64_t x)
+static void assert_committed_i64(axstm_store *s, const char *key, uint64_t version, int64_t x)
 {
     tu_entry e = committed(s, key);
     int64_t got;
@@ -90,7 +88,7 @@ START_TEST(scenario_struct_two_holders)
     /* SPEC scenario 4. */
     axstm_store *s = tu_store_ok();
     axstm_value *d = tu_usevar_ok(s, "accounts"), *e;
-    struct accounts a = { { 50, 100, 0 }, "D" }, b;
+    struct accounts a = {{50, 100, 0}, "D"}, b;
     size_t len;
     const void *p;
 
@@ -416,7 +414,7 @@ END_TEST
 
 START_TEST(i64_round_trips)
 {
-    static const int64_t xs[] = { 0, 1, -1, 1000, INT64_MIN, INT64_MAX };
+    static const int64_t xs[] = {0, 1, -1, 1000, INT64_MIN, INT64_MAX};
     axstm_store *s = tu_store_ok();
     axstm_value *v = tu_usevar_ok(s, "n"), *w;
     size_t i, len;
@@ -447,7 +445,7 @@ START_TEST(i64_wrong_size_or_no_value)
 {
     axstm_store *s = tu_store_ok();
     axstm_value *v = tu_usevar_ok(s, "n");
-    static const unsigned char nine[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    static const unsigned char nine[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     int64_t x = 77;
 
     ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_ENOVALUE);
@@ -816,8 +814,7 @@ static void *tick_writer(void *arg)
 }
 
 /* Counts one look at a key's (version, value). */
-static void tick_look(struct tick_reader *rd, uint64_t version, const void *data,
-                      size_t len)
+static void tick_look(struct tick_reader *rd, uint64_t version, const void *data, size_t len)
 {
     int64_t x;
     rd->looks++;
@@ -842,8 +839,7 @@ static void tick_look_handle(struct tick_reader *rd, const axstm_value *v)
     tick_look(rd, axstm_value_version(v), data, len);
 }
 
-static int tick_visit(const char *key, uint64_t version, const void *data,
-                      size_t len, void *arg)
+static int tick_visit(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     (void)key;
     tick_look(arg, version, data, len);
@@ -917,8 +913,7 @@ START_TEST(one_key_is_read_whole_under_writers)
     for (k = 0; k < TICK_KEYS; k++) {
         axstm_value *v;
         /* Names of different lengths: entries of different sizes. */
-        snprintf(tick_names[k], sizeof tick_names[k], "tick.%d.%.*s", k, k % 9,
-                 "xxxxxxxx");
+        snprintf(tick_names[k], sizeof tick_names[k], "tick.%d.%.*s", k, k % 9, "xxxxxxxx");
         v = tu_usevar_ok(run.s, tick_names[k]);
         axstm_value_free(v);
     }
@@ -939,8 +934,10 @@ START_TEST(one_key_is_read_whole_under_writers)
     ck_assert_int_eq(atomic_load(&run.write_errors), 0);
     ck_assert_int_ge(atomic_load(&run.commits), WRITERS * TICK_QUOTA);
     for (k = 0; k < READERS; k++) {
-        ck_assert_msg(rd[k].torn == 0, "reader %d: %ld of %ld looks saw a version "
-                      "with another commit's value", k, rd[k].torn, rd[k].looks);
+        ck_assert_msg(rd[k].torn == 0,
+                      "reader %d: %ld of %ld looks saw a version "
+                      "with another commit's value",
+                      k, rd[k].torn, rd[k].looks);
         ck_assert_int_eq(rd[k].errors, 0);
         ck_assert_int_ge(rd[k].looks, TICK_QUOTA);
     }

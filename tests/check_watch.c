@@ -31,7 +31,7 @@ static axstm_watch *const w_sentinel = (axstm_watch *)&w_sentinel;
 /* 1 when fd polls readable within timeout_ms (0: right now), else 0. */
 static int fd_readable(int fd, int timeout_ms)
 {
-    struct pollfd p = { fd, POLLIN, 0 };
+    struct pollfd p = {fd, POLLIN, 0};
     int rc;
     while ((rc = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
         ;
@@ -92,7 +92,7 @@ static int put_body(axstm_txn *tx, void *arg)
 
 static int txn_put(axstm_store *s, const char *key, int64_t x)
 {
-    struct put_arg p = { key, x };
+    struct put_arg p = {key, x};
     return axstm_atomically(s, put_body, &p);
 }
 
@@ -181,7 +181,7 @@ END_TEST
 
 START_TEST(fires_on_collection_commit)
 {
-    static const char *const keys[] = { "x", "a", "y" };
+    static const char *const keys[] = {"x", "a", "y"};
     axstm_store *s = tu_store_ok();
     axstm_watch *w = watch1_ok(s, "a");
     axstm_collection *c = tu_using_ok(s, keys, 3);
@@ -302,7 +302,7 @@ START_TEST(wakes_a_sleeping_poll)
 {
     axstm_store *s = tu_store_ok();
     axstm_watch *w = watch1_ok(s, "a");
-    struct later_commit lc = { s, -100 };
+    struct later_commit lc = {s, -100};
     pthread_t t;
     double t0;
     int woke;
@@ -347,7 +347,7 @@ END_TEST
 
 START_TEST(one_rearm_consumes_many_commits)
 {
-    static const char *const keys[] = { "a", "b" };
+    static const char *const keys[] = {"a", "b"};
     axstm_store *s = tu_store_ok();
     axstm_watch *w = watch_ok(s, keys, 2);
     int i;
@@ -419,7 +419,7 @@ static int read_c_body(axstm_txn *tx, void *arg)
 
 START_TEST(rearm_then_read_loses_nothing)
 {
-    static const char *const c[] = { "c" };
+    static const char *const c[] = {"c"};
     struct counter_run run;
     axstm_watch *w, *unused = w_sentinel;
     int64_t x = 0, last = 0;
@@ -497,7 +497,7 @@ END_TEST
 START_TEST(unwatched_keys_do_not_wake)
 {
     enum { OTHERS = 500 };
-    static const char *const others[] = { "b", "c" };
+    static const char *const others[] = {"b", "c"};
     static char names[OTHERS][16];
     const char *keys[OTHERS];
     axstm_store *s = tu_store_ok();
@@ -535,7 +535,7 @@ END_TEST
 
 START_TEST(key_created_later)
 {
-    static const char *const keys[] = { "later.1", "later.2" };
+    static const char *const keys[] = {"later.1", "later.2"};
     axstm_store *s = tu_store_ok();
     axstm_watch *w = watch1_ok(s, "later");
     axstm_watch *w2 = watch_ok(s, keys, 2);
@@ -637,7 +637,7 @@ END_TEST
 
 START_TEST(no_keys_never_fires)
 {
-    static const char *const keys[] = { "a" };
+    static const char *const keys[] = {"a"};
     axstm_store *s = tu_store_ok();
     axstm_watch *w0 = watch_ok(s, NULL, 0);
     axstm_watch *w1 = watch_ok(s, keys, 0);
@@ -694,7 +694,7 @@ START_TEST(try_commits_without_a_watch)
 {
     axstm_store *s = tu_store_ok();
     axstm_watch *w = w_sentinel, *other = watch1_ok(s, "q");
-    struct take t = { 0, 0 };
+    struct take t = {0, 0};
     int64_t x = -1;
 
     tu_put_i64(s, "q", 42);
@@ -721,7 +721,7 @@ START_TEST(try_retry_gives_a_watch)
 {
     axstm_store *s = tu_store_ok();
     axstm_watch *w = w_sentinel;
-    struct take t = { 0, 0 };
+    struct take t = {0, 0};
     axstm_stats before;
 
     /* "q" does not exist yet: reading it creates it, and the watch covers
@@ -824,7 +824,7 @@ static int race_body(axstm_txn *tx, void *arg)
 static void run_race(const char *victim, int via_txn, int has_value)
 {
     axstm_store *s = tu_store_ok();
-    struct race r = { s, victim, 0, -100, via_txn };
+    struct race r = {s, victim, 0, -100, via_txn};
     axstm_watch *w = w_sentinel;
 
     if (has_value) {
@@ -835,8 +835,7 @@ static void run_race(const char *victim, int via_txn, int has_value)
     ck_assert_int_eq(r.helper_rc, AXSTM_OK);
     ck_assert_int_eq(r.runs, 1);
     ck_assert_ptr_ne(w, w_sentinel);
-    ck_assert_msg(readable(w), "a commit of %s between the read and the watch was lost",
-                  victim);
+    ck_assert_msg(readable(w), "a commit of %s between the read and the watch was lost", victim);
     axstm_watch_free(w);
     axstm_store_free(s);
 }
@@ -941,7 +940,7 @@ static int rollback_body(axstm_txn *tx, void *arg)
 
 START_TEST(try_returns_other_codes_as_is)
 {
-    static const int codes[] = { 1, 42, AXSTM_ETYPE, AXSTM_ENOVALUE, AXSTM_EINVAL };
+    static const int codes[] = {1, 42, AXSTM_ETYPE, AXSTM_ENOVALUE, AXSTM_EINVAL};
     axstm_store *s = tu_store_ok();
     axstm_watch *seen = watch1_ok(s, "x");
     axstm_stats before = tu_stats_ok(s);
@@ -1012,17 +1011,15 @@ START_TEST(try_never_blocks)
     /* A body that keeps conflicting (or finding locks busy) is re-run a
      * bounded number of times, without sleeping, then BUSY_RETRY. */
     {
-        int p[2] = { AXSTM_CONCURRENT_UPDATE, 0 };
+        int p[2] = {AXSTM_CONCURRENT_UPDATE, 0};
         axstm_watch *w = w_sentinel;
-        ck_assert_int_eq(axstm_try_atomically(s, always_code_body, p, &w),
-                         AXSTM_BUSY_RETRY);
+        ck_assert_int_eq(axstm_try_atomically(s, always_code_body, p, &w), AXSTM_BUSY_RETRY);
         ck_assert_ptr_eq(w, w_sentinel);
         ck_assert_int_gt(p[1], 1);
         ck_assert_int_lt(p[1], 100000);
         p[0] = AXSTM_BUSY_RETRY;
         p[1] = 0;
-        ck_assert_int_eq(axstm_try_atomically(s, always_code_body, p, &w),
-                         AXSTM_BUSY_RETRY);
+        ck_assert_int_eq(axstm_try_atomically(s, always_code_body, p, &w), AXSTM_BUSY_RETRY);
         ck_assert_ptr_eq(w, w_sentinel);
         ck_assert_int_gt(p[1], 1);
         ck_assert_int_lt(p[1], 100000);
@@ -1101,7 +1098,7 @@ static void *slot_producer(void *arg)
     axstm_store *s = arg;
     int64_t i;
     for (i = 1; i <= SLOT_ITEMS; i++) {
-        struct put_arg p = { "q", i };
+        struct put_arg p = {"q", i};
         if (axstm_atomically(s, put_when_free_body, &p) != AXSTM_OK)
             return (void *)1;
     }
@@ -1112,7 +1109,7 @@ START_TEST(consumer_in_a_poll_loop)
 {
     axstm_store *s = tu_store_ok();
     pthread_t t;
-    struct take tk = { 0, 0 };
+    struct take tk = {0, 0};
     int64_t expect = 1;
     long sleeps = 0, wrong = 0, timeouts = 0, errors = 0;
     void *ret;
@@ -1148,7 +1145,7 @@ END_TEST
 /* Concurrency                                                        */
 /* ------------------------------------------------------------------ */
 
-static const char *const hot[] = { "hot.a", "hot.b", "hot.c" };
+static const char *const hot[] = {"hot.a", "hot.b", "hot.c"};
 
 struct hammer {
     axstm_store *s;
@@ -1162,7 +1159,7 @@ struct hammer {
 static void *hammer_main(void *arg)
 {
     struct hammer *h = arg;
-    axstm_value *v[2] = { NULL, NULL };
+    axstm_value *v[2] = {NULL, NULL};
     int64_t i = 0;
     int rc, k;
 
@@ -1369,7 +1366,7 @@ END_TEST
 START_TEST(out_of_descriptors)
 {
     enum { SPARE = 4 };
-    static const char *const a[] = { "a" };
+    static const char *const a[] = {"a"};
     axstm_store *s = tu_store_ok();
     struct rlimit old, low;
     int dups[256], ndup = 0, dup_errno = 0, before, runs = 0, rc_none, rc_key, rc_try;
@@ -1443,7 +1440,7 @@ static void assert_rejected(axstm_store *s, const char *const keys[], size_t n, 
 START_TEST(watch_bad_input)
 {
     static char long_key[AXSTM_KEY_MAX + 2], longest[AXSTM_KEY_MAX + 1];
-    static const char *const a[] = { "a" };
+    static const char *const a[] = {"a"};
     const char *keys[3];
     axstm_store *s = tu_store_ok();
     axstm_watch *w = w_sentinel;
@@ -1565,11 +1562,10 @@ static void sweep_allocations(const struct alloc_case *ac, int sticky, struct al
                 }
                 ck_assert_uint_eq(j, before.n);
                 tu_snapshot_free(&after);
-                ck_assert_msg(keys_now == keys_before ||
-                                  (!ac->no_new_keys_on_failure &&
-                                   keys_now == keys_before + ac->new_keys),
-                              "n=%lu: %llu keys, then %llu", n,
-                              (unsigned long long)keys_before, (unsigned long long)keys_now);
+                ck_assert_msg(keys_now == keys_before || (!ac->no_new_keys_on_failure &&
+                                                          keys_now == keys_before + ac->new_keys),
+                              "n=%lu: %llu keys, then %llu", n, (unsigned long long)keys_before,
+                              (unsigned long long)keys_now);
             }
             tu_snapshot_free(&before);
             if (w != w_sentinel)
@@ -1581,7 +1577,7 @@ static void sweep_allocations(const struct alloc_case *ac, int sticky, struct al
     }
 }
 
-static const char *const mixed[] = { "new1", "old", "new2", "new1" };
+static const char *const mixed[] = {"new1", "old", "new2", "new1"};
 
 static void setup_old(axstm_store *s)
 {
@@ -1611,9 +1607,8 @@ static void done_watch_new(axstm_store *s, axstm_watch *w)
 START_TEST(watch_new_out_of_memory)
 {
     /* watch_new allocates everything before it creates a key. */
-    static const struct alloc_case ac = { setup_old, call_watch_new, AXSTM_OK, 2,
-                                          done_watch_new, 1 };
-    struct alloc_result sticky = { 0, 0 }, once = { 0, 0 };
+    static const struct alloc_case ac = {setup_old, call_watch_new, AXSTM_OK, 2, done_watch_new, 1};
+    struct alloc_result sticky = {0, 0}, once = {0, 0};
     sweep_allocations(&ac, 1, &sticky);
     sweep_allocations(&ac, 0, &once);
     ck_assert_int_gt(sticky.enomem, 0);
@@ -1659,9 +1654,9 @@ START_TEST(try_retry_out_of_memory)
     /* Not strict: a read creates its key (as documented, so that a retry
      * can wait on it), and an allocation failing after that read leaves
      * the key behind, with no value. */
-    static const struct alloc_case ac = { setup_old, call_try_retry, AXSTM_RETRY, 1,
-                                          done_try_retry, 0 };
-    struct alloc_result sticky = { 0, 0 }, once = { 0, 0 };
+    static const struct alloc_case ac = {setup_old, call_try_retry, AXSTM_RETRY,
+                                         1,         done_try_retry, 0};
+    struct alloc_result sticky = {0, 0}, once = {0, 0};
     sweep_allocations(&ac, 1, &sticky);
     sweep_allocations(&ac, 0, &once);
     ck_assert_int_gt(sticky.enomem, 0);
@@ -1702,9 +1697,9 @@ static void done_try_commit(axstm_store *s, axstm_watch *w)
 
 START_TEST(try_commit_out_of_memory)
 {
-    static const struct alloc_case ac = { setup_old, call_try_commit, AXSTM_OK, 0,
-                                          done_try_commit, 1 };
-    struct alloc_result sticky = { 0, 0 }, once = { 0, 0 };
+    static const struct alloc_case ac = {setup_old, call_try_commit, AXSTM_OK,
+                                         0,         done_try_commit, 1};
+    struct alloc_result sticky = {0, 0}, once = {0, 0};
     sweep_allocations(&ac, 1, &sticky);
     sweep_allocations(&ac, 0, &once);
     ck_assert_int_gt(sticky.enomem, 0);
@@ -1759,7 +1754,7 @@ static void rearm_watch(void *arg)
 START_TEST(rearm_with_cancel_pending)
 {
     axstm_store *s = tu_store_ok();
-    struct rearm_call r = { watch1_ok(s, "k"), 12345 };
+    struct rearm_call r = {watch1_ok(s, "k"), 12345};
 
     tu_put_i64(s, "k", 1);
     ck_assert(readable(r.w));
@@ -1784,7 +1779,7 @@ struct new_call {
 
 static void new_watch_failing(void *arg)
 {
-    static const char *const fresh[] = { "fresh" };
+    static const char *const fresh[] = {"fresh"};
     struct new_call *c = arg;
     axstm__alloc_fail_after(c->fail_at, 1);
     c->rc = axstm_watch_new(c->s, fresh, 1, &c->w);
@@ -1795,7 +1790,7 @@ START_TEST(failed_new_with_cancel_pending)
 {
     axstm_store *s = tu_store_ok();
     int fds = count_fds();
-    struct new_call c = { s, 0, 12345, w_sentinel };
+    struct new_call c = {s, 0, 12345, w_sentinel};
     unsigned long n;
 
     /* Each allocation in turn fails (and every later one), each time on a
@@ -1858,7 +1853,7 @@ START_TEST(try_with_cancel_pending)
 {
     axstm_store *s = tu_store_ok();
     int fds = count_fds();
-    struct self_race r = { s, 0, 12345, 12345, w_sentinel };
+    struct self_race r = {s, 0, 12345, 12345, w_sentinel};
 
     tu_put_i64(s, "k", 1);
     ck_assert_msg(tu_call_with_cancel_pending(try_self_race, &r),
@@ -2017,8 +2012,8 @@ START_TEST(commit_takes_no_lock_of_the_waiting_side)
 
     /* The lock of "hot"'s bucket, found as wait.c finds it (holding all
      * 64 would overflow ThreadSanitizer's table of locks held at once). */
-    pthread_mutex_t *held = &s->wait[(uint64_t)(uintptr_t)entry_of(s, "hot") *
-                                      UINT64_C(0x9e3779b97f4a7c15) >> 58].lock;
+    pthread_mutex_t *held =
+        &s->wait[(uint64_t)(uintptr_t)entry_of(s, "hot") * UINT64_C(0x9e3779b97f4a7c15) >> 58].lock;
     pthread_mutex_lock(held);
     ck_assert_int_eq(pthread_create(&committer, NULL, lone_commit_main, &lc), 0);
     double until = tu_now() + 60;

@@ -78,8 +78,7 @@ static inline bool tu_redis_listening_(const struct tu_redis *r)
  * the address.  Returns false if redis-server is not installed; any
  * other failure fails the test.
  */
-static inline bool tu_redis_start_with(struct tu_redis *r, const char *const *extra,
-                                       int timeout_ms)
+static inline bool tu_redis_start_with(struct tu_redis *r, const char *const *extra, int timeout_ms)
 {
     char *argv[32];
     int argc = 0;
@@ -90,8 +89,7 @@ static inline bool tu_redis_start_with(struct tu_redis *r, const char *const *ex
     ck_assert_msg(mkdtemp(r->dir) != NULL, "mkdtemp: %s", strerror(errno));
     snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
     snprintf(r->log, sizeof r->log, "%s/redis.log", r->dir);
-    snprintf(r->address, sizeof r->address, "redis+unix://%s?timeout_ms=%d", r->socket,
-             timeout_ms);
+    snprintf(r->address, sizeof r->address, "redis+unix://%s?timeout_ms=%d", r->socket, timeout_ms);
     argv[argc++] = (char *)"redis-server";
     argv[argc++] = (char *)"--port";
     argv[argc++] = (char *)"0";

@@ -433,8 +433,7 @@ static int put_body(axstm_txn *tx, void *arg)
         return rc;
     if (tail - head == RING)
         return AXSTM_RETRY; /* full: wait until a consumer moves head */
-    if ((rc = axstm_txn_set(tx, p->q->slot[tail % RING], &p->item, sizeof p->item)) !=
-        AXSTM_OK)
+    if ((rc = axstm_txn_set(tx, p->q->slot[tail % RING], &p->item, sizeof p->item)) != AXSTM_OK)
         return rc;
     return axstm_txn_set_i64(tx, p->q->tail, tail + 1);
 }
@@ -563,7 +562,7 @@ static void *consumer(void *arg)
 /* Key queue: a new key per item, deleted by the consumer that takes it */
 /* ------------------------------------------------------------------ */
 
-#define KQ_MAX 64 /* items waiting at most: producers retry beyond */
+#define KQ_MAX 64      /* items waiting at most: producers retry beyond */
 #define KQ_PRODUCERS 2 /* 0: in a transaction; 1: reserve, then usevar + commit */
 #define KQ_CONSUMERS 2
 #define KQ_PREFIX "kq.item."
@@ -712,7 +711,7 @@ static void *kq_producer(void *arg)
 struct kq_consumer {
     struct kq_item got;
     struct tally seen[KQ_PRODUCERS];
-    int64_t last[KQ_PRODUCERS]; /* last sequence per producer */
+    int64_t last[KQ_PRODUCERS];              /* last sequence per producer */
     uint64_t indexes, index_sum, index_hash; /* which keys it took */
 };
 
@@ -778,8 +777,8 @@ static void *kq_consumer_main(void *arg)
             break;
         }
         if (seq <= c->last[p]) {
-            violation("key queue: producer %" PRIu64 "'s item %" PRId64 " after %" PRId64, p,
-                      seq, c->last[p]);
+            violation("key queue: producer %" PRIu64 "'s item %" PRId64 " after %" PRId64, p, seq,
+                      c->last[p]);
             break;
         }
         c->last[p] = seq;
@@ -998,8 +997,7 @@ struct fork_check {
     int busy;
 };
 
-static int visit_fork(const char *key, uint64_t version, const void *data, size_t len,
-                      void *arg)
+static int visit_fork(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     struct fork_check *fc = arg;
     (void)version;

@@ -33,21 +33,21 @@
  * them sleep a little: the lock holder may be a thread that is not running
  * (two cores, or valgrind running one thread at a time).
  */
-#define TU_RETRY(rc, call)                                                     \
-    do {                                                                       \
-        unsigned tu_attempt_ = 0;                                              \
-        while (((rc) = (call)) == AXSTM_BUSY_RETRY)                            \
-            tu_backoff(++tu_attempt_);                                         \
+#define TU_RETRY(rc, call)                          \
+    do {                                            \
+        unsigned tu_attempt_ = 0;                   \
+        while (((rc) = (call)) == AXSTM_BUSY_RETRY) \
+            tu_backoff(++tu_attempt_);              \
     } while (0)
 
 /* As TU_RETRY, and add the number of BUSY_RETRY answers to `*counter`. */
-#define TU_RETRY_COUNT(rc, call, counter)                                      \
-    do {                                                                       \
-        unsigned tu_attempt_ = 0;                                              \
-        while (((rc) = (call)) == AXSTM_BUSY_RETRY) {                          \
-            ++*(counter);                                                      \
-            tu_backoff(++tu_attempt_);                                         \
-        }                                                                      \
+#define TU_RETRY_COUNT(rc, call, counter)             \
+    do {                                              \
+        unsigned tu_attempt_ = 0;                     \
+        while (((rc) = (call)) == AXSTM_BUSY_RETRY) { \
+            ++*(counter);                             \
+            tu_backoff(++tu_attempt_);                \
+        }                                             \
     } while (0)
 
 static inline void tu_backoff(unsigned attempt)
@@ -55,18 +55,18 @@ static inline void tu_backoff(unsigned attempt)
     if (attempt < 16) {
         sched_yield();
     } else {
-        struct timespec ts = { 0, 1000 };
+        struct timespec ts = {0, 1000};
         nanosleep(&ts, NULL);
     }
 }
 
 /* Inside a transaction body: pass any code but AXSTM_OK straight back.
  * (Bodies never assert: an assert would jump out of axstm_atomically.) */
-#define TU_TRY(call)                                                           \
-    do {                                                                       \
-        int tu_rc_ = (call);                                                   \
-        if (tu_rc_ != AXSTM_OK)                                                \
-            return tu_rc_;                                                     \
+#define TU_TRY(call)            \
+    do {                        \
+        int tu_rc_ = (call);    \
+        if (tu_rc_ != AXSTM_OK) \
+            return tu_rc_;      \
     } while (0)
 
 /* ------------------------------------------------------------------ */
@@ -110,7 +110,7 @@ static inline double tu_now(void)
 
 static inline void tu_sleep_ns(long ns)
 {
-    struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+    struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
 }
@@ -240,9 +240,7 @@ static inline axstm_value *tu_usevar_ok(axstm_store *s, const char *key)
     return v;
 }
 
-static inline axstm_collection *tu_using_ok(axstm_store *s,
-                                            const char *const keys[],
-                                            size_t nkeys)
+static inline axstm_collection *tu_using_ok(axstm_store *s, const char *const keys[], size_t nkeys)
 {
     axstm_collection *c = NULL;
     int rc;
@@ -257,8 +255,8 @@ static inline int tu_commit(axstm_value *v)
 {
     int rc;
     TU_RETRY(rc, axstm_value_commit(v));
-    ck_assert_msg(rc == AXSTM_OK || rc == AXSTM_CONCURRENT_UPDATE,
-                  "value_commit: %s", axstm_strerror(rc));
+    ck_assert_msg(rc == AXSTM_OK || rc == AXSTM_CONCURRENT_UPDATE, "value_commit: %s",
+                  axstm_strerror(rc));
     return rc;
 }
 
@@ -266,8 +264,8 @@ static inline int tu_ccommit(axstm_collection *c)
 {
     int rc;
     TU_RETRY(rc, axstm_collection_commit(c));
-    ck_assert_msg(rc == AXSTM_OK || rc == AXSTM_CONCURRENT_UPDATE,
-                  "collection_commit: %s", axstm_strerror(rc));
+    ck_assert_msg(rc == AXSTM_OK || rc == AXSTM_CONCURRENT_UPDATE, "collection_commit: %s",
+                  axstm_strerror(rc));
     return rc;
 }
 
@@ -299,8 +297,7 @@ static inline int64_t tu_get_i64_ok(const axstm_value *v)
 {
     int64_t x = 0;
     int rc = axstm_value_get_i64(v, &x);
-    ck_assert_msg(rc == AXSTM_OK, "get_i64(%s): %s", axstm_value_key(v),
-                  axstm_strerror(rc));
+    ck_assert_msg(rc == AXSTM_OK, "get_i64(%s): %s", axstm_value_key(v), axstm_strerror(rc));
     return x;
 }
 
@@ -336,8 +333,7 @@ static inline void tu_assert_str(const axstm_value *v, const char *want)
 {
     const char *got = NULL;
     int rc = axstm_value_get_str(v, &got);
-    ck_assert_msg(rc == AXSTM_OK, "get_str(%s): %s", axstm_value_key(v),
-                  axstm_strerror(rc));
+    ck_assert_msg(rc == AXSTM_OK, "get_str(%s): %s", axstm_value_key(v), axstm_strerror(rc));
     ck_assert_str_eq(got, want);
 }
 
@@ -356,7 +352,7 @@ static inline void tu_assert_no_value(const axstm_value *v)
 typedef struct tu_entry {
     char *key;
     uint64_t version;
-    int has_value;       /* 0: data was NULL ("no value yet") */
+    int has_value; /* 0: data was NULL ("no value yet") */
     size_t len;
     unsigned char *data; /* a copy; NULL when !has_value or len == 0 */
 } tu_entry;
@@ -382,8 +378,8 @@ static inline char *tu_xstrdup(const char *s)
     return p;
 }
 
-static inline int tu_snapshot_visit_(const char *key, uint64_t version,
-                                     const void *data, size_t len, void *arg)
+static inline int tu_snapshot_visit_(const char *key, uint64_t version, const void *data,
+                                     size_t len, void *arg)
 {
     tu_snapshot *snap = arg;
     tu_entry *e;
@@ -437,8 +433,7 @@ static inline void tu_snapshot_free(tu_snapshot *snap)
 
 /* Two snapshots show the same keys, versions and values.  (Compared
  * without an assert per entry: each Check assert costs a write.) */
-static inline void tu_snapshot_assert_equal(const tu_snapshot *a,
-                                            const tu_snapshot *b)
+static inline void tu_snapshot_assert_equal(const tu_snapshot *a, const tu_snapshot *b)
 {
     size_t i;
     ck_assert_msg(a->n == b->n, "%zu keys, then %zu", a->n, b->n);
@@ -447,12 +442,10 @@ static inline void tu_snapshot_assert_equal(const tu_snapshot *a,
         if (strcmp(x->key, y->key) != 0)
             ck_abort_msg("key %s, then %s", x->key, y->key);
         if (x->version != y->version)
-            ck_abort_msg("%s: version %llu, then %llu", x->key,
-                         (unsigned long long)x->version,
+            ck_abort_msg("%s: version %llu, then %llu", x->key, (unsigned long long)x->version,
                          (unsigned long long)y->version);
         if (x->has_value != y->has_value)
-            ck_abort_msg("%s: value presence %d, then %d", x->key, x->has_value,
-                         y->has_value);
+            ck_abort_msg("%s: value presence %d, then %d", x->key, x->has_value, y->has_value);
         if (x->len != y->len)
             ck_abort_msg("%s: length %zu, then %zu", x->key, x->len, y->len);
         if (x->len > 0 && memcmp(x->data, y->data, x->len) != 0)
@@ -461,8 +454,7 @@ static inline void tu_snapshot_assert_equal(const tu_snapshot *a,
 }
 
 /* The entry for `key` in a snapshot, or NULL. */
-static inline const tu_entry *tu_snapshot_find(const tu_snapshot *snap,
-                                               const char *key)
+static inline const tu_entry *tu_snapshot_find(const tu_snapshot *snap, const char *key)
 {
     tu_entry probe;
     if (snap->n == 0)
@@ -499,8 +491,7 @@ static inline void tu_assert_absent(axstm_store *s, const char *key)
     tu_entry e;
     if (tu_lookup(s, key, &e)) {
         free(e.data);
-        ck_abort_msg("%s is in the store (version %llu)", key,
-                     (unsigned long long)e.version);
+        ck_abort_msg("%s is in the store (version %llu)", key, (unsigned long long)e.version);
     }
 }
 
@@ -518,18 +509,17 @@ static inline void tu_assert_committed(axstm_store *s, const char *key, uint64_t
     free(e.data);
     ck_assert_msg(e.version == version, "%s at version %llu, not %llu", key,
                   (unsigned long long)e.version, (unsigned long long)version);
-    ck_assert_msg(e.has_value == has_value, "%s: value presence %d, not %d", key,
-                  e.has_value, has_value);
+    ck_assert_msg(e.has_value == has_value, "%s: value presence %d, not %d", key, e.has_value,
+                  has_value);
     if (has_value) {
         ck_assert_msg(e.len == 8, "%s holds %zu bytes, not 8", key, e.len);
-        ck_assert_msg(got == x, "%s holds %lld, not %lld", key, (long long)got,
-                      (long long)x);
+        ck_assert_msg(got == x, "%s holds %lld, not %lld", key, (long long)got, (long long)x);
     }
 }
 
 /* Number of keys foreach visits. */
-static inline int tu_count_visit_(const char *key, uint64_t version,
-                                  const void *data, size_t len, void *arg)
+static inline int tu_count_visit_(const char *key, uint64_t version, const void *data, size_t len,
+                                  void *arg)
 {
     (void)key;
     (void)version;

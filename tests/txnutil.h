@@ -116,7 +116,7 @@ static inline int set_body(axstm_txn *tx, void *arg)
 /* Worker side: commit keys[0..n) = x through a transaction. */
 static inline int commit_by_txn(axstm_store *s, const char *const *keys, size_t n, int64_t x)
 {
-    struct setter st = { keys, n, x };
+    struct setter st = {keys, n, x};
     return axstm_atomically(s, set_body, &st);
 }
 
@@ -167,8 +167,8 @@ struct interloper {
     const char *keys[2];
     size_t nkeys;
     int64_t x;
-    int rc;   /* recorded by the interloper thread */
-    int met;  /* test's thread only */
+    int rc;  /* recorded by the interloper thread */
+    int met; /* test's thread only */
     pthread_t th;
 };
 
@@ -182,8 +182,8 @@ static inline void *interloper_main(void *arg)
 }
 
 static inline void interloper_start(struct interloper *it, axstm_store *s,
-                                    int (*op)(struct interloper *), int64_t x,
-                                    const char *k0, const char *k1)
+                                    int (*op)(struct interloper *), int64_t x, const char *k0,
+                                    const char *k1)
 {
     memset(it, 0, sizeof *it);
     it->s = s;
@@ -235,12 +235,12 @@ static inline int op_handle_set(struct interloper *it)
 
 struct later {
     axstm_store *s;
-    atomic_int armed;  /* set by the body just before it returns AXSTM_RETRY */
-    double delay;      /* seconds between armed and the commit */
+    atomic_int armed; /* set by the body just before it returns AXSTM_RETRY */
+    double delay;     /* seconds between armed and the commit */
     int (*op)(struct later *);
     const char *key;
     int64_t x;
-    int rc;            /* recorded by the thread; INT_MIN: never armed */
+    int rc; /* recorded by the thread; INT_MIN: never armed */
     pthread_t th;
 };
 

@@ -131,8 +131,7 @@ uint64_t hist_value_decode(const void *data, size_t len, uint32_t key, uint64_t 
     if (len != HIST_VALUE_SIZE)
         return HIST_WID_GARBAGE;
     memcpy(w, data, sizeof w);
-    if (w[0] >> 48 != VALUE_TAG || w[1] >> 48 != (key & 0xffff) ||
-        (w[0] & HIST_TXID_MASK) == 0)
+    if (w[0] >> 48 != VALUE_TAG || w[1] >> 48 != (key & 0xffff) || (w[0] & HIST_TXID_MASK) == 0)
         return HIST_WID_GARBAGE;
     *prev = w[1] & HIST_TXID_MASK;
     return w[0] & HIST_TXID_MASK;
@@ -155,7 +154,7 @@ struct hist_recorder {
     hist_log **logs; /* each on its own cache lines: no false sharing */
     uint64_t *init_wid, *init_version;
     uint64_t *final_wid, *final_version; /* as the last hist_check found */
-    bool *init_absent, *final_absent;   /* absent: left by a delete (wid) */
+    bool *init_absent, *final_absent;    /* absent: left by a delete (wid) */
     bool have_final;
 };
 
@@ -204,8 +203,8 @@ hist_recorder *hist_recorder_new(unsigned nthreads, uint32_t nkeys, size_t txns_
 {
     if (nthreads == 0 || nthreads > HIST_MAX_THREADS || nkeys == 0 || nkeys > HIST_MAX_KEYS ||
         txns_per_thread == 0 || txns_per_thread > SEQ_MASK ||
-        txns_per_thread > SIZE_MAX / sizeof(struct hist_txn) ||
-        ops_per_thread > UINT32_MAX || ops_per_thread > SIZE_MAX / sizeof(struct hist_op))
+        txns_per_thread > SIZE_MAX / sizeof(struct hist_txn) || ops_per_thread > UINT32_MAX ||
+        ops_per_thread > SIZE_MAX / sizeof(struct hist_op))
         return NULL;
     hist_recorder *r = xcalloc(1, sizeof *r);
     if (r == NULL)
@@ -219,9 +218,8 @@ hist_recorder *hist_recorder_new(unsigned nthreads, uint32_t nkeys, size_t txns_
     r->final_version = xcalloc(nkeys, sizeof *r->final_version);
     r->init_absent = xcalloc(nkeys, sizeof *r->init_absent);
     r->final_absent = xcalloc(nkeys, sizeof *r->final_absent);
-    if (r->logs == NULL || r->init_wid == NULL || r->init_version == NULL ||
-        r->final_wid == NULL || r->final_version == NULL || r->init_absent == NULL ||
-        r->final_absent == NULL) {
+    if (r->logs == NULL || r->init_wid == NULL || r->init_version == NULL || r->final_wid == NULL ||
+        r->final_version == NULL || r->init_absent == NULL || r->final_absent == NULL) {
         hist_recorder_free(r);
         return NULL;
     }
@@ -327,8 +325,7 @@ static void add_op(hist_log *l, uint32_t key, uint64_t wid, uint64_t prev, uint6
                    bool is_write, bool absent)
 {
     if (!l->open || l->nops >= l->cap_ops || l->txns[l->ntxns - 1].nops == UINT16_MAX) {
-        fprintf(stderr, "history: op outside a transaction or log full (thread %u)\n",
-                l->thread);
+        fprintf(stderr, "history: op outside a transaction or log full (thread %u)\n", l->thread);
         abort();
     }
     l->ops[l->nops++] = (struct hist_op){wid, prev, version, key, is_write, absent};
@@ -388,9 +385,8 @@ static const char *const violation_names[HIST_V_NKINDS] = {
 };
 
 static const char *const kind_names[HIST_NKINDS] = {
-    [HIST_USING] = "using",         [HIST_USEVAR] = "usevar",
-    [HIST_SNAPSHOT] = "snapshot",   [HIST_ATOMIC] = "atomically",
-    [HIST_ATOMIC_RO] = "atomically-ro",
+    [HIST_USING] = "using",       [HIST_USEVAR] = "usevar",           [HIST_SNAPSHOT] = "snapshot",
+    [HIST_ATOMIC] = "atomically", [HIST_ATOMIC_RO] = "atomically-ro",
 };
 
 const char *hist_violation_name(enum hist_violation v)
@@ -418,8 +414,7 @@ static void report_text(hist_report *rep, const char *s)
         rep->len += (size_t)n < room ? (size_t)n : room - 1;
 }
 
-__attribute__((format(printf, 3, 4))) static void violation(hist_report *rep,
-                                                            enum hist_violation v,
+__attribute__((format(printf, 3, 4))) static void violation(hist_report *rep, enum hist_violation v,
                                                             const char *fmt, ...)
 {
     rep->violations++;
@@ -601,8 +596,7 @@ static const char *txid_name(uint64_t txid, char *buf, size_t size)
     else if (txid == HIST_PREV_UNKNOWN)
         snprintf(buf, size, "unknown");
     else
-        snprintf(buf, size, "T%" PRIu64 ".%" PRIu64, (txid >> HIST_SEQ_BITS) - 1,
-                 txid & SEQ_MASK);
+        snprintf(buf, size, "T%" PRIu64 ".%" PRIu64, (txid >> HIST_SEQ_BITS) - 1, txid & SEQ_MASK);
     return buf;
 }
 
@@ -717,8 +711,8 @@ static int collect(struct checker *c)
         for (uint32_t i = 0; i < c->txn[g]->nops; i++) {
             const struct hist_op *o = &c->ops[g][i];
             if (o->is_write)
-                c->cw[c->ncw++] = (struct cwrite){(uint32_t)g, o->key, o->prev, o->version,
-                                                  0, NONE, 0, false, o->absent != 0};
+                c->cw[c->ncw++] = (struct cwrite){(uint32_t)g, o->key, o->prev, o->version,    0,
+                                                  NONE,        0,      false,   o->absent != 0};
         }
     }
     c->cw_first[c->n] = (uint32_t)c->ncw;
@@ -762,8 +756,8 @@ static int order_writes(struct checker *c)
     /* Keys deleted in this window: their versions start again after each
      * delete, so equal versions are no fork there. */
     bool *deleted = xcalloc(nkeys, sizeof *deleted);
-    if (c->init_next == NULL || c->chain_off == NULL || c->chain_len == NULL ||
-        c->chain == NULL || bv == NULL || bv_off == NULL || deleted == NULL) {
+    if (c->init_next == NULL || c->chain_off == NULL || c->chain_len == NULL || c->chain == NULL ||
+        bv == NULL || bv_off == NULL || deleted == NULL) {
         free(bv);
         free(bv_off);
         free(deleted);
@@ -798,8 +792,7 @@ static int order_writes(struct checker *c)
             slot = &c->cw[p].next;
         }
         if (*slot != NONE) {
-            violation(rep, HIST_V_LOST_UPDATE,
-                      "%s and %s both overwrote %s of x%" PRIu32,
+            violation(rep, HIST_V_LOST_UPDATE, "%s and %s both overwrote %s of x%" PRIu32,
                       describe(c, c->cw[*slot].txn, b1, sizeof b1),
                       describe(c, w->txn, b2, sizeof b2), txid_name(w->prev, b3, sizeof b3),
                       w->key);
@@ -822,12 +815,10 @@ static int order_writes(struct checker *c)
         bv_off[k + 1] += bv_off[k];
     qsort(bv, nbv, sizeof *bv, cmp_by_version);
     for (size_t i = 1; i < nbv; i++)
-        if (bv[i].key == bv[i - 1].key && bv[i].version == bv[i - 1].version &&
-            !deleted[bv[i].key])
+        if (bv[i].key == bv[i - 1].key && bv[i].version == bv[i - 1].version && !deleted[bv[i].key])
             violation(rep, HIST_V_FORK, "%s and %s both made version %" PRIu64 " of x%" PRIu32,
                       describe(c, c->cw[bv[i - 1].cw].txn, b1, sizeof b1),
-                      describe(c, c->cw[bv[i].cw].txn, b2, sizeof b2), bv[i].version,
-                      bv[i].key);
+                      describe(c, c->cw[bv[i].cw].txn, b2, sizeof b2), bv[i].version, bv[i].key);
 
     /* Walk each key's order from its initial state. */
     for (uint32_t k = 0; k < nkeys; k++) {
@@ -839,8 +830,7 @@ static int order_writes(struct checker *c)
             if (nxt == NONE) {
                 /* A blind write holding the next version continues it. */
                 while (blind < bv_off[k + 1] &&
-                       (bv[blind].version <= ver ||
-                        c->cw[bv[blind].cw].prev != HIST_PREV_UNKNOWN ||
+                       (bv[blind].version <= ver || c->cw[bv[blind].cw].prev != HIST_PREV_UNKNOWN ||
                         c->cw[bv[blind].cw].pos != 0))
                     blind++;
                 if (blind < bv_off[k + 1] && bv[blind].version == ver + 1)
@@ -883,8 +873,8 @@ static int order_writes(struct checker *c)
             violation(rep, HIST_V_GAP,
                       "%s wrote x%" PRIu32 " (over %s, version %" PRIu64
                       "), which is not in the key's order from its initial state",
-                      describe(c, w->txn, b1, sizeof b1), w->key,
-                      txid_name(w->prev, b3, sizeof b3), w->version);
+                      describe(c, w->txn, b1, sizeof b1), w->key, txid_name(w->prev, b3, sizeof b3),
+                      w->version);
     }
     free(bv);
     free(bv_off);
@@ -927,10 +917,10 @@ static int check_reads(struct checker *c)
                 pos = 0;
                 made = r->init_version[k];
             } else if (o->wid == r->init_wid[k] || (o->absent && o->wid == 0)) {
-                violation(rep, HIST_V_NEVER_WRITTEN, "%s found x%" PRIu32 " %s, but it was %s at first",
-                          describe(c, g, b1, sizeof b1), k,
-                          state_name(o->wid, o->absent, b3, sizeof b3),
-                          state_name(r->init_wid[k], init_is_absent(r, k), b4, sizeof b4));
+                violation(
+                    rep, HIST_V_NEVER_WRITTEN, "%s found x%" PRIu32 " %s, but it was %s at first",
+                    describe(c, g, b1, sizeof b1), k, state_name(o->wid, o->absent, b3, sizeof b3),
+                    state_name(r->init_wid[k], init_is_absent(r, k), b4, sizeof b4));
                 continue;
             } else {
                 uint32_t w = o->wid == 0 ? NONE : find_txn(c, o->wid);
@@ -939,10 +929,8 @@ static int check_reads(struct checker *c)
                 uint32_t p = w == NONE ? NONE : find_cwrite(c, w, k);
                 if (p == NONE) {
                     if (w != NONE && c->txn[w]->outcome != HIST_COMMITTED && wrote_key(c, w, k))
-                        violation(rep, HIST_V_DIRTY_READ,
-                                  "%s read x%" PRIu32 " as written by %s",
-                                  describe(c, g, b1, sizeof b1), k,
-                                  describe(c, w, b2, sizeof b2));
+                        violation(rep, HIST_V_DIRTY_READ, "%s read x%" PRIu32 " as written by %s",
+                                  describe(c, g, b1, sizeof b1), k, describe(c, w, b2, sizeof b2));
                     else
                         violation(rep, HIST_V_NEVER_WRITTEN,
                                   "%s read x%" PRIu32
@@ -952,8 +940,7 @@ static int check_reads(struct checker *c)
                     continue;
                 }
                 if (c->cw[p].del != (o->absent != 0)) {
-                    violation(rep, HIST_V_NEVER_WRITTEN,
-                              "%s found x%" PRIu32 " %s %s, which %s it",
+                    violation(rep, HIST_V_NEVER_WRITTEN, "%s found x%" PRIu32 " %s %s, which %s it",
                               describe(c, g, b1, sizeof b1), k,
                               o->absent ? "absent after" : "holding a value of",
                               describe(c, w, b2, sizeof b2),
@@ -966,8 +953,7 @@ static int check_reads(struct checker *c)
                     o->prev != c->cw[p].prev) {
                     violation(rep, HIST_V_NEVER_WRITTEN,
                               "%s read x%" PRIu32 " as %s over %s, but that write was over %s",
-                              describe(c, g, b1, sizeof b1), k,
-                              txid_name(o->wid, b2, sizeof b2),
+                              describe(c, g, b1, sizeof b1), k, txid_name(o->wid, b2, sizeof b2),
                               txid_name(o->prev, b3, sizeof b3),
                               txid_name(c->cw[p].prev, b4, sizeof b4));
                     continue;
@@ -990,8 +976,7 @@ static int check_reads(struct checker *c)
                 if (c->txn[next]->end < t->start)
                     violation(rep, HIST_V_STALE_READ,
                               "%s read x%" PRIu32 " as %s, but %s had replaced it before",
-                              describe(c, g, b1, sizeof b1), k,
-                              txid_name(o->wid, b3, sizeof b3),
+                              describe(c, g, b1, sizeof b1), k, txid_name(o->wid, b3, sizeof b3),
                               describe(c, next, b2, sizeof b2));
                 if (add_edge(c, g, next, k, E_RW) != 0)
                     return -1;
@@ -1283,8 +1268,8 @@ bool hist_verify_final(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t ve
     return verify_final(r, key, wid, version, wid == 0, rep);
 }
 
-bool hist_verify_final_absent(hist_recorder *r, uint32_t key, uint64_t deleter,
-                              uint64_t version, hist_report *rep)
+bool hist_verify_final_absent(hist_recorder *r, uint32_t key, uint64_t deleter, uint64_t version,
+                              hist_report *rep)
 {
     return verify_final(r, key, deleter, version, true, rep);
 }

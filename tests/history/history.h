@@ -39,7 +39,7 @@
 #define HIST_THREAD_BITS 12
 #define HIST_SEQ_BITS 36
 #define HIST_MAX_THREADS ((1u << HIST_THREAD_BITS) - 2) /* the last is reserved */
-#define HIST_MAX_KEYS 65536u                           /* key index: 16 bits */
+#define HIST_MAX_KEYS 65536u                            /* key index: 16 bits */
 #define HIST_TXID_MASK ((UINT64_C(1) << 48) - 1)
 
 /* The "previous write" of a blind write: unknown, order it by version. */
@@ -223,8 +223,8 @@ bool hist_verify_final(hist_recorder *r, uint32_t key, uint64_t wid, uint64_t ve
 
 /* The same for a key the store does not hold (or holds with no value, at
  * version), which the delete `deleter` left absent (0: never written). */
-bool hist_verify_final_absent(hist_recorder *r, uint32_t key, uint64_t deleter,
-                              uint64_t version, hist_report *rep);
+bool hist_verify_final_absent(hist_recorder *r, uint32_t key, uint64_t deleter, uint64_t version,
+                              hist_report *rep);
 
 /* Prints the report's totals and text. */
 void hist_report_print(const hist_report *rep, FILE *out);

@@ -67,7 +67,7 @@ int main(int argc, char **argv)
         if (v != 0)
             status = 1;
     }
-    printf("stress_history: %" PRIu64 " transactions checked, %" PRIu64 " violations: %s\n",
-           total, violations, status == 0 ? "PASS" : "FAIL");
+    printf("stress_history: %" PRIu64 " transactions checked, %" PRIu64 " violations: %s\n", total,
+           violations, status == 0 ? "PASS" : "FAIL");
     return status;
 }

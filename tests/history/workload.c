@@ -159,18 +159,18 @@ static bool room(struct worker *w)
  * calls and sleep after a run of them: with more threads than cores the
  * lock holder may be waiting for this core.
  */
-#define CALL_AGAIN_WHILE_BUSY(w, rc, call)                                                \
-    do {                                                                                  \
-        unsigned busy_round_ = 0;                                                         \
-        while (((rc) = (call)) == AXSTM_BUSY_RETRY) {                                     \
-            (w)->busy++;                                                                  \
-            if (++busy_round_ < 16) {                                                     \
-                sched_yield();                                                            \
-            } else {                                                                      \
-                struct timespec ts_ = {0, 2000};                                          \
-                nanosleep(&ts_, NULL);                                                    \
-            }                                                                             \
-        }                                                                                 \
+#define CALL_AGAIN_WHILE_BUSY(w, rc, call)            \
+    do {                                              \
+        unsigned busy_round_ = 0;                     \
+        while (((rc) = (call)) == AXSTM_BUSY_RETRY) { \
+            (w)->busy++;                              \
+            if (++busy_round_ < 16) {                 \
+                sched_yield();                        \
+            } else {                                  \
+                struct timespec ts_ = {0, 2000};      \
+                nanosleep(&ts_, NULL);                \
+            }                                         \
+        }                                             \
     } while (0)
 
 /* ------------------------------------------------------------------ */
@@ -232,8 +232,8 @@ struct planned {
  * handles were just checked out (a re-commit round reads the handle's own
  * state: an absent key's version there is not the store's).
  */
-static bool read_and_change(struct worker *w, const struct handles *h, uint64_t txid,
-                            bool fresh, struct planned *pl)
+static bool read_and_change(struct worker *w, const struct handles *h, uint64_t txid, bool fresh,
+                            struct planned *pl)
 {
     for (unsigned i = 0; i < h->n; i++) {
         uint32_t k = h->idx[i];
@@ -613,8 +613,7 @@ struct final_state {
     bool *present, *seen;
 };
 
-static int visit_final(const char *key, uint64_t version, const void *data, size_t len,
-                       void *arg)
+static int visit_final(const char *key, uint64_t version, const void *data, size_t len, void *arg)
 {
     struct final_state *f = arg;
     char *end;
@@ -651,14 +650,14 @@ static int verify_store(struct shared *sh, struct hist_run_result *res)
     int walk = axstm_store_foreach(sh->store, visit_final, &f);
     if (walk != AXSTM_OK) {
         run_error(res, "foreach after the window: %s",
-                  walk == 1 ? "a key the workload never made" :
-                  walk == 2 ? "a key visited twice" : axstm_strerror(walk));
+                  walk == 1   ? "a key the workload never made"
+                  : walk == 2 ? "a key visited twice"
+                              : axstm_strerror(walk));
         goto out;
     }
     for (uint32_t k = 0; k < nkeys; k++) {
         if (k < sh->ndata && !f.present[k])
-            hist_verify_final_absent(sh->rec, k, f.wid[tomb(sh, k)], f.version[k],
-                                     &res->report);
+            hist_verify_final_absent(sh->rec, k, f.wid[tomb(sh, k)], f.version[k], &res->report);
         else
             hist_verify_final(sh->rec, k, f.wid[k], f.version[k], &res->report);
     }
@@ -688,11 +687,10 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
     sh.rec = hist_recorder_new(cfg->threads, 2 * cfg->nkeys, cap, cap * OPS_PER_TXN + MAX_OPS);
     char(*names)[16] = calloc(2 * (size_t)cfg->nkeys, sizeof *names);
     sh.keys = calloc(2 * (size_t)cfg->nkeys, sizeof *sh.keys);
-    struct worker *workers = aligned_alloc(_Alignof(struct worker),
-                                           cfg->threads * sizeof(struct worker));
+    struct worker *workers =
+        aligned_alloc(_Alignof(struct worker), cfg->threads * sizeof(struct worker));
     long result = -1;
-    if (sh.store == NULL || sh.rec == NULL || names == NULL || sh.keys == NULL ||
-        workers == NULL) {
+    if (sh.store == NULL || sh.rec == NULL || names == NULL || sh.keys == NULL || workers == NULL) {
         run_error(res, "out of memory");
         goto out;
     }
@@ -721,8 +719,7 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
         atomic_store(&sh.window_over, 0);
         unsigned started = 0;
         for (; started < cfg->threads; started++)
-            if (pthread_create(&workers[started].thread, NULL, worker_main,
-                               &workers[started]) != 0)
+            if (pthread_create(&workers[started].thread, NULL, worker_main, &workers[started]) != 0)
                 break;
         if (started < cfg->threads)
             end_window(&workers[0]);

@@ -118,8 +118,8 @@ static void gather_distinct(axstm_collection *c, const struct axstm__keyref *ref
  * found by looking for each key among those already taken, n^2 steps.  A
  * key is its entry, or, on a remote store (no entries), its name.
  */
-static void take_distinct(axstm_collection *c, const struct axstm__keyref *refs, size_t n,
-                          bool by_name)
+static inline void take_distinct(axstm_collection *c, const struct axstm__keyref *refs, size_t n,
+                                 bool by_name)
 {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {

@@ -44,45 +44,8 @@ fail() {
     status=1
 }
 
-# Declared: the first axstm_name( after AXSTM_API, which may sit on a later
-# line when a declaration is wrapped.  Comments and preprocessor lines are
-# left out first, so that the documentation may quote a declaration without
-# counting as one (as in check_symbols.sh).
-awk '
-    {
-        line = ""
-        rest = $0
-        while (rest != "") {
-            if (incomment) {
-                end = index(rest, "*/")
-                if (end == 0) { rest = ""; break }
-                rest = substr(rest, end + 2)
-                incomment = 0
-            } else {
-                start = index(rest, "/*")
-                if (start == 0) { line = line rest; rest = ""; break }
-                line = line substr(rest, 1, start - 1) " "
-                rest = substr(rest, start + 2)
-                incomment = 1
-            }
-        }
-        $0 = line
-    }
-    indefine { indefine = /\\$/; next }
-    /^[ \t]*#/ { indefine = /\\$/; next }
-    /^[ \t]*AXSTM_API([ \t]|$)/ { decl = ""; open = 1 }
-    open {
-        decl = decl " " $0
-        if (index(decl, "(")) {
-            if (match(decl, /axstm_[A-Za-z0-9_]*[ \t]*\(/)) {
-                name = substr(decl, RSTART, RLENGTH)
-                sub(/[ \t]*\($/, "", name)
-                print name
-            }
-            open = 0
-        }
-    }
-' "$@" | LC_ALL=C sort -u > "$tmp/declared"
+# Declared: every function the headers declare with AXSTM_API.
+awk -f "$top_srcdir/tests/api_functions.awk" "$@" | LC_ALL=C sort -u > "$tmp/declared"
 if [ ! -s "$tmp/declared" ]; then
     echo "check_man: found no AXSTM_API declarations in $*"
     exit 1

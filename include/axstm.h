@@ -146,7 +146,9 @@
  * that had no watch, and that no other thread was inside a call on, at
  * the fork (a single-threaded parent's, say) stays fully usable in the
  * child.  New stores made in the child work fully, from any threads it
- * starts.
+ * starts.  A store kept in Redis (axstm_store_open) is usable on both sides
+ * of a fork: the child never uses the parent's connections, it opens its
+ * own.
  * For this the library registers fork handlers (pthread_atfork) with its
  * first axstm_store_new: fork() waits for the commits and key creations
  * under way to finish, so that no store is copied halfway through one.

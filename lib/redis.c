@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "axstm-internal.h"
@@ -50,9 +51,10 @@ struct axstm__redis {
     char *meta[METAS];
     char *channel; /* where commits publish the names they changed */
     char sha[SCRIPTS][41];
-    pthread_mutex_t lock; /* guards idle, nidle, idle_cap */
+    pthread_mutex_t lock; /* guards idle, nidle, idle_cap, pid */
     redisContext **idle;
     size_t nidle, idle_cap;
+    pid_t pid; /* the process the idle connections belong to */
 };
 
 /* ------------------------------------------------------------------ */
@@ -198,11 +200,19 @@ static int connect_one(struct axstm__redis *r, redisContext **out)
     return AXSTM_OK;
 }
 
-/* An idle connection, or a new one. */
+/* An idle connection, or a new one.  In the child of a fork the idle
+ * connections are the parent's too (the same sockets): the child closes
+ * its copies, sending nothing, and opens its own. */
 static int take_connection(struct axstm__redis *r, redisContext **out)
 {
     redisContext *c = NULL;
+    pid_t me = getpid();
     pthread_mutex_lock(&r->lock);
+    if (r->pid != me) {
+        while (r->nidle > 0)
+            redisFree(r->idle[--r->nidle]);
+        r->pid = me;
+    }
     if (r->nidle > 0)
         c = r->idle[--r->nidle];
     pthread_mutex_unlock(&r->lock);
@@ -219,6 +229,12 @@ static void give_back(struct axstm__redis *r, redisContext *c)
 {
     if (c->err == 0) {
         pthread_mutex_lock(&r->lock);
+        if (r->pid != getpid()) {
+            /* Taken before a fork, given back in the child: the parent's. */
+            pthread_mutex_unlock(&r->lock);
+            redisFree(c);
+            return;
+        }
         if (r->nidle == r->idle_cap) {
             size_t cap = r->idle_cap * 2 + 4;
             redisContext **grown = axstm__malloc(cap * sizeof *grown);
@@ -340,6 +356,7 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
         axstm__free(r);
         return AXSTM_ENOMEM;
     }
+    r->pid = getpid();
     /* The address's strings are borrowed until the copies below. */
     r->addr = *a;
     r->addr.host = r->addr.path = r->addr.user = r->addr.password = r->addr.prefix = NULL;

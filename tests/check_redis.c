@@ -449,6 +449,55 @@ START_TEST(transfers_from_several_processes_conserve_the_total)
 }
 END_TEST
 
+/* A store opened before a fork, used by parent and child at once: each
+ * must talk to the server on connections of its own (a shared socket
+ * would mix their requests and answers). */
+static int bump_many(axstm_store *s, const char *key, int times)
+{
+    axstm_value *v = NULL;
+    int rc = axstm_usevar(s, key, &v);
+    for (int done = 0; done < times && rc == AXSTM_OK;) {
+        int64_t x = 0;
+        if (axstm_value_data(v, NULL) != NULL)
+            rc = axstm_value_get_i64(v, &x);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_set_i64(v, x + 1);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_commit(v);
+        if (rc == AXSTM_OK)
+            done++;
+        else if (rc == AXSTM_CONCURRENT_UPDATE)
+            rc = axstm_value_refresh(v);
+    }
+    axstm_value_free(v);
+    return rc;
+}
+
+START_TEST(a_store_used_on_both_sides_of_a_fork)
+{
+    SKIP_WITHOUT_SERVER();
+    enum { TIMES = 200 };
+    axstm_store *s = open_ok(server.address);
+    ck_assert_int_eq(bump_many(s, "n", 1), AXSTM_OK); /* a connection in the pool */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(bump_many(s, "n", TIMES) == AXSTM_OK ? 0 : 1);
+    int rc = bump_many(s, "n", TIMES);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(rc == AXSTM_OK, "parent: %s", axstm_strerror(rc));
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed (%d)", status);
+    axstm_value *v = usevar_ok(s, "n");
+    int64_t n;
+    ck_assert_int_eq(axstm_value_get_i64(v, &n), AXSTM_OK);
+    ck_assert_int_eq(n, 1 + 2 * TIMES);
+    axstm_value_free(v);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Faults                                                             */
 /* ------------------------------------------------------------------ */
@@ -620,6 +669,7 @@ static Suite *redis_suite(void)
     tc = tcase_create("Several processes");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, transfers_from_several_processes_conserve_the_total);
+    tcase_add_test(tc, a_store_used_on_both_sides_of_a_fork);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Faults");

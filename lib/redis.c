@@ -200,10 +200,10 @@ static int connect_one(struct axstm__redis *r, redisContext **out)
     return AXSTM_OK;
 }
 
-/* An idle connection, or a new one.  In the child of a fork the idle
- * connections are the parent's too (the same sockets): the child closes
- * its copies, sending nothing, and opens its own. */
-static int take_connection(struct axstm__redis *r, redisContext **out)
+/* An idle connection (*reused set), or a new one.  In the child of a fork
+ * the idle connections are the parent's too (the same sockets): the child
+ * closes its copies, sending nothing, and opens its own. */
+static int take_connection(struct axstm__redis *r, redisContext **out, bool *reused)
 {
     redisContext *c = NULL;
     pid_t me = getpid();
@@ -216,6 +216,7 @@ static int take_connection(struct axstm__redis *r, redisContext **out)
     if (r->nidle > 0)
         c = r->idle[--r->nidle];
     pthread_mutex_unlock(&r->lock);
+    *reused = c != NULL;
     if (c != NULL) {
         *out = c;
         return AXSTM_OK;
@@ -254,6 +255,32 @@ static void give_back(struct axstm__redis *r, redisContext *c)
             return;
     }
     redisFree(c);
+}
+
+/*
+ * round_trip on a connection from the pool.  An idle connection may have
+ * been closed by the server meanwhile (it restarted, or dropped idle
+ * clients): when one fails, the call is made once more on a new
+ * connection, provided the command did not leave whole or repeating it
+ * changes nothing (repeat_ok).  *c may be replaced.
+ */
+static int pooled_trip(struct axstm__redis *r, redisContext **c, bool *reused, bool repeat_ok,
+                       int argc, const char **argv, const size_t *lens, redisReply **out,
+                       bool *sent)
+{
+    int rc = round_trip(*c, argc, argv, lens, out, sent);
+    if (rc == AXSTM_OK || !*reused || (*sent && !repeat_ok))
+        return rc;
+    freeReplyObject(*out);
+    *out = NULL;
+    redisFree(*c);
+    *reused = false;
+    rc = connect_one(r, c);
+    if (rc != AXSTM_OK) {
+        *c = NULL;
+        return rc;
+    }
+    return round_trip(*c, argc, argv, lens, out, sent);
 }
 
 /* ------------------------------------------------------------------ */
@@ -296,7 +323,8 @@ static int run_script(struct axstm__redis *r, enum script which, int argc, const
     char sha[41], numkeys[24];
     int n = snprintf(numkeys, sizeof numkeys, "%zu", nkeys);
     redisContext *c;
-    int rc = take_connection(r, &c);
+    bool reused;
+    int rc = take_connection(r, &c, &reused);
     if (rc != AXSTM_OK)
         return rc;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -310,7 +338,7 @@ static int run_script(struct axstm__redis *r, enum script which, int argc, const
         argv[2] = numkeys;
         lens[2] = (size_t)n;
         bool sent;
-        rc = round_trip(c, argc, argv, lens, reply, &sent);
+        rc = pooled_trip(r, &c, &reused, which != SCRIPT_COMMIT, argc, argv, lens, reply, &sent);
         if (rc != AXSTM_OK) {
             if (sent && which == SCRIPT_COMMIT)
                 rc = AXSTM_EINDOUBT;
@@ -328,7 +356,8 @@ static int run_script(struct axstm__redis *r, enum script which, int argc, const
             break;
         rc = AXSTM_EIO; /* if the second attempt is NOSCRIPT again */
     }
-    give_back(r, c);
+    if (c != NULL)
+        give_back(r, c);
     return rc;
 }
 
@@ -650,12 +679,13 @@ static int scan_page(struct axstm__redis *r, char *cursor, size_t cursor_cap, re
     const char *argv[6] = {"SSCAN", r->meta[META_KEYS], cursor, "COUNT", "256", NULL};
     size_t lens[6] = {5, strlen(r->meta[META_KEYS]), strlen(cursor), 5, 3, 0};
     redisContext *c;
-    int rc = take_connection(r, &c);
+    bool reused, sent;
+    int rc = take_connection(r, &c, &reused);
     if (rc != AXSTM_OK)
         return rc;
-    bool sent;
-    rc = round_trip(c, 5, argv, lens, reply, &sent);
-    give_back(r, c);
+    rc = pooled_trip(r, &c, &reused, true, 5, argv, lens, reply, &sent);
+    if (c != NULL)
+        give_back(r, c);
     if (rc != AXSTM_OK)
         return rc;
     const redisReply *a = *reply;

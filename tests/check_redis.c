@@ -449,6 +449,118 @@ START_TEST(transfers_from_several_processes_conserve_the_total)
 }
 END_TEST
 
+/*
+ * Transfers that ride out a server's death: AXSTM_EIO and AXSTM_BUSY_RETRY
+ * (the server gone, or loading) are waited out and the transfer tried
+ * again; AXSTM_EINDOUBT (a commit sent, its answer lost) counts as done,
+ * whichever way it went: either way the total is whole.  Gives up (1)
+ * after 120 s without the server.
+ */
+static int transfers_through_faults(const char *address, unsigned seed, int count)
+{
+    axstm_store *s = NULL;
+    uint64_t state = seed;
+    double give_up = tu_now() + 120;
+    while (axstm_store_open(address, &s) != AXSTM_OK)
+        if (tu_now() > give_up)
+            return 1;
+        else
+            tu_sleep_ns(5000000);
+    char na[24], nb[24];
+    for (int done = 0; done < count;) {
+        int from = (int)(tu_rand(&state) % ACCOUNTS);
+        int to = (int)(tu_rand(&state) % (ACCOUNTS - 1));
+        to += to >= from;
+        account_name(na, sizeof na, from);
+        account_name(nb, sizeof nb, to);
+        const char *keys[2] = {na, nb};
+        axstm_collection *c = NULL;
+        int64_t x, y;
+        int rc = axstm_using(s, keys, 2, &c);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_get_i64(axstm_collection_at(c, 0), &x);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_get_i64(axstm_collection_at(c, 1), &y);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_set_i64(axstm_collection_at(c, 0), x - 1);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_set_i64(axstm_collection_at(c, 1), y + 1);
+        if (rc == AXSTM_OK)
+            rc = axstm_collection_commit(c);
+        axstm_collection_free(c);
+        if (rc == AXSTM_OK || rc == AXSTM_EINDOUBT) {
+            done++;
+        } else if (rc == AXSTM_EIO || rc == AXSTM_BUSY_RETRY) {
+            if (tu_now() > give_up)
+                break;
+            tu_sleep_ns(5000000);
+        } else if (rc != AXSTM_CONCURRENT_UPDATE) {
+            break;
+        }
+    }
+    axstm_store_free(s);
+    return tu_now() > give_up ? 1 : 0;
+}
+
+START_TEST(server_killed_and_restarted_mid_run_loses_no_money)
+{
+    static const char *const aof[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
+    enum { WORKERS = 2, EACH = 400 };
+    if (!tu_redis_start_with(&server, aof, 500))
+        return;
+    axstm_store *s = open_ok(server.address);
+    char name[24];
+    for (int i = 0; i < ACCOUNTS; i++) {
+        account_name(name, sizeof name, i);
+        axstm_value *v = usevar_ok(s, name);
+        ck_assert_int_eq(axstm_value_set_i64(v, START_BALANCE), AXSTM_OK);
+        ck_assert_int_eq(axstm_value_commit(v), AXSTM_OK);
+        axstm_value_free(v);
+    }
+    pid_t pids[WORKERS];
+    for (int p = 0; p < WORKERS; p++) {
+        pids[p] = fork();
+        ck_assert_int_ge(pids[p], 0);
+        if (pids[p] == 0)
+            _exit(transfers_through_faults(server.address, 77u + (unsigned)p, EACH));
+    }
+    /* Kill the server once the workers are well under way (whenever that
+     * is: no timing assumed), then bring it back from its AOF. */
+    double give_up = tu_now() + 120;
+    for (;;) {
+        axstm_stats st;
+        if (axstm_store_stats(s, &st) == AXSTM_OK && st.commits >= ACCOUNTS + EACH / 2)
+            break;
+        ck_assert_msg(tu_now() < give_up, "the workers made no progress");
+        tu_sleep_ns(1000000);
+    }
+    tu_redis_kill(&server);
+    tu_redis_restart(&server);
+    for (int p = 0; p < WORKERS; p++) {
+        int status;
+        ck_assert_int_eq(waitpid(pids[p], &status, 0), pids[p]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "worker %d failed (status %d)",
+                      p, status);
+    }
+    int64_t total = 0;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        int64_t x;
+        account_name(name, sizeof name, i);
+        axstm_value *v = NULL;
+        int rc;
+        while ((rc = axstm_usevar(s, name, &v)) == AXSTM_BUSY_RETRY)
+            tu_sleep_ns(1000000);
+        ck_assert_msg(rc == AXSTM_OK, "after the restart: %s", axstm_strerror(rc));
+        ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_OK);
+        total += x;
+        axstm_value_free(v);
+    }
+    ck_assert_int_eq(total, (int64_t)ACCOUNTS * START_BALANCE);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 /* A store opened before a fork, used by parent and child at once: each
  * must talk to the server on connections of its own (a shared socket
  * would mix their requests and answers). */
@@ -677,6 +789,7 @@ static Suite *redis_suite(void)
     tcase_add_test(tc, no_server_is_eio);
     tcase_add_test(tc, killed_server_is_eio_and_the_process_lives);
     tcase_add_test(tc, stopped_server_is_eio_after_the_timeout);
+    tcase_add_test(tc, server_killed_and_restarted_mid_run_loses_no_money);
     tcase_add_test(tc, foreign_data_under_the_prefix_is_eio_and_nothing_is_written);
     tcase_add_test(tc, wrong_password_is_eio_and_right_one_works);
     tcase_add_test(tc, forgotten_scripts_are_loaded_again);

@@ -29,6 +29,7 @@
 
 struct tu_redis {
     pid_t pid;
+    const char *const *extra; /* the server's extra words, for a restart */
     char dir[64];
     char socket[96];
     char log[96];
@@ -78,18 +79,14 @@ static inline bool tu_redis_listening_(const struct tu_redis *r)
  * the address.  Returns false if redis-server is not installed; any
  * other failure fails the test.
  */
-static inline bool tu_redis_start_with(struct tu_redis *r, const char *const *extra, int timeout_ms)
+/* Runs the server of r (its directory and socket made) and waits until it
+ * listens. */
+static inline void tu_redis_launch_(struct tu_redis *r)
 {
     char *argv[32];
     int argc = 0;
+    const char *const *extra = r->extra;
     double give_up;
-    if (!tu_redis_available())
-        return false;
-    snprintf(r->dir, sizeof r->dir, "/tmp/axstm-redis-XXXXXX");
-    ck_assert_msg(mkdtemp(r->dir) != NULL, "mkdtemp: %s", strerror(errno));
-    snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
-    snprintf(r->log, sizeof r->log, "%s/redis.log", r->dir);
-    snprintf(r->address, sizeof r->address, "redis+unix://%s?timeout_ms=%d", r->socket, timeout_ms);
     argv[argc++] = (char *)"redis-server";
     argv[argc++] = (char *)"--port";
     argv[argc++] = (char *)"0";
@@ -128,6 +125,19 @@ static inline bool tu_redis_start_with(struct tu_redis *r, const char *const *ex
         ck_assert_msg(tu_now() < give_up, "redis-server did not listen within 60 s");
         tu_sleep_ns(2000000);
     }
+}
+
+static inline bool tu_redis_start_with(struct tu_redis *r, const char *const *extra, int timeout_ms)
+{
+    if (!tu_redis_available())
+        return false;
+    r->extra = extra;
+    snprintf(r->dir, sizeof r->dir, "/tmp/axstm-redis-XXXXXX");
+    ck_assert_msg(mkdtemp(r->dir) != NULL, "mkdtemp: %s", strerror(errno));
+    snprintf(r->socket, sizeof r->socket, "%s/redis.sock", r->dir);
+    snprintf(r->log, sizeof r->log, "%s/redis.log", r->dir);
+    snprintf(r->address, sizeof r->address, "redis+unix://%s?timeout_ms=%d", r->socket, timeout_ms);
+    tu_redis_launch_(r);
     return true;
 }
 
@@ -176,6 +186,14 @@ static inline void tu_redis_kill(struct tu_redis *r)
         waitpid(r->pid, NULL, 0);
         r->pid = 0;
     }
+}
+
+/* Starts the server again after tu_redis_kill, in the same directory (so
+ * with whatever it persisted there) and on the same socket. */
+static inline void tu_redis_restart(struct tu_redis *r)
+{
+    unlink(r->socket);
+    tu_redis_launch_(r);
 }
 
 /* Kills the server and removes its directory. */

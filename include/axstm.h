@@ -325,19 +325,27 @@ AXSTM_API void axstm_store_free(axstm_store *s);
  *        the address invalid.
  * @out:  receives the store, on AXSTM_OK only.
  *
- * A store kept in Redis takes the same calls with the same rules as an
- * in-process one, for values and collections (checkouts, commits,
- * refreshes, deletes), axstm_store_foreach and axstm_store_stats; on it
- * each of those calls is one round trip to the server, and the codes
+ * A store kept in Redis takes every call of this header with the same
+ * rules as an in-process one: values and collections (each checkout and
+ * each commit one round trip to the server), axstm_store_foreach,
+ * axstm_store_stats, transactions (each first read of a key in an attempt
+ * one round trip, checking every earlier read; the commit one more; a
+ * read-only attempt none), AXSTM_RETRY and axstm_or_else (a wait is woken
+ * by a commit of any process, through the server's pub/sub), timed
+ * transactions, axstm_try_atomically and watches.  Two codes come in:
  * AXSTM_EIO (the server could not be reached, refused, timed out or
  * failed the call; nothing changed) and AXSTM_EINDOUBT (a commit's
- * connection was lost after the commit was sent: it took effect entirely
- * or not at all; refresh to see which) come in.  A server that is loading
- * its data or busy answers AXSTM_BUSY_RETRY; one out of memory,
- * AXSTM_ENOMEM with nothing written.  Data under the prefix that this
- * library did not write is AXSTM_EIO, never overwritten.  Transactions
- * (axstm_atomically and its variants) and watches do not work on a Redis
- * store yet: they return AXSTM_EINVAL.
+ * connection was lost after the commit was sent and, within one more
+ * timeout, the server could not be asked whether it ran: it took effect
+ * entirely or not at all; refresh to see which).  When the server can be
+ * asked, a lost answer is looked up in its commit record instead, so a
+ * restart mostly costs nothing but time.  A server that is loading its
+ * data or busy answers AXSTM_BUSY_RETRY; one out of memory, AXSTM_ENOMEM
+ * with nothing written.  Data under the prefix that this library did not
+ * write is AXSTM_EIO, never overwritten.  The first wait or watch starts
+ * one thread per store, which holds one more connection, subscribed to
+ * the store's changes.  A remote transaction never runs irrevocably: one
+ * that keeps losing to others backs off between attempts, as in process.
  *
  * Returns:   AXSTM_OK;
  *            AXSTM_EINVAL: uri or out NULL, a malformed address, an unknown

@@ -310,4 +310,12 @@ void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size
 int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
                        bool fire_if_changed, axstm_watch **out);
 
+/* A watch over keys[0..n) (lens[i] bytes each) on a remote store, made
+ * once the store's subscriber is subscribed (watch.c, redis_listen.c);
+ * AXSTM_EIO if it cannot be within the timeout.  _fire makes it
+ * readable now. */
+int axstm__watch_remote(axstm_store *s, const char *const keys[], const size_t lens[], size_t n,
+                        axstm_watch **out);
+void axstm__watch_remote_fire(axstm_watch *w);
+
 #endif

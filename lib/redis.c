@@ -22,6 +22,7 @@
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,16 +33,33 @@
 
 #include "alloc.h"
 #include "axstm-internal.h"
+#include "hash.h"
 #include "redis_scripts.h"
 
-enum script { SCRIPT_CHECKOUT, SCRIPT_COMMIT, SCRIPT_STATS, SCRIPTS };
+enum script {
+    SCRIPT_CHECKOUT,
+    SCRIPT_COMMIT,
+    SCRIPT_READ,
+    SCRIPT_TXCOMMIT,
+    SCRIPT_RESOLVE,
+    SCRIPT_STATS,
+    SCRIPTS
+};
 
 static const char *const script_text[SCRIPTS] = {AXSTM__LUA_CHECKOUT, AXSTM__LUA_COMMIT,
-                                                 AXSTM__LUA_STATS};
+                                                 AXSTM__LUA_READ,     AXSTM__LUA_TXCOMMIT,
+                                                 AXSTM__LUA_RESOLVE,  AXSTM__LUA_STATS};
 
 /* The names every script takes first (redis_scripts.h). */
-enum meta { META_BIRTHS, META_CLOCK, META_KEYS, META_STATS, METAS };
-static const char *const meta_suffix[METAS] = {"births", "clock", "keys", "stats"};
+enum meta { META_BIRTHS, META_CLOCK, META_KEYS, META_STATS, META_DONE, METAS };
+static const char *const meta_suffix[METAS] = {"births", "clock", "keys", "stats", "done"};
+
+/* One connection to the server, with its name in the commit record. */
+struct conn {
+    redisContext *ctx;
+    uint64_t seq; /* of the last commit sent on it */
+    char name[64];
+};
 
 /* What a script answers that is not a reply: the server forgot it. */
 #define NO_SCRIPT 1
@@ -52,9 +70,12 @@ struct axstm__redis {
     char *channel; /* where commits publish the names they changed */
     char sha[SCRIPTS][41];
     pthread_mutex_t lock; /* guards idle, nidle, idle_cap, pid */
-    redisContext **idle;
+    struct conn **idle;
     size_t nidle, idle_cap;
-    pid_t pid; /* the process the idle connections belong to */
+    pid_t pid;                              /* the process the idle connections belong to */
+    char client[17];                        /* this store's random name, in its connections' */
+    struct axstm__listen *listen;           /* the subscriber (redis_listen.c) */
+    _Atomic unsigned long long connections; /* opened so far */
 };
 
 /* ------------------------------------------------------------------ */
@@ -166,15 +187,24 @@ static int expect_ok(redisContext *c, int argc, const char **argv, const size_t 
     return rc;
 }
 
-static int connect_one(struct axstm__redis *r, redisContext **out)
+/* Opens a connection: connects, logs in, selects the database, and names
+ * the connection for the commit record (redis_scripts.h): the store's
+ * client name, the process and a count make a name no other connection
+ * of any process ever had. */
+static int connect_one(struct axstm__redis *r, struct conn **out)
 {
     const struct axstm__address *a = &r->addr;
+    struct conn *conn = axstm__malloc(sizeof *conn);
+    if (conn == NULL)
+        return AXSTM_ENOMEM;
     struct timeval tv = timeout_of(r);
     redisContext *c = a->kind == AXSTM__ADDRESS_REDIS_UNIX
                           ? redisConnectUnixWithTimeout(a->path, tv)
                           : redisConnectWithTimeout(a->host, a->port, tv);
-    if (c == NULL)
+    if (c == NULL) {
+        axstm__free(conn);
         return AXSTM_ENOMEM;
+    }
     int rc = c->err == 0 && redisSetTimeout(c, tv) == REDIS_OK ? AXSTM_OK : AXSTM_EIO;
     if (rc == AXSTM_OK && a->password != NULL) {
         const char *argv[3] = {"AUTH", a->user, a->password};
@@ -194,23 +224,36 @@ static int connect_one(struct axstm__redis *r, redisContext **out)
     }
     if (rc != AXSTM_OK) {
         redisFree(c);
+        axstm__free(conn);
         return rc;
     }
-    *out = c;
+    conn->ctx = c;
+    conn->seq = 0;
+    unsigned long long count = atomic_fetch_add(&r->connections, 1) + 1;
+    snprintf(conn->name, sizeof conn->name, "%s.%ld.%llu", r->client, (long)getpid(), count);
+    *out = conn;
     return AXSTM_OK;
+}
+
+static void conn_free(struct conn *c)
+{
+    if (c != NULL) {
+        redisFree(c->ctx);
+        axstm__free(c);
+    }
 }
 
 /* An idle connection (*reused set), or a new one.  In the child of a fork
  * the idle connections are the parent's too (the same sockets): the child
  * closes its copies, sending nothing, and opens its own. */
-static int take_connection(struct axstm__redis *r, redisContext **out, bool *reused)
+static int take_connection(struct axstm__redis *r, struct conn **out, bool *reused)
 {
-    redisContext *c = NULL;
+    struct conn *c = NULL;
     pid_t me = getpid();
     pthread_mutex_lock(&r->lock);
     if (r->pid != me) {
         while (r->nidle > 0)
-            redisFree(r->idle[--r->nidle]);
+            conn_free(r->idle[--r->nidle]);
         r->pid = me;
     }
     if (r->nidle > 0)
@@ -226,19 +269,21 @@ static int take_connection(struct axstm__redis *r, redisContext **out, bool *reu
 
 /* Gives c back to the pool, or closes it when it failed or the pool
  * cannot grow. */
-static void give_back(struct axstm__redis *r, redisContext *c)
+static void give_back(struct axstm__redis *r, struct conn *c)
 {
-    if (c->err == 0) {
+    if (c == NULL)
+        return;
+    if (c->ctx->err == 0) {
         pthread_mutex_lock(&r->lock);
         if (r->pid != getpid()) {
             /* Taken before a fork, given back in the child: the parent's. */
             pthread_mutex_unlock(&r->lock);
-            redisFree(c);
+            conn_free(c);
             return;
         }
         if (r->nidle == r->idle_cap) {
             size_t cap = r->idle_cap * 2 + 4;
-            redisContext **grown = axstm__malloc(cap * sizeof *grown);
+            struct conn **grown = axstm__malloc(cap * sizeof *grown);
             if (grown != NULL) {
                 if (r->nidle != 0)
                     memcpy(grown, r->idle, r->nidle * sizeof *grown);
@@ -254,7 +299,7 @@ static void give_back(struct axstm__redis *r, redisContext *c)
         if (kept)
             return;
     }
-    redisFree(c);
+    conn_free(c);
 }
 
 /*
@@ -262,25 +307,24 @@ static void give_back(struct axstm__redis *r, redisContext *c)
  * been closed by the server meanwhile (it restarted, or dropped idle
  * clients): when one fails, the call is made once more on a new
  * connection, provided the command did not leave whole or repeating it
- * changes nothing (repeat_ok).  *c may be replaced.
+ * changes nothing (repeat_ok).  *c may be replaced, or NULL.
  */
-static int pooled_trip(struct axstm__redis *r, redisContext **c, bool *reused, bool repeat_ok,
+static int pooled_trip(struct axstm__redis *r, struct conn **c, bool *reused, bool repeat_ok,
                        int argc, const char **argv, const size_t *lens, redisReply **out,
                        bool *sent)
 {
-    int rc = round_trip(*c, argc, argv, lens, out, sent);
+    int rc = round_trip((*c)->ctx, argc, argv, lens, out, sent);
     if (rc == AXSTM_OK || !*reused || (*sent && !repeat_ok))
         return rc;
     freeReplyObject(*out);
     *out = NULL;
-    redisFree(*c);
+    conn_free(*c);
+    *c = NULL;
     *reused = false;
     rc = connect_one(r, c);
-    if (rc != AXSTM_OK) {
-        *c = NULL;
+    if (rc != AXSTM_OK)
         return rc;
-    }
-    return round_trip(*c, argc, argv, lens, out, sent);
+    return round_trip((*c)->ctx, argc, argv, lens, out, sent);
 }
 
 /* ------------------------------------------------------------------ */
@@ -310,23 +354,27 @@ static int load_script(struct axstm__redis *r, redisContext *c, enum script whic
     return rc;
 }
 
+static bool is_commit(enum script which)
+{
+    return which == SCRIPT_COMMIT || which == SCRIPT_TXCOMMIT;
+}
+
 /*
- * Runs a script: argv[0..2] are left for EVALSHA, the SHA1 and the number
- * of keys (the caller fills from argv[3]: the meta names, then its keys,
- * then its arguments).  *reply is owned by the caller on AXSTM_OK; an
- * error reply has already become its code.  A commit that lost its answer
- * is AXSTM_EINDOUBT.
+ * Runs a script on *c: argv[0..2] are left for EVALSHA, the SHA1 and the
+ * number of keys (the caller fills from argv[3]: the meta names, then its
+ * keys, then its arguments).  *reply is owned by the caller on AXSTM_OK;
+ * an error reply has already become its code.  *sent: whether the last
+ * try left whole.  A commit is never sent twice here.
  */
-static int run_script(struct axstm__redis *r, enum script which, int argc, const char **argv,
-                      size_t *lens, size_t nkeys, redisReply **reply)
+static int run_on(struct axstm__redis *r, struct conn **c, bool *reused, enum script which,
+                  int argc, const char **argv, size_t *lens, size_t nkeys, redisReply **reply,
+                  bool *sent)
 {
     char sha[41], numkeys[24];
     int n = snprintf(numkeys, sizeof numkeys, "%zu", nkeys);
-    redisContext *c;
-    bool reused;
-    int rc = take_connection(r, &c, &reused);
-    if (rc != AXSTM_OK)
-        return rc;
+    int rc = AXSTM_EIO;
+    *reply = NULL;
+    *sent = false;
     for (int attempt = 0; attempt < 2; attempt++) {
         pthread_mutex_lock(&r->lock);
         memcpy(sha, r->sha[which], sizeof sha);
@@ -337,27 +385,157 @@ static int run_script(struct axstm__redis *r, enum script which, int argc, const
         lens[1] = 40;
         argv[2] = numkeys;
         lens[2] = (size_t)n;
-        bool sent;
-        rc = pooled_trip(r, &c, &reused, which != SCRIPT_COMMIT, argc, argv, lens, reply, &sent);
-        if (rc != AXSTM_OK) {
-            if (sent && which == SCRIPT_COMMIT)
-                rc = AXSTM_EINDOUBT;
-            break;
-        }
-        if ((*reply)->type != REDIS_REPLY_ERROR)
+        rc = pooled_trip(r, c, reused, !is_commit(which), argc, argv, lens, reply, sent);
+        if (rc != AXSTM_OK || (*reply)->type != REDIS_REPLY_ERROR)
             break;
         rc = code_of_error(*reply);
         freeReplyObject(*reply);
         *reply = NULL;
+        *sent = false; /* answered with an error: it did not run */
         if (rc != NO_SCRIPT)
             break;
-        rc = load_script(r, c, which);
+        rc = load_script(r, (*c)->ctx, which);
         if (rc != AXSTM_OK)
             break;
         rc = AXSTM_EIO; /* if the second attempt is NOSCRIPT again */
     }
-    if (c != NULL)
-        give_back(r, c);
+    if (rc != AXSTM_OK) {
+        freeReplyObject(*reply);
+        *reply = NULL;
+    }
+    return rc;
+}
+
+/* run_on with a connection from the pool, for scripts that change nothing
+ * or whose repetition is harmless (a checkout's creating a key is). */
+static int run_script(struct axstm__redis *r, enum script which, int argc, const char **argv,
+                      size_t *lens, size_t nkeys, redisReply **reply)
+{
+    struct conn *c;
+    bool reused, sent;
+    int rc = take_connection(r, &c, &reused);
+    if (rc != AXSTM_OK)
+        return rc;
+    rc = run_on(r, &c, &reused, which, argc, argv, lens, nkeys, reply, &sent);
+    give_back(r, c);
+    return rc;
+}
+
+/* A copy of a string answer (NUL-terminated), or NULL (*rc set). */
+static char *answer_of(const redisReply *reply, int *rc)
+{
+    if (reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_STATUS) {
+        *rc = AXSTM_EIO;
+        return NULL;
+    }
+    char *s = axstm__malloc(reply->len + 1);
+    if (s == NULL) {
+        *rc = AXSTM_ENOMEM;
+        return NULL;
+    }
+    memcpy(s, reply->str, reply->len);
+    s[reply->len] = '\0';
+    return s;
+}
+
+/*
+ * What became of the commit number seq on the connection named `name`,
+ * whose answer was lost: asked on a new connection (*c), for up to the
+ * timeout while the server is loading.  *answer gets the commit's own
+ * answer, or "fenced": it did not run and never will.
+ */
+static int resolve(struct axstm__redis *r, const char *name, uint64_t seq, struct conn **c,
+                   char **answer)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int rc = connect_one(r, c);
+    if (rc != AXSTM_OK) {
+        *c = NULL;
+        return rc;
+    }
+    char number[24];
+    int n = snprintf(number, sizeof number, "%llu", (unsigned long long)seq);
+    for (;;) {
+        const char *argv[3 + METAS + 2];
+        size_t lens[3 + METAS + 2];
+        for (int m = 0; m < METAS; m++) {
+            argv[3 + m] = r->meta[m];
+            lens[3 + m] = strlen(r->meta[m]);
+        }
+        argv[3 + METAS] = name;
+        lens[3 + METAS] = strlen(name);
+        argv[4 + METAS] = number;
+        lens[4 + METAS] = (size_t)n;
+        bool reused = false, sent;
+        redisReply *reply;
+        rc = run_on(r, c, &reused, SCRIPT_RESOLVE, 5 + METAS, argv, lens, METAS, &reply, &sent);
+        if (rc == AXSTM_OK)
+            *answer = answer_of(reply, &rc);
+        freeReplyObject(reply);
+        if (rc != AXSTM_BUSY_RETRY)
+            return rc;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t ms =
+            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= r->addr.timeout_ms)
+            return rc;
+        const struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+/*
+ * Runs a commit script (argv as for run_on; its first two arguments,
+ * after the keys, are left for the commit's name).  *answer (the
+ * script's string answer, owned by the caller) on AXSTM_OK.  A commit
+ * whose answer is lost is looked up in the commit record: if it ran, its
+ * recorded answer is the answer; if not, it is fenced off and sent again
+ * on a new connection.  AXSTM_EINDOUBT only when even that could not be
+ * learnt (the server is gone or stopped), after up to one more timeout.
+ */
+static int run_commit(struct axstm__redis *r, enum script which, int argc, const char **argv,
+                      size_t *lens, size_t nkeys, char **answer)
+{
+    struct conn *c;
+    bool reused;
+    int rc = take_connection(r, &c, &reused);
+    if (rc != AXSTM_OK)
+        return rc;
+    char seq[24];
+    for (int sends = 0; sends < 3; sends++) {
+        int n = snprintf(seq, sizeof seq, "%llu", (unsigned long long)++c->seq);
+        argv[3 + nkeys] = c->name;
+        lens[3 + nkeys] = strlen(c->name);
+        argv[4 + nkeys] = seq;
+        lens[4 + nkeys] = (size_t)n;
+        bool sent;
+        redisReply *reply;
+        rc = run_on(r, &c, &reused, which, argc, argv, lens, nkeys, &reply, &sent);
+        if (rc == AXSTM_OK) {
+            *answer = answer_of(reply, &rc);
+            freeReplyObject(reply);
+            break;
+        }
+        if (!sent || c == NULL)
+            break; /* it never reached the server */
+        char name[sizeof c->name];
+        memcpy(name, c->name, sizeof name);
+        uint64_t number = c->seq;
+        conn_free(c);
+        rc = resolve(r, name, number, &c, answer);
+        if (rc != AXSTM_OK) {
+            rc = AXSTM_EINDOUBT;
+            break;
+        }
+        if (strcmp(*answer, "fenced") != 0)
+            break; /* it ran: *answer is what it answered */
+        axstm__free(*answer);
+        *answer = NULL;
+        rc = AXSTM_EIO; /* if no send is left */
+        reused = false;
+    }
+    give_back(r, c);
     return rc;
 }
 
@@ -386,6 +564,9 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
         return AXSTM_ENOMEM;
     }
     r->pid = getpid();
+    struct axstm__hash_key name;
+    axstm__hash_seed(&name); /* random: no two stores share a client name */
+    snprintf(r->client, sizeof r->client, "%016llx", (unsigned long long)(name.k0 ^ name.k1));
     /* The address's strings are borrowed until the copies below. */
     r->addr = *a;
     r->addr.host = r->addr.path = r->addr.user = r->addr.password = r->addr.prefix = NULL;
@@ -402,14 +583,15 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
             rc = AXSTM_ENOMEM;
     if (rc == AXSTM_OK && (r->channel = concat(a->prefix, "changes")) == NULL)
         rc = AXSTM_ENOMEM;
+    if (rc == AXSTM_OK)
+        rc = axstm__listen_create(&r->listen);
 
-    redisContext *c = NULL;
+    struct conn *c = NULL;
     if (rc == AXSTM_OK)
         rc = connect_one(r, &c);
     for (int s = 0; s < SCRIPTS && rc == AXSTM_OK; s++)
-        rc = load_script(r, c, s);
-    if (c != NULL)
-        give_back(r, c);
+        rc = load_script(r, c->ctx, s);
+    give_back(r, c);
     if (rc != AXSTM_OK) {
         axstm__redis_close(r);
         return rc;
@@ -418,12 +600,41 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
     return AXSTM_OK;
 }
 
+/* Takes the idle connections' names out of the commit record (one
+ * command, on one of them): a connection closed in good order has no
+ * commit in doubt.  Best effort: a failure leaves a few bytes behind. */
+static void forget_names(struct axstm__redis *r)
+{
+    if (r->nidle == 0 || r->pid != getpid())
+        return;
+    size_t argc = 2 + r->nidle;
+    const char **argv = axstm__malloc(argc * (sizeof *argv + sizeof(size_t)));
+    if (argv == NULL)
+        return;
+    size_t *lens = (size_t *)(argv + argc);
+    argv[0] = "HDEL";
+    lens[0] = 4;
+    argv[1] = r->meta[META_DONE];
+    lens[1] = strlen(r->meta[META_DONE]);
+    for (size_t i = 0; i < r->nidle; i++) {
+        argv[2 + i] = r->idle[i]->name;
+        lens[2 + i] = strlen(r->idle[i]->name);
+    }
+    redisReply *reply;
+    bool sent;
+    if (round_trip(r->idle[0]->ctx, (int)argc, argv, lens, &reply, &sent) == AXSTM_OK)
+        freeReplyObject(reply);
+    axstm__free(argv);
+}
+
 void axstm__redis_close(struct axstm__redis *r)
 {
     if (r == NULL)
         return;
+    axstm__listen_stop(r->listen);
+    forget_names(r);
     for (size_t i = 0; i < r->nidle; i++)
-        redisFree(r->idle[i]);
+        conn_free(r->idle[i]);
     axstm__free(r->idle);
     for (int m = 0; m < METAS; m++)
         axstm__free(r->meta[m]);
@@ -431,6 +642,45 @@ void axstm__redis_close(struct axstm__redis *r)
     axstm__address_free(&r->addr);
     pthread_mutex_destroy(&r->lock);
     axstm__free(r);
+}
+
+struct axstm__listen *axstm__redis_listen_of(struct axstm__redis *r)
+{
+    return r->listen;
+}
+
+int axstm__redis_timeout_ms(const struct axstm__redis *r)
+{
+    return r->addr.timeout_ms;
+}
+
+int axstm__redis_subscribe(struct axstm__redis *r, redisContext **out)
+{
+    struct conn *conn;
+    int rc = connect_one(r, &conn);
+    if (rc != AXSTM_OK)
+        return rc;
+    redisContext *c = conn->ctx;
+    axstm__free(conn);
+    const char *argv[2] = {"SUBSCRIBE", r->channel};
+    size_t lens[2] = {9, strlen(r->channel)};
+    redisReply *reply;
+    bool sent;
+    rc = round_trip(c, 2, argv, lens, &reply, &sent);
+    if (rc == AXSTM_OK && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+                           reply->element[0]->type != REDIS_REPLY_STRING ||
+                           strcmp(reply->element[0]->str, "subscribe") != 0))
+        rc = AXSTM_EIO;
+    freeReplyObject(reply);
+    /* From now on it waits for messages as long as it takes. */
+    if (rc == AXSTM_OK && redisSetTimeout(c, (struct timeval){0, 0}) != REDIS_OK)
+        rc = AXSTM_EIO;
+    if (rc != AXSTM_OK) {
+        redisFree(c);
+        return rc;
+    }
+    *out = c;
+    return AXSTM_OK;
 }
 
 /* ------------------------------------------------------------------ */
@@ -447,39 +697,68 @@ struct args {
     size_t *lens;
     int argc;
     size_t nkeys;
+    char *names; /* where the next hash name goes */
+    const char *prefix;
+    size_t prefix_len;
 };
 
-static int args_make(struct axstm__redis *r, const axstm_value *values, size_t n, size_t per_key,
-                     size_t extra, struct args *out)
+/* Room for a script's arguments: `words` words after the meta names,
+ * of which `keys` are keys' hash names of `name_bytes` bytes in all
+ * (their names without the prefix).  args_key adds them, then
+ * args_push the script's other arguments. */
+static int args_alloc(struct axstm__redis *r, size_t keys, size_t name_bytes, size_t words,
+                      struct args *out)
 {
     size_t prefix = strlen(r->addr.prefix);
-    size_t words = 3 + METAS + n + n * per_key + extra;
-    size_t names = 0;
-    for (size_t i = 0; i < n; i++)
-        names += prefix + 2 + values[i].keylen;
-    if (words > INT32_MAX || n > SIZE_MAX / 4)
+    if (keys > SIZE_MAX / 64 || words > INT32_MAX - 3 - METAS ||
+        name_bytes > SIZE_MAX / 2 - keys * (prefix + 2))
         return AXSTM_E2BIG;
-    void *block = axstm__malloc(words * (sizeof(char *) + sizeof(size_t)) + names);
+    words += 3 + METAS;
+    void *block =
+        axstm__malloc(words * (sizeof(char *) + sizeof(size_t)) + name_bytes + keys * (prefix + 2));
     if (block == NULL)
         return AXSTM_ENOMEM;
     out->argv = block;
     out->lens = (size_t *)(out->argv + words);
-    char *p = (char *)(out->lens + words);
+    out->names = (char *)(out->lens + words);
     out->argc = 3;
     for (int m = 0; m < METAS; m++) {
         out->argv[out->argc] = r->meta[m];
         out->lens[out->argc++] = strlen(r->meta[m]);
     }
-    for (size_t i = 0; i < n; i++) {
-        out->argv[out->argc] = p;
-        out->lens[out->argc++] = prefix + 2 + values[i].keylen;
-        memcpy(p, r->addr.prefix, prefix);
-        memcpy(p + prefix, "k:", 2);
-        memcpy(p + prefix + 2, values[i].key, values[i].keylen);
-        p += prefix + 2 + values[i].keylen;
-    }
-    out->nkeys = METAS + n;
+    out->nkeys = METAS;
+    out->prefix = r->addr.prefix;
+    out->prefix_len = prefix;
     return AXSTM_OK;
+}
+
+/* Adds the hash name of key (len bytes) to KEYS. */
+static void args_key(struct args *a, const char *key, size_t len)
+{
+    char *p = a->names;
+    memcpy(p, a->prefix, a->prefix_len);
+    memcpy(p + a->prefix_len, "k:", 2);
+    memcpy(p + a->prefix_len + 2, key, len);
+    a->argv[a->argc] = p;
+    a->lens[a->argc++] = a->prefix_len + 2 + len;
+    a->names += a->prefix_len + 2 + len;
+    a->nkeys++;
+}
+
+/* The arguments of a script over the keys of values[0..n): their hash
+ * names, then room for `per_key` words per key and `extra` more. */
+static int args_make(struct axstm__redis *r, const axstm_value *values, size_t n, size_t per_key,
+                     size_t extra, struct args *out)
+{
+    size_t names = 0;
+    for (size_t i = 0; i < n; i++)
+        names += values[i].keylen;
+    if (n > SIZE_MAX / 8)
+        return AXSTM_E2BIG;
+    int rc = args_alloc(r, n, names, n + n * per_key + extra, out);
+    for (size_t i = 0; i < n && rc == AXSTM_OK; i++)
+        args_key(out, values[i].key, values[i].keylen);
+    return rc;
 }
 
 static void args_push(struct args *a, const char *word, size_t len)
@@ -601,19 +880,64 @@ int axstm__redis_checkout(struct axstm__redis *r, axstm_value *values, size_t n)
     return rc;
 }
 
+/* Reads the numbers of a commit's answer ("1,stamp,..." or "0"):
+ * *status, then up to max more into out[]; *count gets how many. */
+static bool parse_answer(const char *answer, uint64_t *status, uint64_t *out, size_t max,
+                         size_t *count)
+{
+    const char *p = answer;
+    size_t k = 0;
+    for (size_t field = 0;; field++) {
+        uint64_t v = 0;
+        const char *start = p;
+        while (*p >= '0' && *p <= '9') {
+            unsigned d = (unsigned)(*p - '0');
+            if (v > (UINT64_MAX - d) / 10)
+                return false;
+            v = v * 10 + d;
+            p++;
+        }
+        if (p == start)
+            return false;
+        if (field == 0)
+            *status = v;
+        else if (k < max)
+            out[k++] = v;
+        else
+            return false;
+        if (*p == '\0')
+            break;
+        if (*p++ != ',')
+            return false;
+    }
+    *count = k;
+    return true;
+}
+
+/* The first two words of a commit script's arguments: its name on the
+ * connection, which run_commit fills. */
+static void args_push_commit_name(struct args *a)
+{
+    args_push(a, "", 0);
+    args_push(a, "", 0);
+}
+
 int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
 {
     struct args a;
-    int rc = args_make(r, values, n, 5, 2, &a);
+    int rc = args_make(r, values, n, 5, 3, &a);
     if (rc != AXSTM_OK)
         return rc;
-    /* Versions and incarnations as decimal words, in one block. */
+    /* Versions and incarnations as decimal words; the answer's numbers. */
     char *numbers = axstm__malloc(n * 2 * 21 + 1);
-    if (numbers == NULL) {
+    uint64_t *got = axstm__malloc((2 * n + 1) * sizeof *got);
+    if (numbers == NULL || got == NULL) {
+        axstm__free(numbers);
+        axstm__free(got);
         args_free(&a);
         return AXSTM_ENOMEM;
     }
-    args_push(&a, "-", 1);
+    args_push_commit_name(&a);
     char *p = numbers;
     for (size_t i = 0; i < n; i++) {
         const struct axstm__item *it = &values[i].item;
@@ -637,32 +961,184 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
     }
     args_push(&a, r->channel, strlen(r->channel));
 
-    redisReply *reply = NULL;
-    rc = run_script(r, SCRIPT_COMMIT, a.argc, a.argv, a.lens, a.nkeys, &reply);
+    char *answer = NULL;
+    rc = run_commit(r, SCRIPT_COMMIT, a.argc, a.argv, a.lens, a.nkeys, &answer);
     if (rc == AXSTM_OK) {
         uint64_t status;
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
-            !parse_u64(reply->element[0], &status))
+        size_t count;
+        if (!parse_answer(answer, &status, got, 1 + 2 * n, &count))
             rc = AXSTM_EIO;
         else if (status == 0)
             rc = AXSTM_CONCURRENT_UPDATE;
-        else if (reply->elements != 2 + 2 * n)
-            rc = AXSTM_EIO;
+        else if (count != 1 + 2 * n)
+            rc = AXSTM_EINDOUBT; /* committed, but the versions are not known */
     }
-    if (rc == AXSTM_OK) {
-        /* Committed: an answer we cannot read leaves the commit done but
-         * the handles not knowing their versions, which is doubt. */
-        uint64_t version[2];
-        for (size_t i = 0; i < n && rc == AXSTM_OK; i++)
-            if (!parse_u64(reply->element[2 + 2 * i], &version[0]) ||
-                !parse_u64(reply->element[3 + 2 * i], &version[1]))
-                rc = AXSTM_EINDOUBT;
-        for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
-            parse_u64(reply->element[2 + 2 * i], &values[i].item.version);
-            parse_u64(reply->element[3 + 2 * i], &values[i].item.born);
+    for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
+        values[i].item.version = got[1 + 2 * i];
+        values[i].item.born = got[2 + 2 * i];
+    }
+    axstm__free(answer);
+    axstm__free(numbers);
+    axstm__free(got);
+    args_free(&a);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Transactions                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Room for the decimal words of n reads' versions and incarnations. */
+#define READ_WORDS_BYTES(n) ((n)*2 * 21)
+
+/* Pushes each read's version and incarnation ("-" "-" when it was read
+ * absent), writing the numbers into *p. */
+static void args_push_reads(struct args *a, const struct axstm__remote_read *reads, size_t n,
+                            char *p)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!reads[i].present) {
+            args_push(a, "-", 1);
+            args_push(a, "-", 1);
+            continue;
+        }
+        int len = snprintf(p, 21, "%llu", (unsigned long long)reads[i].version);
+        args_push(a, p, (size_t)len);
+        p += len + 1;
+        len = snprintf(p, 21, "%llu", (unsigned long long)reads[i].born);
+        args_push(a, p, (size_t)len);
+        p += len + 1;
+    }
+}
+
+/* Reads the READ script's answer for the target, if any. */
+static int adopt_read(const redisReply *reply, struct axstm__remote_read *target,
+                      struct axstm__val *val)
+{
+    uint64_t status;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
+        !parse_u64(reply->element[0], &status) || status > 1)
+        return AXSTM_EIO;
+    if (status == 0)
+        return AXSTM_CONCURRENT_UPDATE;
+    if (target == NULL)
+        return reply->elements == 1 ? AXSTM_OK : AXSTM_EIO;
+    if (reply->elements != 2 || reply->element[1]->type != REDIS_REPLY_ARRAY)
+        return AXSTM_EIO;
+    const redisReply *k = reply->element[1];
+    if (k->elements == 0) {
+        target->present = false;
+        target->version = target->born = 0;
+        *val = (struct axstm__val){0, 0};
+        return AXSTM_OK;
+    }
+    uint64_t version, born;
+    const redisReply *d = k->element[2];
+    if (k->elements != 3 || !parse_u64(k->element[0], &version) || !parse_u64(k->element[1], &born))
+        return AXSTM_EIO;
+    struct axstm__val got = {0, 0};
+    if (d->type == REDIS_REPLY_STRING) {
+        if (d->len > AXSTM_VALUE_MAX)
+            return AXSTM_EIO;
+        int rc = axstm__val_make(&got, d->str, d->len);
+        if (rc != AXSTM_OK)
+            return rc;
+    } else if (d->type != REDIS_REPLY_NIL) {
+        return AXSTM_EIO;
+    }
+    target->present = true;
+    target->version = version;
+    target->born = born;
+    *val = got;
+    return AXSTM_OK;
+}
+
+int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
+                      struct axstm__remote_read *target, struct axstm__val *val)
+{
+    size_t names = target != NULL ? target->keylen : 0;
+    for (size_t i = 0; i < n; i++)
+        names += reads[i].keylen;
+    struct args a;
+    size_t keys = n + (target != NULL);
+    int rc = args_alloc(r, keys, names, keys + 1 + 2 * n, &a);
+    if (rc != AXSTM_OK)
+        return rc;
+    char *numbers = axstm__malloc(READ_WORDS_BYTES(n) + 24);
+    if (numbers == NULL) {
+        args_free(&a);
+        return AXSTM_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        args_key(&a, reads[i].key, reads[i].keylen);
+    if (target != NULL)
+        args_key(&a, target->key, target->keylen);
+    int len = snprintf(numbers, 24, "%zu", n);
+    args_push(&a, numbers, (size_t)len);
+    args_push_reads(&a, reads, n, numbers + len + 1);
+    redisReply *reply = NULL;
+    rc = run_script(r, SCRIPT_READ, a.argc, a.argv, a.lens, a.nkeys, &reply);
+    if (rc == AXSTM_OK)
+        rc = adopt_read(reply, target, val);
+    freeReplyObject(reply);
+    axstm__free(numbers);
+    args_free(&a);
+    return rc;
+}
+
+int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_read *reads,
+                            size_t nreads, const struct axstm__remote_write *writes, size_t nwrites)
+{
+    size_t names = 0;
+    for (size_t i = 0; i < nreads; i++)
+        names += reads[i].keylen;
+    for (size_t i = 0; i < nwrites; i++)
+        names += writes[i].keylen;
+    struct args a;
+    size_t keys = nreads + nwrites;
+    int rc = args_alloc(r, keys, names, keys + 4 + 2 * nreads + 3 * nwrites, &a);
+    if (rc != AXSTM_OK)
+        return rc;
+    char *numbers = axstm__malloc(READ_WORDS_BYTES(nreads) + 24);
+    if (numbers == NULL) {
+        args_free(&a);
+        return AXSTM_ENOMEM;
+    }
+    for (size_t i = 0; i < nreads; i++)
+        args_key(&a, reads[i].key, reads[i].keylen);
+    for (size_t i = 0; i < nwrites; i++)
+        args_key(&a, writes[i].key, writes[i].keylen);
+    args_push_commit_name(&a);
+    int len = snprintf(numbers, 24, "%zu", nreads);
+    args_push(&a, numbers, (size_t)len);
+    args_push_reads(&a, reads, nreads, numbers + len + 1);
+    for (size_t i = 0; i < nwrites; i++) {
+        const struct axstm__val *v = &writes[i].val;
+        size_t dlen;
+        const void *data = axstm__val_data(v, &dlen);
+        args_push(&a, writes[i].key, writes[i].keylen);
+        if (v->meta & AXSTM__VAL_DELETE) {
+            args_push(&a, "d", 1);
+        } else if (data == NULL) {
+            args_push(&a, "n", 1);
+        } else {
+            args_push(&a, "s", 1);
+            args_push(&a, dlen != 0 ? data : "", dlen);
         }
     }
-    freeReplyObject(reply);
+    args_push(&a, r->channel, strlen(r->channel));
+
+    char *answer = NULL;
+    rc = run_commit(r, SCRIPT_TXCOMMIT, a.argc, a.argv, a.lens, a.nkeys, &answer);
+    if (rc == AXSTM_OK) {
+        uint64_t status, stamp;
+        size_t count;
+        if (!parse_answer(answer, &status, &stamp, 1, &count) || status > 1)
+            rc = AXSTM_EIO;
+        else if (status == 0)
+            rc = AXSTM_CONCURRENT_UPDATE;
+    }
+    axstm__free(answer);
     axstm__free(numbers);
     args_free(&a);
     return rc;
@@ -678,14 +1154,13 @@ static int scan_page(struct axstm__redis *r, char *cursor, size_t cursor_cap, re
 {
     const char *argv[6] = {"SSCAN", r->meta[META_KEYS], cursor, "COUNT", "256", NULL};
     size_t lens[6] = {5, strlen(r->meta[META_KEYS]), strlen(cursor), 5, 3, 0};
-    redisContext *c;
+    struct conn *c;
     bool reused, sent;
     int rc = take_connection(r, &c, &reused);
     if (rc != AXSTM_OK)
         return rc;
     rc = pooled_trip(r, &c, &reused, true, 5, argv, lens, reply, &sent);
-    if (c != NULL)
-        give_back(r, c);
+    give_back(r, c);
     if (rc != AXSTM_OK)
         return rc;
     const redisReply *a = *reply;

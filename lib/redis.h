@@ -20,12 +20,36 @@
 #ifndef AXSTM_REDIS_H
 #define AXSTM_REDIS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "address.h"
 #include "axstm.h"
+#include "blob.h"
 
 struct axstm__redis;
+
+/* A key a transaction read from a Redis store (redis_txn.c): its version
+ * and incarnation then, or that it was absent. */
+struct axstm__remote_read {
+    const char *key;
+    size_t keylen;
+    uint64_t version, born;
+    bool present;
+};
+
+/* A key a transaction writes: its value, or AXSTM__VAL_DELETE. */
+struct axstm__remote_write {
+    const char *key;
+    size_t keylen;
+    struct axstm__val val;
+};
+
+/* A registration for the names of keys whose commits wake it (watches and
+ * waiting transactions; redis_listen.c). */
+struct axstm__listener;
 
 #ifdef AXSTM_HAVE_HIREDIS
 
@@ -56,6 +80,59 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n);
 int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg);
 int axstm__redis_stats(struct axstm__redis *r, axstm_stats *out);
 
+/*
+ * A transaction's read, in one round trip: checks that every key of
+ * reads[0..n) is still as it was read (AXSTM_CONCURRENT_UPDATE if not),
+ * and, with a target (key and keylen set), reads it as of that same
+ * moment: target's present, version and born, and *val (owned by the
+ * caller; no value: meta 0).  Creates nothing.
+ */
+int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
+                      struct axstm__remote_read *target, struct axstm__val *val);
+
+/*
+ * A transaction's commit: if every key of reads[0..nreads) is still as it
+ * was read, writes writes[0..nwrites) (distinct keys) all at once and
+ * publishes their names; else AXSTM_CONCURRENT_UPDATE, nothing written.
+ */
+int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_read *reads,
+                            size_t nreads, const struct axstm__remote_write *writes,
+                            size_t nwrites);
+
+/* Between redis.c and redis_listen.c: the subscriber's state, made and
+ * stopped with the store; a new connection subscribed to the store's
+ * change channel, which then waits without a timeout. */
+struct axstm__listen;
+struct redisContext;
+int axstm__listen_create(struct axstm__listen **out);
+void axstm__listen_stop(struct axstm__listen *t);
+struct axstm__listen *axstm__redis_listen_of(struct axstm__redis *r);
+int axstm__redis_timeout_ms(const struct axstm__redis *r);
+int axstm__redis_subscribe(struct axstm__redis *r, struct redisContext **out);
+
+/*
+ * Listeners (redis_listen.c).  A listener holds copies of key names; it
+ * fires when a commit by any client publishes one of them, and also each
+ * time the store's subscriber connection is made again (what was
+ * published while it was away is lost, so everyone must look again).  A
+ * listener with an eventfd writes to it when it fires.
+ */
+int axstm__listener_new(const char *const keys[], const size_t lens[], size_t n, int fd,
+                        struct axstm__listener **out);
+void axstm__listener_free(struct axstm__listener *l);
+/* Links l on r's subscriber (starting it) and waits until the subscriber
+ * has its subscription, so that no commit after this returns is missed:
+ * AXSTM_EIO when that takes longer than the timeout. */
+int axstm__listen_add(struct axstm__redis *r, struct axstm__listener *l);
+void axstm__listen_remove(struct axstm__redis *r, struct axstm__listener *l);
+/* Fires l now (a change found by the caller). */
+void axstm__listen_fire(struct axstm__redis *r, struct axstm__listener *l);
+/* Waits until l fires (true) or *deadline passes (NULL: none; false). */
+bool axstm__listen_wait(struct axstm__redis *r, struct axstm__listener *l,
+                        const struct timespec *deadline);
+/* Drains l's eventfd and clears its fired state (a watch re-armed). */
+void axstm__listen_rearm(struct axstm__redis *r, struct axstm__listener *l);
+
 #else
 
 /* Built without hiredis: no address opens a Redis store, so no store is
@@ -77,6 +154,13 @@ static inline void axstm__redis_close(struct axstm__redis *r)
 #define axstm__redis_commit(r, values, n) ((void)(values), (void)(n), AXSTM__NO_REDIS_(r))
 #define axstm__redis_foreach(r, visit, arg) ((void)(visit), (void)(arg), AXSTM__NO_REDIS_(r))
 #define axstm__redis_stats(r, out) ((void)(out), AXSTM__NO_REDIS_(r))
+#define axstm__listener_new(keys, lens, n, fd, out) \
+    ((void)(keys), (void)(lens), (void)(n), (void)(fd), (void)(out), AXSTM_EINVAL)
+#define axstm__listener_free(l) ((void)(l))
+#define axstm__listen_add(r, l) ((void)(l), AXSTM__NO_REDIS_(r))
+#define axstm__listen_remove(r, l) ((void)(r), (void)(l))
+#define axstm__listen_fire(r, l) ((void)(r), (void)(l))
+#define axstm__listen_rearm(r, l) ((void)(r), (void)(l))
 
 #endif
 

@@ -13,14 +13,20 @@
  *   P births   the last incarnation handed out;
  *   P clock    the number of commits: each commit's stamp;
  *   P keys     the set of every key's name (foreach, stats);
- *   P stats    a hash: commits, conflicts, bytes (of values held).
+ *   P stats    a hash: commits, conflicts, bytes (of values held);
+ *   P done     the commit record: per connection that has committed, the
+ *              sequence number and answer of its last commit, or "fenced"
+ *              once a client gave up on an answer it lost (see RESOLVE).
  * Anything else under a name the scripts use (a string where a hash
  * should be, a hash without v or i) is foreign data: the script stops
  * before its first write with an error starting "AXSTM_FOREIGN".
  *
- * Every script takes KEYS = P births, P clock, P keys, P stats, then the
- * keys' hashes; ARGV starts with one word of options, then per key what
- * the script needs (the name first).
+ * Every script takes KEYS = P births, P clock, P keys, P stats, P done,
+ * then the keys' hashes; ARGV starts with the script's own words, then
+ * per key what the script needs.  The two commit scripts start ARGV with
+ * the connection's name and the commit's sequence number on it: a commit
+ * records its answer under that name before it returns, so that a client
+ * whose connection was lost with the answer can learn what happened.
  */
 #ifndef AXSTM_REDIS_SCRIPTS_H
 #define AXSTM_REDIS_SCRIPTS_H
@@ -40,14 +46,14 @@
     "  return true\n"                                                        \
     "end\n"                                                                  \
     "local exists = {}\n"                                                    \
-    "for j = 5, #KEYS do\n"                                                  \
+    "for j = 6, #KEYS do\n"                                                  \
     "  local s = state_of(KEYS[j])\n"                                        \
     "  if type(s) == 'table' then return s end\n"                            \
     "  exists[j] = s\n"                                                      \
     "end\n"                                                                  \
-    "for j = 1, 4 do\n"                                                      \
+    "for j = 1, 5 do\n"                                                      \
     "  local t = redis.call('TYPE', KEYS[j])['ok']\n"                        \
-    "  local want = (j == 3 and 'set') or (j == 4 and 'hash') or 'string'\n" \
+    "  local want = (j == 3 and 'set') or (j >= 4 and 'hash') or 'string'\n" \
     "  if t ~= 'none' and t ~= want then\n"                                  \
     "    return redis.error_reply('AXSTM_FOREIGN ' .. KEYS[j])\n"            \
     "  end\n"                                                                \
@@ -63,12 +69,12 @@
     AXSTM__LUA_CHECK_KEYS                                   \
     "local create = ARGV[1] == '1'\n"                       \
     "local out = {}\n"                                      \
-    "for j = 5, #KEYS do\n"                                 \
+    "for j = 6, #KEYS do\n"                                 \
     "  local k = KEYS[j]\n"                                 \
     "  if not exists[j] and create then\n"                  \
     "    local born = redis.call('INCR', KEYS[1])\n"        \
     "    redis.call('HSET', k, 'v', '0', 'i', born)\n"      \
-    "    redis.call('SADD', KEYS[3], ARGV[j - 3])\n"        \
+    "    redis.call('SADD', KEYS[3], ARGV[j - 4])\n"        \
     "    exists[j] = true\n"                                \
     "  end\n"                                               \
     "  if exists[j] then\n"                                 \
@@ -81,24 +87,96 @@
     "return out\n"
 
 /*
- * Commit of handles (Axon's rule): ARGV[1] is unused ("-"); then per key
- * four words: name, the version and incarnation checked out, and what to
- * do ("s" set, "n" no value, "d" delete), and for "s" a fifth, the bytes.
+ * What both commit scripts share.  fenced(): the client gave this
+ * connection up (RESOLVE), so a commit still arriving on it must not run.
+ * record(answer): keeps the answer as this connection's last commit.
+ * greater(a, b): a > b for versions as decimal strings.  reads_valid(
+ * first, n, a): the n keys from KEYS[first] were read at the version and
+ * incarnation in ARGV[a], ARGV[a + 1], ... ("-" for a key read as absent)
+ * and are still so.  write_key(j, name, what, data): writes KEYS[j] as
+ * the commit of handles and transactions do ("s" set, "n" no value, "d"
+ * delete; a missing key is created first, and deleting one is nothing),
+ * publishing its name; answers its new version and incarnation.
+ */
+#define AXSTM__LUA_COMMIT_COMMON                                                   \
+    "local function fenced()\n"                                                    \
+    "  return redis.call('HGET', KEYS[5], ARGV[1]) == 'fenced'\n"                  \
+    "end\n"                                                                        \
+    "local function record(answer)\n"                                              \
+    "  redis.call('HSET', KEYS[5], ARGV[1], ARGV[2] .. ' ' .. answer)\n"           \
+    "  return answer\n"                                                            \
+    "end\n"                                                                        \
+    "local function greater(a, b)\n"                                               \
+    "  if #a ~= #b then return #a > #b end\n"                                      \
+    "  return a > b\n"                                                             \
+    "end\n"                                                                        \
+    "local function reads_valid(first, n, a)\n"                                    \
+    "  for j = first, first + n - 1 do\n"                                          \
+    "    local v, i = ARGV[a], ARGV[a + 1]\n"                                      \
+    "    a = a + 2\n"                                                              \
+    "    if i == '-' then\n"                                                       \
+    "      if exists[j] then return false end\n"                                   \
+    "    else\n"                                                                   \
+    "      if not exists[j] then return false end\n"                               \
+    "      local f = redis.call('HMGET', KEYS[j], 'v', 'i')\n"                     \
+    "      if f[1] ~= v or f[2] ~= i then return false end\n"                      \
+    "    end\n"                                                                    \
+    "  end\n"                                                                      \
+    "  return true\n"                                                              \
+    "end\n"                                                                        \
+    "local bytes = 0\n"                                                            \
+    "local function write_key(j, name, what, data)\n"                              \
+    "  local k = KEYS[j]\n"                                                        \
+    "  if what == 'd' and not exists[j] then return nil end\n"                     \
+    "  if not exists[j] then\n"                                                    \
+    "    local born = redis.call('INCR', KEYS[1])\n"                               \
+    "    redis.call('HSET', k, 'v', '0', 'i', born)\n"                             \
+    "    redis.call('SADD', KEYS[3], name)\n"                                      \
+    "    exists[j] = true\n"                                                       \
+    "  end\n"                                                                      \
+    "  bytes = bytes - redis.call('HSTRLEN', k, 'd')\n"                            \
+    "  local f = {redis.call('HINCRBY', k, 'v', 1), redis.call('HGET', k, 'i')}\n" \
+    "  if what == 'd' then\n"                                                      \
+    "    redis.call('DEL', k)\n"                                                   \
+    "    redis.call('SREM', KEYS[3], name)\n"                                      \
+    "    exists[j] = false\n"                                                      \
+    "  elseif what == 's' then\n"                                                  \
+    "    redis.call('HSET', k, 'd', data)\n"                                       \
+    "    bytes = bytes + #data\n"                                                  \
+    "  else\n"                                                                     \
+    "    redis.call('HDEL', k, 'd')\n"                                             \
+    "  end\n"                                                                      \
+    "  redis.call('PUBLISH', ARGV[#ARGV], name)\n"                                 \
+    "  return f\n"                                                                 \
+    "end\n"                                                                        \
+    "local function count_commit()\n"                                              \
+    "  redis.call('HINCRBY', KEYS[4], 'commits', 1)\n"                             \
+    "  if bytes ~= 0 then redis.call('HINCRBY', KEYS[4], 'bytes', bytes) end\n"    \
+    "  return redis.call('INCR', KEYS[2])\n"                                       \
+    "end\n"                                                                        \
+    "local function conflict()\n"                                                  \
+    "  redis.call('HINCRBY', KEYS[4], 'conflicts', 1)\n"                           \
+    "  return '0'\n"                                                               \
+    "end\n"
+
+/*
+ * Commit of handles (Axon's rule): ARGV[1], ARGV[2] name the commit (see
+ * above); then per key four words: name, the version and incarnation
+ * checked out, and what to do ("s" set, "n" no value, "d" delete), and
+ * for "s" a fifth, the bytes; the last word is the change channel.
  * Rejected, with nothing written but the conflict counted, when a key is
- * gone, was created again, or has a greater version: returns {0}.  Else
+ * gone, was created again, or has a greater version: answers "0".  Else
  * every key is written, its version bumped, the clock advanced once, and
- * each key's name published on the change channel (ARGV's last word):
- * returns {1, stamp, version 1, incarnation 1, version 2, ...}.
+ * each key's name published: answers "1,stamp,version1,incarnation1,
+ * version2,...".  A fenced connection's commit answers "fenced".
  */
 #define AXSTM__LUA_COMMIT                                                                   \
     AXSTM__LUA_CHECK_KEYS                                                                   \
-    "local function greater(a, b)\n"                                                        \
-    "  if #a ~= #b then return #a > #b end\n"                                               \
-    "  return a > b\n"                                                                      \
-    "end\n"                                                                                 \
+    AXSTM__LUA_COMMIT_COMMON                                                                \
+    "if fenced() then return 'fenced' end\n"                                                \
     "local ops = {}\n"                                                                      \
-    "local a = 2\n"                                                                         \
-    "for j = 5, #KEYS do\n"                                                                 \
+    "local a = 3\n"                                                                         \
+    "for j = 6, #KEYS do\n"                                                                 \
     "  local op = {name = ARGV[a], v = ARGV[a + 1], i = ARGV[a + 2], what = ARGV[a + 3]}\n" \
     "  a = a + 4\n"                                                                         \
     "  if op.what == 's' then op.d = ARGV[a]; a = a + 1 end\n"                              \
@@ -108,36 +186,78 @@
     "    local f = redis.call('HMGET', KEYS[j], 'v', 'i')\n"                                \
     "    ok = f[2] == op.i and not greater(f[1], op.v)\n"                                   \
     "  end\n"                                                                               \
-    "  if not ok then\n"                                                                    \
-    "    redis.call('HINCRBY', KEYS[4], 'conflicts', 1)\n"                                  \
-    "    return {0}\n"                                                                      \
-    "  end\n"                                                                               \
+    "  if not ok then return conflict() end\n"                                              \
     "end\n"                                                                                 \
-    "local channel = ARGV[a]\n"                                                             \
-    "local stamp = redis.call('INCR', KEYS[2])\n"                                           \
-    "local out = {1, stamp}\n"                                                              \
-    "local bytes = 0\n"                                                                     \
-    "for j = 5, #KEYS do\n"                                                                 \
-    "  local k, op = KEYS[j], ops[j]\n"                                                     \
-    "  bytes = bytes - redis.call('HSTRLEN', k, 'd')\n"                                     \
-    "  local v = redis.call('HINCRBY', k, 'v', 1)\n"                                        \
-    "  local i = redis.call('HGET', k, 'i')\n"                                              \
-    "  if op.what == 'd' then\n"                                                            \
-    "    redis.call('DEL', k)\n"                                                            \
-    "    redis.call('SREM', KEYS[3], op.name)\n"                                            \
-    "  elseif op.what == 's' then\n"                                                        \
-    "    redis.call('HSET', k, 'd', op.d)\n"                                                \
-    "    bytes = bytes + #op.d\n"                                                           \
-    "  else\n"                                                                              \
-    "    redis.call('HDEL', k, 'd')\n"                                                      \
-    "  end\n"                                                                               \
-    "  out[#out + 1] = v\n"                                                                 \
-    "  out[#out + 1] = i\n"                                                                 \
-    "  redis.call('PUBLISH', channel, op.name)\n"                                           \
+    "local out = {}\n"                                                                      \
+    "for j = 6, #KEYS do\n"                                                                 \
+    "  local op = ops[j]\n"                                                                 \
+    "  local f = write_key(j, op.name, op.what, op.d)\n"                                    \
+    "  out[#out + 1] = f[1]\n"                                                              \
+    "  out[#out + 1] = f[2]\n"                                                              \
     "end\n"                                                                                 \
-    "redis.call('HINCRBY', KEYS[4], 'commits', 1)\n"                                        \
-    "if bytes ~= 0 then redis.call('HINCRBY', KEYS[4], 'bytes', bytes) end\n"               \
-    "return out\n"
+    "local stamp = count_commit()\n"                                                        \
+    "return record('1,' .. stamp .. (#out > 0 and ',' .. table.concat(out, ',') or ''))\n"
+
+/*
+ * A transaction's read: ARGV[1] is the number n of keys read so far, at
+ * KEYS[6..5 + n], with their version and incarnation in ARGV[2..]; KEYS
+ * may end with one more key to read.  Answers {0} when a key read so far
+ * has changed (the transaction must run again), else {1} and, for the key
+ * to read, {version, incarnation, data or nil} or {} when it is absent.
+ * Creates nothing: a transaction that does not commit leaves no key.
+ */
+#define AXSTM__LUA_READ                                       \
+    AXSTM__LUA_CHECK_KEYS                                     \
+    AXSTM__LUA_COMMIT_COMMON                                  \
+    "local n = tonumber(ARGV[1])\n"                           \
+    "if not reads_valid(6, n, 2) then return {0} end\n"       \
+    "local j = 6 + n\n"                                       \
+    "if j > #KEYS then return {1} end\n"                      \
+    "if not exists[j] then return {1, {}} end\n"              \
+    "local f = redis.call('HMGET', KEYS[j], 'v', 'i', 'd')\n" \
+    "return {1, {f[1], f[2], f[3]}}\n"
+
+/*
+ * A transaction's commit: ARGV[1], ARGV[2] name the commit; ARGV[3] is the
+ * number n of keys read, at KEYS[6..5 + n] with their versions and
+ * incarnations from ARGV[4]; the keys written follow in KEYS, each with
+ * its name, what to do and (for "s") its bytes in ARGV; the last word is
+ * the change channel.  Answers "0" (a key read has changed: nothing
+ * written), "1,stamp", or "fenced".
+ */
+#define AXSTM__LUA_TXCOMMIT                                    \
+    AXSTM__LUA_CHECK_KEYS                                      \
+    AXSTM__LUA_COMMIT_COMMON                                   \
+    "if fenced() then return 'fenced' end\n"                   \
+    "local n = tonumber(ARGV[3])\n"                            \
+    "if not reads_valid(6, n, 4) then return conflict() end\n" \
+    "local a = 4 + 2 * n\n"                                    \
+    "for j = 6 + n, #KEYS do\n"                                \
+    "  local name, what = ARGV[a], ARGV[a + 1]\n"              \
+    "  a = a + 2\n"                                            \
+    "  local data\n"                                           \
+    "  if what == 's' then data = ARGV[a]; a = a + 1 end\n"    \
+    "  write_key(j, name, what, data)\n"                       \
+    "end\n"                                                    \
+    "return record('1,' .. count_commit())\n"
+
+/*
+ * What became of a commit whose answer was lost: ARGV[1] names the
+ * connection, ARGV[2] the commit's sequence number.  Answers the commit's
+ * recorded answer if it ran; otherwise fences the connection, so that the
+ * commit can never run later (it may still be on its way: a server that
+ * was stopped reads it when it resumes), and answers "fenced".
+ */
+#define AXSTM__LUA_RESOLVE                                     \
+    "local rec = redis.call('HGET', KEYS[5], ARGV[1])\n"       \
+    "if rec then\n"                                            \
+    "  local sp = string.find(rec, ' ', 1, true)\n"            \
+    "  if sp and string.sub(rec, 1, sp - 1) == ARGV[2] then\n" \
+    "    return string.sub(rec, sp + 1)\n"                     \
+    "  end\n"                                                  \
+    "end\n"                                                    \
+    "redis.call('HSET', KEYS[5], ARGV[1], 'fenced')\n"         \
+    "return 'fenced'\n"
 
 /* Stats: returns {keys, commits, conflicts, bytes}. */
 #define AXSTM__LUA_STATS                                                                \

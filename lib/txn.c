@@ -37,15 +37,14 @@
  * grow, so they cannot be pointed into).
  */
 #include "axstm-internal.h"
+#include "pacing.h"
+#include "redis_txn.h"
 
 #include <sched.h>
 #include <string.h>
 #include <time.h>
 
 #define IRREVOCABLE_AFTER 8
-/* axstm_try_atomically gives up with AXSTM_BUSY_RETRY after this many
- * conflicts in a row (it may neither sleep nor run irrevocably). */
-#define TRY_ATTEMPTS 64
 #define INLINE_READS 32
 #define INLINE_WRITES 8
 #define INLINE_ANCHORS 8
@@ -105,7 +104,7 @@ struct axstm_txn {
      * table rebuild (not even one of this attempt's own) takes them out
      * from under its reads. */
     TXN_ARRAY(struct axstm__entry *) anchors;
-    const struct run_mode *mode;
+    const struct axstm__run_mode *mode;
     bool waiting; /* wait registered by the last attempt */
     struct axstm__wait wait;
     struct axstm__read reads_inline[INLINE_READS];
@@ -114,14 +113,6 @@ struct axstm_txn {
     size_t bytes_used;
     struct bytes_chunk *chunks;
     _Alignas(8) unsigned char bytes_inline[INLINE_BYTES];
-};
-
-/* How a run may wait when the body returns AXSTM_RETRY. */
-struct run_mode {
-    const struct timespec *deadline; /* NULL: no limit; else it ends every
-                                      * wait, backoff and re-run */
-    bool never_wait;                 /* timeout 0: AXSTM_ETIMEDOUT at once */
-    axstm_watch **watch;             /* non-NULL: never block, hand out a watch */
 };
 
 /* The transaction running on this thread: bodies must not nest them. */
@@ -202,26 +193,6 @@ static struct txn_write *find_write(axstm_txn *tx, const struct axstm__entry *e)
     return NULL;
 }
 
-/* Nanoseconds from now until *deadline (CLOCK_MONOTONIC), 0 once it has
- * passed.  Only short spans are ever compared with it, so anything past a
- * second away is "a long time" (and no distant deadline can overflow). */
-static int64_t ns_left(const struct timespec *deadline)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    time_t sec = deadline->tv_sec - now.tv_sec;
-    if (sec > 1)
-        return INT64_MAX;
-    int64_t left = (int64_t)sec * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
-    return left > 0 ? left : 0;
-}
-
-/* Whether a deadline (NULL: none) has passed. */
-static bool past(const struct timespec *deadline)
-{
-    return deadline != NULL && ns_left(deadline) == 0;
-}
-
 /* Irrevocable attempts: lock e unless this attempt already has; *old gets
  * the word e had before this attempt locked it. */
 static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
@@ -251,7 +222,7 @@ static int lock_entry(axstm_txn *tx, struct axstm__entry *e, uint64_t *old)
                 break;
             }
             if (spins % 64 == 63) {
-                if (past(tx->deadline)) {
+                if (axstm__past(tx->deadline)) {
                     rc = AXSTM_BUSY_RETRY;
                     break;
                 }
@@ -430,8 +401,29 @@ static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
     return read_entry(tx, e, val);
 }
 
+/* A remote transaction's values stay put until its attempt ends: handed
+ * out as they are. */
+static int remote_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
+{
+    const struct axstm__val *val;
+    int rc = axstm__remote_get(tx, key, &val);
+    if (rc != AXSTM_OK)
+        return rc;
+    size_t n;
+    const void *bytes = axstm__val_data(val, &n);
+    if (bytes == NULL)
+        return AXSTM_ENOVALUE;
+    if (data != NULL)
+        *data = bytes;
+    if (len != NULL)
+        *len = n;
+    return AXSTM_OK;
+}
+
 AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len)
 {
+    if (tx != running)
+        return remote_get(tx, key, data, len);
     struct axstm__val val;
     int rc = get_value(tx, key, &val);
     if (rc != AXSTM_OK)
@@ -453,6 +445,11 @@ AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out)
 {
     if (out == NULL)
         return AXSTM_EINVAL;
+    if (tx != running) {
+        const struct axstm__val *remote;
+        int rc = axstm__remote_get(tx, key, &remote);
+        return rc == AXSTM_OK ? axstm__val_get_i64(remote, out) : rc;
+    }
     struct axstm__val val;
     int rc = get_value(tx, key, &val);
     /* Read here, so no copy of the bytes needs keeping. */
@@ -465,7 +462,9 @@ AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out)
 
 AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, size_t len)
 {
-    if (tx == NULL || tx != running || (data == NULL && len != 0))
+    if (tx != running)
+        return axstm__remote_set(tx, key, data, len);
+    if (tx == NULL || (data == NULL && len != 0))
         return AXSTM_EINVAL;
     if (len > AXSTM_VALUE_MAX)
         return AXSTM_E2BIG;
@@ -491,6 +490,8 @@ AXSTM_API int axstm_txn_set(axstm_txn *tx, const char *key, const void *data, si
 
 AXSTM_API int axstm_txn_delete(axstm_txn *tx, const char *key)
 {
+    if (tx != running)
+        return axstm__remote_delete(tx, key);
     struct axstm__entry *e;
     uint64_t old;
     int rc = access_entry(tx, key, &e);
@@ -531,7 +532,9 @@ static void drop_writes_from(axstm_txn *tx, size_t mark)
 
 AXSTM_API int axstm_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *arg)
 {
-    if (tx == NULL || tx != running || first == NULL || second == NULL)
+    if (tx != running)
+        return axstm__remote_or_else(tx, first, second, arg);
+    if (tx == NULL || first == NULL || second == NULL)
         return AXSTM_EINVAL;
     size_t mark = tx->writes.n;
     int rc = first(tx, arg);
@@ -645,7 +648,7 @@ static void end_attempt(axstm_txn *tx)
  */
 static int prepare_wait(axstm_txn *tx)
 {
-    const struct run_mode *mode = tx->mode;
+    const struct axstm__run_mode *mode = tx->mode;
     axstm_store *s = tx->store;
     if (tx->reads.n == 0)
         return AXSTM_EINVAL; /* nothing read could ever change */
@@ -715,7 +718,7 @@ static uint64_t jitter(void)
  * first a few yields, then sleeps of up to 2^n microseconds (at most 1 ms),
  * so that colliding transactions spread out instead of colliding again.
  * A sleep never reaches past the deadline (NULL: none). */
-static void backoff(unsigned failures, const struct timespec *deadline)
+void axstm__backoff(unsigned failures, const struct timespec *deadline)
 {
     if (failures < 3) {
         sched_yield();
@@ -724,7 +727,7 @@ static void backoff(unsigned failures, const struct timespec *deadline)
     unsigned shift = failures < 10 ? failures : 10;
     int64_t ns = (int64_t)(jitter() % ((uint64_t)1000 << shift));
     if (deadline != NULL) {
-        int64_t left = ns_left(deadline);
+        int64_t left = axstm__ns_left(deadline);
         if (left < ns)
             ns = left;
     }
@@ -784,7 +787,8 @@ static void finish_wait(axstm_txn *tx)
 
 /* Runs attempts after a first one that returned rc, until one ends the
  * call; returns its result.  This is where a run may sleep. */
-static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_mode *mode, int rc)
+static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct axstm__run_mode *mode,
+                        int rc)
 {
     axstm_store *s = tx->store;
     unsigned failures = 0;
@@ -792,12 +796,12 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_
         if (rc == AXSTM_CONCURRENT_UPDATE || rc == AXSTM_BUSY_RETRY) {
             ++failures;
             if (mode->watch != NULL) {
-                if (failures >= TRY_ATTEMPTS)
+                if (failures >= AXSTM__TRY_ATTEMPTS)
                     return AXSTM_BUSY_RETRY;
-            } else if (past(mode->deadline)) {
+            } else if (axstm__past(mode->deadline)) {
                 return AXSTM_ETIMEDOUT; /* no time left for another run */
             } else {
-                backoff(failures, mode->deadline);
+                axstm__backoff(failures, mode->deadline);
             }
         } else if (rc == AXSTM_RETRY) {
             if (mode->watch != NULL)
@@ -813,7 +817,7 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_
              * not even read the clock if one changed before it could sleep:
              * under steady commits the body would otherwise run again and
              * again past the deadline. */
-            if (past(mode->deadline))
+            if (axstm__past(mode->deadline))
                 return AXSTM_ETIMEDOUT;
             failures = 0;
         } else {
@@ -824,12 +828,12 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct run_
     }
 }
 
-static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mode)
+static int run(axstm_store *s, axstm_fn fn, void *arg, const struct axstm__run_mode *mode)
 {
-    if (s == NULL || fn == NULL || running != NULL)
+    if (s == NULL || fn == NULL || running != NULL || axstm__remote_running != NULL)
         return AXSTM_EINVAL;
     if (s->remote != NULL)
-        return AXSTM_EINVAL; /* not on a Redis store yet (axstm.h) */
+        return axstm__remote_run(s, fn, arg, mode);
     axstm_txn tx;
     tx.store = s;
     tx.deadline = mode->deadline;
@@ -871,7 +875,7 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct run_mode *mo
 
 AXSTM_API int axstm_atomically(axstm_store *s, axstm_fn fn, void *arg)
 {
-    struct run_mode mode = {NULL, false, NULL};
+    struct axstm__run_mode mode = {NULL, false, NULL};
     return run(s, fn, arg, &mode);
 }
 
@@ -881,7 +885,7 @@ AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg, int
         return AXSTM_EINVAL;
     struct timespec deadline;
     deadline_after(&deadline, timeout_ns);
-    struct run_mode mode = {&deadline, timeout_ns == 0, NULL};
+    struct axstm__run_mode mode = {&deadline, timeout_ns == 0, NULL};
     return run(s, fn, arg, &mode);
 }
 
@@ -889,6 +893,6 @@ AXSTM_API int axstm_try_atomically(axstm_store *s, axstm_fn fn, void *arg, axstm
 {
     if (w == NULL)
         return AXSTM_EINVAL;
-    struct run_mode mode = {NULL, false, w};
+    struct axstm__run_mode mode = {NULL, false, w};
     return run(s, fn, arg, &mode);
 }

@@ -19,7 +19,9 @@
 
 struct axstm_watch {
     axstm_store *store;
-    struct axstm__wait_reg *reg;
+    struct axstm__wait_reg *reg;      /* in process; else NULL */
+    struct axstm__listener *listener; /* on a remote store; else NULL */
+    int fd;                           /* the eventfd, either way */
 };
 
 /* close() is a cancellation point; the library promises none outside
@@ -48,8 +50,47 @@ static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
         return AXSTM_ENOMEM;
     }
     w->store = s;
+    w->listener = NULL;
+    w->fd = fd;
     *out = w;
     return AXSTM_OK;
+}
+
+/*
+ * A watch on a remote store: its eventfd is written by the store's
+ * subscriber (redis_listen.c) when another client, or this one, commits
+ * one of the keys, and also when the subscription had to be made again
+ * (a commit may have been missed).  Returns once subscribed.
+ */
+int axstm__watch_remote(axstm_store *s, const char *const keys[], const size_t lens[], size_t n,
+                        axstm_watch **out)
+{
+    axstm_watch *w = axstm__malloc(sizeof *w);
+    if (w == NULL)
+        return AXSTM_ENOMEM;
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = fd >= 0 ? axstm__listener_new(keys, lens, n, fd, &w->listener) : AXSTM_ENOMEM;
+    if (rc == AXSTM_OK) {
+        rc = axstm__listen_add(s->remote, w->listener);
+        if (rc != AXSTM_OK)
+            axstm__listener_free(w->listener);
+    }
+    if (rc != AXSTM_OK) {
+        if (fd >= 0)
+            close_quietly(fd);
+        axstm__free(w);
+        return rc;
+    }
+    w->store = s;
+    w->reg = NULL;
+    w->fd = fd;
+    *out = w;
+    return AXSTM_OK;
+}
+
+void axstm__watch_remote_fire(axstm_watch *w)
+{
+    axstm__listen_fire(w->store->remote, w->listener);
 }
 
 int axstm__watch_reads(axstm_store *s, const struct axstm__read *reads, size_t n,
@@ -102,6 +143,13 @@ static int watch_key(axstm_store *s, axstm_watch *w, size_t i, const char *key, 
 static void watch_destroy(axstm_watch *w)
 {
     axstm_store *s = w->store;
+    if (w->listener != NULL) {
+        axstm__listen_remove(s->remote, w->listener);
+        axstm__listener_free(w->listener);
+        close_quietly(w->fd);
+        axstm__free(w);
+        return;
+    }
     struct axstm__wait_reg *r = w->reg;
     size_t n = r->n;
     int fd = r->waiter.fd;
@@ -126,19 +174,34 @@ static void watch_destroy(axstm_watch *w)
     axstm__free(w);
 }
 
+/* axstm_watch_new on a remote store (keys checked). */
+static int remote_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
+                            axstm_watch **out)
+{
+    size_t small[16] = {0}, *lens = nkeys <= 16 ? small : axstm__malloc(nkeys * sizeof *lens);
+    if (lens == NULL)
+        return AXSTM_ENOMEM;
+    for (size_t i = 0; i < nkeys; i++)
+        lens[i] = strlen(keys[i]);
+    int rc = axstm__watch_remote(s, keys, lens, nkeys, out);
+    if (lens != small)
+        axstm__free(lens);
+    return axstm__busy(s, rc);
+}
+
 AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t nkeys,
                               axstm_watch **out)
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
-    if (s->remote != NULL)
-        return AXSTM_EINVAL; /* not on a Redis store yet (axstm.h) */
     size_t len;
     for (size_t i = 0; i < nkeys; i++) {
         int rc = axstm__check_key(keys[i], &len);
         if (rc != AXSTM_OK)
             return rc;
     }
+    if (s->remote != NULL)
+        return remote_watch_new(s, keys, nkeys, out);
     /* Allocate first: a failed call must leave the store as it was. */
     axstm_watch *w;
     int rc = watch_alloc(s, nkeys, &w);
@@ -159,7 +222,7 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
 
 AXSTM_API int axstm_watch_fd(const axstm_watch *w)
 {
-    return w != NULL ? w->reg->waiter.fd : AXSTM_EINVAL;
+    return w != NULL ? w->fd : AXSTM_EINVAL;
 }
 
 AXSTM_API int axstm_watch_rearm(axstm_watch *w)
@@ -171,8 +234,12 @@ AXSTM_API int axstm_watch_rearm(axstm_watch *w)
      * before `fired` is cleared: the other order could let a commit in
      * between set `fired` and have its event drained, after which no
      * commit would ever write again. */
+    if (w->listener != NULL) {
+        axstm__listen_rearm(w->store->remote, w->listener);
+        return AXSTM_OK;
+    }
     int cancel_state = axstm__cancel_off();
-    while (read(w->reg->waiter.fd, &count, sizeof count) < 0 && errno == EINTR)
+    while (read(w->fd, &count, sizeof count) < 0 && errno == EINTR)
         ;
     axstm__cancel_restore(cancel_state);
     atomic_store(&w->reg->waiter.fired, false);

@@ -24,14 +24,7 @@ static bool start(void)
     return true;
 }
 
-static axstm_store *open_ok(const char *address)
-{
-    axstm_store *s = NULL;
-    int rc = axstm_store_open(address, &s);
-    ck_assert_msg(rc == AXSTM_OK, "open %s: %s", address, axstm_strerror(rc));
-    ck_assert_ptr_nonnull(s);
-    return s;
-}
+#define open_ok tu_redis_open_ok
 
 static axstm_value *usevar_ok(axstm_store *s, const char *key)
 {
@@ -730,30 +723,6 @@ START_TEST(forgotten_scripts_are_loaded_again)
 }
 END_TEST
 
-/* What this build does not do on a remote store yet says so. */
-static int noop_body(axstm_txn *tx, void *arg)
-{
-    (void)tx;
-    (void)arg;
-    return AXSTM_OK;
-}
-
-START_TEST(transactions_and_watches_are_einval_for_now)
-{
-    SKIP_WITHOUT_SERVER();
-    axstm_store *s = open_ok(server.address);
-    static const char *const k[] = {"k"};
-    axstm_watch *w = NULL;
-    ck_assert_int_eq(axstm_atomically(s, noop_body, NULL), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_atomically_timed(s, noop_body, NULL, 1000000), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_try_atomically(s, noop_body, NULL, &w), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_watch_new(s, k, 1, &w), AXSTM_EINVAL);
-    ck_assert_ptr_null(w);
-    axstm_store_free(s);
-    tu_redis_stop(&server);
-}
-END_TEST
-
 static Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -775,7 +744,6 @@ static Suite *redis_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, foreach_visits_every_key_once);
     tcase_add_test(tc, prefixes_keep_stores_apart);
-    tcase_add_test(tc, transactions_and_watches_are_einval_for_now);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");

@@ -216,4 +216,14 @@ static inline void tu_redis_stop(struct tu_redis *r)
     rmdir(r->dir);
 }
 
+/* A store opened from address, or the test fails (needs check.h). */
+static inline axstm_store *tu_redis_open_ok(const char *address)
+{
+    axstm_store *s = NULL;
+    int rc = axstm_store_open(address, &s);
+    ck_assert_msg(rc == AXSTM_OK, "open %s: %s", address, axstm_strerror(rc));
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
 #endif

@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * redis_txn.c -- axstm_atomically, AXSTM_RETRY and axstm_or_else on a store
+ * kept in Redis.
+ *
+ * The server does what locks and the clock do in process (txn.c):
+ *   - The first read of a key in an attempt is one round trip, a script
+ *     that checks that every key read before is still as it was read and
+ *     reads the new key at that same moment (redis_scripts.h, READ).  So
+ *     every read is consistent with all reads before it (opacity), and a
+ *     key read again is answered from the attempt's own copy.
+ *   - Writes go to a private log (read-your-own-writes; or_else drops a
+ *     branch's writes by marking them dead).  Nothing is sent until the
+ *     commit: one round trip, a script that checks the reads once more and
+ *     then writes every key, all or nothing (TXCOMMIT).  A read-only
+ *     attempt needs no commit: its last read saw all its reads as they
+ *     were, which is the moment it serializes at.
+ *   - Keys that do not exist are read as absent, and the commit checks
+ *     they still are; only a commit that writes a key creates it, so a
+ *     transaction that does not commit leaves no key behind.
+ *   - AXSTM_RETRY: the attempt's keys are handed to a listener
+ *     (redis_listen.c), the reads are checked once more after it is
+ *     subscribed (a commit in between is seen either way), and the thread
+ *     sleeps until a commit of one of them, by any process, fires it.
+ *
+ * Values handed out by axstm_txn_get live in per-key records that stay
+ * put until the attempt ends.  A remote attempt never runs irrevocably:
+ * a transaction that keeps losing backs off (pacing.h) between attempts.
+ */
+#include "redis_txn.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#include "axstm-internal.h"
+#include "redis.h"
+
+AXSTM__TLS void *axstm__remote_running;
+
+/* A key this attempt read or wrote, with the value read or to write. */
+struct rkey {
+    struct axstm__val val;
+    size_t len;
+    char key[];
+};
+
+struct rwrite {
+    struct rkey *k;
+    bool live; /* false once an or_else branch is dropped */
+};
+
+struct rtx {
+    axstm_store *store;
+    struct axstm__redis *r;
+    bool doomed; /* a read found the attempt's reads stale */
+    struct axstm__remote_read *reads;
+    struct rkey **read_keys;
+    size_t nreads, reads_cap;
+    struct rwrite *writes;
+    size_t nwrites, writes_cap;
+    struct axstm__listener *listener; /* while waiting */
+};
+
+static struct rtx *current(axstm_txn *tx)
+{
+    return tx != NULL && (void *)tx == axstm__remote_running ? (struct rtx *)(void *)tx : NULL;
+}
+
+static struct rkey *rkey_new(const char *key, size_t len, struct axstm__val val)
+{
+    struct rkey *k = axstm__malloc(sizeof *k + len + 1);
+    if (k != NULL) {
+        k->val = val;
+        k->len = len;
+        memcpy(k->key, key, len);
+        k->key[len] = '\0';
+    }
+    return k;
+}
+
+static void rkey_free(struct rkey *k)
+{
+    axstm__val_release(&k->val);
+    axstm__free(k);
+}
+
+/* Room for one more read and one more write. */
+static int reserve(struct rtx *t)
+{
+    if (t->nreads == t->reads_cap) {
+        size_t cap = t->reads_cap * 2 + 8;
+        struct axstm__remote_read *reads = axstm__malloc(cap * sizeof *reads);
+        struct rkey **keys = axstm__malloc(cap * sizeof *keys);
+        if (reads == NULL || keys == NULL) {
+            axstm__free(reads);
+            axstm__free(keys);
+            return AXSTM_ENOMEM;
+        }
+        if (t->nreads != 0) {
+            memcpy(reads, t->reads, t->nreads * sizeof *reads);
+            memcpy(keys, t->read_keys, t->nreads * sizeof *keys);
+        }
+        axstm__free(t->reads);
+        axstm__free(t->read_keys);
+        t->reads = reads;
+        t->read_keys = keys;
+        t->reads_cap = cap;
+    }
+    if (t->nwrites == t->writes_cap) {
+        size_t cap = t->writes_cap * 2 + 8;
+        struct rwrite *writes = axstm__malloc(cap * sizeof *writes);
+        if (writes == NULL)
+            return AXSTM_ENOMEM;
+        if (t->nwrites != 0)
+            memcpy(writes, t->writes, t->nwrites * sizeof *writes);
+        axstm__free(t->writes);
+        t->writes = writes;
+        t->writes_cap = cap;
+    }
+    return AXSTM_OK;
+}
+
+static bool same_key(const struct rkey *k, const char *key, size_t len)
+{
+    return k->len == len && memcmp(k->key, key, len) == 0;
+}
+
+/* This attempt's latest live write of key, or NULL. */
+static struct rkey *find_write(const struct rtx *t, const char *key, size_t len)
+{
+    for (size_t i = t->nwrites; i-- > 0;)
+        if (t->writes[i].live && same_key(t->writes[i].k, key, len))
+            return t->writes[i].k;
+    return NULL;
+}
+
+static struct rkey *find_read(const struct rtx *t, const char *key, size_t len)
+{
+    for (size_t i = 0; i < t->nreads; i++)
+        if (same_key(t->read_keys[i], key, len))
+            return t->read_keys[i];
+    return NULL;
+}
+
+int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **val)
+{
+    struct rtx *t = current(tx);
+    size_t len;
+    if (t == NULL)
+        return AXSTM_EINVAL;
+    int rc = axstm__check_key(key, &len);
+    if (rc != AXSTM_OK)
+        return rc;
+    struct rkey *k = find_write(t, key, len);
+    if (k == NULL)
+        k = find_read(t, key, len);
+    if (k != NULL) {
+        *val = &k->val;
+        return AXSTM_OK;
+    }
+    if (t->doomed)
+        return AXSTM_CONCURRENT_UPDATE;
+    if ((rc = reserve(t)) != AXSTM_OK)
+        return rc;
+    struct axstm__remote_read target = {key, len, 0, 0, false};
+    struct axstm__val got;
+    rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got);
+    if (rc == AXSTM_CONCURRENT_UPDATE)
+        t->doomed = true; /* even if the body carries on, it cannot commit */
+    if (rc != AXSTM_OK)
+        return rc;
+    if ((k = rkey_new(key, len, got)) == NULL) {
+        axstm__val_release(&got);
+        return AXSTM_ENOMEM;
+    }
+    target.key = k->key;
+    t->reads[t->nreads] = target;
+    t->read_keys[t->nreads++] = k;
+    *val = &k->val;
+    return AXSTM_OK;
+}
+
+/* Logs a write of key: its value, or a delete. */
+static int log_write(struct rtx *t, const char *key, struct axstm__val val)
+{
+    size_t len;
+    int rc = axstm__check_key(key, &len);
+    if (rc == AXSTM_OK)
+        rc = reserve(t);
+    struct rkey *k = rc == AXSTM_OK ? rkey_new(key, len, val) : NULL;
+    if (k == NULL) {
+        axstm__val_release(&val);
+        return rc != AXSTM_OK ? rc : AXSTM_ENOMEM;
+    }
+    t->writes[t->nwrites++] = (struct rwrite){k, true};
+    return AXSTM_OK;
+}
+
+int axstm__remote_set(axstm_txn *tx, const char *key, const void *data, size_t len)
+{
+    struct rtx *t = current(tx);
+    if (t == NULL || (data == NULL && len != 0))
+        return AXSTM_EINVAL;
+    if (len > AXSTM_VALUE_MAX)
+        return AXSTM_E2BIG;
+    struct axstm__val val = {0, 0};
+    int rc = axstm__val_make(&val, data, len);
+    return rc == AXSTM_OK ? log_write(t, key, val) : rc;
+}
+
+int axstm__remote_delete(axstm_txn *tx, const char *key)
+{
+    struct rtx *t = current(tx);
+    if (t == NULL)
+        return AXSTM_EINVAL;
+    return log_write(t, key, (struct axstm__val){0, AXSTM__VAL_DELETE});
+}
+
+int axstm__remote_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *arg)
+{
+    struct rtx *t = current(tx);
+    if (t == NULL || first == NULL || second == NULL)
+        return AXSTM_EINVAL;
+    size_t mark = t->nwrites;
+    int rc = first(tx, arg);
+    if (rc != AXSTM_RETRY)
+        return rc;
+    for (size_t i = mark; i < t->nwrites; i++)
+        t->writes[i].live = false; /* the reads stay: a wait watches them too */
+    return second(tx, arg);
+}
+
+/* Sends the attempt's writes (each key's latest live one) with its reads. */
+static int commit(struct rtx *t)
+{
+    if (t->doomed)
+        return AXSTM_CONCURRENT_UPDATE;
+    size_t n = 0;
+    struct axstm__remote_write small[16], *writes = small;
+    if (t->nwrites > 16 && (writes = axstm__malloc(t->nwrites * sizeof *writes)) == NULL)
+        return AXSTM_ENOMEM;
+    for (size_t i = t->nwrites; i-- > 0;) {
+        struct rkey *k = t->writes[i].k;
+        if (!t->writes[i].live || find_write(t, k->key, k->len) != k)
+            continue; /* dropped, or not the key's latest */
+        writes[n++] = (struct axstm__remote_write){k->key, k->len, k->val};
+    }
+    int rc = n == 0 ? AXSTM_OK : axstm__redis_txn_commit(t->r, t->reads, t->nreads, writes, n);
+    if (writes != small)
+        axstm__free(writes);
+    return rc;
+}
+
+static void end_attempt(struct rtx *t)
+{
+    for (size_t i = 0; i < t->nreads; i++)
+        rkey_free(t->read_keys[i]);
+    for (size_t i = 0; i < t->nwrites; i++)
+        rkey_free(t->writes[i].k);
+    t->nreads = t->nwrites = 0;
+    t->doomed = false;
+}
+
+/* Runs the body once and commits; the reads stay for a wait. */
+static int attempt(struct rtx *t, axstm_fn fn, void *arg)
+{
+    end_attempt(t);
+    axstm__remote_running = t;
+    int rc = fn((axstm_txn *)(void *)t, arg);
+    axstm__remote_running = NULL;
+    if (rc == AXSTM_OK)
+        rc = commit(t);
+    else if (rc == AXSTM_RETRY && t->doomed)
+        rc = AXSTM_CONCURRENT_UPDATE; /* it waited on what it misread */
+    if (rc == AXSTM_RETRY && t->nreads == 0)
+        rc = AXSTM_EINVAL; /* nothing read could ever change */
+    if (rc == AXSTM_CONCURRENT_UPDATE)
+        axstm__count(t->store, AXSTM__CONFLICTS);
+    return rc;
+}
+
+/* The names of the keys read, as arrays (small ones inside *n). */
+struct read_names {
+    const char *small_keys[16];
+    size_t small_lens[16];
+    const char **keys;
+    size_t *lens;
+};
+
+static int read_names(const struct rtx *t, struct read_names *n)
+{
+    n->keys = n->small_keys;
+    n->lens = n->small_lens;
+    if (t->nreads > 16) {
+        n->keys = axstm__malloc(t->nreads * (sizeof *n->keys + sizeof *n->lens));
+        if (n->keys == NULL)
+            return AXSTM_ENOMEM;
+        n->lens = (size_t *)(n->keys + t->nreads);
+    }
+    for (size_t i = 0; i < t->nreads; i++) {
+        n->keys[i] = t->reads[i].key;
+        n->lens[i] = t->reads[i].keylen;
+    }
+    return AXSTM_OK;
+}
+
+static void read_names_free(struct read_names *n)
+{
+    if (n->keys != n->small_keys)
+        axstm__free(n->keys);
+}
+
+/* Takes the listener out and frees it (also when cancelled in a wait). */
+static void drop_listener(void *arg)
+{
+    struct rtx *t = arg;
+    if (t->listener != NULL) {
+        axstm__listen_remove(t->r, t->listener);
+        axstm__listener_free(t->listener);
+        t->listener = NULL;
+    }
+}
+
+/* After AXSTM_RETRY: sleeps until a key read changes (AXSTM_OK), the
+ * deadline passes (AXSTM_ETIMEDOUT), or the server cannot say. */
+static int wait_for_change(struct rtx *t, const struct timespec *deadline)
+{
+    struct read_names names;
+    int rc = read_names(t, &names);
+    if (rc != AXSTM_OK)
+        return rc;
+    rc = axstm__listener_new(names.keys, names.lens, t->nreads, -1, &t->listener);
+    read_names_free(&names);
+    if (rc != AXSTM_OK)
+        return rc;
+    rc = axstm__listen_add(t->r, t->listener);
+    if (rc == AXSTM_OK) {
+        /* Subscribed: a commit from now on fires us; one before, this sees. */
+        rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
+        if (rc == AXSTM_CONCURRENT_UPDATE) {
+            rc = AXSTM_OK;
+        } else if (rc == AXSTM_OK) {
+            pthread_cleanup_push(drop_listener, t);
+            rc = axstm__listen_wait(t->r, t->listener, deadline) ? AXSTM_OK : AXSTM_ETIMEDOUT;
+            pthread_cleanup_pop(0);
+        }
+    }
+    drop_listener(t);
+    return rc;
+}
+
+/* axstm_try_atomically's AXSTM_RETRY: a watch over the keys read, readable
+ * at once if one has changed already. */
+static int hand_out_watch(struct rtx *t, axstm_watch **out)
+{
+    struct read_names names;
+    axstm_watch *w;
+    int rc = read_names(t, &names);
+    if (rc != AXSTM_OK)
+        return rc;
+    rc = axstm__watch_remote(t->store, names.keys, names.lens, t->nreads, &w);
+    read_names_free(&names);
+    if (rc != AXSTM_OK)
+        return rc;
+    rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
+    if (rc == AXSTM_CONCURRENT_UPDATE) {
+        axstm__watch_remote_fire(w);
+        rc = AXSTM_OK;
+    }
+    if (rc != AXSTM_OK) {
+        axstm_watch_free(w);
+        return rc;
+    }
+    *out = w;
+    return AXSTM_RETRY;
+}
+
+static void run_end(void *arg)
+{
+    struct rtx *t = arg;
+    axstm__remote_running = NULL;
+    drop_listener(t);
+    end_attempt(t);
+    axstm__free(t->reads);
+    axstm__free(t->read_keys);
+    axstm__free(t->writes);
+}
+
+/* Whether rc ends the run at once. */
+static bool final_result(int rc)
+{
+    return rc != AXSTM_CONCURRENT_UPDATE && rc != AXSTM_BUSY_RETRY && rc != AXSTM_RETRY;
+}
+
+/* Runs attempts until one ends the call: the sleeps are here. */
+static int run_attempts(struct rtx *t, axstm_fn fn, void *arg, const struct axstm__run_mode *mode)
+{
+    unsigned failures = 0;
+    for (;;) {
+        int rc = attempt(t, fn, arg);
+        if (final_result(rc))
+            return rc;
+        if (rc != AXSTM_RETRY) {
+            failures++;
+            if (mode->watch != NULL) {
+                if (failures >= AXSTM__TRY_ATTEMPTS)
+                    return AXSTM_BUSY_RETRY;
+                continue;
+            }
+            if (axstm__past(mode->deadline))
+                return AXSTM_ETIMEDOUT;
+            axstm__backoff(failures, mode->deadline);
+            continue;
+        }
+        if (mode->watch != NULL)
+            return hand_out_watch(t, mode->watch);
+        if (mode->never_wait)
+            return AXSTM_ETIMEDOUT;
+        rc = wait_for_change(t, mode->deadline);
+        if (rc != AXSTM_OK)
+            return rc;
+        axstm__count(t->store, AXSTM__WAITED);
+        if (axstm__past(mode->deadline))
+            return AXSTM_ETIMEDOUT;
+        failures = 0;
+    }
+}
+
+int axstm__remote_run(axstm_store *s, axstm_fn fn, void *arg, const struct axstm__run_mode *mode)
+{
+    if (axstm__remote_running != NULL)
+        return AXSTM_EINVAL; /* bodies must not nest runs */
+    struct rtx t;
+    memset(&t, 0, sizeof t);
+    t.store = s;
+    t.r = s->remote;
+    int rc;
+    /* Waits and backoff sleeps are cancellation points, as in process. */
+    pthread_cleanup_push(run_end, &t);
+    rc = run_attempts(&t, fn, arg, mode);
+    pthread_cleanup_pop(1);
+    return rc;
+}

@@ -1,0 +1,531 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_redis_txn.c -- transactions, waits and watches on a store kept in
+ * Redis: axstm_atomically with its reads consistent (opacity) and its
+ * commit all or nothing across processes, a body that does not commit
+ * leaving nothing, or_else, AXSTM_RETRY woken by another process's commit
+ * (a blocking queue between two processes), timed waits, and watches and
+ * axstm_try_atomically's watch made readable by another process.
+ */
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "redisutil.h"
+#include "testutil.h"
+
+static struct tu_redis server;
+
+#define SKIP_WITHOUT_SERVER()                                                      \
+    do {                                                                           \
+        if (!tu_redis_start(&server))                                              \
+            return; /* no redis-server on this machine: nothing to test against */ \
+    } while (0)
+
+/* Waits for a child and checks it exited with 0. */
+static void reap_ok(pid_t pid, const char *what)
+{
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s failed (status %d)", what,
+                  status);
+}
+
+/* Whether fd is readable within ms milliseconds. */
+static bool readable(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+/* ------------------------------------------------------------------ */
+/* One process                                                        */
+/* ------------------------------------------------------------------ */
+
+static int write_and_read_back(axstm_txn *tx, void *arg)
+{
+    (void)arg;
+    int64_t x = 0;
+    int rc = axstm_txn_get_i64(tx, "a", &x);
+    if (rc != AXSTM_ENOVALUE)
+        return rc == AXSTM_OK ? 100 : rc; /* "a" must not exist yet */
+    if ((rc = axstm_txn_set_i64(tx, "a", 41)) != AXSTM_OK ||
+        (rc = axstm_txn_get_i64(tx, "a", &x)) != AXSTM_OK)
+        return rc;
+    if (x != 41)
+        return 101;
+    if ((rc = axstm_txn_set_i64(tx, "a", x + 1)) != AXSTM_OK ||
+        (rc = axstm_txn_set(tx, "b", "bee", 4)) != AXSTM_OK ||
+        (rc = axstm_txn_delete(tx, "never-was")) != AXSTM_OK)
+        return rc;
+    const void *data = NULL;
+    size_t len = 0;
+    if ((rc = axstm_txn_get(tx, "b", &data, &len)) != AXSTM_OK)
+        return rc;
+    return len == 4 && memcmp(data, "bee", 4) == 0 ? AXSTM_OK : 102;
+}
+
+START_TEST(atomically_commits_its_writes_and_reads_its_own)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    ck_assert_int_eq(axstm_atomically(s, write_and_read_back, NULL), AXSTM_OK);
+    axstm_store *other = tu_redis_open_ok(server.address);
+    axstm_value *v = tu_usevar_ok(other, "a");
+    ck_assert_int_eq(tu_get_i64_ok(v), 42);
+    ck_assert_uint_eq(axstm_value_version(v), 1);
+    axstm_value_free(v);
+    axstm_stats st = tu_stats_ok(other);
+    ck_assert_uint_eq(st.keys, 2); /* a and b: deleting what never was made nothing */
+    axstm_store_free(other);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* Writes, then gives up with its own code. */
+static int write_then_give_up(axstm_txn *tx, void *arg)
+{
+    (void)arg;
+    int rc = axstm_txn_set_i64(tx, "made", 1);
+    if (rc == AXSTM_OK)
+        rc = axstm_txn_set_i64(tx, "also-made", 2);
+    return rc == AXSTM_OK ? 77 : rc;
+}
+
+static int read_absent(axstm_txn *tx, void *arg)
+{
+    int64_t x;
+    *(int *)arg = axstm_txn_get_i64(tx, "absent", &x);
+    return AXSTM_OK;
+}
+
+START_TEST(a_transaction_that_does_not_commit_leaves_no_key)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    ck_assert_int_eq(axstm_atomically(s, write_then_give_up, NULL), 77);
+    int seen = 0;
+    ck_assert_int_eq(axstm_atomically(s, read_absent, &seen), AXSTM_OK);
+    ck_assert_int_eq(seen, AXSTM_ENOVALUE);
+    axstm_stats st = tu_stats_ok(s);
+    ck_assert_uint_eq(st.keys, 0);
+    ck_assert_uint_eq(st.commits, 0);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static int first_branch(axstm_txn *tx, void *arg)
+{
+    (void)arg;
+    int rc = axstm_txn_set_i64(tx, "left", 1);
+    int64_t x;
+    if (rc == AXSTM_OK)
+        rc = axstm_txn_get_i64(tx, "gate", &x);
+    return rc == AXSTM_ENOVALUE ? AXSTM_RETRY : rc;
+}
+
+static int second_branch(axstm_txn *tx, void *arg)
+{
+    (void)arg;
+    return axstm_txn_set_i64(tx, "right", 2);
+}
+
+static int choose(axstm_txn *tx, void *arg)
+{
+    return axstm_or_else(tx, first_branch, second_branch, arg);
+}
+
+START_TEST(or_else_drops_the_first_branch_writes)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    ck_assert_int_eq(axstm_atomically(s, choose, NULL), AXSTM_OK);
+    axstm_stats st = tu_stats_ok(s);
+    ck_assert_uint_eq(st.keys, 1);
+    axstm_value *v = tu_usevar_ok(s, "right");
+    ck_assert_int_eq(tu_get_i64_ok(v), 2);
+    axstm_value_free(v);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static int wait_forever(axstm_txn *tx, void *arg)
+{
+    (void)arg;
+    int64_t x;
+    int rc = axstm_txn_get_i64(tx, "nobody-writes-this", &x);
+    return rc == AXSTM_ENOVALUE ? AXSTM_RETRY : rc;
+}
+
+START_TEST(a_timed_wait_times_out)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    ck_assert_int_eq(axstm_atomically_timed(s, wait_forever, NULL, 0), AXSTM_ETIMEDOUT);
+    ck_assert_int_eq(axstm_atomically_timed(s, wait_forever, NULL, 50 * 1000 * 1000),
+                     AXSTM_ETIMEDOUT);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 0);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static int nested(axstm_txn *tx, void *arg)
+{
+    (void)tx;
+    return axstm_atomically_timed(arg, wait_forever, NULL, 0);
+}
+
+static int retry_having_read_nothing(axstm_txn *tx, void *arg)
+{
+    (void)tx;
+    (void)arg;
+    return AXSTM_RETRY;
+}
+
+START_TEST(bad_calls_are_einval)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    ck_assert_int_eq(axstm_atomically(s, nested, s), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_txn_set_i64(NULL, "k", 1), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_txn_get_i64(NULL, "k", &(int64_t){0}), AXSTM_EINVAL);
+    /* A body that read nothing could never be woken. */
+    ck_assert_int_eq(axstm_atomically(s, retry_having_read_nothing, NULL), AXSTM_EINVAL);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Several processes                                                  */
+/* ------------------------------------------------------------------ */
+
+#define ACCOUNTS 4
+#define START_BALANCE 100
+#define TRANSFERS 150
+#define PROCESSES 2
+
+static const char *const accounts[ACCOUNTS] = {"acct-0", "acct-1", "acct-2", "acct-3"};
+
+struct transfer {
+    int from, to;
+};
+
+static int transfer(axstm_txn *tx, void *arg)
+{
+    const struct transfer *t = arg;
+    int64_t a, b;
+    int rc;
+    if ((rc = axstm_txn_get_i64(tx, accounts[t->from], &a)) != AXSTM_OK ||
+        (rc = axstm_txn_get_i64(tx, accounts[t->to], &b)) != AXSTM_OK ||
+        (rc = axstm_txn_set_i64(tx, accounts[t->from], a - 1)) != AXSTM_OK ||
+        (rc = axstm_txn_set_i64(tx, accounts[t->to], b + 1)) != AXSTM_OK)
+        return rc;
+    return AXSTM_OK;
+}
+
+/* Sums every account; a sum that is not the total is an inconsistent
+ * snapshot, seen by the body even if its attempt would not commit. */
+static int audit(axstm_txn *tx, void *arg)
+{
+    int *bad = arg;
+    int64_t sum = 0;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        int64_t x;
+        int rc = axstm_txn_get_i64(tx, accounts[i], &x);
+        if (rc != AXSTM_OK)
+            return rc;
+        sum += x;
+    }
+    if (sum != (int64_t)ACCOUNTS * START_BALANCE)
+        (*bad)++;
+    return AXSTM_OK;
+}
+
+static int transfer_process(unsigned seed)
+{
+    axstm_store *s = NULL;
+    if (axstm_store_open(server.address, &s) != AXSTM_OK)
+        return 1;
+    uint64_t state = seed;
+    for (int i = 0; i < TRANSFERS; i++) {
+        struct transfer t;
+        t.from = (int)(tu_rand(&state) % ACCOUNTS);
+        t.to = (int)((unsigned)t.from + 1 + tu_rand(&state) % (ACCOUNTS - 1)) % ACCOUNTS;
+        if (axstm_atomically(s, transfer, &t) != AXSTM_OK) {
+            axstm_store_free(s);
+            return 1;
+        }
+    }
+    axstm_store_free(s);
+    return 0;
+}
+
+static int open_accounts(axstm_txn *tx, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        int rc = axstm_txn_set_i64(tx, accounts[i], START_BALANCE);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    return AXSTM_OK;
+}
+
+START_TEST(transfers_from_several_processes_are_serializable_and_opaque)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    ck_assert_int_eq(axstm_atomically(s, open_accounts, NULL), AXSTM_OK);
+    pid_t pids[PROCESSES];
+    for (int p = 0; p < PROCESSES; p++) {
+        pids[p] = fork();
+        ck_assert_int_ge(pids[p], 0);
+        if (pids[p] == 0)
+            _exit(transfer_process(7u + (unsigned)p));
+    }
+    /* The auditor runs beside them until both are done. */
+    int bad = 0, audits = 0, alive = PROCESSES;
+    while (alive > 0) {
+        ck_assert_int_eq(axstm_atomically(s, audit, &bad), AXSTM_OK);
+        audits++;
+        alive = 0;
+        for (int p = 0; p < PROCESSES; p++)
+            if (pids[p] != 0) {
+                int status;
+                pid_t got = waitpid(pids[p], &status, WNOHANG);
+                ck_assert_int_ge(got, 0);
+                if (got == 0) {
+                    alive++;
+                } else {
+                    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                                  "transfer process failed (status %d)", status);
+                    pids[p] = 0;
+                }
+            }
+    }
+    ck_assert_int_eq(bad, 0);
+    ck_assert_int_gt(audits, 0);
+    /* Every transfer committed exactly once: two versions each. */
+    uint64_t versions = 0;
+    int64_t total = 0;
+    for (int i = 0; i < ACCOUNTS; i++) {
+        axstm_value *v = tu_usevar_ok(s, accounts[i]);
+        versions += axstm_value_version(v);
+        total += tu_get_i64_ok(v);
+        axstm_value_free(v);
+    }
+    ck_assert_int_eq(total, (int64_t)ACCOUNTS * START_BALANCE);
+    ck_assert_uint_eq(versions, ACCOUNTS + 2 * PROCESSES * TRANSFERS);
+    ck_assert_uint_eq(tu_stats_ok(s).commits, 1 + PROCESSES * TRANSFERS);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* A queue of one slot between two processes: put waits while it is full,
+ * take while it is empty; each wait is woken by the other's commit. */
+#define ITEMS 30
+
+static int put(axstm_txn *tx, void *arg)
+{
+    int64_t x;
+    int rc = axstm_txn_get_i64(tx, "slot", &x);
+    if (rc == AXSTM_OK)
+        return AXSTM_RETRY; /* full */
+    if (rc != AXSTM_ENOVALUE)
+        return rc;
+    return axstm_txn_set_i64(tx, "slot", *(int64_t *)arg);
+}
+
+static int take(axstm_txn *tx, void *arg)
+{
+    int rc = axstm_txn_get_i64(tx, "slot", arg);
+    if (rc == AXSTM_ENOVALUE)
+        return AXSTM_RETRY; /* empty */
+    return rc == AXSTM_OK ? axstm_txn_delete(tx, "slot") : rc;
+}
+
+static int consumer(void)
+{
+    axstm_store *s = NULL;
+    if (axstm_store_open(server.address, &s) != AXSTM_OK)
+        return 1;
+    int64_t sum = 0;
+    for (int i = 0; i < ITEMS; i++) {
+        int64_t x;
+        if (axstm_atomically(s, take, &x) != AXSTM_OK)
+            return 2;
+        sum += x;
+    }
+    axstm_stats st;
+    int rc = axstm_store_stats(s, &st);
+    axstm_store_free(s);
+    if (rc != AXSTM_OK)
+        return 3;
+    return sum == (int64_t)ITEMS * (ITEMS + 1) / 2 ? 0 : 4;
+}
+
+START_TEST(a_blocking_queue_between_two_processes)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(consumer());
+    for (int64_t i = 1; i <= ITEMS; i++)
+        ck_assert_int_eq(axstm_atomically(s, put, &i), AXSTM_OK);
+    reap_ok(pid, "consumer");
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 0); /* the last item was taken */
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* A child's commit of key, through a handle of its own store. */
+static void commit_in_child(const char *key, int64_t x)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        axstm_store *s = NULL;
+        axstm_value *v = NULL;
+        int rc = axstm_store_open(server.address, &s);
+        if (rc == AXSTM_OK)
+            rc = axstm_usevar(s, key, &v);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_set_i64(v, x);
+        if (rc == AXSTM_OK)
+            rc = axstm_value_commit(v);
+        axstm_value_free(v);
+        axstm_store_free(s);
+        _exit(rc == AXSTM_OK ? 0 : 1);
+    }
+    reap_ok(pid, "committer");
+}
+
+START_TEST(a_watch_is_fired_by_another_process)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    static const char *const watched[] = {"w1", "w2"};
+    static const char *const other[] = {"elsewhere"};
+    axstm_watch *w = NULL, *quiet = NULL;
+    ck_assert_int_eq(axstm_watch_new(s, watched, 2, &w), AXSTM_OK);
+    ck_assert_int_eq(axstm_watch_new(s, other, 1, &quiet), AXSTM_OK);
+    int fd = axstm_watch_fd(w);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(!readable(fd, 0));
+    commit_in_child("w2", 5); /* a key that did not exist */
+    ck_assert(readable(fd, 20000));
+    ck_assert_int_eq(axstm_watch_rearm(w), AXSTM_OK);
+    ck_assert(!readable(fd, 0));
+    commit_in_child("w1", 6);
+    ck_assert(readable(fd, 20000));
+    ck_assert(!readable(axstm_watch_fd(quiet), 0));
+    axstm_watch_free(quiet);
+    axstm_watch_free(w);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static int wait_for_flag(axstm_txn *tx, void *arg)
+{
+    int rc = axstm_txn_get_i64(tx, "flag", arg);
+    return rc == AXSTM_ENOVALUE ? AXSTM_RETRY : rc;
+}
+
+START_TEST(try_atomically_hands_out_a_watch_that_another_process_fires)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    axstm_watch *w = NULL;
+    int64_t x = 0;
+    ck_assert_int_eq(axstm_try_atomically(s, wait_for_flag, &x, &w), AXSTM_RETRY);
+    ck_assert_ptr_nonnull(w);
+    ck_assert(!readable(axstm_watch_fd(w), 0));
+    commit_in_child("flag", 9);
+    ck_assert(readable(axstm_watch_fd(w), 20000));
+    axstm_watch_free(w);
+    w = NULL;
+    ck_assert_int_eq(axstm_try_atomically(s, wait_for_flag, &x, &w), AXSTM_OK);
+    ck_assert_ptr_null(w);
+    ck_assert_int_eq(x, 9);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* A wait outlives the server's restart: the subscriber connects again,
+ * every waiter looks again, and the commit after the restart wakes it. */
+static int waiter_process(void)
+{
+    axstm_store *s = NULL;
+    double give_up = tu_now() + 60;
+    while (axstm_store_open(server.address, &s) != AXSTM_OK)
+        if (tu_now() > give_up)
+            return 1;
+        else
+            tu_sleep_s(0.01); /* the server is restarting */
+    int64_t x = 0;
+    int rc;
+    /* EIO while the server is away ends a run: the waiter starts again. */
+    while ((rc = axstm_atomically(s, wait_for_flag, &x)) == AXSTM_EIO)
+        tu_sleep_s(0.01);
+    axstm_store_free(s);
+    return rc == AXSTM_OK && x == 3 ? 0 : 2;
+}
+
+START_TEST(a_wait_survives_a_server_restart)
+{
+    SKIP_WITHOUT_SERVER();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(waiter_process());
+    tu_redis_restart(&server);
+    axstm_store *s = tu_redis_open_ok(server.address);
+    axstm_value *v = tu_usevar_ok(s, "flag");
+    tu_set_i64_ok(v, 3);
+    ck_assert_int_eq(axstm_value_commit(v), AXSTM_OK);
+    axstm_value_free(v);
+    reap_ok(pid, "waiter");
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static Suite *redis_txn_suite(void)
+{
+    Suite *s = suite_create("redis transactions");
+    TCase *tc = tcase_create("One process");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, atomically_commits_its_writes_and_reads_its_own);
+    tcase_add_test(tc, a_transaction_that_does_not_commit_leaves_no_key);
+    tcase_add_test(tc, or_else_drops_the_first_branch_writes);
+    tcase_add_test(tc, a_timed_wait_times_out);
+    tcase_add_test(tc, bad_calls_are_einval);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Several processes");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, transfers_from_several_processes_are_serializable_and_opaque);
+    tcase_add_test(tc, a_blocking_queue_between_two_processes);
+    tcase_add_test(tc, a_watch_is_fired_by_another_process);
+    tcase_add_test(tc, try_atomically_hands_out_a_watch_that_another_process_fires);
+    tcase_add_test(tc, a_wait_survives_a_server_restart);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(redis_txn_suite());
+}

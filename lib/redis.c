@@ -421,21 +421,15 @@ static int run_script(struct axstm__redis *r, enum script which, int argc, const
     return rc;
 }
 
-/* A copy of a string answer (NUL-terminated), or NULL (*rc set). */
-static char *answer_of(const redisReply *reply, int *rc)
+/* Copies a string answer into buf (cap bytes, NUL-terminated). */
+static int answer_of(const redisReply *reply, char *buf, size_t cap)
 {
-    if (reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_STATUS) {
-        *rc = AXSTM_EIO;
-        return NULL;
-    }
-    char *s = axstm__malloc(reply->len + 1);
-    if (s == NULL) {
-        *rc = AXSTM_ENOMEM;
-        return NULL;
-    }
-    memcpy(s, reply->str, reply->len);
-    s[reply->len] = '\0';
-    return s;
+    if ((reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_STATUS) ||
+        reply->len >= cap)
+        return AXSTM_EIO;
+    memcpy(buf, reply->str, reply->len);
+    buf[reply->len] = '\0';
+    return AXSTM_OK;
 }
 
 /*
@@ -445,7 +439,7 @@ static char *answer_of(const redisReply *reply, int *rc)
  * answer, or "fenced": it did not run and never will.
  */
 static int resolve(struct axstm__redis *r, const char *name, uint64_t seq, struct conn **c,
-                   char **answer)
+                   char *answer, size_t cap)
 {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -471,7 +465,7 @@ static int resolve(struct axstm__redis *r, const char *name, uint64_t seq, struc
         redisReply *reply;
         rc = run_on(r, c, &reused, SCRIPT_RESOLVE, 5 + METAS, argv, lens, METAS, &reply, &sent);
         if (rc == AXSTM_OK)
-            *answer = answer_of(reply, &rc);
+            rc = answer_of(reply, answer, cap);
         freeReplyObject(reply);
         if (rc != AXSTM_BUSY_RETRY)
             return rc;
@@ -487,15 +481,16 @@ static int resolve(struct axstm__redis *r, const char *name, uint64_t seq, struc
 
 /*
  * Runs a commit script (argv as for run_on; its first two arguments,
- * after the keys, are left for the commit's name).  *answer (the
- * script's string answer, owned by the caller) on AXSTM_OK.  A commit
+ * after the keys, are left for the commit's name).  answer (cap bytes,
+ * allocated before: nothing may fail for want of memory once a commit may
+ * have run) gets the script's string answer on AXSTM_OK.  A commit
  * whose answer is lost is looked up in the commit record: if it ran, its
  * recorded answer is the answer; if not, it is fenced off and sent again
  * on a new connection.  AXSTM_EINDOUBT only when even that could not be
  * learnt (the server is gone or stopped), after up to one more timeout.
  */
 static int run_commit(struct axstm__redis *r, enum script which, int argc, const char **argv,
-                      size_t *lens, size_t nkeys, char **answer)
+                      size_t *lens, size_t nkeys, char *answer, size_t cap)
 {
     struct conn *c;
     bool reused;
@@ -513,7 +508,7 @@ static int run_commit(struct axstm__redis *r, enum script which, int argc, const
         redisReply *reply;
         rc = run_on(r, &c, &reused, which, argc, argv, lens, nkeys, &reply, &sent);
         if (rc == AXSTM_OK) {
-            *answer = answer_of(reply, &rc);
+            rc = answer_of(reply, answer, cap);
             freeReplyObject(reply);
             break;
         }
@@ -523,15 +518,13 @@ static int run_commit(struct axstm__redis *r, enum script which, int argc, const
         memcpy(name, c->name, sizeof name);
         uint64_t number = c->seq;
         conn_free(c);
-        rc = resolve(r, name, number, &c, answer);
+        rc = resolve(r, name, number, &c, answer, cap);
         if (rc != AXSTM_OK) {
             rc = AXSTM_EINDOUBT;
             break;
         }
-        if (strcmp(*answer, "fenced") != 0)
-            break; /* it ran: *answer is what it answered */
-        axstm__free(*answer);
-        *answer = NULL;
+        if (strcmp(answer, "fenced") != 0)
+            break;      /* it ran: answer is what it answered */
         rc = AXSTM_EIO; /* if no send is left */
         reused = false;
     }
@@ -652,6 +645,11 @@ struct axstm__listen *axstm__redis_listen_of(struct axstm__redis *r)
 int axstm__redis_timeout_ms(const struct axstm__redis *r)
 {
     return r->addr.timeout_ms;
+}
+
+const char *axstm__redis_client(const struct axstm__redis *r)
+{
+    return r->client;
 }
 
 int axstm__redis_subscribe(struct axstm__redis *r, redisContext **out)
@@ -929,11 +927,14 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
     if (rc != AXSTM_OK)
         return rc;
     /* Versions and incarnations as decimal words; the answer's numbers. */
+    size_t cap = (2 * n + 2) * 21 + 8; /* "1,stamp,v,i,..." */
     char *numbers = axstm__malloc(n * 2 * 21 + 1);
     uint64_t *got = axstm__malloc((2 * n + 1) * sizeof *got);
-    if (numbers == NULL || got == NULL) {
+    char *answer = axstm__malloc(cap);
+    if (numbers == NULL || got == NULL || answer == NULL) {
         axstm__free(numbers);
         axstm__free(got);
+        axstm__free(answer);
         args_free(&a);
         return AXSTM_ENOMEM;
     }
@@ -961,8 +962,7 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
     }
     args_push(&a, r->channel, strlen(r->channel));
 
-    char *answer = NULL;
-    rc = run_commit(r, SCRIPT_COMMIT, a.argc, a.argv, a.lens, a.nkeys, &answer);
+    rc = run_commit(r, SCRIPT_COMMIT, a.argc, a.argv, a.lens, a.nkeys, answer, cap);
     if (rc == AXSTM_OK) {
         uint64_t status;
         size_t count;
@@ -977,6 +977,10 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
         values[i].item.version = got[1 + 2 * i];
         values[i].item.born = got[2 + 2 * i];
     }
+    /* Ours, so the subscriber leaves them to us (redis_listen.c); one in
+     * doubt may have happened. */
+    for (size_t i = 0; i < n && (rc == AXSTM_OK || rc == AXSTM_EINDOUBT); i++)
+        axstm__listen_fire_keys(r, &values[i].key, &values[i].keylen, 1);
     axstm__free(answer);
     axstm__free(numbers);
     axstm__free(got);
@@ -1100,6 +1104,7 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
     if (rc != AXSTM_OK)
         return rc;
     char *numbers = axstm__malloc(READ_WORDS_BYTES(nreads) + 24);
+    char answer[64]; /* "1,stamp", "0" or "fenced" */
     if (numbers == NULL) {
         args_free(&a);
         return AXSTM_ENOMEM;
@@ -1128,8 +1133,7 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
     }
     args_push(&a, r->channel, strlen(r->channel));
 
-    char *answer = NULL;
-    rc = run_commit(r, SCRIPT_TXCOMMIT, a.argc, a.argv, a.lens, a.nkeys, &answer);
+    rc = run_commit(r, SCRIPT_TXCOMMIT, a.argc, a.argv, a.lens, a.nkeys, answer, sizeof answer);
     if (rc == AXSTM_OK) {
         uint64_t status, stamp;
         size_t count;
@@ -1138,7 +1142,8 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
         else if (status == 0)
             rc = AXSTM_CONCURRENT_UPDATE;
     }
-    axstm__free(answer);
+    for (size_t i = 0; i < nwrites && (rc == AXSTM_OK || rc == AXSTM_EINDOUBT); i++)
+        axstm__listen_fire_keys(r, &writes[i].key, &writes[i].keylen, 1);
     axstm__free(numbers);
     args_free(&a);
     return rc;

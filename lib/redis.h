@@ -108,6 +108,8 @@ int axstm__listen_create(struct axstm__listen **out);
 void axstm__listen_stop(struct axstm__listen *t);
 struct axstm__listen *axstm__redis_listen_of(struct axstm__redis *r);
 int axstm__redis_timeout_ms(const struct axstm__redis *r);
+/* The store's client name, the first part of its connections' names. */
+const char *axstm__redis_client(const struct axstm__redis *r);
 int axstm__redis_subscribe(struct axstm__redis *r, struct redisContext **out);
 
 /*
@@ -125,6 +127,11 @@ void axstm__listener_free(struct axstm__listener *l);
  * AXSTM_EIO when that takes longer than the timeout. */
 int axstm__listen_add(struct axstm__redis *r, struct axstm__listener *l);
 void axstm__listen_remove(struct axstm__redis *r, struct axstm__listener *l);
+/* Fires this process's listeners of keys[0..n) at once: a commit of ours
+ * wakes them before it returns, as in process (the subscriber will fire
+ * them again when the change message comes round, which is harmless). */
+void axstm__listen_fire_keys(struct axstm__redis *r, const char *const keys[], const size_t lens[],
+                             size_t n);
 /* Fires l now (a change found by the caller). */
 void axstm__listen_fire(struct axstm__redis *r, struct axstm__listener *l);
 /* Waits until l fires (true) or *deadline passes (NULL: none; false). */

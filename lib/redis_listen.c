@@ -162,15 +162,25 @@ static void pause_before_retry(struct axstm__listen *t, uint64_t failures)
         ;
 }
 
-/* What a pushed message says: the name of a key committed, if it is one. */
-static bool message_name(const redisReply *m, const char **name, size_t *len)
+/* What a pushed message says: the name of a key committed by another
+ * store than ours (`client`), if it is one.  Our own commits fired their
+ * listeners before they returned (axstm__listen_fire_keys): firing them
+ * again here would wake a watch that was re-armed meanwhile for nothing. */
+static bool message_name(const redisReply *m, const char *client, const char **name, size_t *len)
 {
     if (m->type != REDIS_REPLY_ARRAY || m->elements != 3 ||
         m->element[0]->type != REDIS_REPLY_STRING || strcmp(m->element[0]->str, "message") != 0 ||
         m->element[2]->type != REDIS_REPLY_STRING)
         return false;
-    *name = m->element[2]->str;
-    *len = m->element[2]->len;
+    const char *text = m->element[2]->str;
+    const char *space = memchr(text, ' ', m->element[2]->len);
+    if (space == NULL)
+        return false;
+    size_t ours = strlen(client);
+    if ((size_t)(space - text) > ours && memcmp(text, client, ours) == 0 && text[ours] == '.')
+        return false;
+    *name = space + 1;
+    *len = m->element[2]->len - (size_t)(space + 1 - text);
     return true;
 }
 
@@ -213,7 +223,7 @@ static void *subscriber(void *arg)
             }
             const char *name;
             size_t len;
-            if (message_name(reply, &name, &len))
+            if (message_name(reply, axstm__redis_client(r), &name, &len))
                 fire_name(t, name, len);
             freeReplyObject(reply);
         }
@@ -340,6 +350,19 @@ void axstm__listen_fire(struct axstm__redis *r, struct axstm__listener *l)
     pthread_mutex_lock(&t->lock);
     fire(t, l);
     pthread_mutex_unlock(&t->lock);
+}
+
+void axstm__listen_fire_keys(struct axstm__redis *r, const char *const keys[], const size_t lens[],
+                             size_t n)
+{
+    struct axstm__listen *t = axstm__redis_listen_of(r);
+    int cancel_state = axstm__cancel_off(); /* fire() may write */
+    pthread_mutex_lock(&t->lock);
+    if (t->pid == getpid())
+        for (size_t i = 0; i < n; i++)
+            fire_name(t, keys[i], lens[i]);
+    pthread_mutex_unlock(&t->lock);
+    axstm__cancel_restore(cancel_state);
 }
 
 void axstm__listen_rearm(struct axstm__redis *r, struct axstm__listener *l)

@@ -96,7 +96,8 @@
  * and are still so.  write_key(j, name, what, data): writes KEYS[j] as
  * the commit of handles and transactions do ("s" set, "n" no value, "d"
  * delete; a missing key is created first, and deleting one is nothing),
- * publishing its name; answers its new version and incarnation.
+ * publishing the committing connection's name and the key's, separated
+ * by a space; answers its new version and incarnation.
  */
 #define AXSTM__LUA_COMMIT_COMMON                                                   \
     "local function fenced()\n"                                                    \
@@ -146,7 +147,7 @@
     "  else\n"                                                                     \
     "    redis.call('HDEL', k, 'd')\n"                                             \
     "  end\n"                                                                      \
-    "  redis.call('PUBLISH', ARGV[#ARGV], name)\n"                                 \
+    "  redis.call('PUBLISH', ARGV[#ARGV], ARGV[1] .. ' ' .. name)\n"               \
     "  return f\n"                                                                 \
     "end\n"                                                                        \
     "local function count_commit()\n"                                              \

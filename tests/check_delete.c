@@ -2851,11 +2851,13 @@ static Suite *delete_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Memory");
+    tcase_set_tags(tc, "local"); /* this process's memory */
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, key_per_item_churn_keeps_memory_flat);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Concurrency");
+    tcase_set_tags(tc, "long"); /* thousands of round trips on a remote store */
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, shared_names_created_and_deleted_under_auditor);
     tcase_add_test(tc, key_per_item_queue_delivers_each_item_once);

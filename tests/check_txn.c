@@ -1280,6 +1280,7 @@ static Suite *txn_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Allocation failure");
+    tcase_set_tags(tc, "local"); /* injected into this process's allocator */
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, allocation_failure_changes_nothing, 0,
                         (int)(sizeof af_cases / sizeof af_cases[0]));

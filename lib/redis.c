@@ -42,17 +42,19 @@ enum script {
     SCRIPT_READ,
     SCRIPT_TXCOMMIT,
     SCRIPT_RESOLVE,
+    SCRIPT_HOLD,
+    SCRIPT_RELEASE,
     SCRIPT_STATS,
     SCRIPTS
 };
 
-static const char *const script_text[SCRIPTS] = {AXSTM__LUA_CHECKOUT, AXSTM__LUA_COMMIT,
-                                                 AXSTM__LUA_READ,     AXSTM__LUA_TXCOMMIT,
-                                                 AXSTM__LUA_RESOLVE,  AXSTM__LUA_STATS};
+static const char *const script_text[SCRIPTS] = {
+    AXSTM__LUA_CHECKOUT, AXSTM__LUA_COMMIT, AXSTM__LUA_READ,    AXSTM__LUA_TXCOMMIT,
+    AXSTM__LUA_RESOLVE,  AXSTM__LUA_HOLD,   AXSTM__LUA_RELEASE, AXSTM__LUA_STATS};
 
 /* The names every script takes first (redis_scripts.h). */
-enum meta { META_BIRTHS, META_CLOCK, META_KEYS, META_STATS, META_DONE, METAS };
-static const char *const meta_suffix[METAS] = {"births", "clock", "keys", "stats", "done"};
+enum meta { META_BIRTHS, META_CLOCK, META_KEYS, META_STATS, META_DONE, META_HOLD, METAS };
+static const char *const meta_suffix[METAS] = {"births", "clock", "keys", "stats", "done", "hold"};
 
 /* One connection to the server, with its name in the commit record. */
 struct conn {
@@ -966,7 +968,9 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
     if (rc == AXSTM_OK) {
         uint64_t status;
         size_t count;
-        if (!parse_answer(answer, &status, got, 1 + 2 * n, &count))
+        if (strcmp(answer, "busy") == 0)
+            rc = AXSTM_BUSY_RETRY; /* held for a transaction that kept losing */
+        else if (!parse_answer(answer, &status, got, 1 + 2 * n, &count))
             rc = AXSTM_EIO;
         else if (status == 0)
             rc = AXSTM_CONCURRENT_UPDATE;
@@ -1090,8 +1094,9 @@ int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *r
     return rc;
 }
 
-int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_read *reads,
-                            size_t nreads, const struct axstm__remote_write *writes, size_t nwrites)
+int axstm__redis_txn_commit(struct axstm__redis *r, const char *token,
+                            const struct axstm__remote_read *reads, size_t nreads,
+                            const struct axstm__remote_write *writes, size_t nwrites)
 {
     size_t names = 0;
     for (size_t i = 0; i < nreads; i++)
@@ -1100,7 +1105,7 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
         names += writes[i].keylen;
     struct args a;
     size_t keys = nreads + nwrites;
-    int rc = args_alloc(r, keys, names, keys + 4 + 2 * nreads + 3 * nwrites, &a);
+    int rc = args_alloc(r, keys, names, keys + 5 + 2 * nreads + 3 * nwrites, &a);
     if (rc != AXSTM_OK)
         return rc;
     char *numbers = axstm__malloc(READ_WORDS_BYTES(nreads) + 24);
@@ -1114,6 +1119,9 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
     for (size_t i = 0; i < nwrites; i++)
         args_key(&a, writes[i].key, writes[i].keylen);
     args_push_commit_name(&a);
+    if (token == NULL)
+        token = "-";
+    args_push(&a, token, strlen(token));
     int len = snprintf(numbers, 24, "%zu", nreads);
     args_push(&a, numbers, (size_t)len);
     args_push_reads(&a, reads, nreads, numbers + len + 1);
@@ -1137,7 +1145,9 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
     if (rc == AXSTM_OK) {
         uint64_t status, stamp;
         size_t count;
-        if (!parse_answer(answer, &status, &stamp, 1, &count) || status > 1)
+        if (strcmp(answer, "busy") == 0)
+            rc = AXSTM_BUSY_RETRY;
+        else if (!parse_answer(answer, &status, &stamp, 1, &count) || status > 1)
             rc = AXSTM_EIO;
         else if (status == 0)
             rc = AXSTM_CONCURRENT_UPDATE;
@@ -1147,6 +1157,50 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_r
     axstm__free(numbers);
     args_free(&a);
     return rc;
+}
+
+/* HOLD or RELEASE over the keys names[0..n) for token; with ttl_ms (HOLD)
+ * *held says whether the hold was given. */
+static int hold_script(struct axstm__redis *r, enum script which, const char *token,
+                       const char *const names[], const size_t lens[], size_t n, int ttl_ms,
+                       bool *held)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += lens[i];
+    struct args a;
+    int rc = args_alloc(r, n, bytes, 2 * n + 2, &a);
+    if (rc != AXSTM_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        args_key(&a, names[i], lens[i]);
+    char ttl[24];
+    args_push(&a, token, strlen(token));
+    if (which == SCRIPT_HOLD)
+        args_push(&a, ttl, (size_t)snprintf(ttl, sizeof ttl, "%d", ttl_ms));
+    for (size_t i = 0; i < n; i++)
+        args_push(&a, names[i], lens[i]);
+    redisReply *reply = NULL;
+    rc = run_script(r, which, a.argc, a.argv, a.lens, a.nkeys, &reply);
+    if (rc == AXSTM_OK && reply->type != REDIS_REPLY_INTEGER)
+        rc = AXSTM_EIO;
+    if (rc == AXSTM_OK && held != NULL)
+        *held = reply->integer == 1;
+    freeReplyObject(reply);
+    args_free(&a);
+    return rc;
+}
+
+int axstm__redis_hold(struct axstm__redis *r, const char *token, const char *const names[],
+                      const size_t lens[], size_t n, bool *held)
+{
+    return hold_script(r, SCRIPT_HOLD, token, names, lens, n, r->addr.timeout_ms, held);
+}
+
+void axstm__redis_release(struct axstm__redis *r, const char *token, const char *const names[],
+                          const size_t lens[], size_t n)
+{
+    hold_script(r, SCRIPT_RELEASE, token, names, lens, n, 0, NULL);
 }
 
 /* ------------------------------------------------------------------ */

@@ -93,11 +93,26 @@ int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *r
 /*
  * A transaction's commit: if every key of reads[0..nreads) is still as it
  * was read, writes writes[0..nwrites) (distinct keys) all at once and
- * publishes their names; else AXSTM_CONCURRENT_UPDATE, nothing written.
+ * publishes their names; else AXSTM_CONCURRENT_UPDATE, nothing written;
+ * AXSTM_BUSY_RETRY when a key written is held by another run (token: this
+ * run's, or NULL).
  */
-int axstm__redis_txn_commit(struct axstm__redis *r, const struct axstm__remote_read *reads,
-                            size_t nreads, const struct axstm__remote_write *writes,
-                            size_t nwrites);
+int axstm__redis_txn_commit(struct axstm__redis *r, const char *token,
+                            const struct axstm__remote_read *reads, size_t nreads,
+                            const struct axstm__remote_write *writes, size_t nwrites);
+
+/*
+ * Priority for a transaction run that keeps losing, named by token: for
+ * the timeout, commits by anyone else that write one of names[0..n) answer
+ * AXSTM_BUSY_RETRY without running (axstm__redis_txn_commit with this
+ * token is not stopped).  *held is false when another run holds one of
+ * them already.  _release ends it early (best effort: it also ends by
+ * itself).
+ */
+int axstm__redis_hold(struct axstm__redis *r, const char *token, const char *const names[],
+                      const size_t lens[], size_t n, bool *held);
+void axstm__redis_release(struct axstm__redis *r, const char *token, const char *const names[],
+                          const size_t lens[], size_t n);
 
 /* Between redis.c and redis_listen.c: the subscriber's state, made and
  * stopped with the store; a new connection subscribed to the store's

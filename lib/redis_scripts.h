@@ -14,6 +14,8 @@
  *   P clock    the number of commits: each commit's stamp;
  *   P keys     the set of every key's name (foreach, stats);
  *   P stats    a hash: commits, conflicts, bytes (of values held);
+ *   P hold     priority holds (HOLD): per key name, the token of the
+ *              transaction run holding it and until when (ms);
  *   P done     the commit record: per connection that has committed, the
  *              sequence number and answer of its last commit, or "fenced"
  *              once a client gave up on an answer it lost (see RESOLVE).
@@ -22,7 +24,7 @@
  * before its first write with an error starting "AXSTM_FOREIGN".
  *
  * Every script takes KEYS = P births, P clock, P keys, P stats, P done,
- * then the keys' hashes; ARGV starts with the script's own words, then
+ * P hold, then the keys' hashes; ARGV starts with the script's own words, then
  * per key what the script needs.  The two commit scripts start ARGV with
  * the connection's name and the commit's sequence number on it: a commit
  * records its answer under that name before it returns, so that a client
@@ -46,12 +48,12 @@
     "  return true\n"                                                        \
     "end\n"                                                                  \
     "local exists = {}\n"                                                    \
-    "for j = 6, #KEYS do\n"                                                  \
+    "for j = 7, #KEYS do\n"                                                  \
     "  local s = state_of(KEYS[j])\n"                                        \
     "  if type(s) == 'table' then return s end\n"                            \
     "  exists[j] = s\n"                                                      \
     "end\n"                                                                  \
-    "for j = 1, 5 do\n"                                                      \
+    "for j = 1, 6 do\n"                                                      \
     "  local t = redis.call('TYPE', KEYS[j])['ok']\n"                        \
     "  local want = (j == 3 and 'set') or (j >= 4 and 'hash') or 'string'\n" \
     "  if t ~= 'none' and t ~= want then\n"                                  \
@@ -69,12 +71,12 @@
     AXSTM__LUA_CHECK_KEYS                                   \
     "local create = ARGV[1] == '1'\n"                       \
     "local out = {}\n"                                      \
-    "for j = 6, #KEYS do\n"                                 \
+    "for j = 7, #KEYS do\n"                                 \
     "  local k = KEYS[j]\n"                                 \
     "  if not exists[j] and create then\n"                  \
     "    local born = redis.call('INCR', KEYS[1])\n"        \
     "    redis.call('HSET', k, 'v', '0', 'i', born)\n"      \
-    "    redis.call('SADD', KEYS[3], ARGV[j - 4])\n"        \
+    "    redis.call('SADD', KEYS[3], ARGV[j - 5])\n"        \
     "    exists[j] = true\n"                                \
     "  end\n"                                               \
     "  if exists[j] then\n"                                 \
@@ -110,6 +112,17 @@
     "local function greater(a, b)\n"                                               \
     "  if #a ~= #b then return #a > #b end\n"                                      \
     "  return a > b\n"                                                             \
+    "end\n"                                                                        \
+    "local any_held = redis.call('HLEN', KEYS[6]) > 0\n"                           \
+    "local function held(name, token)\n"                                           \
+    "  if not any_held then return false end\n"                                    \
+    "  local h = redis.call('HGET', KEYS[6], name)\n"                              \
+    "  if not h then return false end\n"                                           \
+    "  local sp = string.find(h, ' ', 1, true)\n"                                  \
+    "  if not sp or string.sub(h, 1, sp - 1) == token then return false end\n"     \
+    "  local t = redis.call('TIME')\n"                                             \
+    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"    \
+    "  return tonumber(string.sub(h, sp + 1)) > now\n"                             \
     "end\n"                                                                        \
     "local function reads_valid(first, n, a)\n"                                    \
     "  for j = first, first + n - 1 do\n"                                          \
@@ -169,7 +182,8 @@
  * gone, was created again, or has a greater version: answers "0".  Else
  * every key is written, its version bumped, the clock advanced once, and
  * each key's name published: answers "1,stamp,version1,incarnation1,
- * version2,...".  A fenced connection's commit answers "fenced".
+ * version2,...".  A key held by a transaction that keeps losing (HOLD)
+ * answers "busy", nothing written; a fenced connection's commit "fenced".
  */
 #define AXSTM__LUA_COMMIT                                                                   \
     AXSTM__LUA_CHECK_KEYS                                                                   \
@@ -177,7 +191,7 @@
     "if fenced() then return 'fenced' end\n"                                                \
     "local ops = {}\n"                                                                      \
     "local a = 3\n"                                                                         \
-    "for j = 6, #KEYS do\n"                                                                 \
+    "for j = 7, #KEYS do\n"                                                                 \
     "  local op = {name = ARGV[a], v = ARGV[a + 1], i = ARGV[a + 2], what = ARGV[a + 3]}\n" \
     "  a = a + 4\n"                                                                         \
     "  if op.what == 's' then op.d = ARGV[a]; a = a + 1 end\n"                              \
@@ -188,9 +202,10 @@
     "    ok = f[2] == op.i and not greater(f[1], op.v)\n"                                   \
     "  end\n"                                                                               \
     "  if not ok then return conflict() end\n"                                              \
+    "  if held(op.name, nil) then return 'busy' end\n"                                      \
     "end\n"                                                                                 \
     "local out = {}\n"                                                                      \
-    "for j = 6, #KEYS do\n"                                                                 \
+    "for j = 7, #KEYS do\n"                                                                 \
     "  local op = ops[j]\n"                                                                 \
     "  local f = write_key(j, op.name, op.what, op.d)\n"                                    \
     "  out[#out + 1] = f[1]\n"                                                              \
@@ -201,7 +216,7 @@
 
 /*
  * A transaction's read: ARGV[1] is the number n of keys read so far, at
- * KEYS[6..5 + n], with their version and incarnation in ARGV[2..]; KEYS
+ * KEYS[7..6 + n], with their version and incarnation in ARGV[2..]; KEYS
  * may end with one more key to read.  Answers {0} when a key read so far
  * has changed (the transaction must run again), else {1} and, for the key
  * to read, {version, incarnation, data or nil} or {} when it is absent.
@@ -211,8 +226,8 @@
     AXSTM__LUA_CHECK_KEYS                                     \
     AXSTM__LUA_COMMIT_COMMON                                  \
     "local n = tonumber(ARGV[1])\n"                           \
-    "if not reads_valid(6, n, 2) then return {0} end\n"       \
-    "local j = 6 + n\n"                                       \
+    "if not reads_valid(7, n, 2) then return {0} end\n"       \
+    "local j = 7 + n\n"                                       \
     "if j > #KEYS then return {1} end\n"                      \
     "if not exists[j] then return {1, {}} end\n"              \
     "local f = redis.call('HMGET', KEYS[j], 'v', 'i', 'd')\n" \
@@ -220,25 +235,32 @@
 
 /*
  * A transaction's commit: ARGV[1], ARGV[2] name the commit; ARGV[3] is the
- * number n of keys read, at KEYS[6..5 + n] with their versions and
- * incarnations from ARGV[4]; the keys written follow in KEYS, each with
- * its name, what to do and (for "s") its bytes in ARGV; the last word is
- * the change channel.  Answers "0" (a key read has changed: nothing
- * written), "1,stamp", or "fenced".
+ * run's token (its holds do not stop it; "-": none), ARGV[4] the number n
+ * of keys read, at KEYS[7..6 + n] with their versions and incarnations
+ * from ARGV[5]; the keys written follow in KEYS, each with its name, what
+ * to do and (for "s") its bytes in ARGV; the last word is the change
+ * channel.  Answers "0" (a key read has changed: nothing written),
+ * "1,stamp", "busy" (a key written is held by another run: nothing
+ * written), or "fenced".
  */
 #define AXSTM__LUA_TXCOMMIT                                    \
     AXSTM__LUA_CHECK_KEYS                                      \
     AXSTM__LUA_COMMIT_COMMON                                   \
     "if fenced() then return 'fenced' end\n"                   \
-    "local n = tonumber(ARGV[3])\n"                            \
-    "if not reads_valid(6, n, 4) then return conflict() end\n" \
-    "local a = 4 + 2 * n\n"                                    \
-    "for j = 6 + n, #KEYS do\n"                                \
-    "  local name, what = ARGV[a], ARGV[a + 1]\n"              \
+    "local token = ARGV[3]\n"                                  \
+    "local n = tonumber(ARGV[4])\n"                            \
+    "if not reads_valid(7, n, 5) then return conflict() end\n" \
+    "local ops = {}\n"                                         \
+    "local a = 5 + 2 * n\n"                                    \
+    "for j = 7 + n, #KEYS do\n"                                \
+    "  local op = {name = ARGV[a], what = ARGV[a + 1]}\n"      \
     "  a = a + 2\n"                                            \
-    "  local data\n"                                           \
-    "  if what == 's' then data = ARGV[a]; a = a + 1 end\n"    \
-    "  write_key(j, name, what, data)\n"                       \
+    "  if op.what == 's' then op.d = ARGV[a]; a = a + 1 end\n" \
+    "  if held(op.name, token) then return 'busy' end\n"       \
+    "  ops[j] = op\n"                                          \
+    "end\n"                                                    \
+    "for j = 7 + n, #KEYS do\n"                                \
+    "  write_key(j, ops[j].name, ops[j].what, ops[j].d)\n"     \
     "end\n"                                                    \
     "return record('1,' .. count_commit())\n"
 
@@ -259,6 +281,40 @@
     "end\n"                                                    \
     "redis.call('HSET', KEYS[5], ARGV[1], 'fenced')\n"         \
     "return 'fenced'\n"
+
+/*
+ * Priority for a transaction that keeps losing (redis_txn.c): ARGV[1] is
+ * its run's token, ARGV[2] how long the hold lasts (ms), ARGV[3..] the
+ * names of the keys it uses.  While the hold lasts, commits by anyone
+ * else that write one of them answer "busy" (AXSTM_BUSY_RETRY) without
+ * running, so the holder's next attempt cannot lose.  Answers 0, holding
+ * nothing, when another run holds one of them still; else 1.
+ */
+#define AXSTM__LUA_HOLD                                                        \
+    "local t = redis.call('TIME')\n"                                           \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"  \
+    "for a = 3, #ARGV do\n"                                                    \
+    "  local h = redis.call('HGET', KEYS[6], ARGV[a])\n"                       \
+    "  if h then\n"                                                            \
+    "    local sp = string.find(h, ' ', 1, true)\n"                            \
+    "    if sp and string.sub(h, 1, sp - 1) ~= ARGV[1]\n"                      \
+    "       and tonumber(string.sub(h, sp + 1)) > now then return 0 end\n"     \
+    "  end\n"                                                                  \
+    "end\n"                                                                    \
+    "local until_ms = ARGV[1] .. ' ' .. (now + tonumber(ARGV[2]))\n"           \
+    "for a = 3, #ARGV do redis.call('HSET', KEYS[6], ARGV[a], until_ms) end\n" \
+    "return 1\n"
+
+/* The end of a hold: ARGV[1] is the token, ARGV[2..] the names; each
+ * still held by that token is let go of. */
+#define AXSTM__LUA_RELEASE                                               \
+    "for a = 2, #ARGV do\n"                                              \
+    "  local h = redis.call('HGET', KEYS[6], ARGV[a])\n"                 \
+    "  if h and string.sub(h, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then\n" \
+    "    redis.call('HDEL', KEYS[6], ARGV[a])\n"                         \
+    "  end\n"                                                            \
+    "end\n"                                                              \
+    "return 1\n"
 
 /* Stats: returns {keys, commits, conflicts, bytes}. */
 #define AXSTM__LUA_STATS                                                                \

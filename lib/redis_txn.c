@@ -23,19 +23,31 @@
  *     subscribed (a commit in between is seen either way), and the thread
  *     sleeps until a commit of one of them, by any process, fires it.
  *
+ * Progress: a run that has lost HOLD_AFTER attempts in a row asks the
+ * server for a hold on the keys of its last attempt (redis_scripts.h,
+ * HOLD): for one timeout, other clients' commits that write them answer
+ * AXSTM_BUSY_RETRY without running, so its next attempt cannot lose
+ * (unless it uses other keys: then it holds those after as many more
+ * losses).  Only one run holds a key at a time, and a hold ends with the
+ * run or the timeout: nobody waits longer than that for it.
+ *
  * Values handed out by axstm_txn_get live in per-key records that stay
- * put until the attempt ends.  A remote attempt never runs irrevocably:
- * a transaction that keeps losing backs off (pacing.h) between attempts.
+ * put until the attempt ends.
  */
 #include "redis_txn.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "axstm-internal.h"
 #include "redis.h"
 
 AXSTM__TLS void *axstm__remote_running;
+
+/* Lost attempts in a row after which a run holds its keys. */
+#define HOLD_AFTER 8
 
 /* A key this attempt read or wrote, with the value read or to write. */
 struct rkey {
@@ -59,6 +71,10 @@ struct rtx {
     struct rwrite *writes;
     size_t nwrites, writes_cap;
     struct axstm__listener *listener; /* while waiting */
+    /* The keys this run holds (names in records with no value). */
+    struct rkey **held;
+    size_t nheld;
+    char token[96]; /* the run's name in its holds and commits */
 };
 
 static struct rtx *current(axstm_txn *tx)
@@ -245,7 +261,9 @@ static int commit(struct rtx *t)
             continue; /* dropped, or not the key's latest */
         writes[n++] = (struct axstm__remote_write){k->key, k->len, k->val};
     }
-    int rc = n == 0 ? AXSTM_OK : axstm__redis_txn_commit(t->r, t->reads, t->nreads, writes, n);
+    const char *token = t->nheld != 0 ? t->token : NULL;
+    int rc =
+        n == 0 ? AXSTM_OK : axstm__redis_txn_commit(t->r, token, t->reads, t->nreads, writes, n);
     if (writes != small)
         axstm__free(writes);
     return rc;
@@ -375,10 +393,90 @@ static int hand_out_watch(struct rtx *t, axstm_watch **out)
     return AXSTM_RETRY;
 }
 
+/* Names of the held keys, as arrays (small ones in the caller's). */
+static void held_names(const struct rtx *t, const char **keys, size_t *lens)
+{
+    for (size_t i = 0; i < t->nheld; i++) {
+        keys[i] = t->held[i]->key;
+        lens[i] = t->held[i]->len;
+    }
+}
+
+static void release_hold(struct rtx *t)
+{
+    if (t->nheld == 0)
+        return;
+    const char *small_keys[16], **keys = small_keys;
+    size_t small_lens[16], *lens = small_lens;
+    if (t->nheld > 16) {
+        keys = axstm__malloc(t->nheld * (sizeof *keys + sizeof *lens));
+        lens = keys != NULL ? (size_t *)(keys + t->nheld) : NULL;
+    }
+    if (keys != NULL) {
+        held_names(t, keys, lens);
+        axstm__redis_release(t->r, t->token, keys, lens, t->nheld);
+    } /* else it ends with its timeout */
+    if (keys != small_keys)
+        axstm__free(keys);
+    for (size_t i = 0; i < t->nheld; i++)
+        rkey_free(t->held[i]);
+    axstm__free(t->held);
+    t->held = NULL;
+    t->nheld = 0;
+}
+
+/* Holds the keys the last attempt read or wrote, if no other run holds
+ * one of them.  Failing to is no error: the run carries on as before. */
+static void take_hold(struct rtx *t)
+{
+    static AXSTM__TLS unsigned long runs;
+    release_hold(t);
+    size_t most = t->nreads + t->nwrites;
+    if (most == 0)
+        return;
+    struct rkey **held = axstm__malloc(most * sizeof *held);
+    const char **keys = axstm__malloc(most * (sizeof *keys + sizeof(size_t)));
+    if (held == NULL || keys == NULL) {
+        axstm__free(held);
+        axstm__free(keys);
+        return;
+    }
+    size_t *lens = (size_t *)(keys + most), n = 0;
+    bool copied = true;
+    for (size_t i = 0; i < most && copied; i++) {
+        const struct rkey *k = i < t->nreads ? t->read_keys[i] : t->writes[i - t->nreads].k;
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = same_key(held[j], k->key, k->len);
+        if (seen)
+            continue;
+        if ((held[n] = rkey_new(k->key, k->len, (struct axstm__val){0, 0})) == NULL) {
+            copied = false;
+        } else {
+            keys[n] = held[n]->key;
+            lens[n] = held[n]->len;
+            n++;
+        }
+    }
+    snprintf(t->token, sizeof t->token, "%s.%ld.t%lu", axstm__redis_client(t->r), (long)getpid(),
+             ++runs);
+    bool got = false;
+    if (copied && axstm__redis_hold(t->r, t->token, keys, lens, n, &got) == AXSTM_OK && got) {
+        t->held = held;
+        t->nheld = n;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            rkey_free(held[i]);
+        axstm__free(held);
+    }
+    axstm__free(keys);
+}
+
 static void run_end(void *arg)
 {
     struct rtx *t = arg;
     axstm__remote_running = NULL;
+    release_hold(t);
     drop_listener(t);
     end_attempt(t);
     axstm__free(t->reads);
@@ -402,6 +500,8 @@ static int run_attempts(struct rtx *t, axstm_fn fn, void *arg, const struct axst
             return rc;
         if (rc != AXSTM_RETRY) {
             failures++;
+            if (failures % HOLD_AFTER == 0 && mode->watch == NULL)
+                take_hold(t);
             if (mode->watch != NULL) {
                 if (failures >= AXSTM__TRY_ATTEMPTS)
                     return AXSTM_BUSY_RETRY;

@@ -809,6 +809,11 @@ static Suite *store_suite(void)
     tcase_add_test(tc, stats_count_keys);
     tcase_add_test(tc, stats_count_commits_and_conflicts);
     tcase_add_test(tc, no_busy_retry_without_contention);
+    suite_add_tcase(s, tc);
+
+    /* Memory held by this process (a remote store counts its values' bytes). */
+    tc = tcase_create("Stats, in process");
+    tcase_set_tags(tc, "local");
     tcase_add_test(tc, stats_bytes_follow_values);
     tcase_add_test(tc, stats_bytes_grow_with_keys);
     suite_add_tcase(s, tc);
@@ -827,6 +832,7 @@ static Suite *store_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Key table");
+    tcase_set_tags(tc, "long"); /* tens of thousands of keys */
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, many_keys);
     tcase_add_test(tc, similar_keys_stay_apart);

@@ -242,7 +242,8 @@ static inline axstm_store *tu_store_ok(void)
     }
     static unsigned opened;
     char uri[1024];
-    int n = snprintf(uri, sizeof uri, "%s%cprefix=t%ld.%u:", address,
+    /* A long timeout: the largest values take seconds on a loaded machine. */
+    int n = snprintf(uri, sizeof uri, "%s%cprefix=t%ld.%u:&timeout_ms=60000", address,
                      strchr(address, '?') != NULL ? '&' : '?', (long)getpid(), opened++);
     ck_assert(n > 0 && (size_t)n < sizeof uri);
     axstm_store *s = NULL;

@@ -1298,8 +1298,10 @@ int main(int argc, char **argv)
 {
     struct bench_config cfg;
     bool extra[argc > 0 ? argc : 1];
-    bool given_runs = getenv("AXSTM_BENCH_RUNS") != NULL,
-         given_secs = getenv("AXSTM_BENCH_SECONDS") != NULL, given_threads = false;
+    /* Our defaults differ from benchutil.h's: what was given wins. */
+    const char *env_runs = getenv("AXSTM_BENCH_RUNS"), *env_secs = getenv("AXSTM_BENCH_SECONDS");
+    bool given_runs = env_runs != NULL && *env_runs != '\0',
+         given_secs = env_secs != NULL && *env_secs != '\0', given_threads = false;
     const char *address = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

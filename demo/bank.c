@@ -3,7 +3,8 @@
  * bank.c -- the stm package's bank: a short transfer that rolls back when
  * it overdraws.
  *
- *   demo/bank [THREADS] [SECONDS] [ACCOUNTS]     (defaults 2, 2, 64)
+ *   demo/bank [--store ADDRESS] [THREADS] [SECONDS] [ACCOUNTS]
+ *                                    (defaults mem:, 2, 2, 64)
  *
  * Accounts "account-0".."account-<ACCOUNTS-1>" start with 1000 each.  THREADS
  * threads move random amounts between random accounts, each move one
@@ -19,6 +20,17 @@
  * the sum must always be the opening total.  The program fails if an audit
  * (committed or not: opacity promises a consistent view even to a run that
  * will be re-run) sees another total, or if the final total differs.
+ *
+ * ADDRESS is any address axstm_store_open takes.  With a store kept in
+ * Redis (redis+unix:///path/to/socket?prefix=bank: or redis://host...),
+ * every process started on the same address and prefix works in the same
+ * bank: the first one opens the accounts (one transaction that finds none
+ * of them and creates them all), the others find them open and join; each
+ * process's tellers transfer and each process's auditor checks the total
+ * of every account, whoever moved the money.  Every process must be given
+ * the same ACCOUNTS: a bank of another size in the store is refused.  The
+ * final total is then one more audit (a snapshot), since the other
+ * processes may still be transferring.
  */
 #include <axstm.h>
 
@@ -42,13 +54,22 @@
 /* Caller-defined codes: positive, so they never clash with the library's. */
 #define NOT_ENOUGH_MONEY 1
 #define NO_SUCH_ACCOUNT 2
+#define OTHER_BANK 3 /* the store holds a bank with another number of accounts */
 
 struct bank {
     axstm_store *store;
+    int shared; /* a store other processes may use too */
     size_t naccounts;
     char (*names)[KEY_LEN];
+    char beyond[KEY_LEN]; /* the account after the last: absent in our bank */
     int64_t expected_total;
     atomic_bool stop;
+};
+
+/* The opening transaction's argument and result. */
+struct opening {
+    const struct bank *bank;
+    int joined; /* the accounts were open already: nothing written */
 };
 
 /* One transfer: the transaction's argument, fixed across its re-runs. */
@@ -61,7 +82,8 @@ struct teller {
     struct bank *bank;
     uint64_t rng;
     unsigned long committed, rollbacks;
-    int rc; /* the first unexpected code, AXSTM_OK while all is well */
+    unsigned long in_doubt; /* connection lost after the commit was sent */
+    int rc;                 /* the first unexpected code, AXSTM_OK while all is well */
 };
 
 struct auditor {
@@ -121,12 +143,37 @@ static int audit(axstm_txn *tx, void *arg)
     return AXSTM_OK;
 }
 
-/* Opens every account with the opening balance, all in one transaction. */
+/*
+ * Opens every account with the opening balance, all in one transaction,
+ * unless they are open already: on a store shared with other processes the
+ * first one opens them and the others join.  Being one transaction, two
+ * processes starting together cannot both open them (one of them re-runs
+ * and finds them).  A bank of another size (some of our accounts missing,
+ * or the one after our last present) is OTHER_BANK: our audits would see
+ * money leave through accounts they do not sum.
+ */
 static int open_accounts(axstm_txn *tx, void *arg)
 {
-    const struct bank *b = arg;
+    struct opening *o = arg;
+    const struct bank *b = o->bank;
+    size_t present = 0;
+    int64_t x;
     int rc;
 
+    for (size_t i = 0; i <= b->naccounts; i++) {
+        rc = axstm_txn_get_i64(tx, i < b->naccounts ? b->names[i] : b->beyond, &x);
+        if (rc == AXSTM_OK && i == b->naccounts)
+            return OTHER_BANK;
+        if (rc == AXSTM_OK)
+            present++;
+        else if (rc != AXSTM_ENOVALUE)
+            return rc;
+    }
+    o->joined = present == b->naccounts;
+    if (o->joined)
+        return AXSTM_OK;
+    if (present != 0)
+        return OTHER_BANK;
     for (size_t i = 0; i < b->naccounts; i++)
         if ((rc = axstm_txn_set_i64(tx, b->names[i], OPENING_BALANCE)) != AXSTM_OK)
             return rc;
@@ -136,6 +183,14 @@ static int open_accounts(axstm_txn *tx, void *arg)
 /* ------------------------------------------------------------------ */
 /* Threads                                                            */
 /* ------------------------------------------------------------------ */
+
+static void sleep_ns(long ns)
+{
+    struct timespec t = {ns / 1000000000L, ns % 1000000000L};
+
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        continue;
+}
 
 static uint64_t next_random(uint64_t *state)
 {
@@ -164,6 +219,11 @@ static void *teller_run(void *arg)
             t->committed++;
         } else if (rc == NOT_ENOUGH_MONEY) {
             t->rollbacks++;
+        } else if (rc == AXSTM_EINDOUBT) {
+            /* Done entirely or not at all: the total holds either way. */
+            t->in_doubt++;
+        } else if (rc == AXSTM_BUSY_RETRY) {
+            sleep_ns(1000000); /* the server is loading its data: later */
         } else {
             t->rc = rc;
             break;
@@ -172,13 +232,6 @@ static void *teller_run(void *arg)
     return NULL;
 }
 
-static void sleep_ns(long ns)
-{
-    struct timespec t = {ns / 1000000000L, ns % 1000000000L};
-
-    while (nanosleep(&t, &t) != 0 && errno == EINTR)
-        continue;
-}
 
 static void *auditor_run(void *arg)
 {
@@ -187,6 +240,10 @@ static void *auditor_run(void *arg)
     while (!atomic_load_explicit(&a->bank->stop, memory_order_relaxed)) {
         int rc = axstm_atomically(a->bank->store, audit, a);
 
+        if (rc == AXSTM_BUSY_RETRY || rc == AXSTM_EINDOUBT) {
+            sleep_ns(AUDIT_PAUSE_NS); /* nothing was audited: again */
+            continue;
+        }
         if (rc != AXSTM_OK) {
             a->rc = rc;
             break;
@@ -227,27 +284,103 @@ static int parse_long(const char *s, long lo, long hi, long *out)
     return errno == 0 && end != s && *end == '\0' && *out >= lo && *out <= hi;
 }
 
-static int parse_args(int argc, char **argv, long *threads, double *secs, long *accounts)
+static int parse_args(int argc, char **argv, const char **store, long *threads, double *secs,
+                      long *accounts)
 {
+    const char *pos[3];
+    int npos = 0;
     char *end;
 
+    *store = "mem:";
     *threads = 2;
     *secs = 2.0;
     *accounts = 64;
-    if (argc > 4)
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+            *store = argv[++i];
+        else if (strncmp(argv[i], "--store=", 8) == 0)
+            *store = argv[i] + 8;
+        else if (npos < 3)
+            pos[npos++] = argv[i];
+        else
+            return 0;
+    }
+    if (npos > 0 && !parse_long(pos[0], 1, MAX_THREADS, threads))
         return 0;
-    if (argc > 1 && !parse_long(argv[1], 1, MAX_THREADS, threads))
-        return 0;
-    if (argc > 2) {
+    if (npos > 1) {
         errno = 0;
-        *secs = strtod(argv[2], &end);
-        if (errno != 0 || end == argv[2] || *end != '\0' || !isfinite(*secs) || *secs <= 0 ||
+        *secs = strtod(pos[1], &end);
+        if (errno != 0 || end == pos[1] || *end != '\0' || !isfinite(*secs) || *secs <= 0 ||
             *secs > 86400)
             return 0;
     }
-    if (argc > 3 && !parse_long(argv[3], 2, MAX_ACCOUNTS, accounts))
+    if (npos > 2 && !parse_long(pos[2], 2, MAX_ACCOUNTS, accounts))
         return 0;
     return 1;
+}
+
+/* Opens the store at address, saying why not in terms of the address. */
+static axstm_store *open_store(const char *address)
+{
+    axstm_store *s;
+    int rc = axstm_store_open(address, &s);
+
+    if (rc == AXSTM_OK)
+        return s;
+    if (rc == AXSTM_EINVAL)
+        fprintf(stderr,
+                "bank: '%s' is not a store address this build can open (mem:, and redis:// or "
+                "redis+unix:// where libaxstm was built with hiredis)\n",
+                address);
+    else if (rc == AXSTM_EIO)
+        fprintf(stderr, "bank: cannot reach the server of '%s': %s\n", address, axstm_strerror(rc));
+    else
+        fprintf(stderr, "bank: opening '%s': %s\n", address, axstm_strerror(rc));
+    return NULL;
+}
+
+/* What went wrong, for a code a transaction ended with. */
+static const char *explain(const struct bank *b, int rc)
+{
+    switch (rc) {
+    case NO_SUCH_ACCOUNT:
+        return "an account has no value";
+    case OTHER_BANK:
+        return "the store holds a bank with another number of accounts: give every process the "
+               "same ACCOUNTS, or use another prefix";
+    case AXSTM_ETYPE:
+        return "a key named like an account holds something else than a balance";
+    case AXSTM_EIO:
+        return "lost the store's server (refused, reset or timed out); is it still running?";
+    case AXSTM_EINDOUBT:
+        return "lost the store's server after a commit was sent: it took effect entirely or not "
+               "at all";
+    case AXSTM_EINVAL:
+        /* What this library answers for transactions on a store kept in
+         * Redis until it has them (axstm.h). */
+        return b->shared ? "invalid argument (transactions on this kind of store need a "
+                           "libaxstm that has them)"
+                         : axstm_strerror(rc);
+    default:
+        return axstm_strerror(rc);
+    }
+}
+
+/* The total of every account in one snapshot: one more audit. */
+static int final_audit(struct bank *b, int64_t *total)
+{
+    static struct auditor a;
+    int rc;
+
+    a.bank = b;
+    atomic_init(&a.starts, 0);
+    atomic_init(&a.runs, 0);
+    atomic_init(&a.bad_runs, 0);
+    while ((rc = axstm_atomically(b->store, audit, &a)) == AXSTM_BUSY_RETRY)
+        sleep_ns(AUDIT_PAUSE_NS);
+    if (rc == AXSTM_OK)
+        *total = a.sum;
+    return rc;
 }
 
 static double seconds_since(const struct timespec *t0)
@@ -266,16 +399,21 @@ int main(int argc, char **argv)
     static struct auditor auditor;
     pthread_t threads[MAX_THREADS], audit_thread;
     struct timespec start, seed;
-    unsigned long committed = 0, rollbacks = 0;
+    unsigned long committed = 0, rollbacks = 0, in_doubt = 0;
+    struct opening opening = {&bank, 0};
+    const char *address;
     long nthreads, naccounts;
     int64_t final_total = 0;
     double secs, elapsed;
     axstm_stats st;
     int started = 0, auditing = 0, ok = 1, rc;
 
-    if (!parse_args(argc, argv, &nthreads, &secs, &naccounts)) {
+    if (!parse_args(argc, argv, &address, &nthreads, &secs, &naccounts)) {
         fprintf(stderr,
-                "usage: %s [THREADS] [SECONDS] [ACCOUNTS]\n"
+                "usage: %s [--store ADDRESS] [THREADS] [SECONDS] [ACCOUNTS]\n"
+                "  ADDRESS mem: (default), redis+unix:///path/to/socket?prefix=NAME or\n"
+                "          redis://host[:port]?prefix=NAME: every process on the same address\n"
+                "          and prefix works in the same bank (give each the same ACCOUNTS)\n"
                 "  THREADS 1..%d (default 2), SECONDS > 0 (default 2),"
                 " ACCOUNTS 2..%d (default 64)\n",
                 argv[0], MAX_THREADS, MAX_ACCOUNTS);
@@ -289,22 +427,30 @@ int main(int argc, char **argv)
     bank.expected_total = (int64_t)naccounts * OPENING_BALANCE;
     atomic_init(&bank.stop, 0);
     bank.names = calloc(bank.naccounts, sizeof *bank.names);
-    bank.store = axstm_store_new();
-    if (bank.names == NULL || bank.store == NULL) {
+    if (bank.names == NULL) {
         fprintf(stderr, "bank: out of memory\n");
-        free(bank.names);
-        axstm_store_free(bank.store);
         return 1;
     }
+    bank.store = open_store(address);
+    if (bank.store == NULL) {
+        free(bank.names);
+        return 1;
+    }
+    bank.shared = strcmp(address, "mem:") != 0;
     for (size_t i = 0; i < bank.naccounts; i++)
         snprintf(bank.names[i], sizeof bank.names[i], "account-%zu", i);
-    rc = axstm_atomically(bank.store, open_accounts, &bank);
+    snprintf(bank.beyond, sizeof bank.beyond, "account-%zu", bank.naccounts);
+    while ((rc = axstm_atomically(bank.store, open_accounts, &opening)) == AXSTM_BUSY_RETRY)
+        sleep_ns(AUDIT_PAUSE_NS);
     if (rc != AXSTM_OK) {
-        fprintf(stderr, "bank: opening the accounts: %s\n", axstm_strerror(rc));
+        fprintf(stderr, "bank: opening the accounts: %s\n", explain(&bank, rc));
         free(bank.names);
         axstm_store_free(bank.store);
         return 1;
     }
+    if (bank.shared)
+        printf("%s the %zu accounts of the bank in %s\n", opening.joined ? "joined" : "opened",
+               bank.naccounts, address);
 
     auditor.bank = &bank;
     atomic_init(&auditor.starts, 0);
@@ -360,26 +506,33 @@ int main(int argc, char **argv)
 
         committed += t->committed;
         rollbacks += t->rollbacks;
+        in_doubt += t->in_doubt;
         if (t->rc != AXSTM_OK) {
-            fprintf(stderr, "bank: teller %d: %s\n", i, axstm_strerror(t->rc));
+            fprintf(stderr, "bank: teller %d: %s\n", i, explain(&bank, t->rc));
             ok = 0;
         }
     }
     if (auditor.rc != AXSTM_OK) {
-        fprintf(stderr, "bank: auditor: %s\n",
-                auditor.rc == NO_SUCH_ACCOUNT ? "an account has no value"
-                                              : axstm_strerror(auditor.rc));
+        fprintf(stderr, "bank: auditor: %s\n", explain(&bank, auditor.rc));
         ok = 0;
     }
 
     printf("%ld threads, %zu accounts, %.2f s\n", nthreads, bank.naccounts, elapsed);
     printf("transfers: %lu committed (%.0f/s), %lu rolled back (not enough money)\n", committed,
            elapsed > 0 ? (double)committed / elapsed : 0.0, rollbacks);
-    if ((rc = axstm_store_stats(bank.store, &st)) == AXSTM_OK) {
+    if (in_doubt != 0)
+        printf("transfers in doubt (the connection was lost after the commit was sent; each "
+               "happened entirely or not at all): %lu\n",
+               in_doubt);
+    if ((rc = axstm_store_stats(bank.store, &st)) == AXSTM_OK && !bank.shared) {
         printf("store: %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64 " busy\n", st.commits,
                st.conflicts, st.busy);
+    } else if (rc == AXSTM_OK) { /* the server counts every process's commits */
+        printf("store (every process of this bank, since the prefix was first used): %" PRIu64
+               " commits, %" PRIu64 " conflicts; this process: %" PRIu64 " busy\n",
+               st.commits, st.conflicts, st.busy);
     } else {
-        fprintf(stderr, "bank: axstm_store_stats: %s\n", axstm_strerror(rc));
+        fprintf(stderr, "bank: axstm_store_stats: %s\n", explain(&bank, rc));
         ok = 0;
     }
     /* A run ends early when a read finds the snapshot gone (or a key being
@@ -393,13 +546,24 @@ int main(int argc, char **argv)
         ok = 0;
     }
 
-    rc = axstm_store_foreach(bank.store, add_balance, &final_total);
+    /* Alone in the store, a walk of it is a second opinion.  Shared, other
+     * processes may still be transferring, and a walk sees each account at
+     * another moment: only a snapshot (one more audit) has a total. */
+    if (bank.shared) {
+        rc = final_audit(&bank, &final_total);
+        if (rc != AXSTM_OK)
+            fprintf(stderr, "bank: the final audit: %s\n", explain(&bank, rc));
+    } else {
+        rc = axstm_store_foreach(bank.store, add_balance, &final_total);
+        if (rc != AXSTM_OK)
+            fprintf(stderr, "bank: axstm_store_foreach: %s\n",
+                    rc == NO_SUCH_ACCOUNT ? "a key is not an account" : axstm_strerror(rc));
+    }
     if (rc != AXSTM_OK) {
-        fprintf(stderr, "bank: axstm_store_foreach: %s\n",
-                rc == NO_SUCH_ACCOUNT ? "a key is not an account" : axstm_strerror(rc));
         ok = 0;
     } else {
-        printf("final total: %" PRId64 " (expected %" PRId64 ")\n", final_total,
+        printf("final total%s: %" PRId64 " (expected %" PRId64 ")\n",
+               bank.shared ? " (one snapshot of every account)" : "", final_total,
                bank.expected_total);
         if (final_total != bank.expected_total) {
             fprintf(stderr, "bank: the total was not conserved\n");

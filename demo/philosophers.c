@@ -2,7 +2,8 @@
 /*
  * philosophers.c -- Axon.STM's dining philosophers.
  *
- *   demo/philosophers [SECONDS]     (default 5; decimals such as 0.5 work)
+ *   demo/philosophers [--store ADDRESS] [SECONDS]
+ *                     (default mem:, 5 s; decimals such as 0.5 work)
  *
  * Five threads share five forks, keys "fork.1".."fork.5".  A philosopher
  * checks out its two forks with one using(), and takes them by writing its
@@ -10,6 +11,15 @@
  * means "try again a little later".  Commits never block, so there is no
  * deadlock.  The program fails if anyone starves or two philosophers ever
  * hold the same fork.
+ *
+ * ADDRESS is any address axstm_store_open takes.  With a store kept in
+ * Redis (redis+unix:///path/to/socket?prefix=table: or redis://host...),
+ * every process started on the same address and prefix sits at the same
+ * table: five philosophers each, all sharing the same five forks.  Names
+ * then carry the host and process id, so that a philosopher of another
+ * process is another owner, and Ctrl-C lets everyone put their forks down
+ * before the program ends (a process killed with SIGKILL while eating
+ * leaves its forks taken: a new prefix starts a clean table).
  */
 #include <axstm.h>
 
@@ -19,16 +29,29 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NPHIL 5
 #define EAT_NS 50000L
 #define STOPPED 1 /* a caller-defined code: positive, unlike the library's */
+#define NAME_LEN 96
+
+/* Set by SIGINT or SIGTERM on a shared store: stop early, forks put down. */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
 
 struct table {
     axstm_store *store;
+    int shared; /* a store other processes may use too */
     atomic_bool stop;
     /* Who holds each fork, kept apart from the store to check it. */
     atomic_int holder[NPHIL + 1];
@@ -37,7 +60,7 @@ struct table {
 struct philosopher {
     struct table *table;
     int id, forks[2];
-    char name[32], keys[2][32];
+    char name[NAME_LEN], keys[2][32];
     uint32_t rng;
     unsigned long meals;
     const char *failure; /* what went wrong; NULL while all is well */
@@ -85,11 +108,46 @@ static int fork_is_mine(struct philosopher *p, const char *key)
     return mine;
 }
 
+/* Whether the collection's copy of both forks holds p's name. */
+static int both_mine(const struct philosopher *p, axstm_collection *c)
+{
+    const char *a, *b;
+
+    return axstm_value_get_str(axstm_collection_at(c, 0), &a) == AXSTM_OK &&
+           axstm_value_get_str(axstm_collection_at(c, 1), &b) == AXSTM_OK &&
+           strcmp(a, p->name) == 0 && strcmp(b, p->name) == 0;
+}
+
+/*
+ * After AXSTM_EINDOUBT (a store kept in Redis: the connection was lost
+ * after the commit was sent, so it took effect entirely or not at all):
+ * refreshes c until the server answers again, for a few seconds at most,
+ * and sets *mine to whether both forks now hold p's name.  Returns AXSTM_OK
+ * or the error that stopped it.
+ */
+static int settle_doubt(struct philosopher *p, axstm_collection *c, int *mine)
+{
+    int rc;
+
+    for (int tries = 0; tries < 30; tries++) {
+        rc = axstm_collection_refresh(c);
+        if (rc == AXSTM_OK) {
+            *mine = both_mine(p, c);
+            return AXSTM_OK;
+        }
+        if (rc != AXSTM_BUSY_RETRY && rc != AXSTM_EIO)
+            return rc;
+        /* The server restarting or loading its data: give it time. */
+        sleep_for((struct timespec){0, 100000000L});
+    }
+    return rc;
+}
+
 /* Returns AXSTM_OK holding both forks, STOPPED, or a library error. */
 static int take_forks(struct philosopher *p, axstm_collection *c)
 {
     for (;;) {
-        int rc;
+        int rc, mine;
 
         if (atomic_load(&p->table->stop))
             return STOPPED;
@@ -99,6 +157,8 @@ static int take_forks(struct philosopher *p, axstm_collection *c)
             if ((rc = axstm_value_set_str(axstm_collection_at(c, 0), p->name)) == AXSTM_OK &&
                 (rc = axstm_value_set_str(axstm_collection_at(c, 1), p->name)) == AXSTM_OK)
                 rc = axstm_collection_commit(c);
+            if (rc == AXSTM_EINDOUBT && (rc = settle_doubt(p, c, &mine)) == AXSTM_OK)
+                rc = mine ? AXSTM_OK : AXSTM_CONCURRENT_UPDATE;
             if (rc == AXSTM_OK)
                 return AXSTM_OK;
         }
@@ -109,17 +169,22 @@ static int take_forks(struct philosopher *p, axstm_collection *c)
 }
 
 /* Releases both forks by committing the same collection again: no checkout. */
-static int release_forks(axstm_collection *c)
+static int release_forks(struct philosopher *p, axstm_collection *c)
 {
-    int rc;
+    for (;;) {
+        int rc, mine;
 
-    if ((rc = axstm_value_set(axstm_collection_at(c, 0), "", 0)) != AXSTM_OK ||
-        (rc = axstm_value_set(axstm_collection_at(c, 1), "", 0)) != AXSTM_OK)
-        return rc;
-    do
-        rc = axstm_collection_commit(c);
-    while (rc == AXSTM_BUSY_RETRY);
-    return rc;
+        if ((rc = axstm_value_set(axstm_collection_at(c, 0), "", 0)) != AXSTM_OK ||
+            (rc = axstm_value_set(axstm_collection_at(c, 1), "", 0)) != AXSTM_OK)
+            return rc;
+        while ((rc = axstm_collection_commit(c)) == AXSTM_BUSY_RETRY)
+            nap(p);
+        if (rc != AXSTM_EINDOUBT)
+            return rc;
+        /* Put down or not?  Still ours: put them down again. */
+        if ((rc = settle_doubt(p, c, &mine)) != AXSTM_OK || !mine)
+            return rc;
+    }
 }
 
 /* Eats once with both forks held; returns 0 after a broken rule. */
@@ -162,7 +227,7 @@ static void *dine(void *arg)
         if (!eat(p))
             break;
         /* Nobody else may commit a held fork, so this cannot conflict. */
-        if ((rc = release_forks(c)) != AXSTM_OK) {
+        if ((rc = release_forks(p, c)) != AXSTM_OK) {
             p->failure = "releasing the forks failed";
             break;
         }
@@ -174,21 +239,91 @@ static void *dine(void *arg)
     return NULL;
 }
 
-static int parse_seconds(int argc, char **argv, double *secs)
+static int parse_args(int argc, char **argv, const char **store, double *secs)
 {
+    int have_secs = 0;
     char *end;
 
+    *store = "mem:";
     *secs = 5.0;
-    if (argc > 2)
-        return 0;
-    if (argc == 2) {
-        errno = 0;
-        *secs = strtod(argv[1], &end);
-        if (errno != 0 || end == argv[1] || *end != '\0' || !isfinite(*secs) || *secs <= 0 ||
-            *secs > 86400)
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
+            *store = argv[++i];
+        } else if (strncmp(argv[i], "--store=", 8) == 0) {
+            *store = argv[i] + 8;
+        } else if (!have_secs) {
+            errno = 0;
+            *secs = strtod(argv[i], &end);
+            if (errno != 0 || end == argv[i] || *end != '\0' || !isfinite(*secs) || *secs <= 0 ||
+                *secs > 86400)
+                return 0;
+            have_secs = 1;
+        } else {
             return 0;
+        }
     }
     return 1;
+}
+
+/* Opens the store at address, saying why not in terms of the address. */
+static axstm_store *open_store(const char *address)
+{
+    axstm_store *s;
+    int rc = axstm_store_open(address, &s);
+
+    if (rc == AXSTM_OK)
+        return s;
+    if (rc == AXSTM_EINVAL)
+        fprintf(stderr,
+                "philosophers: '%s' is not a store address this build can open (mem:, and "
+                "redis:// or redis+unix:// where libaxstm was built with hiredis)\n",
+                address);
+    else if (rc == AXSTM_EIO)
+        fprintf(stderr, "philosophers: cannot reach the server of '%s': %s\n", address,
+                axstm_strerror(rc));
+    else
+        fprintf(stderr, "philosophers: opening '%s': %s\n", address, axstm_strerror(rc));
+    return NULL;
+}
+
+/* What went wrong, for a code a philosopher stopped on. */
+static const char *explain(int rc)
+{
+    switch (rc) {
+    case AXSTM_EIO:
+        return "lost the store's server (refused, reset or timed out); is it still running?";
+    case AXSTM_EINDOUBT:
+        return "lost the store's server after a commit was sent, and it did not come back to "
+               "tell whether the commit happened";
+    case AXSTM_BUSY_RETRY:
+        return "the store's server stayed busy (loading its data?)";
+    default:
+        return axstm_strerror(rc);
+    }
+}
+
+/* Sleeps secs seconds, or until SIGINT or SIGTERM when they are caught;
+ * returns the seconds slept. */
+static double sleep_seconds(double secs)
+{
+    struct timespec t0, now;
+    double slept = 0;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &t0) != 0)
+        return 0;
+    while (!interrupted && clock_gettime(CLOCK_MONOTONIC, &now) == 0) {
+        slept = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+        double left = secs - slept;
+        if (left <= 0)
+            break;
+        if (left > 0.05)
+            left = 0.05;
+        /* A caught signal cuts the nap short: the loop then looks at the
+         * flag. */
+        struct timespec nap_time = {0, (long)(left * 1e9)};
+        nanosleep(&nap_time, NULL);
+    }
+    return slept;
 }
 
 int main(int argc, char **argv)
@@ -199,21 +334,40 @@ int main(int argc, char **argv)
     struct timespec now;
     axstm_stats st;
     unsigned long total = 0;
+    const char *address;
+    char host[64] = "";
     double secs;
     int started = 0, ok = 1, rc;
 
-    if (!parse_seconds(argc, argv, &secs)) {
-        fprintf(stderr, "usage: %s [SECONDS]   (a number > 0; default 5)\n", argv[0]);
+    if (!parse_args(argc, argv, &address, &secs)) {
+        fprintf(stderr,
+                "usage: %s [--store ADDRESS] [SECONDS]\n"
+                "  ADDRESS: mem: (default), redis+unix:///path/to/socket?prefix=NAME or\n"
+                "           redis://host[:port]?prefix=NAME: every process on the same address\n"
+                "           and prefix shares the five forks\n"
+                "  SECONDS: a number > 0 (default 5)\n",
+                argv[0]);
         return 2;
     }
     if (clock_gettime(CLOCK_REALTIME, &now) != 0) {
         perror("philosophers: clock_gettime");
         return 1;
     }
-    table.store = axstm_store_new();
-    if (table.store == NULL) {
-        fprintf(stderr, "philosophers: axstm_store_new: out of memory\n");
+    table.store = open_store(address);
+    if (table.store == NULL)
         return 1;
+    table.shared = strcmp(address, "mem:") != 0;
+    if (table.shared) {
+        /* Forks left taken would starve the other processes' philosophers:
+         * Ctrl-C ends the dinner and puts them down. */
+        struct sigaction sa;
+
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_interrupt;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        if (gethostname(host, sizeof host - 1) != 0)
+            snprintf(host, sizeof host, "?");
     }
     atomic_init(&table.stop, 0);
     for (int i = 0; i <= NPHIL; i++)
@@ -228,7 +382,11 @@ int main(int argc, char **argv)
         p->id = i + 1;
         p->forks[0] = p->id;
         p->forks[1] = p->id % NPHIL + 1;
-        snprintf(p->name, sizeof p->name, "philosopher.%d", p->id);
+        /* On a shared table another process has its philosopher.1 too. */
+        if (table.shared)
+            snprintf(p->name, sizeof p->name, "philosopher.%d@%s:%ld", p->id, host, (long)getpid());
+        else
+            snprintf(p->name, sizeof p->name, "philosopher.%d", p->id);
         snprintf(p->keys[0], sizeof p->keys[0], "fork.%d", p->forks[0]);
         snprintf(p->keys[1], sizeof p->keys[1], "fork.%d", p->forks[1]);
         p->rng = (uint32_t)now.tv_nsec ^ (uint32_t)p->id * 2654435761u;
@@ -243,8 +401,12 @@ int main(int argc, char **argv)
             break;
         }
     }
-    if (ok)
-        sleep_for((struct timespec){(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)});
+    if (ok) {
+        double slept = sleep_seconds(secs);
+
+        if (interrupted)
+            secs = slept; /* the dinner ended early: say how long it lasted */
+    }
     atomic_store(&table.stop, 1);
     for (int i = 0; i < started; i++) {
         rc = pthread_join(threads[i], NULL);
@@ -262,19 +424,27 @@ int main(int argc, char **argv)
         if (p->failure != NULL)
             fprintf(stderr, "philosophers: %s %s\n", p->name, p->failure);
         if (p->rc != AXSTM_OK)
-            fprintf(stderr, "philosophers: %s: %s\n", p->name, axstm_strerror(p->rc));
+            fprintf(stderr, "philosophers: %s: %s\n", p->name, explain(p->rc));
         if (p->meals == 0)
-            fprintf(stderr, "philosophers: %s never ate\n", p->name);
+            fprintf(stderr, "philosophers: %s never ate%s\n", p->name,
+                    table.shared && p->rc == AXSTM_OK
+                        ? " (on a shared table a fork stays taken when its holder's process "
+                          "was killed while eating: a new prefix starts a clean table)"
+                        : "");
         if (p->failure != NULL || p->rc != AXSTM_OK || p->meals == 0)
             ok = 0;
     }
-    printf("total %lu meals in %g s\n", total, secs);
+    printf("total %lu meals in %g s%s\n", total, secs, interrupted ? " (interrupted)" : "");
     rc = axstm_store_stats(table.store, &st);
-    if (rc == AXSTM_OK)
+    if (rc == AXSTM_OK && !table.shared)
         printf("store: %" PRIu64 " commits, %" PRIu64 " conflicts, %" PRIu64 " busy\n", st.commits,
                st.conflicts, st.busy);
+    else if (rc == AXSTM_OK) /* the server counts commits and conflicts of every process */
+        printf("store (every process at this table, since the prefix was first used): %" PRIu64
+               " commits, %" PRIu64 " conflicts; this process: %" PRIu64 " busy\n",
+               st.commits, st.conflicts, st.busy);
     else {
-        fprintf(stderr, "philosophers: axstm_store_stats: %s\n", axstm_strerror(rc));
+        fprintf(stderr, "philosophers: axstm_store_stats: %s\n", explain(rc));
         ok = 0;
     }
     axstm_store_free(table.store);

@@ -53,8 +53,8 @@ static const char *const script_text[SCRIPTS] = {
     AXSTM__LUA_RESOLVE,  AXSTM__LUA_HOLD,   AXSTM__LUA_RELEASE, AXSTM__LUA_STATS};
 
 /* The names every script takes first (redis_scripts.h). */
-enum meta { META_BIRTHS, META_CLOCK, META_KEYS, META_STATS, META_DONE, META_HOLD, METAS };
-static const char *const meta_suffix[METAS] = {"births", "clock", "keys", "stats", "done", "hold"};
+enum meta { META_BIRTHS, META_KEYS, META_STATS, META_DONE, META_HOLD, METAS };
+static const char *const meta_suffix[METAS] = {"births", "keys", "stats", "done", "hold"};
 
 /* One connection to the server, with its name in the commit record. */
 struct conn {

@@ -162,26 +162,32 @@ static void pause_before_retry(struct axstm__listen *t, uint64_t failures)
         ;
 }
 
-/* What a pushed message says: the name of a key committed by another
- * store than ours (`client`), if it is one.  Our own commits fired their
- * listeners before they returned (axstm__listen_fire_keys): firing them
- * again here would wake a watch that was re-armed meanwhile for nothing. */
-static bool message_name(const redisReply *m, const char *client, const char **name, size_t *len)
+/* Fires the listeners of the names a pushed message carries: the names a
+ * commit wrote, after the committing connection's name, separated by NUL
+ * bytes.  Our own commits fired their listeners before they returned
+ * (axstm__listen_fire_keys): firing them again here would wake a watch
+ * that was re-armed meanwhile for nothing, so messages from connections
+ * of ours (named after `client`) are passed over.  Locked. */
+static void fire_message(struct axstm__listen *t, const redisReply *m, const char *client)
 {
     if (m->type != REDIS_REPLY_ARRAY || m->elements != 3 ||
         m->element[0]->type != REDIS_REPLY_STRING || strcmp(m->element[0]->str, "message") != 0 ||
         m->element[2]->type != REDIS_REPLY_STRING)
-        return false;
-    const char *text = m->element[2]->str;
-    const char *space = memchr(text, ' ', m->element[2]->len);
-    if (space == NULL)
-        return false;
+        return;
+    const char *p = m->element[2]->str, *end = p + m->element[2]->len;
+    const char *name_end = memchr(p, '\0', (size_t)(end - p));
+    if (name_end == NULL)
+        return;
     size_t ours = strlen(client);
-    if ((size_t)(space - text) > ours && memcmp(text, client, ours) == 0 && text[ours] == '.')
-        return false;
-    *name = space + 1;
-    *len = m->element[2]->len - (size_t)(space + 1 - text);
-    return true;
+    if ((size_t)(name_end - p) > ours && memcmp(p, client, ours) == 0 && p[ours] == '.')
+        return;
+    for (p = name_end + 1; p <= end; p++) {
+        const char *next = memchr(p, '\0', (size_t)(end - p));
+        if (next == NULL)
+            next = end;
+        fire_name(t, p, (size_t)(next - p));
+        p = next;
+    }
 }
 
 struct subscriber_arg {
@@ -221,10 +227,7 @@ static void *subscriber(void *arg)
                 freeReplyObject(reply);
                 break;
             }
-            const char *name;
-            size_t len;
-            if (message_name(reply, axstm__redis_client(r), &name, &len))
-                fire_name(t, name, len);
+            fire_message(t, reply, axstm__redis_client(r));
             freeReplyObject(reply);
         }
         t->subscribed = false;

@@ -55,8 +55,9 @@ typedef struct {
     /* The checkout this Value came from, or NULL (a clone, or made by the
      * caller): commits go through it while .version still matches it. */
     axstm_value *h;
-    /* The collection that lent h (h is then not this object's to free). */
-    CollectionObject *owner;
+    /* The handle of the collection that lent h (h is then not this
+     * object's to free; see HolderObject in store.c). */
+    PyObject *owner;
     /* Set while a call uses h with the GIL released, so that a second
      * thread using the same Value gets an error instead of a race. */
     int busy;
@@ -65,7 +66,8 @@ typedef struct {
 
 struct CollectionObject {
     PyDictObject dict;
-    axstm_collection *c;
+    axstm_collection *c; /* borrowed from holder */
+    PyObject *holder;
     PyObject *store;
     /* The Values lent by c, in c's order, and the user's key of each:
      * set_values() takes the fast path while the dict still maps those

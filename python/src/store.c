@@ -123,7 +123,7 @@ typedef struct {
     PyObject *hstore;
 } ValueImpl;
 
-static ValueImpl *new_value(StoreObject *st, PyObject *key, axstm_value *h, CollectionObject *owner)
+static ValueImpl *new_value(StoreObject *st, PyObject *key, axstm_value *h, PyObject *owner)
 {
     ValueImpl *vi = PyObject_GC_New(ValueImpl, &PyAxstm_ValueType);
     if (vi == NULL)
@@ -153,7 +153,7 @@ static ValueImpl *new_value(StoreObject *st, PyObject *key, axstm_value *h, Coll
     v->h = h;
     vi->hstore = Py_NewRef((PyObject *)st);
     if (owner != NULL)
-        v->owner = (CollectionObject *)Py_NewRef((PyObject *)owner);
+        v->owner = Py_NewRef(owner);
     return vi;
 }
 
@@ -196,7 +196,7 @@ static int Value_traverse(ValueImpl *self, visitproc visit, void *arg)
     Py_VISIT(self->v.store);
     Py_VISIT(self->v.key);
     Py_VISIT(self->v.dict);
-    Py_VISIT((PyObject *)self->v.owner);
+    Py_VISIT(self->v.owner);
     Py_VISIT(self->hstore);
     return 0;
 }
@@ -311,9 +311,42 @@ PyTypeObject PyAxstm_ValueType = {
 /* Collection                                                         */
 /* ------------------------------------------------------------------ */
 
+/*
+ * One axstm_collection, shared by the Collection that checked it out and
+ * the Values it lent: whichever goes last frees it.  Were the Values to
+ * hold their Collection instead, every Collection would be in a cycle
+ * (Collection -> Value -> Collection) and wait for the cyclic collector.
+ */
+typedef struct {
+    PyObject_HEAD axstm_collection *c;
+    PyObject *store; /* the library's store must outlive c */
+} HolderObject;
+
+static int Holder_traverse(HolderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->store);
+    return 0;
+}
+
+static void Holder_dealloc(HolderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    axstm_collection_free(self->c);
+    Py_CLEAR(self->store);
+    PyObject_GC_Del(self);
+}
+
+static PyTypeObject HolderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "axstm._axstm._CollectionHandle",
+    .tp_basicsize = sizeof(HolderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Internal: an axstm_collection shared by a Collection and its Values.",
+    .tp_dealloc = (destructor)Holder_dealloc,
+    .tp_traverse = (traverseproc)Holder_traverse,
+};
+
 typedef struct {
     CollectionObject c;
-    PyObject *cstore; /* the store of c.c (see HSTORE) */
 } CollectionImpl;
 
 static int Collection_traverse(CollectionImpl *self, visitproc visit, void *arg)
@@ -321,7 +354,7 @@ static int Collection_traverse(CollectionImpl *self, visitproc visit, void *arg)
     Py_VISIT(self->c.store);
     Py_VISIT(self->c.slots);
     Py_VISIT(self->c.slotkeys);
-    Py_VISIT(self->cstore);
+    Py_VISIT(self->c.holder);
     return PyDict_Type.tp_traverse((PyObject *)self, visit, arg);
 }
 
@@ -339,10 +372,8 @@ static void Collection_dealloc(CollectionImpl *self)
     Py_CLEAR(self->c.store);
     Py_CLEAR(self->c.slots);
     Py_CLEAR(self->c.slotkeys);
-    /* Every Value lent by c holds this collection: none is left. */
-    axstm_collection_free(self->c.c);
     self->c.c = NULL;
-    Py_CLEAR(self->cstore);
+    Py_CLEAR(self->c.holder);
     PyDict_Type.tp_dealloc((PyObject *)self);
 }
 
@@ -674,18 +705,27 @@ static PyObject *Store_using(StoreObject *self, PyObject *const *args, Py_ssize_
             return NULL;
         }
     }
+    HolderObject *holder = PyObject_GC_New(HolderObject, &HolderType);
+    if (holder == NULL) {
+        axstm_collection_free(c);
+        keyset_release(&ks);
+        return NULL;
+    }
+    holder->c = c;
+    holder->store = Py_NewRef((PyObject *)self);
+    PyObject_GC_Track(holder);
     PyObject *empty = PyTuple_New(0);
     CollectionImpl *coll =
         empty != NULL ? (CollectionImpl *)PyDict_Type.tp_new(&PyAxstm_CollectionType, empty, NULL)
                       : NULL;
     Py_XDECREF(empty);
     if (coll == NULL) {
-        axstm_collection_free(c);
+        Py_DECREF(holder);
         keyset_release(&ks);
         return NULL;
     }
     coll->c.c = c;
-    coll->cstore = Py_NewRef((PyObject *)self);
+    coll->c.holder = (PyObject *)holder;
     coll->c.store = Py_NewRef((PyObject *)self);
     coll->c.slots = PyList_New(0);
     coll->c.slotkeys = PyList_New(0);
@@ -701,7 +741,7 @@ static PyObject *Store_using(StoreObject *self, PyObject *const *args, Py_ssize_
         if (axstm_value_version(h) == 0 && axstm_value_data(h, NULL) == NULL &&
             pyaxstm_store_saw_created(self, ks.names[i]) < 0)
             goto fail;
-        ValueImpl *v = new_value(self, args[i], h, &coll->c);
+        ValueImpl *v = new_value(self, args[i], h, coll->c.holder);
         if (v == NULL)
             goto fail;
         int rc = PyDict_SetItem((PyObject *)coll, args[i], (PyObject *)v);
@@ -726,8 +766,8 @@ fail:
 static int collection_intact(StoreObject *self, CollectionImpl *coll)
 {
     CollectionObject *c = &coll->c;
-    if (c->c == NULL || (StoreObject *)coll->cstore != self || c->slots == NULL ||
-        PyDict_GET_SIZE((PyObject *)coll) != PyList_GET_SIZE(c->slots))
+    if (c->c == NULL || (StoreObject *)((HolderObject *)c->holder)->store != self ||
+        c->slots == NULL || PyDict_GET_SIZE((PyObject *)coll) != PyList_GET_SIZE(c->slots))
         return 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(c->slots); i++) {
         ValueObject *v = (ValueObject *)PyList_GET_ITEM(c->slots, i);
@@ -737,7 +777,7 @@ static int collection_intact(StoreObject *self, CollectionImpl *coll)
                 return -1;
             return 0;
         }
-        if (now != (PyObject *)v || v->owner != c || v->h == NULL || v->version == NULL)
+        if (now != (PyObject *)v || v->owner != c->holder || v->h == NULL || v->version == NULL)
             return 0;
         uint64_t version = 0;
         if (version_of(v->version, &version) < 0)
@@ -1009,8 +1049,8 @@ PyTypeObject PyAxstm_StoreType = {
 int pyaxstm_store_init(PyObject *m)
 {
     PyAxstm_CollectionType.tp_base = &PyDict_Type;
-    if (PyType_Ready(&PyAxstm_StoreType) < 0 || PyType_Ready(&PyAxstm_ValueType) < 0 ||
-        PyType_Ready(&PyAxstm_CollectionType) < 0)
+    if (PyType_Ready(&HolderType) < 0 || PyType_Ready(&PyAxstm_StoreType) < 0 ||
+        PyType_Ready(&PyAxstm_ValueType) < 0 || PyType_Ready(&PyAxstm_CollectionType) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "Store", (PyObject *)&PyAxstm_StoreType) < 0 ||
         PyModule_AddObjectRef(m, "Value", (PyObject *)&PyAxstm_ValueType) < 0 ||

@@ -2,6 +2,7 @@
 """Axon.STM's behaviour: the original module's __main__ scenarios, its
 public surface, the Philosophers examples' logic."""
 
+import gc
 import random
 import threading
 import time
@@ -203,6 +204,17 @@ class Surface(unittest.TestCase):
         D["b"].set(4)
         D.commit()
         self.assertEqual(S.usevar("b").value, 4)
+
+    def test_collections_need_no_cyclic_collector(self):
+        S = Store()
+        gc.collect()
+        for _ in range(10):
+            D = S.using("a", "b")
+            D["a"].set(1)
+            D.commit()
+            v = D["b"]
+        del D, v
+        self.assertEqual(gc.collect(), 0)
 
     def test_copies(self):
         S = Store()

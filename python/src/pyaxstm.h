@@ -24,6 +24,7 @@
 
 #include <axstm.h>
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 /* ------------------------------------------------------------------ */
@@ -58,9 +59,10 @@ typedef struct {
     /* The handle of the collection that lent h (h is then not this
      * object's to free; see HolderObject in store.c). */
     PyObject *owner;
-    /* Set while a call uses h with the GIL released, so that a second
-     * thread using the same Value gets an error instead of a race. */
-    int busy;
+    /* Set while a commit uses h, so that a second thread committing the
+     * same Value (possible while the GIL is released, or without one)
+     * gets an error instead of a race. */
+    _Atomic int busy;
     PyObject *dict;
 } ValueObject;
 
@@ -74,7 +76,7 @@ struct CollectionObject {
      * keys to those Values. */
     PyObject *slots;
     PyObject *slotkeys;
-    int busy;
+    _Atomic int busy;
 };
 
 extern PyTypeObject PyAxstm_StoreType;

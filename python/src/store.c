@@ -608,14 +608,13 @@ static int set_version(ValueObject *v, uint64_t version)
     return 0;
 }
 
-static int claim(int *busy)
+static int claim(_Atomic int *busy)
 {
-    if (*busy) {
+    if (atomic_exchange(busy, 1)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "a Value or Collection is being committed by another thread");
         return -1;
     }
-    *busy = 1;
     return 0;
 }
 
@@ -671,7 +670,7 @@ static PyObject *store_set_impl(StoreObject *self, PyObject *key, PyObject *valu
     }
     axstm_value_free(h);
 out:
-    v->busy = 0;
+    atomic_store(&v->busy, 0);
     Py_DECREF(v);
     Py_XDECREF(keep);
     if (rc < 0)
@@ -899,7 +898,7 @@ static PyObject *store_set_values_impl(StoreObject *self, PyObject *d)
             r = commit_intact(self, &coll->c);
         else
             r = commit_mapping(self, d);
-        coll->c.busy = 0;
+        atomic_store(&coll->c.busy, 0);
         Py_DECREF(d);
         return r;
     }

@@ -251,11 +251,20 @@ static PyObject *Value_commit(ValueObject *self, PyObject *unused)
         PyErr_SetString(PyExc_AttributeError, "the Value has no store or key");
         return NULL;
     }
-    /* As the original: self.store.set(self.key, self). */
-    if (PyObject_TypeCheck(self->store, &PyAxstm_StoreType))
-        return store_set_impl((StoreObject *)self->store, self->key, (PyObject *)self);
-    return PyObject_CallMethod(self->store, "set", "OO", self->key, (PyObject *)self);
+    /* As the original: self.store.set(self.key, self).  Held: Python code
+     * run during the commit may set the attributes. */
+    PyObject *store = Py_NewRef(self->store);
+    PyObject *key = Py_NewRef(self->key);
+    PyObject *r;
+    if (PyObject_TypeCheck(store, &PyAxstm_StoreType))
+        r = store_set_impl((StoreObject *)store, key, (PyObject *)self);
+    else
+        r = PyObject_CallMethod(store, "set", "OO", key, (PyObject *)self);
+    Py_DECREF(store);
+    Py_DECREF(key);
+    return r;
 }
+
 
 static PyObject *Value_clone(ValueObject *self, PyObject *unused)
 {
@@ -392,9 +401,14 @@ static PyObject *Collection_commit(CollectionObject *self, PyObject *unused)
         PyErr_SetString(PyExc_AttributeError, "the Collection has no store (set_store)");
         return NULL;
     }
-    if (PyObject_TypeCheck(self->store, &PyAxstm_StoreType))
-        return store_set_values_impl((StoreObject *)self->store, (PyObject *)self);
-    return PyObject_CallMethod(self->store, "set_values", "O", (PyObject *)self);
+    PyObject *store = Py_NewRef(self->store);
+    PyObject *r;
+    if (PyObject_TypeCheck(store, &PyAxstm_StoreType))
+        r = store_set_values_impl((StoreObject *)store, (PyObject *)self);
+    else
+        r = PyObject_CallMethod(store, "set_values", "O", (PyObject *)self);
+    Py_DECREF(store);
+    return r;
 }
 
 static PyMethodDef Collection_methods[] = {
@@ -558,6 +572,10 @@ static PyObject *Store_usevar(StoreObject *self, PyObject *const *args, Py_ssize
 
 int pyaxstm_set_encoded(StoreObject *self, axstm_value *h, PyObject *obj)
 {
+    if (obj == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "a Value has no value");
+        return -1;
+    }
     pyaxstm_buf b;
     int rc = pyaxstm_encode(obj, self->remote, &b);
     if (rc == 0) {
@@ -641,6 +659,9 @@ static PyObject *store_set_impl(StoreObject *self, PyObject *key, PyObject *valu
         Py_XDECREF(keep);
         return NULL;
     }
+    /* name may point into key, and key may be v.key, which Python code
+     * run meanwhile (pickling) could replace. */
+    Py_INCREF(key);
     Py_INCREF(v);
     int rc = -1;
     /* The fast way: through the Value's own checkout, while its version
@@ -673,6 +694,7 @@ out:
     atomic_store(&v->busy, 0);
     Py_DECREF(v);
     Py_XDECREF(keep);
+    Py_DECREF(key);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;

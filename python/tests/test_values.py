@@ -7,7 +7,7 @@ import math
 import unittest
 
 import axstm
-from axstm import Store
+from axstm import Store, TVar, atomically
 
 
 class Colour(enum.IntEnum):
@@ -105,6 +105,44 @@ class Errors(unittest.TestCase):
         v.commit()
         with self.assertRaises(TypeError):
             S.set_values({"k": 1})
+
+    def test_bad_calls_raise(self):
+        S = Store()
+        bad = [
+            lambda: S.usevar(),
+            lambda: S.usevar("k", True, 3),
+            lambda: S.usevar("k", nonsense=1),
+            lambda: S.usevar({}),
+            lambda: S.using("a", []),
+            lambda: S.set("k"),
+            lambda: S.set_values(5),
+            lambda: S.delete([]),
+            lambda: axstm.Value(1, 2),
+            lambda: axstm.Value(1, 2, None, "k").commit(),
+            lambda: axstm.Collection().commit(),
+            lambda: TVar(store=5),
+            lambda: TVar(key=[]),
+            lambda: atomically(5),
+            lambda: atomically(lambda: 1, store="mem:"),
+            lambda: axstm.strerror("x"),
+        ]
+        for i, call in enumerate(bad):
+            with self.assertRaises(Exception, msg=str(i)):
+                call()
+        v = S.usevar("k")
+        del v.value
+        with self.assertRaises(AttributeError):
+            v.commit()
+        v = S.usevar("k")
+        v.version = 2**70
+        with self.assertRaises(TypeError):
+            v.commit()
+        D = S.using("a")
+        del D["a"].value
+        with self.assertRaises(AttributeError):
+            D.commit()
+        self.assertIsNone(axstm.Collection({"x": S.usevar("x")}, ).set_store(S))
+        self.assertEqual(S.usevar("x").version, 0)
 
     def test_hierarchy(self):
         for name, builtin in (("InvalidArgument", ValueError), ("TooBig", ValueError),

@@ -92,29 +92,7 @@ class Handles(RedisTestCase):
             Store("redis+unix://%s/nothing-here" % self.redis.dir)
 
 
-_transactions_checked = None
-
-
-def transactions_work(address):
-    """Whether this build runs transactions on a Redis store; asked once.
-    (They answered EINVAL before the Redis transactions landed.)"""
-    global _transactions_checked
-    if _transactions_checked is None:
-        S = Store(address)
-        v = TVar(1, store=S)
-        try:
-            _transactions_checked = S.atomically(v.get) == 1
-        except axstm.InvalidArgument:
-            _transactions_checked = False
-    return _transactions_checked
-
-
 class Transactions(RedisTestCase):
-    def setUp(self):
-        super().setUp()
-        if not transactions_work(self.redis.address("probe:")):
-            self.skipTest("transactions on a Redis store answer EINVAL in this build of libaxstm")
-
     def test_tvars(self):
         S = Store(self.redis.address())
         a, b = TVar(10, store=S), TVar(20, store=S)

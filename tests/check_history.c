@@ -24,6 +24,7 @@
 #include <inttypes.h>
 
 #include "history.h"
+#include "redisutil.h"
 #include "testutil.h"
 
 enum { X, Y, Z };
@@ -742,9 +743,13 @@ static bool mix_complete(const hist_report *rep)
     return true;
 }
 
-static void run_store(uint32_t nkeys)
+/* A run of the mixed workload on a store: a new in-process one (address
+ * NULL), or the one at address, with worker processes instead of threads
+ * when `processes` is set. */
+static void run_store_at(uint32_t nkeys, const char *address, bool processes)
 {
-    struct hist_run_config cfg = {4, nkeys, history_seconds(), 0, NULL};
+    struct hist_run_config cfg = {processes ? 3 : 4, nkeys,    history_seconds(), 0, NULL,
+                                  address,           processes};
     static struct hist_run_result res;
     double give_up = tu_now() + 60.0; /* a guard against a hang only */
     long v;
@@ -757,9 +762,10 @@ static void run_store(uint32_t nkeys)
             break;
         cfg.seconds = cfg.seconds * 4 < 8.0 ? cfg.seconds * 4 : 8.0;
     }
-    printf("Store, %u threads, %" PRIu32 " keys, %.2f s (+%.2f s checking, %" PRIu64
+    printf("Store%s, %u %s, %" PRIu32 " keys, %.2f s (+%.2f s checking, %" PRIu64
            " windows, %" PRIu64 " busy retries):\n",
-           cfg.threads, nkeys, res.seconds, res.check_seconds, res.windows, res.busy);
+           address != NULL ? " in Redis" : "", cfg.threads, processes ? "processes" : "threads",
+           nkeys, res.seconds, res.check_seconds, res.windows, res.busy);
     hist_report_print(&res.report, stdout);
     fflush(stdout);
     ck_assert_msg(v >= 0, "the run failed: %s", res.report.text);
@@ -776,13 +782,31 @@ static void run_store(uint32_t nkeys)
 
 START_TEST(store_few_keys_is_strictly_serializable)
 {
-    run_store(4);
+    run_store_at(4, NULL, false);
 }
 END_TEST
 
 START_TEST(store_many_keys_is_strictly_serializable)
 {
-    run_store(1024);
+    run_store_at(1024, NULL, false);
+}
+END_TEST
+
+/* Three processes on one store kept in Redis, each with a store of its
+ * own opened from the address: the history of all of them together is
+ * strictly serializable (CLOCK_MONOTONIC is one clock for the machine, so
+ * real-time order holds across processes too).  Skipped without
+ * redis-server, or in a build without hiredis. */
+START_TEST(store_in_redis_from_processes_is_strictly_serializable)
+{
+    axstm_store *probe = NULL;
+    if (axstm_store_open("redis+unix:///nonexistent/axstm-probe", &probe) == AXSTM_EINVAL)
+        return; /* built without hiredis */
+    struct tu_redis server;
+    if (!tu_redis_start(&server))
+        return; /* no redis-server on this machine */
+    run_store_at(4, server.address, true);
+    tu_redis_stop(&server);
 }
 END_TEST
 
@@ -823,6 +847,7 @@ static Suite *history_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, store_few_keys_is_strictly_serializable);
     tcase_add_test(tc, store_many_keys_is_strictly_serializable);
+    tcase_add_test(tc, store_in_redis_from_processes_is_strictly_serializable);
     suite_add_tcase(s, tc);
     return s;
 }

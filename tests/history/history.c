@@ -99,6 +99,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define VALUE_TAG UINT64_C(0xA57C)
@@ -169,32 +170,38 @@ static void *xcalloc(size_t n, size_t size)
     return calloc(n ? n : 1, size ? size : 1);
 }
 
+/* A log lives in one shared anonymous mapping (header, transactions,
+ * operations), so that a worker that is a forked process, not a thread,
+ * writes where the checker reads (hist_run's processes). */
+static size_t log_header_size(void)
+{
+    return (sizeof(hist_log) + 127) / 128 * 128;
+}
+
+static size_t log_size(size_t cap_txns, size_t cap_ops)
+{
+    return log_header_size() + cap_txns * sizeof(struct hist_txn) +
+           cap_ops * sizeof(struct hist_op);
+}
+
 static void log_free(hist_log *l)
 {
-    if (l == NULL)
-        return;
-    free(l->txns);
-    free(l->ops);
-    free(l);
+    if (l != NULL)
+        munmap(l, log_size(l->cap_txns, l->cap_ops));
 }
 
 static hist_log *log_new(unsigned thread, size_t cap_txns, size_t cap_ops)
 {
-    /* Rounded up to whole cache lines so no two threads' headers share one. */
-    size_t size = (sizeof(hist_log) + 127) / 128 * 128;
-    hist_log *l = aligned_alloc(128, size);
-    if (l == NULL)
+    void *block = mmap(NULL, log_size(cap_txns, cap_ops), PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (block == MAP_FAILED)
         return NULL;
-    memset(l, 0, size);
+    hist_log *l = block; /* the mapping is zeroed and page-aligned */
     l->thread = thread;
     l->cap_txns = cap_txns;
     l->cap_ops = cap_ops;
-    l->txns = malloc(cap_txns * sizeof *l->txns);
-    l->ops = malloc(cap_ops * sizeof *l->ops);
-    if (l->txns == NULL || l->ops == NULL) {
-        log_free(l);
-        return NULL;
-    }
+    l->txns = (struct hist_txn *)((char *)block + log_header_size());
+    l->ops = (struct hist_op *)(l->txns + cap_txns);
     return l;
 }
 

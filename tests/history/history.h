@@ -234,11 +234,15 @@ void hist_report_print(const hist_report *rep, FILE *out);
 /* ------------------------------------------------------------------ */
 
 struct hist_run_config {
-    unsigned threads;
+    unsigned threads; /* workers: threads, or processes (below) */
     uint32_t nkeys;
     double seconds;         /* of running; checking comes on top */
     size_t txns_per_thread; /* log size: a window ends when one fills */
     FILE *progress;         /* a line per window, or NULL */
+    const char *address;    /* of the store (axstm_store_open); NULL: a new
+                             * in-process store */
+    bool processes;         /* workers are forked processes, each opening
+                             * its own store from address (required) */
 };
 
 struct hist_run_result {

@@ -53,7 +53,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Most reads and writes one transaction records (atomically: 4 data keys,
  * each read, its tomb read, written or deleted, the tomb written). */
@@ -80,10 +83,12 @@ struct shared {
 /* Each on its own cache lines: rng and busy are written all the time. */
 struct worker {
     _Alignas(128) struct shared *sh;
+    axstm_store *store; /* the run's, or a worker process's own */
     hist_log *log;
     uint64_t rng;
     uint64_t busy;
     pthread_t thread;
+    pid_t pid;
 };
 
 static uint64_t next_rand(uint64_t *state)
@@ -189,7 +194,7 @@ static bool read_tomb(struct worker *w, uint32_t k, uint64_t *wid)
 {
     axstm_value *t = NULL;
     int rc;
-    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->sh->store, w->sh->keys[tomb(w->sh, k)], &t));
+    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->store, w->sh->keys[tomb(w->sh, k)], &t));
     if (rc != AXSTM_OK) {
         fail(w, "usevar (tomb): %s", axstm_strerror(rc));
         return false;
@@ -403,7 +408,7 @@ static void do_using(struct worker *w, bool read_only)
     axstm_collection *c = NULL;
     int64_t start = hist_now();
     int rc;
-    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_using(sh->store, names, 2 * n, &c));
+    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_using(w->store, names, 2 * n, &c));
     if (rc != AXSTM_OK) {
         fail(w, "using: %s", axstm_strerror(rc));
         return;
@@ -444,7 +449,7 @@ static void do_usevar(struct worker *w)
     h.idx[0] = pick(w, w->sh->ndata);
     int64_t start = hist_now();
     int rc;
-    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->sh->store, w->sh->keys[h.idx[0]], &h.dv[0]));
+    CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->store, w->sh->keys[h.idx[0]], &h.dv[0]));
     if (rc != AXSTM_OK) {
         fail(w, "usevar: %s", axstm_strerror(rc));
         return;
@@ -558,7 +563,7 @@ static void do_atomically(struct worker *w, bool read_only)
     if (a.n > w->sh->ndata)
         a.n = w->sh->ndata;
     pick_keys(w, a.idx, a.n);
-    int rc = axstm_atomically(w->sh->store, body, &a);
+    int rc = axstm_atomically(w->store, body, &a);
     hist_end(w->log, rc == AXSTM_OK ? HIST_COMMITTED : HIST_ABORTED, hist_now());
     if (rc == BODY_LOG_FULL)
         end_window(w);
@@ -670,42 +675,125 @@ out:
     return rc;
 }
 
+/* Memory that worker processes share with the run (the workers' state,
+ * the window's flags, the first error), zeroed. */
+static void *shared_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* A worker process: its own store, opened from the run's address. */
+static int worker_process(struct worker *w, const char *address)
+{
+    axstm_store *s = NULL;
+    int rc = axstm_store_open(address, &s);
+    if (rc != AXSTM_OK) {
+        fail(w, "worker process: opening %s: %s", address, axstm_strerror(rc));
+        return 1;
+    }
+    /* A copy of its own: w is shared with the run, which must not see this
+     * process's store; what the run reads back (busy) is copied back. */
+    struct worker mine = *w;
+    mine.store = s;
+    worker_main(&mine);
+    w->busy = mine.busy;
+    w->rng = mine.rng; /* the next window goes on from here */
+    axstm_store_free(s);
+    return 0;
+}
+
+/* Starts the window's workers: threads, or processes (cfg->processes).
+ * Returns how many started. */
+static unsigned start_workers(const struct hist_run_config *cfg, struct worker *workers)
+{
+    unsigned started = 0;
+    for (; started < cfg->threads; started++) {
+        struct worker *w = &workers[started];
+        if (!cfg->processes) {
+            if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+                break;
+            continue;
+        }
+        fflush(NULL);
+        pid_t pid = fork(); /* w is shared: only the parent writes w->pid */
+        if (pid < 0)
+            break;
+        if (pid == 0)
+            _exit(worker_process(w, cfg->address));
+        w->pid = pid;
+    }
+    return started;
+}
+
+/* Waits for them; false when a process did not end well. */
+static bool join_workers(const struct hist_run_config *cfg, struct worker *workers, unsigned n)
+{
+    bool ok = true;
+    for (unsigned t = 0; t < n; t++) {
+        if (!cfg->processes) {
+            pthread_join(workers[t].thread, NULL);
+            continue;
+        }
+        int status;
+        ok &= waitpid(workers[t].pid, &status, 0) == workers[t].pid && WIFEXITED(status) &&
+              WEXITSTATUS(status) == 0;
+    }
+    return ok;
+}
+
 long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
 {
     memset(res, 0, sizeof *res);
     hist_report_init(&res->report);
     if (cfg->threads == 0 || cfg->threads > HIST_MAX_THREADS || cfg->nkeys == 0 ||
-        cfg->nkeys > HIST_MAX_KEYS / 2) {
+        cfg->nkeys > HIST_MAX_KEYS / 2 || (cfg->processes && cfg->address == NULL)) {
         run_error(res, "bad configuration");
         return -1;
     }
     size_t cap = cfg->txns_per_thread ? cfg->txns_per_thread : DEFAULT_TXNS_PER_THREAD;
-    struct shared sh;
-    memset(&sh, 0, sizeof sh);
-    sh.ndata = cfg->nkeys;
-    sh.store = axstm_store_new();
-    sh.rec = hist_recorder_new(cfg->threads, 2 * cfg->nkeys, cap, cap * OPS_PER_TXN + MAX_OPS);
-    char(*names)[16] = calloc(2 * (size_t)cfg->nkeys, sizeof *names);
-    sh.keys = calloc(2 * (size_t)cfg->nkeys, sizeof *sh.keys);
-    struct worker *workers =
-        aligned_alloc(_Alignof(struct worker), cfg->threads * sizeof(struct worker));
+    /* Shared with worker processes: the run's state and the workers'. */
+    struct shared *shm = shared_alloc(sizeof *shm);
+    size_t workers_size = cfg->threads * sizeof(struct worker);
+    struct worker *workers = shared_alloc(workers_size);
     long result = -1;
-    if (sh.store == NULL || sh.rec == NULL || names == NULL || sh.keys == NULL || workers == NULL) {
+    if (shm == NULL || workers == NULL) {
+        run_error(res, "out of memory");
+        if (shm != NULL)
+            munmap(shm, sizeof *shm);
+        if (workers != NULL)
+            munmap(workers, workers_size);
+        return -1;
+    }
+    shm->ndata = cfg->nkeys;
+    int open_rc = AXSTM_OK;
+    if (cfg->address != NULL)
+        open_rc = axstm_store_open(cfg->address, &shm->store);
+    else
+        shm->store = axstm_store_new();
+    shm->rec = hist_recorder_new(cfg->threads, 2 * cfg->nkeys, cap, cap * OPS_PER_TXN + MAX_OPS);
+    char(*names)[16] = calloc(2 * (size_t)cfg->nkeys, sizeof *names);
+    shm->keys = calloc(2 * (size_t)cfg->nkeys, sizeof *shm->keys);
+    if (open_rc != AXSTM_OK) {
+        run_error(res, "opening %s: %s", cfg->address, axstm_strerror(open_rc));
+        goto out;
+    }
+    if (shm->store == NULL || shm->rec == NULL || names == NULL || shm->keys == NULL) {
         run_error(res, "out of memory");
         goto out;
     }
     for (uint32_t k = 0; k < cfg->nkeys; k++) {
         snprintf(names[k], sizeof names[k], "h%" PRIu32, k);
-        snprintf(names[tomb(&sh, k)], sizeof names[k], "t%" PRIu32, k);
-        sh.keys[k] = names[k];
-        sh.keys[tomb(&sh, k)] = names[tomb(&sh, k)];
+        snprintf(names[tomb(shm, k)], sizeof names[k], "t%" PRIu32, k);
+        shm->keys[k] = names[k];
+        shm->keys[tomb(shm, k)] = names[tomb(shm, k)];
     }
-    memset(workers, 0, cfg->threads * sizeof *workers);
-    atomic_init(&sh.failed, 0);
+    atomic_init(&shm->failed, 0);
     uint64_t seed = (uint64_t)hist_now() | 1;
     for (unsigned t = 0; t < cfg->threads; t++) {
-        workers[t].sh = &sh;
-        workers[t].log = hist_recorder_log(sh.rec, t);
+        workers[t].sh = shm;
+        workers[t].store = shm->store;
+        workers[t].log = hist_recorder_log(shm->rec, t);
         workers[t].rng = (seed + t * UINT64_C(0x9E3779B97F4A7C15)) | 1;
     }
 
@@ -715,32 +803,32 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
     int64_t t_begin = hist_now();
     for (;;) {
         int64_t t_window = hist_now();
-        sh.deadline = t_window + (budget - ran);
-        atomic_store(&sh.window_over, 0);
-        unsigned started = 0;
-        for (; started < cfg->threads; started++)
-            if (pthread_create(&workers[started].thread, NULL, worker_main, &workers[started]) != 0)
-                break;
+        shm->deadline = t_window + (budget - ran);
+        atomic_store(&shm->window_over, 0);
+        unsigned started = start_workers(cfg, workers);
         if (started < cfg->threads)
             end_window(&workers[0]);
-        for (unsigned t = 0; t < started; t++)
-            pthread_join(workers[t].thread, NULL);
+        bool joined = join_workers(cfg, workers, started);
         if (started < cfg->threads) {
-            run_error(res, "pthread_create failed");
+            run_error(res, cfg->processes ? "fork failed" : "pthread_create failed");
             goto out;
         }
-        if (atomic_load(&sh.failed)) {
-            run_error(res, "%s", sh.error);
+        if (!joined && !atomic_load(&shm->failed)) {
+            run_error(res, "a worker process died");
+            goto out;
+        }
+        if (atomic_load(&shm->failed)) {
+            run_error(res, "%s", shm->error);
             goto out;
         }
         int64_t t_check = hist_now();
         ran += t_check - t_window;
-        long v = hist_check(sh.rec, &res->report);
+        long v = hist_check(shm->rec, &res->report);
         if (v < 0) {
             run_error(res, "the checker ran out of memory");
             goto out;
         }
-        if (verify_store(&sh, res) != 0)
+        if (verify_store(shm, res) != 0)
             goto out;
         int64_t t_done = hist_now();
         res->check_seconds += (double)(t_done - t_check) / 1e9;
@@ -753,17 +841,18 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
                     (double)(t_done - t_check) / 1e9);
         if (res->report.violations != 0 || ran >= budget)
             break;
-        hist_recorder_next_window(sh.rec);
+        hist_recorder_next_window(shm->rec);
     }
     res->seconds = (double)(hist_now() - t_begin) / 1e9;
     for (unsigned t = 0; t < cfg->threads; t++)
         res->busy += workers[t].busy;
     result = (long)res->report.violations;
 out:
-    free(workers);
-    free(sh.keys);
+    free(shm->keys);
     free(names);
-    hist_recorder_free(sh.rec);
-    axstm_store_free(sh.store);
+    hist_recorder_free(shm->rec);
+    axstm_store_free(shm->store);
+    munmap(workers, workers_size);
+    munmap(shm, sizeof *shm);
     return result;
 }

@@ -914,6 +914,22 @@ static bool parse_answer(const char *answer, uint64_t *status, uint64_t *out, si
     return true;
 }
 
+/* What a commit does to a key, as the commit scripts take it: "d"
+ * (delete), "n" (no value) or "s" and the bytes. */
+static void args_push_write(struct args *a, const struct axstm__val *v)
+{
+    size_t len;
+    const void *data = axstm__val_data(v, &len);
+    if (v->meta & AXSTM__VAL_DELETE) {
+        args_push(a, "d", 1);
+    } else if (data == NULL) {
+        args_push(a, "n", 1);
+    } else {
+        args_push(a, "s", 1);
+        args_push(a, len != 0 ? data : "", len);
+    }
+}
+
 /* The first two words of a commit script's arguments: its name on the
  * connection, which run_commit fills. */
 static void args_push_commit_name(struct args *a)
@@ -951,16 +967,7 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
         len = snprintf(p, 21, "%llu", (unsigned long long)it->born);
         args_push(&a, p, (size_t)len);
         p += len + 1;
-        size_t dlen;
-        const void *data = axstm__val_data(&it->val, &dlen);
-        if (it->val.meta & AXSTM__VAL_DELETE) {
-            args_push(&a, "d", 1);
-        } else if (data == NULL) {
-            args_push(&a, "n", 1);
-        } else {
-            args_push(&a, "s", 1);
-            args_push(&a, dlen != 0 ? data : "", dlen);
-        }
+        args_push_write(&a, &it->val);
     }
     args_push(&a, r->channel, strlen(r->channel));
 
@@ -1126,18 +1133,8 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const char *token,
     args_push(&a, numbers, (size_t)len);
     args_push_reads(&a, reads, nreads, numbers + len + 1);
     for (size_t i = 0; i < nwrites; i++) {
-        const struct axstm__val *v = &writes[i].val;
-        size_t dlen;
-        const void *data = axstm__val_data(v, &dlen);
         args_push(&a, writes[i].key, writes[i].keylen);
-        if (v->meta & AXSTM__VAL_DELETE) {
-            args_push(&a, "d", 1);
-        } else if (data == NULL) {
-            args_push(&a, "n", 1);
-        } else {
-            args_push(&a, "s", 1);
-            args_push(&a, dlen != 0 ? data : "", dlen);
-        }
+        args_push_write(&a, &writes[i].val);
     }
     args_push(&a, r->channel, strlen(r->channel));
 

@@ -34,24 +34,43 @@ static void close_quietly(int fd)
     axstm__cancel_restore(cancel_state);
 }
 
-/* A watch with its descriptor and nodes allocated but not linked yet:
- * everything that can fail, done before anything is changed. */
-static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
+/* A watch's block and its eventfd, nothing linked yet. */
+static int watch_begin(axstm_store *s, axstm_watch **out)
 {
     axstm_watch *w = axstm__malloc(sizeof *w);
     if (w == NULL)
         return AXSTM_ENOMEM;
-    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    w->reg = fd >= 0 ? axstm__wait_reg_new(n, fd) : NULL;
-    if (w->reg == NULL) {
-        if (fd >= 0)
-            close_quietly(fd);
+    w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->fd < 0) {
         axstm__free(w);
         return AXSTM_ENOMEM;
     }
     w->store = s;
+    w->reg = NULL;
     w->listener = NULL;
-    w->fd = fd;
+    *out = w;
+    return AXSTM_OK;
+}
+
+/* Undoes watch_begin. */
+static void watch_abandon(axstm_watch *w)
+{
+    close_quietly(w->fd);
+    axstm__free(w);
+}
+
+/* A watch with its descriptor and nodes allocated but not linked yet:
+ * everything that can fail, done before anything is changed. */
+static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
+{
+    axstm_watch *w;
+    int rc = watch_begin(s, &w);
+    if (rc != AXSTM_OK)
+        return rc;
+    if ((w->reg = axstm__wait_reg_new(n, w->fd)) == NULL) {
+        watch_abandon(w);
+        return AXSTM_ENOMEM;
+    }
     *out = w;
     return AXSTM_OK;
 }
@@ -65,25 +84,17 @@ static int watch_alloc(axstm_store *s, size_t n, axstm_watch **out)
 int axstm__watch_remote(axstm_store *s, const char *const keys[], const size_t lens[], size_t n,
                         axstm_watch **out)
 {
-    axstm_watch *w = axstm__malloc(sizeof *w);
-    if (w == NULL)
-        return AXSTM_ENOMEM;
-    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int rc = fd >= 0 ? axstm__listener_new(keys, lens, n, fd, &w->listener) : AXSTM_ENOMEM;
-    if (rc == AXSTM_OK) {
-        rc = axstm__listen_add(s->remote, w->listener);
-        if (rc != AXSTM_OK)
-            axstm__listener_free(w->listener);
-    }
+    axstm_watch *w;
+    int rc = watch_begin(s, &w);
+    if (rc != AXSTM_OK)
+        return rc;
+    rc = axstm__listener_new(keys, lens, n, w->fd, &w->listener);
+    if (rc == AXSTM_OK && (rc = axstm__listen_add(s->remote, w->listener)) != AXSTM_OK)
+        axstm__listener_free(w->listener);
     if (rc != AXSTM_OK) {
-        if (fd >= 0)
-            close_quietly(fd);
-        axstm__free(w);
+        watch_abandon(w);
         return rc;
     }
-    w->store = s;
-    w->reg = NULL;
-    w->fd = fd;
     *out = w;
     return AXSTM_OK;
 }

@@ -29,6 +29,7 @@
 #define Py_READONLY READONLY
 #endif
 
+#include <stdbool.h>
 #include <string.h>
 
 /* Keys of a call: the names to give the library and what keeps them. */
@@ -587,12 +588,15 @@ int pyaxstm_set_encoded(StoreObject *self, axstm_value *h, PyObject *obj)
     return rc;
 }
 
-int pyaxstm_commit(StoreObject *self, axstm_value *h)
+/* A commit of a value (collection false) or a collection, BUSY_RETRY
+ * waited out: 0, or -1 with the exception set. */
+static int commit_handle(StoreObject *self, void *handle, bool collection)
 {
     pyaxstm_backoff b = {0, 0};
     for (;;) {
         int rc;
-        PYAXSTM_CALL(self, rc, axstm_value_commit(h));
+        PYAXSTM_CALL(self, rc,
+                     collection ? axstm_collection_commit(handle) : axstm_value_commit(handle));
         if (rc == AXSTM_OK)
             return 0;
         if (rc != AXSTM_BUSY_RETRY)
@@ -602,19 +606,14 @@ int pyaxstm_commit(StoreObject *self, axstm_value *h)
     }
 }
 
+int pyaxstm_commit(StoreObject *self, axstm_value *h)
+{
+    return commit_handle(self, h, false);
+}
+
 static int commit_collection(StoreObject *self, axstm_collection *c)
 {
-    pyaxstm_backoff b = {0, 0};
-    for (;;) {
-        int rc;
-        PYAXSTM_CALL(self, rc, axstm_collection_commit(c));
-        if (rc == AXSTM_OK)
-            return 0;
-        if (rc != AXSTM_BUSY_RETRY)
-            return pyaxstm_raise_int(rc);
-        if (pyaxstm_busy_wait(&b) < 0)
-            return -1;
-    }
+    return commit_handle(self, c, true);
 }
 
 static int set_version(ValueObject *v, uint64_t version)

@@ -481,6 +481,8 @@ static int resolve(struct axstm__redis *r, const char *name, uint64_t seq, struc
     }
 }
 
+_Atomic int axstm__redis_lose_answer;
+
 /*
  * Runs a commit script (argv as for run_on; its first two arguments,
  * after the keys, are left for the commit's name).  answer (cap bytes,
@@ -508,7 +510,17 @@ static int run_commit(struct axstm__redis *r, enum script which, int argc, const
         lens[4 + nkeys] = (size_t)n;
         bool sent;
         redisReply *reply;
-        rc = run_on(r, &c, &reused, which, argc, argv, lens, nkeys, &reply, &sent);
+        int lose = atomic_exchange(&axstm__redis_lose_answer, AXSTM__REDIS_ANSWER_KEPT);
+        if (lose == AXSTM__REDIS_NEVER_RUN) {
+            rc = AXSTM_EIO; /* as if it left whole and the server never ran it */
+            sent = true;
+        } else {
+            rc = run_on(r, &c, &reused, which, argc, argv, lens, nkeys, &reply, &sent);
+            if (rc == AXSTM_OK && lose == AXSTM__REDIS_ANSWER_LOST) {
+                freeReplyObject(reply); /* it ran; its answer goes missing */
+                rc = AXSTM_EIO;
+            }
+        }
         if (rc == AXSTM_OK) {
             rc = answer_of(reply, answer, cap);
             freeReplyObject(reply);

@@ -51,6 +51,15 @@ struct axstm__remote_write {
  * waiting transactions; redis_listen.c). */
 struct axstm__listener;
 
+/*
+ * A test hook: the next commit (of any store) loses its answer, as if its
+ * connection died at that moment: AXSTM__REDIS_ANSWER_LOST after the
+ * server ran it, AXSTM__REDIS_NEVER_RUN with the command sent but never
+ * run.  The commit then learns what happened from the commit record.
+ */
+enum { AXSTM__REDIS_ANSWER_KEPT, AXSTM__REDIS_ANSWER_LOST, AXSTM__REDIS_NEVER_RUN };
+extern _Atomic int axstm__redis_lose_answer;
+
 #ifdef AXSTM_HAVE_HIREDIS
 
 /* Connects to the server of a (a redis address), checks it answers and
@@ -75,6 +84,7 @@ int axstm__redis_checkout(struct axstm__redis *r, axstm_value *values, size_t n)
  * written, values unchanged), or a code of the kind above.
  */
 int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n);
+
 
 /* axstm_store_foreach and axstm_store_stats on the server's keys. */
 int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg);

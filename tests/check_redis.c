@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "redis.h" /* the commit record's test hook */
 #include "redisutil.h"
 #include "testutil.h"
 
@@ -723,6 +724,73 @@ START_TEST(forgotten_scripts_are_loaded_again)
 }
 END_TEST
 
+/* A commit whose answer was lost after the server ran it is looked up in
+ * the commit record: AXSTM_OK, with the versions the commit made. */
+START_TEST(a_lost_answer_of_a_commit_that_ran_is_looked_up)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = open_ok(server.address);
+    put_str(s, "k", "one");
+    axstm_value *v = usevar_ok(s, "k");
+    ck_assert_int_eq(axstm_value_set_str(v, "two"), AXSTM_OK);
+    atomic_store(&axstm__redis_lose_answer, AXSTM__REDIS_ANSWER_LOST);
+    ck_assert_int_eq(axstm_value_commit(v), AXSTM_OK);
+    ck_assert_int_eq(atomic_load(&axstm__redis_lose_answer), AXSTM__REDIS_ANSWER_KEPT);
+    ck_assert_uint_eq(axstm_value_version(v), 2);
+    assert_str_value(s, "k", "two", 2);
+    /* The handle knows its version: it commits again without a conflict. */
+    ck_assert_int_eq(axstm_value_set_str(v, "three"), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(v), AXSTM_OK);
+    assert_str_value(s, "k", "three", 3);
+    axstm_value_free(v);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static int add_one(axstm_txn *tx, void *arg)
+{
+    int64_t x = 0;
+    int rc = axstm_txn_get_i64(tx, arg, &x);
+    if (rc != AXSTM_OK && rc != AXSTM_ENOVALUE)
+        return rc;
+    return axstm_txn_set_i64(tx, arg, x + 1);
+}
+
+/* A commit that was sent but never ran is fenced off (it can never run
+ * later) and sent again: it runs exactly once.  Also for transactions,
+ * whose lost answers are looked up the same way. */
+START_TEST(a_commit_sent_but_never_run_is_fenced_and_sent_again)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = open_ok(server.address);
+    put_str(s, "k", "one");
+    axstm_value *v = usevar_ok(s, "k");
+    ck_assert_int_eq(axstm_value_set_str(v, "two"), AXSTM_OK);
+    atomic_store(&axstm__redis_lose_answer, AXSTM__REDIS_NEVER_RUN);
+    ck_assert_int_eq(axstm_value_commit(v), AXSTM_OK);
+    assert_str_value(s, "k", "two", 2);
+    axstm_value_free(v);
+    /* Transactions: one lost after running, one never run; each counted
+     * once. */
+    atomic_store(&axstm__redis_lose_answer, AXSTM__REDIS_ANSWER_LOST);
+    ck_assert_int_eq(axstm_atomically(s, add_one, "n"), AXSTM_OK);
+    atomic_store(&axstm__redis_lose_answer, AXSTM__REDIS_NEVER_RUN);
+    ck_assert_int_eq(axstm_atomically(s, add_one, "n"), AXSTM_OK);
+    axstm_value *n = usevar_ok(s, "n");
+    int64_t x = 0;
+    ck_assert_int_eq(axstm_value_get_i64(n, &x), AXSTM_OK);
+    ck_assert_int_eq(x, 2);
+    ck_assert_uint_eq(axstm_value_version(n), 2);
+    axstm_value_free(n);
+    axstm_stats st;
+    ck_assert_int_eq(axstm_store_stats(s, &st), AXSTM_OK);
+    ck_assert_uint_eq(st.commits, 4); /* put, the handle's, two transactions */
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 static Suite *redis_suite(void)
 {
     Suite *s = suite_create("redis");
@@ -761,6 +829,8 @@ static Suite *redis_suite(void)
     tcase_add_test(tc, foreign_data_under_the_prefix_is_eio_and_nothing_is_written);
     tcase_add_test(tc, wrong_password_is_eio_and_right_one_works);
     tcase_add_test(tc, forgotten_scripts_are_loaded_again);
+    tcase_add_test(tc, a_lost_answer_of_a_commit_that_ran_is_looked_up);
+    tcase_add_test(tc, a_commit_sent_but_never_run_is_fenced_and_sent_again);
     suite_add_tcase(s, tc);
     return s;
 }

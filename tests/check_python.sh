@@ -35,4 +35,36 @@ LD_LIBRARY_PATH="$top_builddir/lib/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # one).
 PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH LD_LIBRARY_PATH PYTHONDONTWRITEBYTECODE
-exec "$PYTHON" -B -m unittest discover -v -s "$top_srcdir/python/tests" -t "$top_srcdir/python/tests"
+"$PYTHON" -B -m unittest discover -v -s "$top_srcdir/python/tests" -t "$top_srcdir/python/tests" ||
+    exit 1
+
+# The same suite once more, on a store kept in Redis (on_store.py): on a
+# redis-server of this script's own, stopped by its pid.  Left out only
+# where redis-server is missing, or the library was built without hiredis.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "check_python: no redis-server: the suite ran in process only"
+    exit 0
+fi
+dir=$(mktemp -d "${TMPDIR:-/tmp}/axstm-redis-XXXXXX") || exit 1
+redis-server --port 0 --unixsocket "$dir/sock" --unixsocketperm 700 --save '' \
+    --appendonly no --daemonize no --dir "$dir" >"$dir/log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+tries=0
+while [ ! -S "$dir/sock" ]; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 2000 ] || ! kill -0 "$pid" 2>/dev/null; then
+        echo "check_python: redis-server did not start:"
+        cat "$dir/log"
+        exit 1
+    fi
+    sleep 0.01
+done
+AXSTM_TEST_STORE="redis+unix://$dir/sock"
+export AXSTM_TEST_STORE
+if ! "$PYTHON" -B -c 'import axstm, os; axstm.Store(os.environ["AXSTM_TEST_STORE"])' 2>/dev/null; then
+    echo "check_python: this build opens no Redis store: the suite ran in process only"
+    exit 0
+fi
+echo "== the suite again, on a store kept in Redis"
+"$PYTHON" -B "$top_srcdir/python/tests/on_store.py"

@@ -7,11 +7,12 @@ import sys
 import unittest
 
 from axstm import Store, TVar, atomically
-from pyaxstm_testutil import rss_bytes
+from pyaxstm_testutil import local_only, rss_bytes
 
 MILLION = 1000 * 1000
 
 
+@local_only("this process's memory over a million calls (minutes of round trips)")
 class Leaks(unittest.TestCase):
     def test_million_checkouts(self):
         S = Store()

@@ -8,6 +8,7 @@ import unittest
 
 import axstm
 from axstm import Store, TVar, atomically
+from pyaxstm_testutil import local_only
 
 
 class Colour(enum.IntEnum):
@@ -47,6 +48,7 @@ class Values(unittest.TestCase):
             self.assertEqual(got, value)
             self.assertIs(type(got), type(value))
 
+    @local_only("values kept by reference live in one process")
     def test_by_reference(self):
         S = Store()
         fn = lambda x: x + 1  # noqa: E731 -- pickle refuses lambdas
@@ -68,6 +70,7 @@ class Values(unittest.TestCase):
         got = roundtrip(S, {"f": fn, "n": 1})
         self.assertIs(got["f"], fn)
 
+    @local_only("values kept by reference live in one process")
     def test_references_swept(self):
         S = Store()
         v = S.usevar("k")

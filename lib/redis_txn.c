@@ -28,8 +28,9 @@
  * HOLD): for one timeout, other clients' commits that write them answer
  * AXSTM_BUSY_RETRY without running, so its next attempt cannot lose
  * (unless it uses other keys: then it holds those after as many more
- * losses).  Only one run holds a key at a time, and a hold ends with the
- * run or the timeout: nobody waits longer than that for it.
+ * losses; a run kept from holding by another's hold asks again at its
+ * next loss).  Only one run holds a key at a time, and a hold ends with
+ * the run or the timeout: nobody waits longer than that for it.
  *
  * Values handed out by axstm_txn_get live in per-key records that stay
  * put until the attempt ends.
@@ -500,7 +501,11 @@ static int run_attempts(struct rtx *t, axstm_fn fn, void *arg, const struct axst
             return rc;
         if (rc != AXSTM_RETRY) {
             failures++;
-            if (failures % HOLD_AFTER == 0 && mode->watch == NULL)
+            /* Hold its keys once it has lost HOLD_AFTER times; again at
+             * every loss while another run's hold kept it from holding
+             * them, and every HOLD_AFTER losses (its keys may change). */
+            if (mode->watch == NULL && failures >= HOLD_AFTER &&
+                (t->nheld == 0 || failures % HOLD_AFTER == 0))
                 take_hold(t);
             if (mode->watch != NULL) {
                 if (failures >= AXSTM__TRY_ATTEMPTS)

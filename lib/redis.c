@@ -94,10 +94,16 @@ struct axstm__redis {
 struct pipe_guard {
     sigset_t old;
     bool was_pending;
+    int cancel_state; /* and no cancellation meanwhile (see below) */
 };
 
+/* A round trip's reads and writes are cancellation points, which the
+ * library promises no call but axstm_atomically(_timed) contains
+ * (axstm.h): a thread cancelled there would leave the connection half
+ * used and leak it.  So cancellation is held off too. */
 static void pipe_guard_begin(struct pipe_guard *g)
 {
+    g->cancel_state = axstm__cancel_off();
     sigset_t pipe_only, pending;
     sigemptyset(&pipe_only);
     sigaddset(&pipe_only, SIGPIPE);
@@ -119,6 +125,7 @@ static void pipe_guard_end(struct pipe_guard *g)
             ;
     }
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    axstm__cancel_restore(g->cancel_state);
 }
 
 /* ------------------------------------------------------------------ */
@@ -193,7 +200,19 @@ static int expect_ok(redisContext *c, int argc, const char **argv, const size_t 
  * the connection for the commit record (redis_scripts.h): the store's
  * client name, the process and a count make a name no other connection
  * of any process ever had. */
+static int connect_one_(struct axstm__redis *r, struct conn **out);
+
+/* connect() and the login are cancellation points: held off, as in
+ * round_trip. */
 static int connect_one(struct axstm__redis *r, struct conn **out)
+{
+    int cancel_state = axstm__cancel_off();
+    int rc = connect_one_(r, out);
+    axstm__cancel_restore(cancel_state);
+    return rc;
+}
+
+static int connect_one_(struct axstm__redis *r, struct conn **out)
 {
     const struct axstm__address *a = &r->addr;
     struct conn *conn = axstm__malloc(sizeof *conn);
@@ -240,7 +259,9 @@ static int connect_one(struct axstm__redis *r, struct conn **out)
 static void conn_free(struct conn *c)
 {
     if (c != NULL) {
+        int cancel_state = axstm__cancel_off(); /* close() is a cancellation point */
         redisFree(c->ctx);
+        axstm__cancel_restore(cancel_state);
         axstm__free(c);
     }
 }
@@ -477,7 +498,9 @@ static int resolve(struct axstm__redis *r, const char *name, uint64_t seq, struc
         if (ms >= r->addr.timeout_ms)
             return rc;
         const struct timespec pause = {0, 10 * 1000 * 1000};
+        int cancel_state = axstm__cancel_off();
         nanosleep(&pause, NULL);
+        axstm__cancel_restore(cancel_state);
     }
 }
 

@@ -33,7 +33,7 @@ CK_EXCLUDE_TAGS="local long"
 export AXSTM_TEST_STORE CK_EXCLUDE_TAGS
 status=0
 for suite in check_value check_collection check_store check_or_else check_retry check_isolation \
-    check_delete check_txn; do
+    check_delete check_txn check_watch; do
     echo "== $suite, on a store kept in Redis"
     "${top_builddir:-.}/tests/$suite" || status=1
 done

@@ -1851,8 +1851,8 @@ static void try_self_race(void *arg)
 
 START_TEST(try_with_cancel_pending)
 {
-    axstm_store *s = tu_store_ok();
     int fds = count_fds();
+    axstm_store *s = tu_store_ok();
     struct self_race r = {s, 0, 12345, 12345, w_sentinel};
 
     tu_put_i64(s, "k", 1);
@@ -1864,8 +1864,9 @@ START_TEST(try_with_cancel_pending)
     ck_assert_ptr_ne(r.w, w_sentinel);
     ck_assert(readable(r.w));
     axstm_watch_free(r.w);
-    ck_assert_int_eq(count_fds(), fds);
     axstm_store_free(s);
+    /* Freed with its store: a remote store's connections too. */
+    ck_assert_int_eq(count_fds(), fds);
 }
 END_TEST
 
@@ -2065,7 +2066,6 @@ static Suite *watch_suite(void)
     tcase_add_test(tc, try_commits_without_a_watch);
     tcase_add_test(tc, try_retry_gives_a_watch);
     tcase_add_test(tc, try_commit_between_read_and_watch);
-    tcase_add_test(tc, try_watch_covers_both_branches);
     tcase_add_test(tc, try_returns_other_codes_as_is);
     tcase_add_test(tc, try_never_blocks);
     tcase_add_test(tc, try_bad_input);
@@ -2073,17 +2073,39 @@ static Suite *watch_suite(void)
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
+    /* A commit inside the attempt: in process the attempt retries on what it read; a remote
+     * store's reads see it and run the attempt again, so the watch rightly stays quiet. */
+    tc = tcase_create("try_atomically, in process");
+    tcase_set_tags(tc, "local");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, try_watch_covers_both_branches);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("Concurrency");
     tcase_add_test(tc, free_while_others_commit);
-    tcase_add_test(tc, commit_walks_only_its_keys_watches);
-    tcase_add_test(tc, commit_takes_no_lock_of_the_waiting_side);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
+    /* The in-process store's waiter lists. */
+    tc = tcase_create("Concurrency, in process");
+    tcase_set_tags(tc, "local");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, commit_walks_only_its_keys_watches);
+    tcase_add_test(tc, commit_takes_no_lock_of_the_waiting_side);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("Descriptors");
-    tcase_add_test(tc, no_descriptor_leaks);
     tcase_add_test(tc, out_of_descriptors);
     tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+
+    /* Counting this process's descriptors: a remote store also holds connections. */
+    tc = tcase_create("Descriptors, in process");
+    tcase_set_tags(tc, "local");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, no_descriptor_leaks);
+    tcase_add_test(tc, free_with_cancel_pending);
+    tcase_add_test(tc, failed_new_with_cancel_pending);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Bad input");
@@ -2091,14 +2113,13 @@ static Suite *watch_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Cancellation");
-    tcase_add_test(tc, free_with_cancel_pending);
     tcase_add_test(tc, rearm_with_cancel_pending);
-    tcase_add_test(tc, failed_new_with_cancel_pending);
     tcase_add_test(tc, try_with_cancel_pending);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Allocation failure");
+    tcase_set_tags(tc, "local"); /* descriptors counted, and this process's allocator */
     tcase_add_test(tc, watch_new_out_of_memory);
     tcase_add_test(tc, try_retry_out_of_memory);
     tcase_add_test(tc, try_commit_out_of_memory);

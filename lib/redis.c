@@ -1191,48 +1191,61 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const char *token,
     return rc;
 }
 
-/* HOLD or RELEASE over the keys names[0..n) for token; with ttl_ms (HOLD)
- * *held says whether the hold was given. */
+/* HOLD or RELEASE over the keys names[0..n) for token; for HOLD, *since
+ * is when the run first asked (0: never; set on return), and *held says
+ * whether the hold was given. */
 static int hold_script(struct axstm__redis *r, enum script which, const char *token,
-                       const char *const names[], const size_t lens[], size_t n, int ttl_ms,
+                       const char *const names[], const size_t lens[], size_t n, uint64_t *since,
                        bool *held)
 {
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++)
         bytes += lens[i];
     struct args a;
-    int rc = args_alloc(r, n, bytes, 2 * n + 2, &a);
+    int rc = args_alloc(r, n, bytes, 2 * n + 3, &a);
     if (rc != AXSTM_OK)
         return rc;
     for (size_t i = 0; i < n; i++)
         args_key(&a, names[i], lens[i]);
-    char ttl[24];
+    char ttl[24], asked[24];
     args_push(&a, token, strlen(token));
-    if (which == SCRIPT_HOLD)
-        args_push(&a, ttl, (size_t)snprintf(ttl, sizeof ttl, "%d", ttl_ms));
+    if (which == SCRIPT_HOLD) {
+        args_push(&a, ttl, (size_t)snprintf(ttl, sizeof ttl, "%d", r->addr.timeout_ms));
+        args_push(&a, asked,
+                  (size_t)snprintf(asked, sizeof asked, "%llu", (unsigned long long)*since));
+    }
     for (size_t i = 0; i < n; i++)
         args_push(&a, names[i], lens[i]);
     redisReply *reply = NULL;
     rc = run_script(r, which, a.argc, a.argv, a.lens, a.nkeys, &reply);
-    if (rc == AXSTM_OK && reply->type != REDIS_REPLY_INTEGER)
+    if (which == SCRIPT_HOLD) {
+        uint64_t got, when;
+        if (rc == AXSTM_OK &&
+            (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+             !parse_u64(reply->element[0], &got) || !parse_u64(reply->element[1], &when)))
+            rc = AXSTM_EIO;
+        if (rc == AXSTM_OK) {
+            *held = got == 1;
+            *since = when;
+        }
+    } else if (rc == AXSTM_OK && reply->type != REDIS_REPLY_INTEGER) {
         rc = AXSTM_EIO;
-    if (rc == AXSTM_OK && held != NULL)
-        *held = reply->integer == 1;
+    }
     freeReplyObject(reply);
     args_free(&a);
     return rc;
 }
 
 int axstm__redis_hold(struct axstm__redis *r, const char *token, const char *const names[],
-                      const size_t lens[], size_t n, bool *held)
+                      const size_t lens[], size_t n, uint64_t *since, bool *held)
 {
-    return hold_script(r, SCRIPT_HOLD, token, names, lens, n, r->addr.timeout_ms, held);
+    return hold_script(r, SCRIPT_HOLD, token, names, lens, n, since, held);
 }
 
 void axstm__redis_release(struct axstm__redis *r, const char *token, const char *const names[],
                           const size_t lens[], size_t n)
 {
-    hold_script(r, SCRIPT_RELEASE, token, names, lens, n, 0, NULL);
+    hold_script(r, SCRIPT_RELEASE, token, names, lens, n, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ */

@@ -115,12 +115,15 @@ int axstm__redis_txn_commit(struct axstm__redis *r, const char *token,
  * Priority for a transaction run that keeps losing, named by token: for
  * the timeout, commits by anyone else that write one of names[0..n) answer
  * AXSTM_BUSY_RETRY without running (axstm__redis_txn_commit with this
- * token is not stopped).  *held is false when another run holds one of
- * them already.  _release ends it early (best effort: it also ends by
+ * token is not stopped).  *since: when the run first asked for a hold (0
+ * the first time; the server's clock, set on return); a run that asked
+ * earlier takes a hold over, so runs get their keys in the order they
+ * first asked.  *held is false when a run that asked as early or earlier
+ * holds one of them.  _release ends it early (best effort: it also ends by
  * itself).
  */
 int axstm__redis_hold(struct axstm__redis *r, const char *token, const char *const names[],
-                      const size_t lens[], size_t n, bool *held);
+                      const size_t lens[], size_t n, uint64_t *since, bool *held);
 void axstm__redis_release(struct axstm__redis *r, const char *token, const char *const names[],
                           const size_t lens[], size_t n);
 

@@ -194,11 +194,11 @@
     "  if not any_held then return false end\n"                                 \
     "  local h = redis.call('HGET', KEYS[5], name)\n"                           \
     "  if not h then return false end\n"                                        \
-    "  local sp = string.find(h, ' ', 1, true)\n"                               \
-    "  if not sp or string.sub(h, 1, sp - 1) == token then return false end\n"  \
+    "  local owner, until_ms = string.match(h, '^(%S+) (%d+)')\n"               \
+    "  if not owner or owner == token then return false end\n"                  \
     "  local t = redis.call('TIME')\n"                                          \
     "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
-    "  return tonumber(string.sub(h, sp + 1)) > now\n"                          \
+    "  return tonumber(until_ms) > now\n"                                       \
     "end\n"
 
 /*
@@ -316,26 +316,31 @@
 
 /*
  * Priority for a transaction that keeps losing (redis_txn.c): ARGV[1] is
- * its run's token, ARGV[2] how long the hold lasts (ms), ARGV[3..] the
- * names of the keys it uses.  While the hold lasts, commits by anyone
- * else that write one of them answer "busy" (AXSTM_BUSY_RETRY) without
- * running, so the holder's next attempt cannot lose.  Answers 0, holding
- * nothing, when another run holds one of them still; else 1.
+ * its run's token, ARGV[2] how long the hold lasts (ms), ARGV[3] when the
+ * run first asked for a hold (server ms; "0": now, its first time),
+ * ARGV[4..] the names of the keys it uses.  While the hold lasts, commits
+ * by anyone else that write one of them answer "busy" (AXSTM_BUSY_RETRY)
+ * without running, so the holder's next attempt cannot lose.  A hold
+ * (token, until when, since when) is taken over by a run that asked
+ * earlier: runs get their keys in the order they first asked, so none
+ * waits forever.  Answers {0, since} holding nothing when a run that asked
+ * as early or earlier holds one of them still; else {1, since}.
  */
-#define AXSTM__LUA_HOLD                                                        \
-    "local t = redis.call('TIME')\n"                                           \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"  \
-    "for a = 3, #ARGV do\n"                                                    \
-    "  local h = redis.call('HGET', KEYS[5], ARGV[a])\n"                       \
-    "  if h then\n"                                                            \
-    "    local sp = string.find(h, ' ', 1, true)\n"                            \
-    "    if sp and string.sub(h, 1, sp - 1) ~= ARGV[1]\n"                      \
-    "       and tonumber(string.sub(h, sp + 1)) > now then return 0 end\n"     \
-    "  end\n"                                                                  \
-    "end\n"                                                                    \
-    "local until_ms = ARGV[1] .. ' ' .. (now + tonumber(ARGV[2]))\n"           \
-    "for a = 3, #ARGV do redis.call('HSET', KEYS[5], ARGV[a], until_ms) end\n" \
-    "return 1\n"
+#define AXSTM__LUA_HOLD                                                                 \
+    "local t = redis.call('TIME')\n"                                                    \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"           \
+    "local since = tonumber(ARGV[3])\n"                                                 \
+    "if since == 0 then since = now end\n"                                              \
+    "for a = 4, #ARGV do\n"                                                             \
+    "  local h = redis.call('HGET', KEYS[5], ARGV[a])\n"                                \
+    "  local owner, until_ms, asked\n"                                                  \
+    "  if h then owner, until_ms, asked = string.match(h, '^(%S+) (%d+) (%d+)$') end\n" \
+    "  if owner and owner ~= ARGV[1] and tonumber(until_ms) > now\n"                    \
+    "     and tonumber(asked) <= since then return {0, since} end\n"                    \
+    "end\n"                                                                             \
+    "local hold = ARGV[1] .. ' ' .. (now + tonumber(ARGV[2])) .. ' ' .. since\n"        \
+    "for a = 4, #ARGV do redis.call('HSET', KEYS[5], ARGV[a], hold) end\n"              \
+    "return {1, since}\n"
 
 /* The end of a hold: ARGV[1] is the token, ARGV[2..] the names; each
  * still held by that token is let go of. */

@@ -27,10 +27,12 @@
  * server for a hold on the keys of its last attempt (redis_scripts.h,
  * HOLD): for one timeout, other clients' commits that write them answer
  * AXSTM_BUSY_RETRY without running, so its next attempt cannot lose
- * (unless it uses other keys: then it holds those after as many more
- * losses; a run kept from holding by another's hold asks again at its
- * next loss).  Only one run holds a key at a time, and a hold ends with
- * the run or the timeout: nobody waits longer than that for it.
+ * (unless it uses other keys, or a run that asked earlier took the hold
+ * over: it asks again at each loss after).  Only one run holds a key at a
+ * time, and holds go to runs
+ * in the order they first asked (taken over if need be), so no run waits
+ * forever.  A hold ends with the run or the timeout: nobody waits longer
+ * than that for it.
  *
  * Values handed out by axstm_txn_get live in per-key records that stay
  * put until the attempt ends.
@@ -75,7 +77,8 @@ struct rtx {
     /* The keys this run holds (names in records with no value). */
     struct rkey **held;
     size_t nheld;
-    char token[96]; /* the run's name in its holds and commits */
+    char token[96];      /* the run's name in its holds and commits */
+    uint64_t hold_since; /* when it first asked for a hold (server ms), or 0 */
 };
 
 static struct rtx *current(axstm_txn *tx)
@@ -430,7 +433,7 @@ static void release_hold(struct rtx *t)
  * one of them.  Failing to is no error: the run carries on as before. */
 static void take_hold(struct rtx *t)
 {
-    static AXSTM__TLS unsigned long runs;
+    static _Atomic unsigned long runs; /* one count for all threads: tokens never repeat */
     release_hold(t);
     size_t most = t->nreads + t->nwrites;
     if (most == 0)
@@ -459,10 +462,12 @@ static void take_hold(struct rtx *t)
             n++;
         }
     }
-    snprintf(t->token, sizeof t->token, "%s.%ld.t%lu", axstm__redis_client(t->r), (long)getpid(),
-             ++runs);
+    if (t->hold_since == 0) /* the first time: a name for the run */
+        snprintf(t->token, sizeof t->token, "%s.%ld.t%lu", axstm__redis_client(t->r),
+                 (long)getpid(), atomic_fetch_add(&runs, 1) + 1);
     bool got = false;
-    if (copied && axstm__redis_hold(t->r, t->token, keys, lens, n, &got) == AXSTM_OK && got) {
+    if (copied &&
+        axstm__redis_hold(t->r, t->token, keys, lens, n, &t->hold_since, &got) == AXSTM_OK && got) {
         t->held = held;
         t->nheld = n;
     } else {
@@ -501,11 +506,10 @@ static int run_attempts(struct rtx *t, axstm_fn fn, void *arg, const struct axst
             return rc;
         if (rc != AXSTM_RETRY) {
             failures++;
-            /* Hold its keys once it has lost HOLD_AFTER times; again at
-             * every loss while another run's hold kept it from holding
-             * them, and every HOLD_AFTER losses (its keys may change). */
-            if (mode->watch == NULL && failures >= HOLD_AFTER &&
-                (t->nheld == 0 || failures % HOLD_AFTER == 0))
+            /* Hold its keys once it has lost HOLD_AFTER times, and ask
+             * again at every loss after: its keys may have changed, and a
+             * run that asked earlier may have taken its hold over. */
+            if (mode->watch == NULL && failures >= HOLD_AFTER)
                 take_hold(t);
             if (mode->watch != NULL) {
                 if (failures >= AXSTM__TRY_ATTEMPTS)

@@ -13,22 +13,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "check_on_redis: no redis-server on this machine"
     exit 77
 fi
-dir=$(mktemp -d "${TMPDIR:-/tmp}/axstm-redis-XXXXXX") || exit 1
-redis-server --port 0 --unixsocket "$dir/sock" --unixsocketperm 700 --save '' \
-    --appendonly no --daemonize no --dir "$dir" >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-tries=0
-while [ ! -S "$dir/sock" ]; do
-    tries=$((tries + 1))
-    if [ "$tries" -gt 2000 ] || ! kill -0 "$pid" 2>/dev/null; then
-        echo "check_on_redis: redis-server did not start:"
-        cat "$dir/log"
-        exit 1
-    fi
-    sleep 0.01
-done
-AXSTM_TEST_STORE="redis+unix://$dir/sock"
+. "${top_srcdir:-.}/tests/redis_server.sh"
+redis_server_start check_on_redis
+AXSTM_TEST_STORE=$REDIS_ADDRESS
 CK_EXCLUDE_TAGS="local long"
 export AXSTM_TEST_STORE CK_EXCLUDE_TAGS
 status=0

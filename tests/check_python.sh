@@ -45,22 +45,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "check_python: no redis-server: the suite ran in process only"
     exit 0
 fi
-dir=$(mktemp -d "${TMPDIR:-/tmp}/axstm-redis-XXXXXX") || exit 1
-redis-server --port 0 --unixsocket "$dir/sock" --unixsocketperm 700 --save '' \
-    --appendonly no --daemonize no --dir "$dir" >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-tries=0
-while [ ! -S "$dir/sock" ]; do
-    tries=$((tries + 1))
-    if [ "$tries" -gt 2000 ] || ! kill -0 "$pid" 2>/dev/null; then
-        echo "check_python: redis-server did not start:"
-        cat "$dir/log"
-        exit 1
-    fi
-    sleep 0.01
-done
-AXSTM_TEST_STORE="redis+unix://$dir/sock"
+. "$top_srcdir/tests/redis_server.sh"
+redis_server_start check_python
+AXSTM_TEST_STORE=$REDIS_ADDRESS
 export AXSTM_TEST_STORE
 if ! "$PYTHON" -B -c 'import axstm, os; axstm.Store(os.environ["AXSTM_TEST_STORE"])' 2>/dev/null; then
     echo "check_python: this build opens no Redis store: the suite ran in process only"

@@ -34,6 +34,7 @@
 #include "alloc.h"
 #include "axstm-internal.h"
 #include "hash.h"
+#include "redis_cache.h"
 #include "redis_scripts.h"
 
 enum script {
@@ -77,6 +78,7 @@ struct axstm__redis {
     pid_t pid;                              /* the process the idle connections belong to */
     char client[17];                        /* this store's random name, in its connections' */
     struct axstm__listen *listen;           /* the subscriber (redis_listen.c) */
+    struct axstm__rcache *cache;            /* keys' last known state (redis_cache.h) */
     _Atomic unsigned long long connections; /* opened so far */
 };
 
@@ -615,6 +617,8 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
         rc = AXSTM_ENOMEM;
     if (rc == AXSTM_OK)
         rc = axstm__listen_create(&r->listen);
+    if (rc == AXSTM_OK && (r->cache = axstm__rcache_new()) == NULL)
+        rc = AXSTM_ENOMEM;
 
     struct conn *c = NULL;
     if (rc == AXSTM_OK)
@@ -662,6 +666,7 @@ void axstm__redis_close(struct axstm__redis *r)
     if (r == NULL)
         return;
     axstm__listen_stop(r->listen);
+    axstm__rcache_free(r->cache);
     forget_names(r);
     for (size_t i = 0; i < r->nidle; i++)
         conn_free(r->idle[i]);
@@ -687,6 +692,11 @@ int axstm__redis_timeout_ms(const struct axstm__redis *r)
 const char *axstm__redis_client(const struct axstm__redis *r)
 {
     return r->client;
+}
+
+struct axstm__rcache *axstm__redis_cache(struct axstm__redis *r)
+{
+    return r->cache;
 }
 
 int axstm__redis_subscribe(struct axstm__redis *r, redisContext **out)
@@ -835,7 +845,8 @@ static bool parse_u64(const redisReply *e, uint64_t *out)
 
 /* Reads the checkout script's answer for n keys into the values, all or
  * nothing; absent keys (only when not creating) get present[i] false. */
-static int adopt_answer(const redisReply *reply, axstm_value *values, size_t n, bool *present)
+static int adopt_answer(struct axstm__rcache *cache, const redisReply *reply, axstm_value *values,
+                        size_t n, bool *present)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n)
         return AXSTM_EIO;
@@ -874,6 +885,7 @@ static int adopt_answer(const redisReply *reply, axstm_value *values, size_t n, 
             values[i].item.val = vals[i];
             values[i].item.version = version;
             values[i].item.born = born;
+            axstm__rcache_put(cache, values[i].key, values[i].keylen, version, born, &vals[i]);
         }
     } else {
         for (size_t i = 0; i < made; i++)
@@ -897,7 +909,7 @@ static int checkout(struct axstm__redis *r, axstm_value *values, size_t n, bool 
     redisReply *reply = NULL;
     rc = run_script(r, SCRIPT_CHECKOUT, a.argc, a.argv, a.lens, a.nkeys, &reply);
     if (rc == AXSTM_OK)
-        rc = adopt_answer(reply, values, n, present);
+        rc = adopt_answer(r->cache, reply, values, n, present);
     freeReplyObject(reply);
     args_free(&a);
     return rc;
@@ -1022,7 +1034,14 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
     for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
         values[i].item.version = got[1 + 2 * i];
         values[i].item.born = got[2 + 2 * i];
+        if (values[i].item.val.meta & AXSTM__VAL_DELETE)
+            axstm__rcache_drop(r->cache, values[i].key, values[i].keylen);
+        else
+            axstm__rcache_put(r->cache, values[i].key, values[i].keylen, values[i].item.version,
+                              values[i].item.born, &values[i].item.val);
     }
+    for (size_t i = 0; i < n && rc != AXSTM_OK; i++)
+        axstm__rcache_drop(r->cache, values[i].key, values[i].keylen); /* may have changed */
     /* Ours, so the subscriber leaves them to us (redis_listen.c); one in
      * doubt may have happened. */
     for (size_t i = 0; i < n && (rc == AXSTM_OK || rc == AXSTM_EINDOUBT); i++)

@@ -33,6 +33,7 @@
 
 #include "alloc.h"
 #include "axstm-internal.h"
+#include "redis_cache.h"
 
 struct axstm__listener {
     struct axstm__listener *prev, *next;
@@ -167,9 +168,13 @@ static void pause_before_retry(struct axstm__listen *t, uint64_t failures)
  * bytes.  Our own commits fired their listeners before they returned
  * (axstm__listen_fire_keys): firing them again here would wake a watch
  * that was re-armed meanwhile for nothing, so messages from connections
- * of ours (named after `client`) are passed over.  Locked. */
-static void fire_message(struct axstm__listen *t, const redisReply *m, const char *client)
+ * of ours (named after the store's client name) are passed over.  Another
+ * process's commit also makes the cache forget the names (while a
+ * subscriber runs; the server checks every cached read in any case).
+ * Locked. */
+static void fire_message(struct axstm__redis *r, struct axstm__listen *t, const redisReply *m)
 {
+    const char *client = axstm__redis_client(r);
     if (m->type != REDIS_REPLY_ARRAY || m->elements != 3 ||
         m->element[0]->type != REDIS_REPLY_STRING || strcmp(m->element[0]->str, "message") != 0 ||
         m->element[2]->type != REDIS_REPLY_STRING)
@@ -186,6 +191,7 @@ static void fire_message(struct axstm__listen *t, const redisReply *m, const cha
         if (next == NULL)
             next = end;
         fire_name(t, p, (size_t)(next - p));
+        axstm__rcache_drop(axstm__redis_cache(r), p, (size_t)(next - p));
         p = next;
     }
 }
@@ -227,7 +233,7 @@ static void *subscriber(void *arg)
                 freeReplyObject(reply);
                 break;
             }
-            fire_message(t, reply, axstm__redis_client(r));
+            fire_message(r, t, reply);
             freeReplyObject(reply);
         }
         t->subscribed = false;

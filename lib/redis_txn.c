@@ -9,6 +9,18 @@
  *     reads the new key at that same moment (redis_scripts.h, READ).  So
  *     every read is consistent with all reads before it (opacity), and a
  *     key read again is answered from the attempt's own copy.
+ *   - Except the attempt's very first read: when this process knows a
+ *     state of the key (redis_cache.h: from its own reads, checkouts and
+ *     commits), that is the answer, with no round trip.  One value alone
+ *     is always consistent, so the body still never sees a mixed state;
+ *     but it may be old, so it counts as read at that version and the
+ *     server checks it like every read: at the next read, at the commit,
+ *     or, when neither comes (a read-only body, a body that answers its
+ *     own code or AXSTM_RETRY), in a check of its own before the call
+ *     returns.  An old one costs a run of the body again, never a wrong
+ *     answer; a conflict forgets what the attempt read.  A transfer
+ *     between two keys is then two round trips: the second read and the
+ *     commit.
  *   - Writes go to a private log (read-your-own-writes; or_else drops a
  *     branch's writes by marking them dead).  Nothing is sent until the
  *     commit: one round trip, a script that checks the reads once more and
@@ -46,6 +58,7 @@
 
 #include "axstm-internal.h"
 #include "redis.h"
+#include "redis_cache.h"
 
 AXSTM__TLS void *axstm__remote_running;
 
@@ -67,7 +80,8 @@ struct rwrite {
 struct rtx {
     axstm_store *store;
     struct axstm__redis *r;
-    bool doomed; /* a read found the attempt's reads stale */
+    bool doomed;    /* a read found the attempt's reads stale */
+    bool unchecked; /* the first read came from the cache, unchecked since */
     struct axstm__remote_read *reads;
     struct rkey **read_keys;
     size_t nreads, reads_cap;
@@ -154,12 +168,55 @@ static struct rkey *find_write(const struct rtx *t, const char *key, size_t len)
     return NULL;
 }
 
+static size_t find_read_at(const struct rtx *t, const char *key, size_t len)
+{
+    size_t i = 0;
+    while (i < t->nreads && !same_key(t->read_keys[i], key, len))
+        i++;
+    return i;
+}
+
 static struct rkey *find_read(const struct rtx *t, const char *key, size_t len)
 {
+    size_t i = find_read_at(t, key, len);
+    return i < t->nreads ? t->read_keys[i] : NULL;
+}
+
+/* A key read has changed: what the cache knows of them may be old. */
+static void forget_reads(const struct rtx *t)
+{
+    struct axstm__rcache *cache = axstm__redis_cache(t->r);
     for (size_t i = 0; i < t->nreads; i++)
-        if (same_key(t->read_keys[i], key, len))
-            return t->read_keys[i];
-    return NULL;
+        axstm__rcache_drop(cache, t->reads[i].key, t->reads[i].keylen);
+}
+
+/* Has the server check that every key read is still as it was read. */
+static int check_reads(struct rtx *t)
+{
+    int rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
+    if (rc == AXSTM_OK)
+        t->unchecked = false;
+    else if (rc == AXSTM_CONCURRENT_UPDATE)
+        forget_reads(t);
+    return rc;
+}
+
+/* After a commit: what the cache learns from it.  A key written that was
+ * read as present now has the next version of the same incarnation (the
+ * commit checked the read); any other key written is forgotten. */
+static void learn_writes(const struct rtx *t, const struct axstm__remote_write *writes, size_t n,
+                         int rc)
+{
+    struct axstm__rcache *cache = axstm__redis_cache(t->r);
+    for (size_t i = 0; i < n; i++) {
+        size_t at = find_read_at(t, writes[i].key, writes[i].keylen);
+        if (rc == AXSTM_OK && at < t->nreads && t->reads[at].present &&
+            !(writes[i].val.meta & AXSTM__VAL_DELETE))
+            axstm__rcache_put(cache, writes[i].key, writes[i].keylen, t->reads[at].version + 1,
+                              t->reads[at].born, &writes[i].val);
+        else
+            axstm__rcache_drop(cache, writes[i].key, writes[i].keylen);
+    }
 }
 
 int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **val)
@@ -184,11 +241,22 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
         return rc;
     struct axstm__remote_read target = {key, len, 0, 0, false};
     struct axstm__val got;
-    rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got);
-    if (rc == AXSTM_CONCURRENT_UPDATE)
-        t->doomed = true; /* even if the body carries on, it cannot commit */
-    if (rc != AXSTM_OK)
-        return rc;
+    struct axstm__rcache *cache = axstm__redis_cache(t->r);
+    if (t->nreads == 0 && axstm__rcache_get(cache, key, len, &target.version, &target.born, &got)) {
+        target.present = true; /* a state the key had: checked later */
+        t->unchecked = true;
+    } else {
+        rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got);
+        if (rc == AXSTM_CONCURRENT_UPDATE) {
+            t->doomed = true; /* even if the body carries on, it cannot commit */
+            forget_reads(t);
+        }
+        if (rc != AXSTM_OK)
+            return rc;
+        t->unchecked = false; /* the server checked every read before */
+        if (target.present)
+            axstm__rcache_put(cache, key, len, target.version, target.born, &got);
+    }
     if ((k = rkey_new(key, len, got)) == NULL) {
         axstm__val_release(&got);
         return AXSTM_ENOMEM;
@@ -266,8 +334,18 @@ static int commit(struct rtx *t)
         writes[n++] = (struct axstm__remote_write){k->key, k->len, k->val};
     }
     const char *token = t->nheld != 0 ? t->token : NULL;
-    int rc =
-        n == 0 ? AXSTM_OK : axstm__redis_txn_commit(t->r, token, t->reads, t->nreads, writes, n);
+    int rc;
+    if (n == 0) {
+        /* Read-only: done, unless the body rests on a read from the cache
+         * that no read after it had the server check. */
+        rc = t->unchecked ? check_reads(t) : AXSTM_OK;
+    } else {
+        rc = axstm__redis_txn_commit(t->r, token, t->reads, t->nreads, writes, n);
+        if (rc == AXSTM_CONCURRENT_UPDATE)
+            forget_reads(t);
+        if (rc != AXSTM_BUSY_RETRY)
+            learn_writes(t, writes, n, rc);
+    }
     if (writes != small)
         axstm__free(writes);
     return rc;
@@ -280,7 +358,7 @@ static void end_attempt(struct rtx *t)
     for (size_t i = 0; i < t->nwrites; i++)
         rkey_free(t->writes[i].k);
     t->nreads = t->nwrites = 0;
-    t->doomed = false;
+    t->doomed = t->unchecked = false;
 }
 
 /* Runs the body once and commits; the reads stay for a wait. */
@@ -290,10 +368,18 @@ static int attempt(struct rtx *t, axstm_fn fn, void *arg)
     axstm__remote_running = t;
     int rc = fn((axstm_txn *)(void *)t, arg);
     axstm__remote_running = NULL;
-    if (rc == AXSTM_OK)
+    if (rc == AXSTM_OK) {
         rc = commit(t);
-    else if (rc == AXSTM_RETRY && t->doomed)
+    } else if (rc == AXSTM_RETRY && t->doomed) {
         rc = AXSTM_CONCURRENT_UPDATE; /* it waited on what it misread */
+    } else if (t->unchecked && rc != AXSTM_CONCURRENT_UPDATE && rc != AXSTM_RETRY) {
+        /* Whatever the body answers rests on a read from the cache: the
+         * server must say that it is still so, or the body runs again.
+         * (A wait checks its reads anyway: run_attempts.) */
+        int checked = check_reads(t);
+        if (checked != AXSTM_OK)
+            rc = checked;
+    }
     if (rc == AXSTM_RETRY && t->nreads == 0)
         rc = AXSTM_EINVAL; /* nothing read could ever change */
     if (rc == AXSTM_CONCURRENT_UPDATE)
@@ -358,7 +444,7 @@ static int wait_for_change(struct rtx *t, const struct timespec *deadline)
     rc = axstm__listen_add(t->r, t->listener);
     if (rc == AXSTM_OK) {
         /* Subscribed: a commit from now on fires us; one before, this sees. */
-        rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
+        rc = check_reads(t);
         if (rc == AXSTM_CONCURRENT_UPDATE) {
             rc = AXSTM_OK;
         } else if (rc == AXSTM_OK) {
@@ -384,7 +470,7 @@ static int hand_out_watch(struct rtx *t, axstm_watch **out)
     read_names_free(&names);
     if (rc != AXSTM_OK)
         return rc;
-    rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
+    rc = check_reads(t);
     if (rc == AXSTM_CONCURRENT_UPDATE) {
         axstm__watch_remote_fire(w);
         rc = AXSTM_OK;
@@ -523,8 +609,14 @@ static int run_attempts(struct rtx *t, axstm_fn fn, void *arg, const struct axst
         }
         if (mode->watch != NULL)
             return hand_out_watch(t, mode->watch);
-        if (mode->never_wait)
-            return AXSTM_ETIMEDOUT;
+        if (mode->never_wait) {
+            /* Nothing would change while it waits, unless the read from
+             * the cache was old already. */
+            rc = t->unchecked ? check_reads(t) : AXSTM_OK;
+            if (rc == AXSTM_CONCURRENT_UPDATE)
+                continue;
+            return rc == AXSTM_OK ? AXSTM_ETIMEDOUT : rc;
+        }
         rc = wait_for_change(t, mode->deadline);
         if (rc != AXSTM_OK)
             return rc;

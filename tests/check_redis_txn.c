@@ -5,8 +5,11 @@
  * commit all or nothing across processes, a body that does not commit
  * leaving nothing, or_else, AXSTM_RETRY woken by another process's commit
  * (a blocking queue between two processes), timed waits, and watches and
- * axstm_try_atomically's watch made readable by another process.
+ * axstm_try_atomically's watch made readable by another process; a first
+ * read answered from what the process knew is checked by the server, and
+ * a transfer costs two round trips.
  */
+#include <hiredis/hiredis.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -518,6 +521,168 @@ START_TEST(a_wait_survives_a_server_restart)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* What this process knows of a key                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A transaction's first read may be answered from what this process last
+ * learnt of the key, with no round trip; the server must then check it
+ * before anything rests on it.  "other" stands for another process: a
+ * store of its own, so this process's store does not learn of its commits
+ * (no subscriber runs: nothing here waits or watches).
+ */
+
+/* Calls of EVALSHA the server has run since its counts were reset: each is
+ * one round trip of the library's (every call of it runs one script). */
+static long long script_calls(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "INFO commandstats");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+    long long calls = 0;
+    const char *p = strstr(r->str, "cmdstat_evalsha:calls=");
+    if (p != NULL)
+        calls = strtoll(p + strlen("cmdstat_evalsha:calls="), NULL, 10);
+    freeReplyObject(r);
+    return calls;
+}
+
+static void reset_counts(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "CONFIG RESETSTAT");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+}
+
+struct seen {
+    int runs;
+    int64_t first; /* what the first run read */
+    int64_t want;  /* the body answers its own code unless it reads this */
+};
+
+static int read_k(axstm_txn *tx, void *arg)
+{
+    struct seen *w = arg;
+    int64_t x = 0;
+    int rc = axstm_txn_get_i64(tx, "k", &x);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (w->runs++ == 0)
+        w->first = x;
+    return x == w->want ? AXSTM_OK : 50;
+}
+
+/* Reads k and answers OK whatever it is: a read-only transaction. */
+static int only_read_k(axstm_txn *tx, void *arg)
+{
+    struct seen *w = arg;
+    int64_t x = 0;
+    int rc = axstm_txn_get_i64(tx, "k", &x);
+    if (w->runs++ == 0)
+        w->first = x;
+    w->want = x; /* here: what the last run read */
+    return rc;
+}
+
+static int increment_k(axstm_txn *tx, void *arg)
+{
+    struct seen *w = arg;
+    int64_t x = 0;
+    int rc = axstm_txn_get_i64(tx, "k", &x);
+    if (w->runs++ == 0)
+        w->first = x;
+    return rc == AXSTM_OK ? axstm_txn_set_i64(tx, "k", x + 1) : rc;
+}
+
+static int retry_until_k_is_wanted(axstm_txn *tx, void *arg)
+{
+    int rc = read_k(tx, arg);
+    return rc == 50 ? AXSTM_RETRY : rc;
+}
+
+START_TEST(a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_it)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    axstm_store *other = tu_redis_open_ok(server.address);
+    struct seen w;
+
+    tu_put_i64(s, "k", 1); /* s knows k = 1 */
+    tu_put_i64(other, "k", 2);
+    /* Read-only: the answer is checked although nothing is committed. */
+    w = (struct seen){0, 0, 0};
+    ck_assert_int_eq(axstm_atomically(s, only_read_k, &w), AXSTM_OK);
+    ck_assert_int_eq(w.runs, 2); /* the first run read the old 1 */
+    ck_assert_int_eq(w.first, 1);
+    ck_assert_int_eq(w.want, 2);
+
+    /* The body's own code rests on its read: checked too. */
+    tu_put_i64(other, "k", 3);
+    w = (struct seen){0, 0, 3};
+    ck_assert_int_eq(axstm_atomically(s, read_k, &w), AXSTM_OK);
+    ck_assert_int_eq(w.runs, 2);
+    ck_assert_int_eq(w.first, 2);
+
+    /* A commit checks it. */
+    tu_put_i64(other, "k", 4);
+    w = (struct seen){0, 0, 0};
+    ck_assert_int_eq(axstm_atomically(s, increment_k, &w), AXSTM_OK);
+    ck_assert_int_eq(w.runs, 2);
+    ck_assert_int_eq(w.first, 3);
+    axstm_value *v = tu_usevar_ok(other, "k");
+    ck_assert_int_eq(tu_get_i64_ok(v), 5);
+    ck_assert_uint_eq(axstm_value_version(v), 5);
+    axstm_value_free(v);
+
+    /* A retry that is told to time out at once rests on it too. */
+    tu_put_i64(other, "k", 6);
+    w = (struct seen){0, 0, 6};
+    ck_assert_int_eq(axstm_atomically_timed(s, retry_until_k_is_wanted, &w, 0), AXSTM_OK);
+    ck_assert_int_eq(w.runs, 2);
+    ck_assert_int_eq(w.first, 5);
+    axstm_store_free(other);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+START_TEST(a_transfer_between_two_known_keys_takes_two_round_trips)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    redisContext *c = redisConnectUnix(server.socket);
+    ck_assert_msg(c != NULL && c->err == 0, "connect to %s", server.socket);
+    struct transfer t = {0, 1}; /* one unit from acct-0 to acct-1 */
+    tu_put_i64(s, accounts[0], 1000);
+    tu_put_i64(s, accounts[1], 0);
+    ck_assert_int_eq(axstm_atomically(s, transfer, &t), AXSTM_OK);
+    reset_counts(c);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(axstm_atomically(s, transfer, &t), AXSTM_OK);
+    /* The second read and the commit: the first read is known. */
+    ck_assert_int_eq(script_calls(c), 20);
+
+    /* Once another process wrote acct-0, a transfer costs a run more. */
+    axstm_store *other = tu_redis_open_ok(server.address);
+    tu_put_i64(other, accounts[0], 500);
+    reset_counts(c);
+    ck_assert_int_eq(axstm_atomically(s, transfer, &t), AXSTM_OK);
+    ck_assert_int_eq(script_calls(c), 4); /* a read that failed its check, then 3 */
+    axstm_value *v = tu_usevar_ok(other, accounts[0]);
+    ck_assert_int_eq(tu_get_i64_ok(v), 499);
+    axstm_value_free(v);
+    v = tu_usevar_ok(other, accounts[1]);
+    ck_assert_int_eq(tu_get_i64_ok(v), 12);
+    axstm_value_free(v);
+    axstm_store_free(other);
+    redisFree(c);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 static Suite *redis_txn_suite(void)
 {
     Suite *s = suite_create("redis transactions");
@@ -528,6 +693,8 @@ static Suite *redis_txn_suite(void)
     tcase_add_test(tc, or_else_drops_the_first_branch_writes);
     tcase_add_test(tc, a_timed_wait_times_out);
     tcase_add_test(tc, bad_calls_are_einval);
+    tcase_add_test(tc, a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_it);
+    tcase_add_test(tc, a_transfer_between_two_known_keys_takes_two_round_trips);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");

@@ -28,7 +28,11 @@
  *            thread-safe and keeps a pool of connections) and once with a
  *            store per thread;
  *       (c)  axstm_atomically with the same body as bench/bank, on the
- *            shared store: "n/a" while the library answers AXSTM_EINVAL.
+ *            shared store: "n/a" while the library answers AXSTM_EINVAL;
+ *       (c2) the same on a store opened with first_read=cache (its first
+ *            read from what the process knows: two round trips, not
+ *            three; the other rows' commits make some of what it knows
+ *            old, as other processes' would).
  *     Per row: transfers/s (median of the runs), its ratio to (a) and to
  *     (a2) (medians of the per-run ratios), conflicts/s, and round trips
  *     per committed transfer (rt/xfer, what the target is about), per try
@@ -486,11 +490,19 @@ static void own_server_start(struct target *t)
 /* The bank                                                           */
 /* ------------------------------------------------------------------ */
 
-enum row { ROW_WATCH, ROW_WATCH_PIPE, ROW_SHARED, ROW_PER_THREAD, ROW_ATOMICALLY, NROWS };
+enum row {
+    ROW_WATCH,
+    ROW_WATCH_PIPE,
+    ROW_SHARED,
+    ROW_PER_THREAD,
+    ROW_ATOMICALLY,
+    ROW_ATOMICALLY_CACHED,
+    NROWS
+};
 
-static const char *const row_name[NROWS] = {"(a)  WATCH/MULTI/EXEC", "(a2) WATCH, pipelined",
+static const char *const row_name[NROWS] = {"(a)  WATCH/MULTI/EXEC",    "(a2) WATCH, pipelined",
                                             "(b)  using, shared store", "(b)  using, store/thread",
-                                            "(c)  atomically"};
+                                            "(c)  atomically",          "(c2) atomically, cache"};
 
 enum { X_CONFLICTS, X_BUSY }; /* bench_worker extra[] */
 
@@ -500,6 +512,7 @@ struct bank_ctx {
     struct bench_names raw;   /* "<prefix>account-<i>": the rows (a), (a2) */
     redisContext *conn[MAX_CONNS];
     axstm_store *shared;
+    axstm_store *cached; /* the same address with first_read=cache */
     axstm_store *per_thread[MAX_CONNS];
     unsigned nconns;
 };
@@ -645,7 +658,13 @@ static void body_per_thread(struct bench_worker *w)
     body_using(w, ((struct bank_ctx *)w->arg)->per_thread[w->index]);
 }
 
-static void body_atomically(struct bench_worker *w)
+/* The store a transaction row runs on, or NULL for the other rows. */
+static axstm_store *txn_store(const struct bank_ctx *x, enum row row)
+{
+    return row == ROW_ATOMICALLY ? x->shared : row == ROW_ATOMICALLY_CACHED ? x->cached : NULL;
+}
+
+static void body_atomically_on(struct bench_worker *w, axstm_store *s)
 {
     struct bank_ctx *x = w->arg;
     while (!bench_stopped(w)) {
@@ -654,7 +673,7 @@ static void body_atomically(struct bench_worker *w)
         struct bank_xfer t = {bench_name(&x->names, a), bench_name(&x->names, b), 1};
         int rc;
         /* BUSY_RETRY: the server is loading or running a long script. */
-        while ((rc = axstm_atomically(x->shared, bank_xfer_body, &t)) == AXSTM_BUSY_RETRY)
+        while ((rc = axstm_atomically(s, bank_xfer_body, &t)) == AXSTM_BUSY_RETRY)
             w->extra[X_BUSY]++;
         if (rc != AXSTM_OK) {
             w->failed = rc;
@@ -664,8 +683,19 @@ static void body_atomically(struct bench_worker *w)
     }
 }
 
+static void body_atomically(struct bench_worker *w)
+{
+    body_atomically_on(w, ((struct bank_ctx *)w->arg)->shared);
+}
+
+static void body_atomically_cached(struct bench_worker *w)
+{
+    body_atomically_on(w, ((struct bank_ctx *)w->arg)->cached);
+}
+
 static void (*const row_body[NROWS])(struct bench_worker *) = {
-    body_watch, body_watch_pipelined, body_shared, body_per_thread, body_atomically};
+    body_watch,      body_watch_pipelined, body_shared,
+    body_per_thread, body_atomically,      body_atomically_cached};
 
 /* ---- setting up and auditing ---------------------------------------- */
 
@@ -787,7 +817,8 @@ static void measure(const struct bench_config *cfg, struct bank_ctx *x, redisCon
     int rc;
     /* The atomically row counts its conflicts from the store's counters;
      * asked for outside the INFO window, so it costs no round trip there. */
-    if (row == ROW_ATOMICALLY && (rc = axstm_store_stats(x->shared, &st0)) != AXSTM_OK)
+    axstm_store *txn = txn_store(x, row);
+    if (txn != NULL && (rc = axstm_store_stats(txn, &st0)) != AXSTM_OK)
         fail("axstm_store_stats: %s", axstm_strerror(rc));
     struct counters k0 = server_counters(mon);
     struct bench_team_result r;
@@ -800,7 +831,7 @@ static void measure(const struct bench_config *cfg, struct bank_ctx *x, redisCon
              r.failed == AXSTM_EINDOUBT || r.failed == AXSTM_EIO
                  ? "the connection to the server failed"
                  : axstm_strerror(r.failed));
-    if (row == ROW_ATOMICALLY && (rc = axstm_store_stats(x->shared, &st1)) != AXSTM_OK)
+    if (txn != NULL && (rc = axstm_store_stats(txn, &st1)) != AXSTM_OK)
         fail("axstm_store_stats: %s", axstm_strerror(rc));
     int64_t total = remote_total(x, row, mon);
     if (total != (int64_t)x->n * BANK_INITIAL)
@@ -812,8 +843,7 @@ static void measure(const struct bench_config *cfg, struct bank_ctx *x, redisCon
 
     struct cell *c = &cells[row][ti];
     double xfers = (double)r.total;
-    uint64_t conflicts =
-        row == ROW_ATOMICALLY ? st1.conflicts - st0.conflicts : r.extra[X_CONFLICTS];
+    uint64_t conflicts = txn != NULL ? st1.conflicts - st0.conflicts : r.extra[X_CONFLICTS];
     c->rate[run] = xfers / r.seconds;
     c->conflicts[run] = (double)conflicts / r.seconds;
     c->trips[run] = (double)(k1.reads - k0.reads - overhead.reads) / xfers;
@@ -870,6 +900,11 @@ static void bench_accounts(const struct bench_config *cfg, const struct target *
     int rc = axstm_store_open(addr, &x.shared);
     if (rc != AXSTM_OK)
         fail("axstm_store_open(%s): %s", addr, axstm_strerror(rc));
+    char cached[sizeof addr + 32];
+    snprintf(cached, sizeof cached, "%s%cfirst_read=cache", addr,
+             strchr(addr, '?') != NULL ? '&' : '?');
+    if ((rc = axstm_store_open(cached, &x.cached)) != AXSTM_OK)
+        fail("axstm_store_open(%s): %s", cached, axstm_strerror(rc));
     /* Connections and stores are made before any timing. */
     for (unsigned i = 0; i < most; i++) {
         x.conn[i] = connect_to(t, true);
@@ -885,7 +920,7 @@ static void bench_accounts(const struct bench_config *cfg, const struct target *
     for (unsigned run = 0; run < cfg->runs; run++)
         for (size_t ti = 0; ti < cfg->nthreads; ti++)
             for (int row = 0; row < NROWS; row++) {
-                if (row == ROW_ATOMICALLY && atomically_na)
+                if (row >= ROW_ATOMICALLY && atomically_na)
                     continue;
                 measure(cfg, &x, mon, (enum row)row, ti, run);
             }
@@ -904,7 +939,7 @@ static void bench_accounts(const struct bench_config *cfg, const struct target *
         for (int row = 0; row < NROWS; row++) {
             struct cell *c = &cells[row][ti];
             printf("%-5u  %-24s  ", cfg->threads[ti], row_name[row]);
-            if (row == ROW_ATOMICALLY && atomically_na) {
+            if (row >= ROW_ATOMICALLY && atomically_na) {
                 printf("n/a (needs remote transactions)\n");
                 continue;
             }
@@ -945,6 +980,7 @@ static void bench_accounts(const struct bench_config *cfg, const struct target *
     fflush(stdout);
 
     axstm_store_free(x.shared);
+    axstm_store_free(x.cached);
     for (unsigned i = 0; i < most; i++) {
         redisFree(x.conn[i]);
         axstm_store_free(x.per_thread[i]);

@@ -318,7 +318,8 @@ AXSTM_API void axstm_store_free(axstm_store *s);
  *        "redis+unix:///path/to/socket[?options]".  options are name=value
  *        pairs joined by '&': prefix=NAME (the store's keys live under it
  *        in the server; default "axstm:"), timeout_ms=N (the longest any
- *        call waits for the server; default 1000), and for redis+unix
+ *        call waits for the server; default 1000), first_read=server or
+ *        first_read=cache (below; default server), and for redis+unix
  *        db=N, user=NAME and password=SECRET.  Any part may hold %XX
  *        escapes.  The scheme is read without regard to case; anything
  *        else (an unknown or repeated option, a port out of range) makes
@@ -345,7 +346,20 @@ AXSTM_API void axstm_store_free(axstm_store *s);
  * write is AXSTM_EIO, never overwritten.  The first wait or watch starts
  * one thread per store, which holds one more connection, subscribed to
  * the store's changes.  A remote transaction never runs irrevocably: one
- * that keeps losing to others backs off between attempts, as in process.
+ * that keeps losing to others backs off between attempts, and after 8
+ * lost attempts in a row holds its keys for at most one timeout (other
+ * clients' commits of them answer AXSTM_BUSY_RETRY meanwhile).
+ *
+ * first_read=cache: an attempt's first read is answered with no round
+ * trip from what this process last learnt of the key (its own reads,
+ * checkouts and commits; a bounded cache of small keys and values), when
+ * it knows something; the server checks it with the next read or the
+ * commit, or before the call returns.  A two-key transfer then costs two
+ * round trips instead of three.  The body still never sees two states
+ * mixed, and what the call returns is as of a moment inside it; but an
+ * attempt that is then run again may have seen a value that another
+ * client had replaced before the call began.  The default, server, reads
+ * every key as of a moment inside the call, aborted attempts included.
  *
  * Returns:   AXSTM_OK;
  *            AXSTM_EINVAL: uri or out NULL, a malformed address, an unknown

@@ -196,7 +196,7 @@ static bool named(struct span s, const char *name)
 /* name=value&name=value... */
 static int parse_options(struct span s, struct axstm__address *a)
 {
-    bool seen_timeout = false, seen_db = false;
+    bool seen_timeout = false, seen_db = false, seen_first_read = false;
     const char *end = s.p + s.n;
     const char *p = s.p;
     for (;;) {
@@ -212,6 +212,10 @@ static int parse_options(struct span s, struct axstm__address *a)
         } else if (named(name, "timeout_ms") && !seen_timeout) {
             seen_timeout = true;
             rc = number(value, 1, INT_MAX, &a->timeout_ms);
+        } else if (named(name, "first_read") && !seen_first_read) {
+            seen_first_read = true;
+            a->first_read_cached = named(value, "cache");
+            rc = a->first_read_cached || named(value, "server") ? AXSTM_OK : AXSTM_EINVAL;
         } else if (named(name, "db") && !seen_db && a->kind == AXSTM__ADDRESS_REDIS_UNIX) {
             seen_db = true;
             rc = number(value, 0, INT_MAX, &a->db);
@@ -240,8 +244,8 @@ static const char *after_scheme(const char *uri, const char *scheme)
 
 int axstm__address_parse(const char *uri, struct axstm__address *out)
 {
-    *out = (struct axstm__address){AXSTM__ADDRESS_MEM,       NULL, 0, NULL, NULL, NULL, 0, NULL,
-                                   AXSTM__DEFAULT_TIMEOUT_MS};
+    *out = (struct axstm__address){.kind = AXSTM__ADDRESS_MEM,
+                                   .timeout_ms = AXSTM__DEFAULT_TIMEOUT_MS};
     if (uri == NULL)
         return AXSTM_EINVAL;
     if (strcasecmp(uri, "mem:") == 0)

@@ -7,7 +7,8 @@
  *   redis+unix:///path/to/socket[?options]
  *
  * options: name=value pairs joined by '&': prefix (default "axstm:"),
- * timeout_ms (default 1000), and for redis+unix db (default 0), user and
+ * timeout_ms (default 1000), first_read (server, the default, or cache:
+ * see redis_txn.c), and for redis+unix db (default 0), user and
  * password (what redis:// carries before its '@').  user,
  * password, path and option values may hold %XX escapes; a host may be
  * an IPv6 literal in brackets.  Parsing is strict: an unknown or repeated
@@ -18,6 +19,8 @@
  */
 #ifndef AXSTM_ADDRESS_H
 #define AXSTM_ADDRESS_H
+
+#include <stdbool.h>
 
 enum axstm__address_kind {
     AXSTM__ADDRESS_MEM,        /* an in-process store */
@@ -31,14 +34,15 @@ enum axstm__address_kind {
 
 struct axstm__address {
     enum axstm__address_kind kind;
-    char *host;     /* REDIS_TCP: without brackets; else NULL */
-    int port;       /* REDIS_TCP */
-    char *path;     /* REDIS_UNIX; else NULL */
-    char *user;     /* NULL when not given */
-    char *password; /* NULL when not given */
-    int db;         /* the server's database number */
-    char *prefix;   /* never NULL for a redis address; NULL for mem: */
-    int timeout_ms; /* > 0 */
+    char *host;             /* REDIS_TCP: without brackets; else NULL */
+    int port;               /* REDIS_TCP */
+    char *path;             /* REDIS_UNIX; else NULL */
+    char *user;             /* NULL when not given */
+    char *password;         /* NULL when not given */
+    int db;                 /* the server's database number */
+    char *prefix;           /* never NULL for a redis address; NULL for mem: */
+    int timeout_ms;         /* > 0 */
+    bool first_read_cached; /* first_read=cache (redis_txn.c); default: server */
 };
 
 /*

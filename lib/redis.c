@@ -78,7 +78,8 @@ struct axstm__redis {
     pid_t pid;                              /* the process the idle connections belong to */
     char client[17];                        /* this store's random name, in its connections' */
     struct axstm__listen *listen;           /* the subscriber (redis_listen.c) */
-    struct axstm__rcache *cache;            /* keys' last known state (redis_cache.h) */
+    struct axstm__rcache *cache;            /* keys' last known state (redis_cache.h), if
+                                             * first_read=cache; else NULL */
     _Atomic unsigned long long connections; /* opened so far */
 };
 
@@ -617,7 +618,7 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
         rc = AXSTM_ENOMEM;
     if (rc == AXSTM_OK)
         rc = axstm__listen_create(&r->listen);
-    if (rc == AXSTM_OK && (r->cache = axstm__rcache_new()) == NULL)
+    if (rc == AXSTM_OK && a->first_read_cached && (r->cache = axstm__rcache_new()) == NULL)
         rc = AXSTM_ENOMEM;
 
     struct conn *c = NULL;

@@ -139,7 +139,9 @@ int axstm__redis_timeout_ms(const struct axstm__redis *r);
 /* The store's client name, the first part of its connections' names. */
 const char *axstm__redis_client(const struct axstm__redis *r);
 int axstm__redis_subscribe(struct axstm__redis *r, struct redisContext **out);
-/* What this process last learnt of the store's keys (redis_cache.h). */
+/* What this process last learnt of the store's keys (redis_cache.h), or
+ * NULL unless the store was opened with first_read=cache (every cache call
+ * takes NULL as "knows nothing"). */
 struct axstm__rcache *axstm__redis_cache(struct axstm__redis *r);
 
 /*

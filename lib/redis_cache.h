@@ -34,6 +34,7 @@ void axstm__rcache_free(struct axstm__rcache *c);
 
 /* Whether key[0..len) is known: then *version, *born and *val (a
  * reference of the caller's) are what was last learnt. */
+/* Each of these takes a NULL cache as one that knows nothing. */
 bool axstm__rcache_get(struct axstm__rcache *c, const char *key, size_t len, uint64_t *version,
                        uint64_t *born, struct axstm__val *val);
 

@@ -9,18 +9,22 @@
  *     reads the new key at that same moment (redis_scripts.h, READ).  So
  *     every read is consistent with all reads before it (opacity), and a
  *     key read again is answered from the attempt's own copy.
- *   - Except the attempt's very first read: when this process knows a
- *     state of the key (redis_cache.h: from its own reads, checkouts and
- *     commits), that is the answer, with no round trip.  One value alone
- *     is always consistent, so the body still never sees a mixed state;
- *     but it may be old, so it counts as read at that version and the
- *     server checks it like every read: at the next read, at the commit,
- *     or, when neither comes (a read-only body, a body that answers its
- *     own code or AXSTM_RETRY), in a check of its own before the call
+ *   - With first_read=cache in the store's address, the attempt's very
+ *     first read is answered, with no round trip, from what this process
+ *     knows of the key (redis_cache.h: from its own reads, checkouts and
+ *     commits) when it knows something.  One value alone is always
+ *     consistent, so the body still never sees a mixed state; but it may
+ *     be old, so it counts as read at that version and the server checks
+ *     it like every read: at the next read, at the commit, or, when
+ *     neither comes (a read-only body, a body that answers its own code,
+ *     AXSTM_RETRY with no wait), in a check of its own before the call
  *     returns.  An old one costs a run of the body again, never a wrong
  *     answer; a conflict forgets what the attempt read.  A transfer
  *     between two keys is then two round trips: the second read and the
- *     commit.
+ *     commit.  What it gives up: an attempt that is then run again may
+ *     have seen a value that another client had replaced before the call
+ *     began (consistent with a serial order, not with real time);
+ *     without the option every read is as of a moment inside the call.
  *   - Writes go to a private log (read-your-own-writes; or_else drops a
  *     branch's writes by marking them dead).  Nothing is sent until the
  *     commit: one round trip, a script that checks the reads once more and

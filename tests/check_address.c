@@ -55,6 +55,7 @@ START_TEST(redis_host_alone_takes_every_default)
     ck_assert_int_eq(a.db, 0);
     assert_str(a.prefix, "axstm:", "prefix");
     ck_assert_int_eq(a.timeout_ms, 1000);
+    ck_assert(!a.first_read_cached);
     assert_str(a.user, NULL, "user");
     assert_str(a.password, NULL, "password");
     assert_str(a.path, NULL, "path");
@@ -64,8 +65,8 @@ END_TEST
 
 START_TEST(redis_every_part_given)
 {
-    struct axstm__address a =
-        parse_ok("redis://alice:s3cret@127.0.0.1:7000/3?prefix=bank%3A&timeout_ms=250");
+    struct axstm__address a = parse_ok(
+        "redis://alice:s3cret@127.0.0.1:7000/3?prefix=bank%3A&timeout_ms=250&first_read=cache");
     assert_str(a.user, "alice", "user");
     assert_str(a.password, "s3cret", "password");
     assert_str(a.host, "127.0.0.1", "host");
@@ -73,6 +74,10 @@ START_TEST(redis_every_part_given)
     ck_assert_int_eq(a.db, 3);
     assert_str(a.prefix, "bank:", "prefix");
     ck_assert_int_eq(a.timeout_ms, 250);
+    ck_assert(a.first_read_cached);
+    axstm__address_free(&a);
+    a = parse_ok("redis+unix:///s?first_read=server");
+    ck_assert(!a.first_read_cached);
     axstm__address_free(&a);
 }
 END_TEST
@@ -194,6 +199,11 @@ static const char *const malformed[] = {
     "redis://localhost?timeout_ms=1s",
     "redis://localhost?db=1",
     "redis://localhost?unknown=1",
+    "redis://localhost?first_read=",
+    "redis://localhost?first_read=Cache",
+    "redis://localhost?first_read=cached",
+    "redis://localhost?first_read=cache&first_read=cache",
+    "redis://localhost?first_read=server&first_read=cache",
     "redis://localhost?Prefix=a",
     "redis://localhost#fragment",
     "redis://localhost?prefix=a%",

@@ -272,6 +272,42 @@ START_TEST(stale_read_rejected)
 }
 END_TEST
 
+/* With hist_recorder_aborts_any_time, an aborted attempt may read what was
+ * replaced before it began; a committed transaction still may not. */
+START_TEST(stale_read_of_an_aborted_attempt_allowed_only_when_asked)
+{
+    for (int asked = 0; asked < 2; asked++) {
+        hist_recorder *r = new_history(2, 1);
+        if (asked)
+            hist_recorder_aborts_any_time(r);
+        uint64_t t1 = begin(r, 0, HIST_USEVAR, 0);
+        rmw(r, 0, X, 0, 0, 1);
+        end(r, 0, HIST_COMMITTED, 10);
+        begin(r, 1, HIST_ATOMIC, 20); /* after T1 ended, sees the old x */
+        rd(r, 1, X, 0, NV);
+        end(r, 1, HIST_ABORTED, 30);
+        begin(r, 1, HIST_ATOMIC, 40); /* and again, the current one */
+        rmw(r, 1, X, t1, NV, NV);
+        end(r, 1, HIST_COMMITTED, 50);
+        if (asked)
+            expect_ok(r);
+        else
+            expect_violation(r, HIST_V_STALE_READ);
+        hist_recorder_free(r);
+    }
+    hist_recorder *r = new_history(2, 1);
+    hist_recorder_aborts_any_time(r);
+    begin(r, 0, HIST_USEVAR, 0);
+    rmw(r, 0, X, 0, 0, 1);
+    end(r, 0, HIST_COMMITTED, 10);
+    begin(r, 1, HIST_ATOMIC_RO, 20);
+    rd(r, 1, X, 0, NV);
+    end(r, 1, HIST_COMMITTED, 30);
+    expect_violation(r, HIST_V_STALE_READ);
+    hist_recorder_free(r);
+}
+END_TEST
+
 START_TEST(dirty_read_rejected)
 {
     hist_recorder *r = new_history(2, 1);
@@ -746,10 +782,10 @@ static bool mix_complete(const hist_report *rep)
 /* A run of the mixed workload on a store: a new in-process one (address
  * NULL), or the one at address, with worker processes instead of threads
  * when `processes` is set. */
-static void run_store_at(uint32_t nkeys, const char *address, bool processes)
+static void run_store_at(uint32_t nkeys, const char *address, bool processes, bool aborts_any_time)
 {
-    struct hist_run_config cfg = {processes ? 3 : 4, nkeys,    history_seconds(), 0, NULL,
-                                  address,           processes};
+    struct hist_run_config cfg = {processes ? 3 : 4, nkeys,     history_seconds(), 0, NULL,
+                                  address,           processes, aborts_any_time};
     static struct hist_run_result res;
     double give_up = tu_now() + 60.0; /* a guard against a hang only */
     long v;
@@ -790,13 +826,13 @@ static void run_store_at(uint32_t nkeys, const char *address, bool processes)
 
 START_TEST(store_few_keys_is_strictly_serializable)
 {
-    run_store_at(4, NULL, false);
+    run_store_at(4, NULL, false, false);
 }
 END_TEST
 
 START_TEST(store_many_keys_is_strictly_serializable)
 {
-    run_store_at(1024, NULL, false);
+    run_store_at(1024, NULL, false, false);
 }
 END_TEST
 
@@ -813,7 +849,24 @@ START_TEST(store_in_redis_from_processes_is_strictly_serializable)
     struct tu_redis server;
     if (!tu_redis_start(&server))
         return; /* no redis-server on this machine */
-    run_store_at(4, server.address, true);
+    run_store_at(4, server.address, true, false);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* The same with first_read=cache: committed transactions strictly
+ * serializable still, aborted attempts consistent with a serial order. */
+START_TEST(store_in_redis_reading_first_from_cache_is_serializable)
+{
+    axstm_store *probe = NULL;
+    if (axstm_store_open("redis+unix:///nonexistent/axstm-probe", &probe) == AXSTM_EINVAL)
+        return; /* built without hiredis */
+    struct tu_redis server;
+    if (!tu_redis_start(&server))
+        return; /* no redis-server on this machine */
+    char address[sizeof server.address + 32];
+    snprintf(address, sizeof address, "%s&first_read=cache", server.address);
+    run_store_at(4, address, true, true);
     tu_redis_stop(&server);
 }
 END_TEST
@@ -829,6 +882,7 @@ static Suite *history_suite(void)
     tcase_add_test(tc, lost_update_rejected);
     tcase_add_test(tc, write_skew_rejected);
     tcase_add_test(tc, stale_read_rejected);
+    tcase_add_test(tc, stale_read_of_an_aborted_attempt_allowed_only_when_asked);
     tcase_add_test(tc, dirty_read_rejected);
     tcase_add_test(tc, never_written_rejected);
     tcase_add_test(tc, realtime_violation_rejected);
@@ -856,6 +910,7 @@ static Suite *history_suite(void)
     tcase_add_test(tc, store_few_keys_is_strictly_serializable);
     tcase_add_test(tc, store_many_keys_is_strictly_serializable);
     tcase_add_test(tc, store_in_redis_from_processes_is_strictly_serializable);
+    tcase_add_test(tc, store_in_redis_reading_first_from_cache_is_serializable);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,9 +5,10 @@
  * commit all or nothing across processes, a body that does not commit
  * leaving nothing, or_else, AXSTM_RETRY woken by another process's commit
  * (a blocking queue between two processes), timed waits, and watches and
- * axstm_try_atomically's watch made readable by another process; a first
- * read answered from what the process knew is checked by the server, and
- * a transfer costs two round trips.
+ * axstm_try_atomically's watch made readable by another process; every
+ * read as of a moment inside the call, or with first_read=cache a first
+ * read answered from what the process knew, checked by the server; a
+ * transfer costs three round trips, or two.
  */
 #include <hiredis/hiredis.h>
 #include <poll.h>
@@ -526,12 +527,20 @@ END_TEST
 /* ------------------------------------------------------------------ */
 
 /*
- * A transaction's first read may be answered from what this process last
- * learnt of the key, with no round trip; the server must then check it
- * before anything rests on it.  "other" stands for another process: a
- * store of its own, so this process's store does not learn of its commits
- * (no subscriber runs: nothing here waits or watches).
+ * With first_read=cache, a transaction's first read may be answered from
+ * what this process last learnt of the key, with no round trip; the
+ * server must then check it before anything rests on it.  Without, every
+ * read asks the server.  "other" stands for another process: a store of
+ * its own, so this process's store does not learn of its commits (no
+ * subscriber runs: nothing here waits or watches).
  */
+
+static axstm_store *open_first_read_cache(void)
+{
+    char address[sizeof server.address + 32];
+    snprintf(address, sizeof address, "%s&first_read=cache", server.address);
+    return tu_redis_open_ok(address);
+}
 
 /* Calls of EVALSHA the server has run since its counts were reset: each is
  * one round trip of the library's (every call of it runs one script). */
@@ -602,10 +611,27 @@ static int retry_until_k_is_wanted(axstm_txn *tx, void *arg)
     return rc == 50 ? AXSTM_RETRY : rc;
 }
 
-START_TEST(a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_it)
+START_TEST(by_default_every_read_is_as_of_a_moment_inside_the_call)
 {
     SKIP_WITHOUT_SERVER();
     axstm_store *s = tu_redis_open_ok(server.address);
+    axstm_store *other = tu_redis_open_ok(server.address);
+    struct seen w = {0, 0, 0};
+    tu_put_i64(s, "k", 1);
+    tu_put_i64(other, "k", 2);
+    ck_assert_int_eq(axstm_atomically(s, only_read_k, &w), AXSTM_OK);
+    ck_assert_int_eq(w.runs, 1);
+    ck_assert_int_eq(w.first, 2);
+    axstm_store_free(other);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+START_TEST(a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_it)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = open_first_read_cache();
     axstm_store *other = tu_redis_open_ok(server.address);
     struct seen w;
 
@@ -648,16 +674,22 @@ START_TEST(a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_
 }
 END_TEST
 
-START_TEST(a_transfer_between_two_known_keys_takes_two_round_trips)
+START_TEST(a_transfer_takes_three_round_trips_or_two_with_first_read_cache)
 {
     SKIP_WITHOUT_SERVER();
-    axstm_store *s = tu_redis_open_ok(server.address);
+    axstm_store *strict = tu_redis_open_ok(server.address);
+    axstm_store *s = open_first_read_cache();
     redisContext *c = redisConnectUnix(server.socket);
     ck_assert_msg(c != NULL && c->err == 0, "connect to %s", server.socket);
     struct transfer t = {0, 1}; /* one unit from acct-0 to acct-1 */
     tu_put_i64(s, accounts[0], 1000);
     tu_put_i64(s, accounts[1], 0);
     ck_assert_int_eq(axstm_atomically(s, transfer, &t), AXSTM_OK);
+    reset_counts(c);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(axstm_atomically(strict, transfer, &t), AXSTM_OK);
+    ck_assert_int_eq(script_calls(c), 30);                         /* two reads and the commit */
+    ck_assert_int_eq(axstm_atomically(s, transfer, &t), AXSTM_OK); /* s learns */
     reset_counts(c);
     for (int i = 0; i < 10; i++)
         ck_assert_int_eq(axstm_atomically(s, transfer, &t), AXSTM_OK);
@@ -674,10 +706,11 @@ START_TEST(a_transfer_between_two_known_keys_takes_two_round_trips)
     ck_assert_int_eq(tu_get_i64_ok(v), 499);
     axstm_value_free(v);
     v = tu_usevar_ok(other, accounts[1]);
-    ck_assert_int_eq(tu_get_i64_ok(v), 12);
+    ck_assert_int_eq(tu_get_i64_ok(v), 23);
     axstm_value_free(v);
     axstm_store_free(other);
     redisFree(c);
+    axstm_store_free(strict);
     axstm_store_free(s);
     tu_redis_stop(&server);
 }
@@ -693,8 +726,9 @@ static Suite *redis_txn_suite(void)
     tcase_add_test(tc, or_else_drops_the_first_branch_writes);
     tcase_add_test(tc, a_timed_wait_times_out);
     tcase_add_test(tc, bad_calls_are_einval);
+    tcase_add_test(tc, by_default_every_read_is_as_of_a_moment_inside_the_call);
     tcase_add_test(tc, a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_it);
-    tcase_add_test(tc, a_transfer_between_two_known_keys_takes_two_round_trips);
+    tcase_add_test(tc, a_transfer_takes_three_round_trips_or_two_with_first_read_cache);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");

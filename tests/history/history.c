@@ -74,7 +74,8 @@
  *     finds whether there is one; on failure the shortest cycle through a
  *     node on one is found by BFS and printed with its edges.
  *  4. Real time (strict serializability): if T1 ended before T2 started, T1
- *     must come first.  Adding those edges directly would be O(n^2), so
+ *     must come first (for T2 an aborted attempt, unless the recorder says
+ *     hist_recorder_aborts_any_time; so too the stale reads of step 2).  Adding those edges directly would be O(n^2), so
  *     each transaction instead gets a "time node" at its end, the time
  *     nodes are chained in end-time order, T -> its time node, and the
  *     latest time node that ended before T started -> T.  A path T1 -> ...
@@ -157,7 +158,19 @@ struct hist_recorder {
     uint64_t *final_wid, *final_version; /* as the last hist_check found */
     bool *init_absent, *final_absent;    /* absent: left by a delete (wid) */
     bool have_final;
+    bool aborts_any_time; /* hist_recorder_aborts_any_time */
 };
+
+void hist_recorder_aborts_any_time(hist_recorder *r)
+{
+    r->aborts_any_time = true;
+}
+
+/* Whether real time binds transaction t (hist_recorder_aborts_any_time). */
+static bool bound_by_real_time(const hist_recorder *r, const struct hist_txn *t)
+{
+    return !r->aborts_any_time || t->outcome != HIST_ABORTED;
+}
 
 /* Whether the initial state of key is absent (never written, or deleted). */
 static bool init_is_absent(const hist_recorder *r, uint32_t key)
@@ -980,7 +993,7 @@ static int check_reads(struct checker *c)
                 uint32_t next = c->cw[c->chain[c->chain_off[k] + pos]].txn;
                 if (next == g)
                     continue;
-                if (c->txn[next]->end < t->start)
+                if (c->txn[next]->end < t->start && bound_by_real_time(c->r, t))
                     violation(rep, HIST_V_STALE_READ,
                               "%s read x%" PRIu32 " as %s, but %s had replaced it before",
                               describe(c, g, b1, sizeof b1), k, txid_name(o->wid, b3, sizeof b3),
@@ -1032,8 +1045,8 @@ static int add_realtime_edges(struct checker *c, size_t *nodes)
             rc = add_edge(c, aux + (uint32_t)i, aux + (uint32_t)i + 1, 0, E_RT);
     }
     for (size_t g = 0; g < c->n && rc == 0; g++) {
-        if (!c->in_graph[g])
-            continue;
+        if (!c->in_graph[g] || !bound_by_real_time(c->r, c->txn[g]))
+            continue; /* (an attempt that may have begun earlier than it did) */
         /* The number of ends strictly before g's start. */
         int64_t start = c->txn[g]->start;
         size_t lo = 0, hi = m;

@@ -130,6 +130,11 @@ typedef struct hist_recorder hist_recorder;
 hist_recorder *hist_recorder_new(unsigned nthreads, uint32_t nkeys, size_t txns_per_thread,
                                  size_t ops_per_thread);
 void hist_recorder_free(hist_recorder *r);
+/* From now on, aborted attempts need only be consistent with a serial
+ * order, not with real time: an attempt may have read a value another
+ * transaction had replaced before it began (a store opened with
+ * first_read=cache).  Committed transactions are held to real time still. */
+void hist_recorder_aborts_any_time(hist_recorder *r);
 hist_log *hist_recorder_log(hist_recorder *r, unsigned thread);
 unsigned hist_recorder_threads(const hist_recorder *r);
 uint32_t hist_recorder_keys(const hist_recorder *r);
@@ -243,6 +248,7 @@ struct hist_run_config {
                              * in-process store */
     bool processes;         /* workers are forked processes, each opening
                              * its own store from address (required) */
+    bool aborts_any_time;   /* see hist_recorder_aborts_any_time */
 };
 
 struct hist_run_result {

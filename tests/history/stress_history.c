@@ -45,8 +45,9 @@ int main(int argc, char **argv)
     uint64_t total = 0, violations = 0;
     int status = 0;
     for (size_t i = 0; i < nconfigs; i++) {
-        struct hist_run_config cfg = {
-            threads, key_counts[i], seconds / (double)nconfigs, per_window, stdout, NULL, false};
+        struct hist_run_config cfg = {threads,    key_counts[i], seconds / (double)nconfigs,
+                                      per_window, stdout,        NULL,
+                                      false,      false};
         static struct hist_run_result res;
         printf("== %u threads, %" PRIu32 " keys, %.1f s\n", threads, key_counts[i], cfg.seconds);
         fflush(stdout);

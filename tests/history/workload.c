@@ -772,6 +772,8 @@ long hist_run(const struct hist_run_config *cfg, struct hist_run_result *res)
     else
         shm->store = axstm_store_new();
     shm->rec = hist_recorder_new(cfg->threads, 2 * cfg->nkeys, cap, cap * OPS_PER_TXN + MAX_OPS);
+    if (shm->rec != NULL && cfg->aborts_any_time)
+        hist_recorder_aborts_any_time(shm->rec);
     char(*names)[16] = calloc(2 * (size_t)cfg->nkeys, sizeof *names);
     shm->keys = calloc(2 * (size_t)cfg->nkeys, sizeof *shm->keys);
     if (open_rc != AXSTM_OK) {

@@ -82,6 +82,18 @@ extern _Atomic bool axstm__pins_unfenced;
  * (membarrier).  False when the system would not: then nothing is proved. */
 bool axstm__barrier_everywhere(void);
 
+/* Orders the pin counts this thread stored in its own slot before its
+ * later loads (of the epoch, and of whatever it is about to read): the
+ * reclaimer's barrier sees to that, or else this fence.  One fence serves
+ * several counts stored before it (fork.h's axstm__pin_and_enter). */
+static inline void axstm__pin_fence(void)
+{
+    if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+
 /* Adds d (1 or -1) to a pin count of the calling thread's slot. */
 static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
 {
@@ -90,13 +102,7 @@ static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned 
         return;
     }
     axstm__slot_add(count, d, slot);
-    /* The pin must be visible before this thread's later loads (of the
-     * epoch, and of whatever it is about to read): the reclaimer's barrier
-     * sees to that, or else this fence. */
-    if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
-        atomic_signal_fence(memory_order_seq_cst);
-    else
-        atomic_thread_fence(memory_order_seq_cst);
+    axstm__pin_fence();
 }
 
 /* The pin's rare cases (epoch.c): a thread in the shared slot, or an

@@ -110,6 +110,13 @@ static inline int lock_current(axstm_store *s, struct axstm__item *const *items,
 /* Where e is among the locked items (sorted by entry), or n. */
 static size_t find_locked(struct axstm__item *const *items, size_t n, const struct axstm__entry *e)
 {
+    enum { FEW = 4 };
+    if (n <= FEW) { /* a scan is cheaper than halving a few */
+        size_t i = 0;
+        while (i < n && items[i]->entry != e)
+            i++;
+        return i;
+    }
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;

@@ -571,8 +571,13 @@ static int commit(axstm_txn *tx)
     uint64_t *scratch = small_scratch;
     size_t n = 0;
 
-    for (size_t i = 0; i < tx->writes.n; i++)
-        n += tx->writes.v[i].live;
+    /* A few writes (most transactions) fit the small arrays whatever
+     * or_else dropped: no count first. */
+    if (tx->writes.n <= SMALL)
+        n = tx->writes.n;
+    else
+        for (size_t i = 0; i < tx->writes.n; i++)
+            n += tx->writes.v[i].live;
     if (n == 0) {
         /* Read-only: every read was consistent with the snapshot rv, so the
          * transaction serializes at rv.  Nothing shared is written. */
@@ -589,6 +594,10 @@ static int commit(axstm_txn *tx)
     for (size_t i = 0; i < tx->writes.n; i++)
         if (tx->writes.v[i].live)
             items[n++] = &tx->writes.v[i].item;
+    if (n == 0) {
+        unlock_all(tx); /* every write dropped: read-only after all */
+        return AXSTM_OK;
+    }
     /* The lock order puts the latest write of a key first: it is kept. */
     axstm__sort_items(items, n);
     size_t distinct = 0;

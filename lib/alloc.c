@@ -75,7 +75,7 @@ void axstm__free(void *p)
 
 enum { CLASSES = 2, DEPTH = 4 };
 /* A value handle with its key; a collection of a few keys. */
-static const size_t class_size[CLASSES] = {128, 2048};
+#define class_size ((const size_t[CLASSES]){128, 2048})
 
 struct handle_cache {
     struct handle_cache *prev, *next; /* every live cache, for leak checkers */
@@ -158,10 +158,13 @@ static struct handle_cache *cache_open(void)
 
 static int class_of(size_t size)
 {
-    for (int k = 0; k < CLASSES; k++)
-        if (size <= class_size[k])
-            return k;
-    return -1;
+    return size <= class_size[0] ? 0 : size <= class_size[1] ? 1 : -1;
+}
+
+/* A cache that is there (not NULL, not CLOSED). */
+static int cache_usable(const struct handle_cache *c)
+{
+    return (uintptr_t)c > (uintptr_t)CLOSED;
 }
 
 void *axstm__handle_alloc(size_t size)
@@ -172,11 +175,26 @@ void *axstm__handle_alloc(size_t size)
     if (k < 0)
         return malloc(size);
     struct handle_cache *c = my_cache;
-    if (c != NULL && c != CLOSED && c->n[k] > 0)
+    if (cache_usable(c) && c->n[k] > 0)
         return c->block[k][--c->n[k]];
     /* Made at the class size, so that any block of a class fits any
      * handle of that class when it comes back. */
     return malloc(class_size[k]);
+}
+
+/* handle_free's other cases: no cache yet, a full one, a big block. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static void
+handle_free_slow(void *p, int k)
+{
+    struct handle_cache *c = k >= 0 ? cache_open() : NULL;
+    if (c != NULL && c->n[k] < DEPTH) {
+        c->block[k][c->n[k]++] = p;
+        return;
+    }
+    free(p);
 }
 
 void axstm__handle_free(void *p, size_t size)
@@ -184,10 +202,11 @@ void axstm__handle_free(void *p, size_t size)
     if (p == NULL)
         return;
     int k = class_of(size);
-    struct handle_cache *c = k >= 0 ? cache_open() : NULL;
-    if (c != NULL && c->n[k] < DEPTH) {
+    /* The common case first, with no call: this thread's cache has room. */
+    struct handle_cache *c = my_cache;
+    if (k >= 0 && cache_usable(c) && c->n[k] < DEPTH) {
         c->block[k][c->n[k]++] = p;
         return;
     }
-    free(p);
+    handle_free_slow(p, k);
 }

@@ -107,8 +107,27 @@ static inline int axstm__check_key(const char *key, size_t *len)
     return *len > AXSTM_KEY_MAX ? AXSTM_E2BIG : AXSTM_OK;
 }
 
-/* Copies the key of len bytes (checked) and a NUL to dst, for a handle. */
-void axstm__copy_key(char *dst, const char *key, size_t len);
+/* memcpy, out of line (checkout.c): see axstm__copy_key. */
+void axstm__copy_bytes(char *dst, const char *src, size_t len);
+
+/* Copies the key of len bytes (checked) and a NUL to dst, for a handle.
+ * Keys of 8 to 16 bytes, most of them, as two overlapping words: no call.
+ * (A memcpy of a length gcc knows to be at most AXSTM_KEY_MAX may be
+ * inlined as `rep movsq`, whose start-up cost is worse than the call: the
+ * other lengths get an opaque-length call.) */
+static inline void axstm__copy_key(char *dst, const char *key, size_t len)
+{
+    if (len >= 8 && len <= 16) {
+        uint64_t head, tail;
+        memcpy(&head, key, sizeof head);
+        memcpy(&tail, key + len - 8, sizeof tail);
+        memcpy(dst, &head, sizeof head);
+        memcpy(dst + len - 8, &tail, sizeof tail);
+    } else {
+        axstm__copy_bytes(dst, key, len);
+    }
+    dst[len] = '\0';
+}
 
 /* A private copy of one key: the state a handle checked out or will commit. */
 struct axstm__item {
@@ -274,29 +293,14 @@ int axstm__lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, 
 void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n);
 
 /*
- * The commit of handles: values[0..n), whose entries were found when the
- * table's removal count was *removals, and their items in the lock order.
- * A key deleted since (its entry gone from the table) is a conflict, found
- * without locking anything; otherwise axstm__commit decides.  Inline: a
- * value's and a collection's commits call nothing more.
+ * The commit of handles (commit.c): values[0..n), whose entries were found
+ * when the table's removal count was *removals, and their items in the
+ * lock order.  A key deleted since (its entry gone from the table) is a
+ * conflict, found without locking anything; otherwise axstm__commit's
+ * rule for handles decides.  scratch holds n words.
  */
-static inline int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
-                                        struct axstm__item *const *items, size_t n,
-                                        uint64_t *scratch)
-{
-    int rc;
-    if (s->remote != NULL)
-        return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
-    unsigned pin = axstm__epoch_pin(&s->epoch);
-    if (axstm__still_there(s, removals, values, n)) {
-        rc = axstm__commit(s, items, n, scratch, NULL);
-    } else {
-        axstm__count(s, AXSTM__CONFLICTS);
-        rc = AXSTM_CONCURRENT_UPDATE;
-    }
-    axstm__epoch_unpin(&s->epoch, pin);
-    return rc;
-}
+int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
+                          struct axstm__item *const *items, size_t n, uint64_t *scratch);
 
 /* Publishes items whose keys the caller already holds locked (an
  * irrevocable transaction), and unlocks them.  Cannot fail. */

@@ -48,13 +48,9 @@ void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n
         }
 }
 
-void axstm__copy_key(char *dst, const char *key, size_t len)
+void axstm__copy_bytes(char *dst, const char *src, size_t len)
 {
-    /* Out of line on purpose: where the caller knows len <= AXSTM_KEY_MAX,
-     * gcc inlines this copy as `rep movsq`, whose start-up cost made a
-     * checkout of a short key half as slow again. */
-    memcpy(dst, key, len);
-    dst[len] = '\0';
+    memcpy(dst, src, len);
 }
 
 bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_value *values,

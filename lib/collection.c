@@ -165,6 +165,56 @@ static void repoint_back(axstm_collection *c, struct axstm__entry *const *saved)
 }
 
 /*
+ * The common checkout of a fresh collection, in one pass: every key is
+ * there and alive, and its state is read straight into its value; a
+ * second look at the lock words (two keys or more) proves them read at
+ * one instant, and only then are the blobs read referenced.  Returns
+ * AXSTM_OK, or (c then holding nothing, its values' states cleared) any
+ * other code for the general path to take over: a key missing, gone,
+ * dead or locked, or a snapshot spoiled by a commit.  Caller pinned.
+ */
+static int checkout_fresh(axstm_collection *c, size_t nkeys)
+{
+    enum { SMALL = 8 };
+    axstm_store *s = c->store;
+    struct axstm__keyref *refs = c->scratch_refs;
+    uint64_t removals = axstm__table_removals(&s->table); /* before the lookups */
+    for (size_t i = 0; i < nkeys; i++) {
+        axstm__table_find(&s->table, &refs[i]);
+        if (refs[i].entry == NULL)
+            return AXSTM__KEY_GONE;
+    }
+    if (nkeys <= SMALL)
+        gather_few(c, refs, nkeys);
+    else
+        gather_distinct(c, refs, nkeys);
+    uint64_t *vlock = c->scratch_vlock;
+    size_t n = c->n;
+    int rc = AXSTM_OK;
+    for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
+        struct axstm__item *it = c->order[i];
+        rc = axstm__entry_read(it->entry, &vlock[i], &it->version, &it->born, &it->val);
+        if (rc == AXSTM_OK && axstm__lock_gone(vlock[i]))
+            rc = AXSTM__KEY_GONE;
+    }
+    for (size_t i = 0; i < n && n > 1 && rc == AXSTM_OK; i++)
+        if (axstm__entry_vlock_acquire(c->order[i]->entry) != vlock[i])
+            rc = AXSTM_BUSY_RETRY;
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__item *it = c->order[i];
+        if (rc == AXSTM_OK)
+            axstm__val_retain(&it->val);
+        else
+            it->val = (struct axstm__val){0, 0}; /* no reference was taken */
+    }
+    if (rc == AXSTM_OK)
+        c->removals = removals;
+    else
+        c->n = 0;
+    return rc;
+}
+
+/*
  * Checks out the keys of c->scratch_refs[0..nkeys) (keys and lengths
  * filled in) into c: finds them, creating or bringing back the missing
  * ones, and takes one snapshot.  A fresh collection (from using) gathers
@@ -238,20 +288,23 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
-    size_t keybytes = 0;
+    enum { FEW = 8 };
+    size_t keybytes = 0, lens[FEW]; /* the lengths of a few keys, kept */
     for (size_t i = 0; i < nkeys; i++) {
         size_t len;
         int rc = axstm__check_key(keys[i], &len);
         if (rc != AXSTM_OK)
             return rc;
         keybytes += len + 1;
+        if (i < FEW)
+            lens[i] = len;
     }
     axstm_collection *c = collection_new(s, nkeys, keybytes);
     if (c == NULL)
         return AXSTM_ENOMEM;
     char *copy = key_copies(c, nkeys);
     for (size_t i = 0; i < nkeys; i++) {
-        size_t len = strlen(keys[i]);
+        size_t len = i < FEW ? lens[i] : strlen(keys[i]);
         axstm__copy_key(copy, keys[i], len);
         c->scratch_refs[i] = (struct axstm__keyref){copy, len, 0, NULL};
         copy += len + 1;
@@ -262,7 +315,9 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
         rc = remote_checkout(c, c->scratch_refs, nkeys);
     } else {
         unsigned pin = axstm__epoch_pin(&s->epoch);
-        rc = checkout(c, nkeys, true);
+        rc = checkout_fresh(c, nkeys);
+        if (rc != AXSTM_OK)
+            rc = checkout(c, nkeys, true);
         axstm__epoch_unpin(&s->epoch, pin);
     }
     if (rc != AXSTM_OK) {

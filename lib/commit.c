@@ -75,22 +75,48 @@ void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old,
     restore_locks(items, old, n);
 }
 
-/* Step 2, handles: Axon's rule, on the incarnation checked out.  Keys
- * locked; old holds their words from before. */
-static bool versions_current(struct axstm__item *const *items, size_t n, const uint64_t *old)
+/* Step 2, handles: Axon's rule, on the incarnation checked out.  e is
+ * locked by the caller; old is its word from before. */
+static inline bool version_current(const struct axstm__item *it, struct axstm__entry *e,
+                                   uint64_t old)
 {
+    return !axstm__lock_gone(old) && axstm__entry_born_locked(e) == it->born &&
+           axstm__entry_version_locked(e) <= it->version;
+}
+
+/* Steps 1 and 2 for handles, in one pass: each key is checked as soon as
+ * it is locked (its version and incarnation change only under its lock,
+ * so the check holds until the commit lets go).  On failure every lock
+ * taken is released: AXSTM_BUSY_RETRY or AXSTM_CONCURRENT_UPDATE. */
+static inline int lock_current(axstm_store *s, struct axstm__item *const *items, size_t n,
+                               uint64_t *old)
+{
+    const struct axstm__entry *wanted =
+        atomic_load_explicit(&s->irrevocable_wants, memory_order_relaxed);
     for (size_t i = 0; i < n; i++) {
         struct axstm__entry *e = items[i]->entry;
-        if (axstm__lock_gone(old[i]) || axstm__entry_born_locked(e) != items[i]->born ||
-            axstm__entry_version_locked(e) > items[i]->version)
-            return false;
+        if (e == wanted || !axstm__entry_trylock(e, &old[i])) {
+            restore_locks(items, old, i);
+            return AXSTM_BUSY_RETRY;
+        }
+        if (!version_current(items[i], e, old[i])) {
+            restore_locks(items, old, i + 1);
+            return AXSTM_CONCURRENT_UPDATE;
+        }
     }
-    return true;
+    return AXSTM_OK;
 }
 
 /* Where e is among the locked items (sorted by entry), or n. */
 static size_t find_locked(struct axstm__item *const *items, size_t n, const struct axstm__entry *e)
 {
+    enum { FEW = 4 };
+    if (n <= FEW) { /* a scan is cheaper than halving a few */
+        size_t i = 0;
+        while (i < n && items[i]->entry != e)
+            i++;
+        return i;
+    }
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -133,17 +159,9 @@ static bool reads_current(struct axstm__item *const *items, size_t n, const uint
  *     these keys unlocked with its old value.
  * A transaction that meets a stamp above its snapshot advances the clock
  * itself (txn.c), so only transactions that actually race write it.
+ * (publish reads the clock first and raises the stamp past each key's as
+ * it goes through them.)
  */
-static uint64_t choose_stamp(axstm_store *s, struct axstm__item *const *items, size_t n)
-{
-    uint64_t stamp = atomic_load(&s->clock) + 1;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t held = axstm__lock_stamp(axstm__entry_vlock_relaxed(items[i]->entry));
-        if (held >= stamp)
-            stamp = held + 1;
-    }
-    return stamp;
-}
 
 /* Makes a gone entry (locked by the caller) a key again: a new
  * incarnation at version 0 with no value. */
@@ -163,40 +181,68 @@ static void remove_deleted(axstm_store *s, struct axstm__item *const *items, siz
             axstm__table_remove(&s->table, items[i]->entry);
 }
 
-/* Steps 3 to 7 for items whose keys the caller has locked. */
-static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
+/* What publish_rare counts up for the commit's end. */
+struct publish_rare_tally {
+    int reclaim_due;
+    int64_t value_bytes, keys;
+    bool deleted;
+};
+
+/* Step 4 for an item that shares, replaces or deletes a blob, deletes its
+ * key or brings it back (was_gone): the entry's value, the retiring of the
+ * blob it replaces, and the key's incarnation.  Out of line: a commit of
+ * small values to live keys never comes here. */
+static void publish_rare(axstm_store *s, struct axstm__item *it, struct axstm__val old,
+                         bool was_gone, struct publish_rare_tally *t)
 {
     static const struct axstm__val no_value = {0, 0};
-    uint64_t stamp = choose_stamp(s, items, n);
-    int reclaim_due = 0;
-    int64_t value_bytes = 0, keys = 0;
-    bool deleted = false;
+    struct axstm__entry *e = it->entry;
+    bool deleting = (it->val.meta & AXSTM__VAL_DELETE) != 0;
+    const struct axstm__val *val = deleting ? &no_value : &it->val;
+    struct axstm__blob *replaced = axstm__val_blob(&old);
+    struct axstm__blob *published = axstm__val_blob(val);
+    if (published == NULL || published != replaced) {
+        if (published != NULL) {
+            axstm__val_retain(val); /* the entry's own reference */
+            t->value_bytes += (int64_t)axstm__blob_size(published->len);
+        }
+        axstm__entry_store_val(e, val);
+        if (replaced != NULL)
+            t->reclaim_due |= axstm__epoch_retire(&s->epoch, &replaced->retire, reclaim_entry_blob,
+                                                  axstm__blob_size(replaced->len));
+    }
+    if (was_gone && !deleting) {
+        rebirth(s, e);
+        t->keys++;
+    } else if (!was_gone && deleting) {
+        t->keys--;
+    }
+    t->deleted |= deleting;
+}
+
+/* Steps 3 to 7 for items whose keys the caller has locked.  The common
+ * item (a small value to a live key) is published in one loop that also
+ * chooses the stamp; whatever involves blobs, deletes or rebirths goes to
+ * publish_rare, and the counting it needs happens only when it was used. */
+static inline void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
+{
+    uint64_t stamp = atomic_load(&s->clock) + 1;
+    struct publish_rare_tally t = {0, 0, 0, false};
+    bool rare = false;
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
         struct axstm__entry *e = it->entry;
-        bool was_gone = axstm__lock_gone(axstm__entry_vlock_relaxed(e));
-        bool deleting = (it->val.meta & AXSTM__VAL_DELETE) != 0;
-        const struct axstm__val *val = deleting ? &no_value : &it->val;
+        uint64_t held = axstm__entry_vlock_relaxed(e);
+        if (axstm__lock_stamp(held) >= stamp)
+            stamp = axstm__lock_stamp(held) + 1;
         struct axstm__val old = axstm__entry_val_locked(e);
-        struct axstm__blob *replaced = axstm__val_blob(&old);
-        struct axstm__blob *published = axstm__val_blob(val);
-        if (published == NULL || published != replaced) {
-            if (published != NULL) {
-                axstm__val_retain(val); /* the entry's own reference */
-                value_bytes += (int64_t)axstm__blob_size(published->len);
-            }
-            axstm__entry_store_val(e, val);
-            if (replaced != NULL)
-                reclaim_due |= axstm__epoch_retire(&s->epoch, &replaced->retire, reclaim_entry_blob,
-                                                   axstm__blob_size(replaced->len));
+        if (((old.meta | it->val.meta) & (AXSTM__VAL_BLOB | AXSTM__VAL_DELETE)) == 0 &&
+            !axstm__lock_gone(held)) {
+            axstm__entry_store_val(e, &it->val);
+        } else {
+            publish_rare(s, it, old, axstm__lock_gone(held), &t);
+            rare = true;
         }
-        if (was_gone && !deleting) {
-            rebirth(s, e);
-            keys++;
-        } else if (!was_gone && deleting) {
-            keys--;
-        }
-        deleted |= deleting;
         it->born = axstm__entry_born_locked(e);
         it->version = axstm__entry_version_locked(e) + 1;
         axstm__entry_set_version_locked(e, it->version);
@@ -207,13 +253,15 @@ static void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
         if (axstm__entry_waiters_seq_cst(items[i]->entry) != NULL)
             axstm__wake(items[i]->entry);
 
-    axstm__count_value_bytes(s, value_bytes);
-    axstm__count_keys(s, keys);
     axstm__count(s, AXSTM__COMMITS);
-    if (deleted)
-        remove_deleted(s, items, n);
-    if (reclaim_due)
-        axstm__epoch_reclaim_soon(&s->epoch);
+    if (rare) {
+        axstm__count_value_bytes(s, t.value_bytes);
+        axstm__count_keys(s, t.keys);
+        if (t.deleted)
+            remove_deleted(s, items, n);
+        if (t.reclaim_due)
+            axstm__epoch_reclaim_soon(&s->epoch);
+    }
 }
 
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
@@ -227,8 +275,11 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
     }
     int rc = lock_all(s, items, n, old);
     if (rc == AXSTM_OK) {
-        bool valid =
-            rs == NULL ? versions_current(items, n, old) : reads_current(items, n, old, rs);
+        bool valid = true;
+        for (size_t i = 0; i < n && rs == NULL && valid; i++)
+            valid = version_current(items[i], items[i]->entry, old[i]);
+        if (valid && rs != NULL)
+            valid = reads_current(items, n, old, rs);
         if (!valid) {
             restore_locks(items, old, n);
             rc = AXSTM_CONCURRENT_UPDATE;
@@ -239,6 +290,30 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
     else
         publish(s, items, n);
     axstm__gate_leave(gate);
+    return rc;
+}
+
+int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
+                          struct axstm__item *const *items, size_t n, uint64_t *old)
+{
+    if (s->remote != NULL)
+        return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
+    /* Pinned: a key deleted since the checkout may have had its entry
+     * freed, which still_there finds out by name.  In the gate: no fork
+     * may copy the store halfway through (fork.h).  Both at once. */
+    unsigned pin, gate;
+    if (!axstm__pin_and_enter(&s->epoch, &pin, &gate)) {
+        axstm__count(s, AXSTM__BUSY);
+        return AXSTM_BUSY_RETRY;
+    }
+    int rc = AXSTM_CONCURRENT_UPDATE;
+    if (axstm__still_there(s, removals, values, n))
+        rc = lock_current(s, items, n, old);
+    if (rc == AXSTM_OK)
+        publish(s, items, n);
+    else
+        axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
+    axstm__leave_and_unpin(&s->epoch, pin, gate);
     return rc;
 }
 

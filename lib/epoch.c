@@ -107,6 +107,20 @@ static bool anyone_pinned(struct axstm__epoch *ep, unsigned parity)
     return false;
 }
 
+unsigned axstm__epoch_pin_slow(struct axstm__epoch *ep, unsigned index, uint64_t e)
+{
+    struct axstm__epoch_slot *slot = &ep->slot[index];
+    for (;;) {
+        axstm__pin_add(&slot->pins[e & 1], 1, index);
+        /* As in axstm__epoch_pin: the pin counts only if e still holds. */
+        uint64_t again = atomic_load(&ep->now);
+        if (again == e)
+            return index << 1 | (unsigned)(e & 1);
+        axstm__pin_add(&slot->pins[e & 1], (uint64_t)-1, index);
+        e = again;
+    }
+}
+
 /* Advances the epoch from e to e+1 if nobody is pinned in e-1. */
 static void try_advance(struct axstm__epoch *ep)
 {

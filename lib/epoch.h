@@ -82,6 +82,18 @@ extern _Atomic bool axstm__pins_unfenced;
  * (membarrier).  False when the system would not: then nothing is proved. */
 bool axstm__barrier_everywhere(void);
 
+/* Orders the pin counts this thread stored in its own slot before its
+ * later loads (of the epoch, and of whatever it is about to read): the
+ * reclaimer's barrier sees to that, or else this fence.  One fence serves
+ * several counts stored before it (fork.h's axstm__pin_and_enter). */
+static inline void axstm__pin_fence(void)
+{
+    if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+
 /* Adds d (1 or -1) to a pin count of the calling thread's slot. */
 static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned slot)
 {
@@ -90,32 +102,30 @@ static inline void axstm__pin_add(_Atomic uint64_t *count, uint64_t d, unsigned 
         return;
     }
     axstm__slot_add(count, d, slot);
-    /* The pin must be visible before this thread's later loads (of the
-     * epoch, and of whatever it is about to read): the reclaimer's barrier
-     * sees to that, or else this fence. */
-    if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
-        atomic_signal_fence(memory_order_seq_cst);
-    else
-        atomic_thread_fence(memory_order_seq_cst);
+    axstm__pin_fence();
 }
 
+/* The pin's rare cases (epoch.c): a thread in the shared slot, or an
+ * epoch that moved while the pin was being taken. */
+unsigned axstm__epoch_pin_slow(struct axstm__epoch *ep, unsigned index, uint64_t e);
+
 /* Pins the calling thread; returns the token to give to unpin.  Nestable.
- * Inline: every checkout and transaction attempt pins once. */
+ * Inline: every checkout and transaction attempt pins once; what only the
+ * rare cases need is out of line. */
 static inline unsigned axstm__epoch_pin(struct axstm__epoch *ep)
 {
     unsigned index = axstm__thread_slot();
-    struct axstm__epoch_slot *slot = &ep->slot[index];
     uint64_t e = atomic_load(&ep->now);
-    for (;;) {
-        axstm__pin_add(&slot->pins[e & 1], 1, index);
+    if (index < AXSTM__SLOTS) {
+        axstm__pin_add(&ep->slot[index].pins[e & 1], 1, index);
         /* The pin counts for e only if the epoch did not move meanwhile;
          * otherwise a reclaimer may already have looked at this counter. */
-        uint64_t again = atomic_load(&ep->now);
-        if (again == e)
+        if (atomic_load(&ep->now) == e)
             return index << 1 | (unsigned)(e & 1);
-        axstm__pin_add(&slot->pins[e & 1], (uint64_t)-1, index);
-        e = again;
+        axstm__pin_add(&ep->slot[index].pins[e & 1], (uint64_t)-1, index);
+        e = atomic_load(&ep->now);
     }
+    return axstm__epoch_pin_slow(ep, index, e);
 }
 
 /* The epoch this thread should reclaim in once it unpins (see

@@ -64,6 +64,42 @@ static inline unsigned axstm__gate_enter(void)
     return AXSTM__GATE_CLOSED;
 }
 
+/*
+ * Pins the calling thread in ep (epoch.h) and enters the gate, for a
+ * change that needs both (a handle's commit): one slot lookup and one
+ * fence for the two counts, each stored before the loads that check them
+ * (the epoch, the closed flag) as axstm__epoch_pin and axstm__gate_enter
+ * order them.  Returns false, holding neither, while a fork is being
+ * prepared.  axstm__leave_and_unpin undoes both.
+ */
+static inline bool axstm__pin_and_enter(struct axstm__epoch *ep, unsigned *pin, unsigned *gate)
+{
+    unsigned index = axstm__thread_slot();
+    if (index < AXSTM__SLOTS) {
+        uint64_t e = atomic_load(&ep->now);
+        _Atomic uint64_t *pins = &ep->slot[index].pins[e & 1];
+        _Atomic uint64_t *inside = &axstm__gate[index].inside;
+        axstm__slot_add(pins, 1, index);
+        axstm__slot_add(inside, 1, index);
+        axstm__pin_fence();
+        if (atomic_load(&ep->now) == e &&
+            !atomic_load_explicit(&axstm__gate_closed, memory_order_relaxed)) {
+            *pin = index << 1 | (unsigned)(e & 1);
+            *gate = index;
+            return true;
+        }
+        axstm__pin_add(inside, (uint64_t)-1, index);
+        axstm__pin_add(pins, (uint64_t)-1, index);
+    }
+    /* The epoch moved, a fork is coming, or the shared slot: one by one. */
+    *pin = axstm__epoch_pin(ep);
+    *gate = axstm__gate_enter();
+    if (*gate != AXSTM__GATE_CLOSED)
+        return true;
+    axstm__epoch_unpin(ep, *pin);
+    return false;
+}
+
 /* Enters the gate, waiting while a fork is being prepared: for changes
  * that cannot be called off (an irrevocable transaction's commit). */
 unsigned axstm__gate_enter_wait(void);
@@ -78,6 +114,13 @@ static inline void axstm__gate_leave(unsigned token)
                               memory_order_release);
     else
         atomic_fetch_sub(inside, 1);
+}
+
+/* Leaves the gate and unpins: what axstm__pin_and_enter took. */
+static inline void axstm__leave_and_unpin(struct axstm__epoch *ep, unsigned pin, unsigned gate)
+{
+    axstm__gate_leave(gate);
+    axstm__epoch_unpin(ep, pin);
 }
 
 /* Registers the library's fork() handlers, once. */

@@ -158,14 +158,28 @@ static inline struct axstm__entry *recently_found(const axstm_txn *tx, const cha
     return NULL;
 }
 
+static int find_entry_slow(axstm_txn *tx, const char *key, size_t len, bool add,
+                           struct axstm__entry **out);
+
 /* Finds key's entry (len bytes, already checked).  A key that does not
- * exist gets a gone entry when `add` is set; otherwise *out is NULL. */
-static int find_entry(axstm_txn *tx, const char *key, size_t len, bool add,
-                      struct axstm__entry **out)
+ * exist gets a gone entry when `add` is set; otherwise *out is NULL.
+ * Inline for a key the body used just before (a read, then its write);
+ * the table lookup is out of line. */
+static inline int find_entry(axstm_txn *tx, const char *key, size_t len, bool add,
+                             struct axstm__entry **out)
 {
-    int rc = AXSTM_OK;
     if ((*out = recently_found(tx, key, len)) != NULL)
         return AXSTM_OK;
+    return find_entry_slow(tx, key, len, add, out);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static int
+find_entry_slow(axstm_txn *tx, const char *key, size_t len, bool add, struct axstm__entry **out)
+{
+    int rc = AXSTM_OK;
     struct axstm__keyref ref = {key, len, 0, NULL};
     axstm__table_find(&tx->store->table, &ref);
     if (ref.entry == NULL && add) {
@@ -374,7 +388,7 @@ static inline int prepare_access(axstm_txn *tx, const char *key, size_t *keylen)
 
 /* The entry of key for a get or a delete in the running body, a gone
  * entry added for a missing key. */
-static int access_entry(axstm_txn *tx, const char *key, struct axstm__entry **e)
+static inline int access_entry(axstm_txn *tx, const char *key, struct axstm__entry **e)
 {
     if (tx == NULL || tx != running)
         return AXSTM_EINVAL;
@@ -557,8 +571,13 @@ static int commit(axstm_txn *tx)
     uint64_t *scratch = small_scratch;
     size_t n = 0;
 
-    for (size_t i = 0; i < tx->writes.n; i++)
-        n += tx->writes.v[i].live;
+    /* A few writes (most transactions) fit the small arrays whatever
+     * or_else dropped: no count first. */
+    if (tx->writes.n <= SMALL)
+        n = tx->writes.n;
+    else
+        for (size_t i = 0; i < tx->writes.n; i++)
+            n += tx->writes.v[i].live;
     if (n == 0) {
         /* Read-only: every read was consistent with the snapshot rv, so the
          * transaction serializes at rv.  Nothing shared is written. */
@@ -575,6 +594,10 @@ static int commit(axstm_txn *tx)
     for (size_t i = 0; i < tx->writes.n; i++)
         if (tx->writes.v[i].live)
             items[n++] = &tx->writes.v[i].item;
+    if (n == 0) {
+        unlock_all(tx); /* every write dropped: read-only after all */
+        return AXSTM_OK;
+    }
     /* The lock order puts the latest write of a key first: it is kept. */
     axstm__sort_items(items, n);
     size_t distinct = 0;

@@ -7,20 +7,25 @@
 #include <string.h>
 
 /* Points v at entry e (found when the table's removal count was
- * removals) and reads it; on failure v is as it was.  Caller pinned. */
-static int read_into(axstm_store *s, axstm_value *v, struct axstm__entry *e, uint64_t removals)
+ * removals) and reads it; on failure v is as it was.  One key needs no
+ * snapshot (axstm__snapshot): its one read is consistent by itself, and
+ * goes straight into v.  A dead entry (entry.h) reads as locked, but is
+ * on its way out: AXSTM__KEY_GONE, so that the caller looks again.
+ * Caller pinned. */
+static inline int read_into(axstm_value *v, struct axstm__entry *e, uint64_t removals)
 {
-    struct axstm__item *items[1] = {&v->item};
     uint64_t vlock, version, born;
     struct axstm__val val;
-    struct axstm__entry *before = v->item.entry;
-    v->item.entry = e;
-    int rc = axstm__snapshot(s, items, 1, &vlock, &version, &born, &val);
-    if (rc == AXSTM_OK)
-        v->removals = removals;
-    else
-        v->item.entry = before;
-    return rc;
+    int rc = axstm__entry_read(e, &vlock, &version, &born, &val);
+    if (rc != AXSTM_OK)
+        return axstm__entry_gone(e) ? AXSTM__KEY_GONE : rc;
+    if (axstm__lock_gone(vlock))
+        return AXSTM__KEY_GONE;
+    axstm__val_retain(&val);
+    axstm__val_release(&v->item.val);
+    v->item = (struct axstm__item){e, born, version, val};
+    v->removals = removals;
+    return AXSTM_OK;
 }
 
 /* Checks out v's key into v: finds it (creating it, or bringing it back
@@ -31,8 +36,8 @@ static int checkout(axstm_store *s, axstm_value *v)
     struct axstm__keyref found = {v->key, v->keylen, 0, NULL};
     uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
     axstm__table_find(&s->table, &found);
-    if (found.entry != NULL && !axstm__entry_gone(found.entry)) {
-        int rc = read_into(s, v, found.entry, removals);
+    if (found.entry != NULL) {
+        int rc = read_into(v, found.entry, removals);
         if (rc != AXSTM__KEY_GONE)
             return rc;
     }
@@ -51,7 +56,7 @@ static int checkout(axstm_store *s, axstm_value *v)
             rc = axstm__revive(s, &ref.entry, 1, &vlock);
         axstm__release_anchors(s, &ref, 1, anchored);
         if (rc == AXSTM_OK)
-            rc = read_into(s, v, ref.entry, removals);
+            rc = read_into(v, ref.entry, removals);
         if (rc != AXSTM__KEY_GONE)
             return rc;
     }

@@ -1081,16 +1081,48 @@ static void args_push_reads(struct args *a, const struct axstm__remote_read *rea
     }
 }
 
+/* A READ that found reads changed answers their states now: the cache
+ * learns them (each {place, version, incarnation, data}, or {place} when
+ * the key is gone), so that the attempt run again has its first read
+ * right.  Anything malformed is passed over: it only costs a round trip. */
+static void learn_changed(struct axstm__rcache *cache, const redisReply *reply,
+                          const struct axstm__remote_read *reads, size_t n)
+{
+    for (size_t e = 1; cache != NULL && e < reply->elements; e++) {
+        const redisReply *k = reply->element[e];
+        uint64_t place, version, born;
+        if (k->type != REDIS_REPLY_ARRAY || (k->elements != 4 && k->elements != 1) ||
+            !parse_u64(k->element[0], &place) || place == 0 || place > n)
+            continue;
+        const struct axstm__remote_read *at = &reads[place - 1];
+        const redisReply *d = k->elements == 4 ? k->element[3] : NULL;
+        struct axstm__val got = {0, 0};
+        if (k->elements == 1 || !parse_u64(k->element[1], &version) ||
+            !parse_u64(k->element[2], &born) ||
+            (d->type != REDIS_REPLY_STRING && d->type != REDIS_REPLY_NIL) ||
+            (d->type == REDIS_REPLY_STRING &&
+             (d->len > AXSTM_VALUE_MAX || axstm__val_make(&got, d->str, d->len) != AXSTM_OK))) {
+            axstm__rcache_drop(cache, at->key, at->keylen);
+            continue;
+        }
+        axstm__rcache_put(cache, at->key, at->keylen, version, born, &got);
+        axstm__val_release(&got);
+    }
+}
+
 /* Reads the READ script's answer for the target, if any. */
-static int adopt_read(const redisReply *reply, struct axstm__remote_read *target,
-                      struct axstm__val *val)
+static int adopt_read(struct axstm__rcache *cache, const redisReply *reply,
+                      const struct axstm__remote_read *reads, size_t n,
+                      struct axstm__remote_read *target, struct axstm__val *val)
 {
     uint64_t status;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
         !parse_u64(reply->element[0], &status) || status > 1)
         return AXSTM_EIO;
-    if (status == 0)
+    if (status == 0) {
+        learn_changed(cache, reply, reads, n);
         return AXSTM_CONCURRENT_UPDATE;
+    }
     if (target == NULL)
         return reply->elements == 1 ? AXSTM_OK : AXSTM_EIO;
     if (reply->elements != 2 || reply->element[1]->type != REDIS_REPLY_ARRAY)
@@ -1149,7 +1181,7 @@ int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *r
     redisReply *reply = NULL;
     rc = run_script(r, SCRIPT_READ, a.argc, a.argv, a.lens, a.nkeys, &reply);
     if (rc == AXSTM_OK)
-        rc = adopt_read(reply, target, val);
+        rc = adopt_read(r->cache, reply, reads, n, target, val);
     freeReplyObject(reply);
     axstm__free(numbers);
     args_free(&a);

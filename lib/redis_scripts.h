@@ -245,19 +245,34 @@
 /*
  * A transaction's read: ARGV[1] is the number n of keys read so far, at
  * KEYS[6..5 + n], with their version and incarnation in ARGV[2..]; KEYS
- * may end with one more key to read.  Answers {0} when a key read so far
- * has changed (the transaction must run again), else {1} and, for the key
- * to read, {version, incarnation, data or nil} or {} when it is absent.
- * Creates nothing: a transaction that does not commit leaves no key.
+ * may end with one more key to read.  Answers {0, changed...} when a key
+ * read so far has changed (the transaction must run again), where each
+ * changed key is {its place among the reads (from 1), version,
+ * incarnation, data or nil}, or {place} when it is absent now; else {1}
+ * and, for the key to read, {version, incarnation, data or nil} or {}
+ * when it is absent.  Creates nothing: a transaction that does not commit
+ * leaves no key.
  */
-#define AXSTM__LUA_READ                                 \
-    AXSTM__LUA_CHECK_KEYS                               \
-    AXSTM__LUA_COMMIT_COMMON                            \
-    "local n = tonumber(ARGV[1])\n"                     \
-    "if not reads_valid(6, n, 2) then return {0} end\n" \
-    "local j = 6 + n\n"                                 \
-    "if j > #KEYS then return {1} end\n"                \
-    "if not state[j] then return {1, {}} end\n"         \
+#define AXSTM__LUA_READ                                                                 \
+    AXSTM__LUA_CHECK_KEYS                                                               \
+    AXSTM__LUA_COMMIT_COMMON                                                            \
+    "local n = tonumber(ARGV[1])\n"                                                     \
+    "if not reads_valid(6, n, 2) then\n"                                                \
+    "  local out, a = {0}, 2\n"                                                         \
+    "  for j = 6, 5 + n do\n"                                                           \
+    "    local v, i, now = ARGV[a], ARGV[a + 1], state[j]\n"                            \
+    "    a = a + 2\n"                                                                   \
+    "    if now and (now[1] ~= v or now[2] ~= i) then\n"                                \
+    "      out[#out + 1] = {j - 5, now[1], now[2], redis.call('HGET', KEYS[j], 'd')}\n" \
+    "    elseif not now and i ~= '-' then\n"                                            \
+    "      out[#out + 1] = {j - 5}\n"                                                   \
+    "    end\n"                                                                         \
+    "  end\n"                                                                           \
+    "  return out\n"                                                                    \
+    "end\n"                                                                             \
+    "local j = 6 + n\n"                                                                 \
+    "if j > #KEYS then return {1} end\n"                                                \
+    "if not state[j] then return {1, {}} end\n"                                         \
     "return {1, {state[j][1], state[j][2], redis.call('HGET', KEYS[j], 'd')}}\n"
 
 /*

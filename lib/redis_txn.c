@@ -19,7 +19,9 @@
  *     neither comes (a read-only body, a body that answers its own code,
  *     AXSTM_RETRY with no wait), in a check of its own before the call
  *     returns.  An old one costs a run of the body again, never a wrong
- *     answer; a conflict forgets what the attempt read.  A transfer
+ *     answer (a read that finds keys changed brings their states now, so
+ *     the attempt run again reads its first key right; a commit that
+ *     finds one changed forgets what the attempt read).  A transfer
  *     between two keys is then two round trips: the second read and the
  *     commit.  What it gives up: an attempt that is then run again may
  *     have seen a value that another client had replaced before the call
@@ -186,7 +188,9 @@ static struct rkey *find_read(const struct rtx *t, const char *key, size_t len)
     return i < t->nreads ? t->read_keys[i] : NULL;
 }
 
-/* A key read has changed: what the cache knows of them may be old. */
+/* A commit found a key read changed: what the cache knows of them may be
+ * old.  (A read that finds one changed teaches the cache its state now:
+ * redis.c.) */
 static void forget_reads(const struct rtx *t)
 {
     struct axstm__rcache *cache = axstm__redis_cache(t->r);
@@ -200,8 +204,6 @@ static int check_reads(struct rtx *t)
     int rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
     if (rc == AXSTM_OK)
         t->unchecked = false;
-    else if (rc == AXSTM_CONCURRENT_UPDATE)
-        forget_reads(t);
     return rc;
 }
 
@@ -251,10 +253,8 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
         t->unchecked = true;
     } else {
         rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got);
-        if (rc == AXSTM_CONCURRENT_UPDATE) {
+        if (rc == AXSTM_CONCURRENT_UPDATE)
             t->doomed = true; /* even if the body carries on, it cannot commit */
-            forget_reads(t);
-        }
         if (rc != AXSTM_OK)
             return rc;
         t->unchecked = false; /* the server checked every read before */

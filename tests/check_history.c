@@ -837,26 +837,10 @@ START_TEST(store_many_keys_is_strictly_serializable)
 END_TEST
 
 /* Three processes on one store kept in Redis, each with a store of its
- * own opened from the address: the history of all of them together is
- * strictly serializable (CLOCK_MONOTONIC is one clock for the machine, so
- * real-time order holds across processes too).  Skipped without
- * redis-server, or in a build without hiredis. */
-START_TEST(store_in_redis_from_processes_is_strictly_serializable)
-{
-    axstm_store *probe = NULL;
-    if (axstm_store_open("redis+unix:///nonexistent/axstm-probe", &probe) == AXSTM_EINVAL)
-        return; /* built without hiredis */
-    struct tu_redis server;
-    if (!tu_redis_start(&server))
-        return; /* no redis-server on this machine */
-    run_store_at(4, server.address, true, false);
-    tu_redis_stop(&server);
-}
-END_TEST
-
-/* The same with first_read=cache: committed transactions strictly
- * serializable still, aborted attempts consistent with a serial order. */
-START_TEST(store_in_redis_reading_first_from_cache_is_serializable)
+ * own opened from the address plus options (a string starting with '&',
+ * or ""): the history of all of them together must pass the checker.
+ * Skipped without redis-server, or in a build without hiredis. */
+static void run_redis_processes(const char *options, bool aborts_any_time)
 {
     axstm_store *probe = NULL;
     if (axstm_store_open("redis+unix:///nonexistent/axstm-probe", &probe) == AXSTM_EINVAL)
@@ -865,9 +849,24 @@ START_TEST(store_in_redis_reading_first_from_cache_is_serializable)
     if (!tu_redis_start(&server))
         return; /* no redis-server on this machine */
     char address[sizeof server.address + 32];
-    snprintf(address, sizeof address, "%s&first_read=cache", server.address);
-    run_store_at(4, address, true, true);
+    snprintf(address, sizeof address, "%s%s", server.address, options);
+    run_store_at(4, address, true, aborts_any_time);
     tu_redis_stop(&server);
+}
+
+/* Strictly serializable (CLOCK_MONOTONIC is one clock for the machine, so
+ * real-time order holds across processes too), aborted attempts included. */
+START_TEST(store_in_redis_from_processes_is_strictly_serializable)
+{
+    run_redis_processes("", false);
+}
+END_TEST
+
+/* The same with first_read=cache: committed transactions strictly
+ * serializable still, aborted attempts consistent with a serial order. */
+START_TEST(store_in_redis_reading_first_from_cache_is_serializable)
+{
+    run_redis_processes("&first_read=cache", true);
 }
 END_TEST
 

@@ -571,15 +571,23 @@ struct seen {
     int64_t want;  /* the body answers its own code unless it reads this */
 };
 
+/* Reads k into *x, noting the first run's value. */
+static int note_k(axstm_txn *tx, struct seen *w, int64_t *x)
+{
+    *x = 0;
+    int rc = axstm_txn_get_i64(tx, "k", x);
+    if (w->runs++ == 0)
+        w->first = *x;
+    return rc;
+}
+
 static int read_k(axstm_txn *tx, void *arg)
 {
     struct seen *w = arg;
-    int64_t x = 0;
-    int rc = axstm_txn_get_i64(tx, "k", &x);
+    int64_t x;
+    int rc = note_k(tx, w, &x);
     if (rc != AXSTM_OK)
         return rc;
-    if (w->runs++ == 0)
-        w->first = x;
     return x == w->want ? AXSTM_OK : 50;
 }
 
@@ -587,21 +595,16 @@ static int read_k(axstm_txn *tx, void *arg)
 static int only_read_k(axstm_txn *tx, void *arg)
 {
     struct seen *w = arg;
-    int64_t x = 0;
-    int rc = axstm_txn_get_i64(tx, "k", &x);
-    if (w->runs++ == 0)
-        w->first = x;
+    int64_t x;
+    int rc = note_k(tx, w, &x);
     w->want = x; /* here: what the last run read */
     return rc;
 }
 
 static int increment_k(axstm_txn *tx, void *arg)
 {
-    struct seen *w = arg;
-    int64_t x = 0;
-    int rc = axstm_txn_get_i64(tx, "k", &x);
-    if (w->runs++ == 0)
-        w->first = x;
+    int64_t x;
+    int rc = note_k(tx, arg, &x);
     return rc == AXSTM_OK ? axstm_txn_set_i64(tx, "k", x + 1) : rc;
 }
 

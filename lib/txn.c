@@ -431,7 +431,7 @@ static inline int access_entry(axstm_txn *tx, const char *key, struct axstm__ent
 
 /* The value of key as this attempt sees it (its own latest write, else the
  * snapshot's), into *val: a blob there lives until the attempt ends. */
-static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
+static inline int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
 {
     struct axstm__entry *e;
     int rc = access_entry(tx, key, &e);
@@ -815,7 +815,8 @@ static void run_end(void *arg)
         axstm__free(tx->writes.v);
     if (tx->anchors.v != tx->anchors_inline)
         axstm__free(tx->anchors.v);
-    axstm__free(tx->locks.v);
+    if (tx->locks.v != NULL) /* irrevocable runs only */
+        axstm__free(tx->locks.v);
     forget_bytes(tx);
 }
 

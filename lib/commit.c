@@ -224,7 +224,11 @@ static void publish_rare(axstm_store *s, struct axstm__item *it, struct axstm__v
  * item (a small value to a live key) is published in one loop that also
  * chooses the stamp; whatever involves blobs, deletes or rebirths goes to
  * publish_rare, and the counting it needs happens only when it was used. */
-static inline void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline)) /* into each commit path: a call costs more */
+#endif
+static inline void
+publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
     uint64_t stamp = atomic_load(&s->clock) + 1;
     struct publish_rare_tally t = {0, 0, 0, false};

@@ -201,17 +201,15 @@ struct axstm_collection {
     axstm_store *store;
     size_t n;
     uint64_t removals;
+    size_t cap;                 /* keys named: each array's length */
     axstm_value *values;        /* in order of first appearance */
     struct axstm__item **order; /* the same items sorted by entry: lock order */
-    /* Scratch, so refresh needs no allocation. */
-    uint64_t *scratch_vlock;
-    uint64_t *scratch_version;
-    uint64_t *scratch_born;
-    struct axstm__val *scratch_val;
+    /* Scratch, so refresh needs no allocation: the arrays every checkout
+     * and commit use.  The rest follow them in the same allocation, found
+     * by collection.c from cap, so that a new collection sets up only
+     * these pointers. */
     struct axstm__keyref *scratch_refs;
-    struct axstm__entry **scratch_entries;
-    size_t *scratch_positions;
-    bool *scratch_anchored;
+    uint64_t *scratch_vlock;
 };
 
 /* What axstm__snapshot answers when a key it reads is gone. */

@@ -10,7 +10,14 @@
 
 /*
  * One allocation holds the collection, all its arrays and a copy of every
- * key named (nkeys of them, keybytes bytes with their NULs).
+ * key named (nkeys of them, keybytes bytes with their NULs):
+ *
+ *   values | refs | order | vlock | val | entries | version | born |
+ *   positions | anchored (2 per key) | key copies
+ *
+ * widest elements first, so that each array stays aligned.  The collection
+ * points at the first four (every checkout and commit uses them); the
+ * others, scratch of the general checkout, are found from c->cap below.
  */
 static axstm_collection *collection_new(axstm_store *s, size_t nkeys, size_t keybytes)
 {
@@ -23,36 +30,55 @@ static axstm_collection *collection_new(axstm_store *s, size_t nkeys, size_t key
     axstm_collection *c = axstm__handle_alloc(size);
     if (c == NULL)
         return NULL;
-    /* Widest elements first, so that each array stays aligned. */
-    char *p = (char *)(c + 1);
     c->size = size;
     c->store = s;
     c->n = 0;
-    c->values = (axstm_value *)p;
-    p += nkeys * sizeof(axstm_value);
-    c->scratch_refs = (struct axstm__keyref *)p;
-    p += nkeys * sizeof(struct axstm__keyref);
-    c->scratch_val = (struct axstm__val *)p;
-    p += nkeys * sizeof(struct axstm__val);
-    c->order = (struct axstm__item **)p;
-    p += nkeys * sizeof(struct axstm__item *);
-    c->scratch_entries = (struct axstm__entry **)p;
-    p += nkeys * sizeof(struct axstm__entry *);
-    c->scratch_vlock = (uint64_t *)p;
-    p += nkeys * sizeof(uint64_t);
-    c->scratch_version = (uint64_t *)p;
-    p += nkeys * sizeof(uint64_t);
-    c->scratch_born = (uint64_t *)p;
-    p += nkeys * sizeof(uint64_t);
-    c->scratch_positions = (size_t *)p;
-    p += nkeys * sizeof(size_t);
-    c->scratch_anchored = (bool *)p;
+    c->cap = nkeys;
+    c->values = (axstm_value *)(void *)(c + 1);
+    c->scratch_refs = (struct axstm__keyref *)(void *)(c->values + nkeys);
+    c->order = (struct axstm__item **)(void *)(c->scratch_refs + nkeys);
+    c->scratch_vlock = (uint64_t *)(void *)(c->order + nkeys);
     return c;
 }
 
-static char *key_copies(axstm_collection *c, size_t nkeys)
+_Static_assert(sizeof(axstm_value) % _Alignof(struct axstm__keyref) == 0 &&
+                   sizeof(struct axstm__keyref) % _Alignof(struct axstm__item *) == 0 &&
+                   sizeof(struct axstm__val) % _Alignof(struct axstm__entry *) == 0,
+               "each array of a collection starts aligned");
+
+static struct axstm__val *scratch_val(const axstm_collection *c)
 {
-    return (char *)(c->scratch_anchored + 2 * nkeys);
+    return (struct axstm__val *)(void *)(c->scratch_vlock + c->cap);
+}
+
+static struct axstm__entry **scratch_entries(const axstm_collection *c)
+{
+    return (struct axstm__entry **)(void *)(scratch_val(c) + c->cap);
+}
+
+static uint64_t *scratch_version(const axstm_collection *c)
+{
+    return (uint64_t *)(void *)(scratch_entries(c) + c->cap);
+}
+
+static uint64_t *scratch_born(const axstm_collection *c)
+{
+    return scratch_version(c) + c->cap;
+}
+
+static size_t *scratch_positions(const axstm_collection *c)
+{
+    return (size_t *)(void *)(scratch_born(c) + c->cap);
+}
+
+static bool *scratch_anchored(const axstm_collection *c)
+{
+    return (bool *)(void *)(scratch_positions(c) + c->cap);
+}
+
+static char *key_copies(axstm_collection *c)
+{
+    return (char *)(scratch_anchored(c) + 2 * c->cap);
 }
 
 static void init_value(axstm_collection *c, axstm_value *v, const struct axstm__keyref *ref)
@@ -80,7 +106,7 @@ static size_t value_index(const axstm_collection *c, const struct axstm__item *i
  */
 static void gather_distinct(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
 {
-    size_t *position = c->scratch_positions;
+    size_t *position = scratch_positions(c);
     for (size_t i = 0; i < n; i++) {
         init_value(c, &c->values[i], &refs[i]);
         c->order[i] = &c->values[i].item;
@@ -227,8 +253,8 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
     enum { ATTEMPTS = 4, SMALL = 8 };
     axstm_store *s = c->store;
     struct axstm__keyref *refs = c->scratch_refs;
-    bool *anchored = c->scratch_anchored;
-    struct axstm__entry **saved = c->scratch_entries;
+    bool *anchored = scratch_anchored(c);
+    struct axstm__entry **saved = scratch_entries(c);
     for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
         for (size_t i = 0; i < nkeys; i++)
             refs[i].entry = NULL;
@@ -248,15 +274,15 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
         if (any) {
             /* scratch_val is free until the snapshot: it holds the
              * distinct entries for revive (a val is wider than a pointer). */
-            struct axstm__entry **entries = (struct axstm__entry **)(void *)c->scratch_val;
+            struct axstm__entry **entries = (struct axstm__entry **)(void *)scratch_val(c);
             for (size_t i = 0; i < c->n; i++)
                 entries[i] = c->order[i]->entry;
             rc = axstm__revive(s, entries, c->n, c->scratch_vlock);
         }
         axstm__release_anchors(s, refs, nkeys, anchored);
         if (rc == AXSTM_OK)
-            rc = axstm__snapshot(s, c->order, c->n, c->scratch_vlock, c->scratch_version,
-                                 c->scratch_born, c->scratch_val);
+            rc = axstm__snapshot(s, c->order, c->n, c->scratch_vlock, scratch_version(c),
+                                 scratch_born(c), scratch_val(c));
         if (rc == AXSTM_OK) {
             c->removals = removals;
             return AXSTM_OK;
@@ -302,7 +328,7 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
     axstm_collection *c = collection_new(s, nkeys, keybytes);
     if (c == NULL)
         return AXSTM_ENOMEM;
-    char *copy = key_copies(c, nkeys);
+    char *copy = key_copies(c);
     for (size_t i = 0; i < nkeys; i++) {
         size_t len = i < FEW ? lens[i] : strlen(keys[i]);
         axstm__copy_key(copy, keys[i], len);

@@ -224,15 +224,23 @@ static void publish_rare(axstm_store *s, struct axstm__item *it, struct axstm__v
  * item (a small value to a live key) is published in one loop that also
  * chooses the stamp; whatever involves blobs, deletes or rebirths goes to
  * publish_rare, and the counting it needs happens only when it was used. */
-static inline void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline)) /* into each commit path: a call costs more */
+#endif
+static inline void
+publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
     uint64_t stamp = atomic_load(&s->clock) + 1;
     struct publish_rare_tally t = {0, 0, 0, false};
-    bool rare = false;
+    bool rare = false, waited = false;
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
         struct axstm__entry *e = it->entry;
         uint64_t held = axstm__entry_vlock_relaxed(e);
+        /* Step 6's look for waiters, taken now: the lock is held, which is
+         * all the wake-up protocol asks (wait.h), and the common commit
+         * (nobody waits) then needs no third pass over its keys. */
+        waited |= axstm__entry_waiters_seq_cst(e) != NULL;
         if (axstm__lock_stamp(held) >= stamp)
             stamp = axstm__lock_stamp(held) + 1;
         struct axstm__val old = axstm__entry_val_locked(e);
@@ -249,7 +257,7 @@ static inline void publish(axstm_store *s, struct axstm__item *const *items, siz
     }
     for (size_t i = 0; i < n; i++)
         axstm__entry_unlock(items[i]->entry, stamp, (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && waited; i++)
         if (axstm__entry_waiters_seq_cst(items[i]->entry) != NULL)
             axstm__wake(items[i]->entry);
 

@@ -51,6 +51,10 @@
 #define INLINE_BYTES 256
 #define BYTES_CHUNK 4096
 #define RECENT_KEYS 8
+/* room_now of a run's first attempt: its arrays inline and empty. */
+#define MIN2(a, b) ((a) < (b) ? (a) : (b))
+#define FRESH_ROOM \
+    MIN2(MIN2(INLINE_READS, INLINE_WRITES), MIN2(INLINE_ANCHORS, INLINE_BYTES / AXSTM__INLINE_MAX))
 
 struct txn_write {
     struct axstm__item item; /* entry, version (set at commit), value */
@@ -112,6 +116,10 @@ struct axstm_txn {
     struct axstm__entry *anchors_inline[INLINE_ANCHORS];
     size_t bytes_used;
     struct bytes_chunk *chunks;
+    /* Accesses (gets, sets, deletes) that will find room for all they
+     * record without allocating: counted down by each, recounted when it
+     * reaches 0 (see prepare_access). */
+    size_t room;
     _Alignas(8) unsigned char bytes_inline[INLINE_BYTES];
 };
 
@@ -354,8 +362,28 @@ static void forget_bytes(axstm_txn *tx)
     tx->bytes_used = 0;
 }
 
+/* How many accesses can still record what they record without allocating:
+ * each records at most one read, one write, one anchor and one kept value
+ * (lock_entry makes its own room, so an irrevocable attempt counts none). */
+static size_t room_now(const axstm_txn *tx)
+{
+    if (tx->irrevocable)
+        return 0;
+    size_t room = tx->reads.cap - tx->reads.n;
+    if (room > tx->writes.cap - tx->writes.n)
+        room = tx->writes.cap - tx->writes.n;
+    if (room > tx->anchors.cap - tx->anchors.n)
+        room = tx->anchors.cap - tx->anchors.n;
+    size_t bytes = tx->bytes_used <= INLINE_BYTES - AXSTM__INLINE_MAX
+                       ? (INLINE_BYTES - tx->bytes_used) / AXSTM__INLINE_MAX
+                   : tx->chunks != NULL ? (BYTES_CHUNK - tx->chunks->used) / AXSTM__INLINE_MAX
+                                        : 0;
+    return room < bytes ? room : bytes;
+}
+
 /* Everything a get or set may allocate, done before its key may be created,
- * so that a failed call leaves the store as it was. */
+ * so that a failed call leaves the store as it was; then the room counted
+ * again, less this access's. */
 static int reserve_for_access_slow(axstm_txn *tx)
 {
     int rc = RESERVE(tx->reads, tx->reads_inline);
@@ -367,6 +395,8 @@ static int reserve_for_access_slow(axstm_txn *tx)
         rc = RESERVE(tx->locks, NULL);
     if (rc == AXSTM_OK)
         rc = reserve_bytes(tx);
+    if (rc == AXSTM_OK && (tx->room = room_now(tx)) != 0)
+        tx->room--;
     return rc;
 }
 
@@ -379,10 +409,10 @@ static inline int prepare_access(axstm_txn *tx, const char *key, size_t *keylen)
     if (rc != AXSTM_OK)
         return rc;
     /* The common case first: room everywhere, nothing to allocate. */
-    if (tx->reads.n < tx->reads.cap && tx->writes.n < tx->writes.cap &&
-        tx->anchors.n < tx->anchors.cap && !tx->irrevocable &&
-        tx->bytes_used + AXSTM__INLINE_MAX <= INLINE_BYTES)
+    if (tx->room != 0) {
+        tx->room--;
         return AXSTM_OK;
+    }
     return reserve_for_access_slow(tx);
 }
 
@@ -401,7 +431,7 @@ static inline int access_entry(axstm_txn *tx, const char *key, struct axstm__ent
 
 /* The value of key as this attempt sees it (its own latest write, else the
  * snapshot's), into *val: a blob there lives until the attempt ends. */
-static int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
+static inline int get_value(axstm_txn *tx, const char *key, struct axstm__val *val)
 {
     struct axstm__entry *e;
     int rc = access_entry(tx, key, &e);
@@ -785,7 +815,8 @@ static void run_end(void *arg)
         axstm__free(tx->writes.v);
     if (tx->anchors.v != tx->anchors_inline)
         axstm__free(tx->anchors.v);
-    axstm__free(tx->locks.v);
+    if (tx->locks.v != NULL) /* irrevocable runs only */
+        axstm__free(tx->locks.v);
     forget_bytes(tx);
 }
 
@@ -847,6 +878,7 @@ static int run_attempts(axstm_txn *tx, axstm_fn fn, void *arg, const struct axst
             return rc;
         }
         tx->irrevocable = mode->watch == NULL && failures >= IRREVOCABLE_AFTER;
+        tx->room = 0; /* the first access counts it */
         rc = attempt(tx, fn, arg);
     }
 }
@@ -873,6 +905,7 @@ static int run(axstm_store *s, axstm_fn fn, void *arg, const struct axstm__run_m
     tx.anchors.cap = INLINE_ANCHORS;
     tx.bytes_used = 0;
     tx.chunks = NULL;
+    tx.room = FRESH_ROOM;
     tx.nrecent = tx.recent_next = 0;
     tx.recent_removals = axstm__table_removals(&s->table);
     tx.irrevocable = false;

@@ -8,9 +8,10 @@
  * another if each had one); LOCKS locks, slot s under lock s % LOCKS,
  * only ever tried, one at a time.  An entry is allocated before its lock
  * is tried and freed after it is let go, so nothing that can take time
- * happens under a lock.  Two threads putting the same key at once may
- * leave it in both of its slots: a lookup takes the first, and a drop
- * clears both.
+ * happens under a lock.  A put that finds one of the key's slots busy may
+ * leave the key in both: a lookup takes the newer of the two (a later
+ * incarnation, or a later version of the same one), a put replaces the
+ * one it finds, and a drop clears both.
  */
 #include "redis_cache.h"
 
@@ -103,16 +104,21 @@ bool axstm__rcache_get(struct axstm__rcache *c, const char *key, size_t len, uin
     size_t slot[2];
     slots_of(key, len, slot);
     bool hit = false;
-    for (int i = 0; i < 2 && !hit; i++) {
+    for (int i = 0; i < 2; i++) {
         pthread_mutex_t *lock = &c->locks[slot[i] % LOCKS];
         if (pthread_mutex_trylock(lock) != 0)
             continue;
         const struct entry *e = c->slots[slot[i]];
-        if ((hit = holds(e, key, len))) {
+        /* In both slots (see above): the newer news. */
+        if (holds(e, key, len) &&
+            (!hit || e->born > *born || (e->born == *born && e->version > *version))) {
+            if (hit)
+                axstm__val_release(val);
             *version = e->version;
             *born = e->born;
             *val = e->val;
             axstm__val_retain(val);
+            hit = true;
         }
         pthread_mutex_unlock(lock);
     }

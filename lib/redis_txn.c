@@ -21,7 +21,9 @@
  *     returns.  An old one costs a run of the body again, never a wrong
  *     answer (a read that finds keys changed brings their states now, so
  *     the attempt run again reads its first key right; a commit that
- *     finds one changed forgets what the attempt read).  A transfer
+ *     finds one changed forgets what the attempt read; and an attempt
+ *     after two in a row that lost with a read from the cache asks the
+ *     server, so no run depends on the cache to finish).  A transfer
  *     between two keys is then two round trips: the second read and the
  *     commit.  What it gives up: an attempt that is then run again may
  *     have seen a value that another client had replaced before the call
@@ -86,8 +88,12 @@ struct rwrite {
 struct rtx {
     axstm_store *store;
     struct axstm__redis *r;
-    bool doomed;    /* a read found the attempt's reads stale */
-    bool unchecked; /* the first read came from the cache, unchecked since */
+    bool doomed;           /* a read found the attempt's reads stale */
+    bool unchecked;        /* the first read came from the cache, unchecked since */
+    bool cached;           /* this attempt's first read came from the cache */
+    unsigned cache_losses; /* attempts in a row lost with a read from the
+                            * cache: after two, the next asks the server
+                            * (progress, whatever the cache holds) */
     struct axstm__remote_read *reads;
     struct rkey **read_keys;
     size_t nreads, reads_cap;
@@ -248,9 +254,10 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
     struct axstm__remote_read target = {key, len, 0, 0, false};
     struct axstm__val got;
     struct axstm__rcache *cache = axstm__redis_cache(t->r);
-    if (t->nreads == 0 && axstm__rcache_get(cache, key, len, &target.version, &target.born, &got)) {
+    if (t->nreads == 0 && t->cache_losses < 2 &&
+        axstm__rcache_get(cache, key, len, &target.version, &target.born, &got)) {
         target.present = true; /* a state the key had: checked later */
-        t->unchecked = true;
+        t->unchecked = t->cached = true;
     } else {
         rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got);
         if (rc == AXSTM_CONCURRENT_UPDATE)
@@ -362,7 +369,7 @@ static void end_attempt(struct rtx *t)
     for (size_t i = 0; i < t->nwrites; i++)
         rkey_free(t->writes[i].k);
     t->nreads = t->nwrites = 0;
-    t->doomed = t->unchecked = false;
+    t->doomed = t->unchecked = t->cached = false;
 }
 
 /* Runs the body once and commits; the reads stay for a wait. */
@@ -388,6 +395,7 @@ static int attempt(struct rtx *t, axstm_fn fn, void *arg)
         rc = AXSTM_EINVAL; /* nothing read could ever change */
     if (rc == AXSTM_CONCURRENT_UPDATE)
         axstm__count(t->store, AXSTM__CONFLICTS);
+    t->cache_losses = rc == AXSTM_CONCURRENT_UPDATE && t->cached ? t->cache_losses + 1 : 0;
     return rc;
 }
 

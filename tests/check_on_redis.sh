@@ -8,7 +8,9 @@
 # in-process store has (allocation-failure injection, its internal
 # structures) and are left out here, and so are those tagged "long" (a
 # remote store makes their thousands of calls round trips: tests of their
-# own cover concurrency there).  Skipped only without redis-server.
+# own cover concurrency there).  The transaction suites run a second time
+# on stores opened with first_read=cache.  Skipped only without
+# redis-server.
 if ! command -v redis-server >/dev/null 2>&1; then
     echo "check_on_redis: no redis-server on this machine"
     exit 77
@@ -22,6 +24,13 @@ status=0
 for suite in check_value check_collection check_store check_or_else check_retry check_isolation \
     check_delete check_txn check_watch; do
     echo "== $suite, on a store kept in Redis"
+    "${top_builddir:-.}/tests/$suite" || status=1
+done
+# The transaction suites once more with first_read=cache: a first read
+# from what the process knows must keep every rule they test.
+AXSTM_TEST_STORE="$REDIS_ADDRESS?first_read=cache"
+for suite in check_or_else check_retry check_isolation check_txn; do
+    echo "== $suite, on a store kept in Redis, first_read=cache"
     "${top_builddir:-.}/tests/$suite" || status=1
 done
 exit $status

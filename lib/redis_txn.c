@@ -625,8 +625,10 @@ static int run_attempts(struct rtx *t, axstm_fn fn, void *arg, const struct axst
             /* Nothing would change while it waits, unless the read from
              * the cache was old already. */
             rc = t->unchecked ? check_reads(t) : AXSTM_OK;
-            if (rc == AXSTM_CONCURRENT_UPDATE)
+            if (rc == AXSTM_CONCURRENT_UPDATE) {
+                t->cache_losses = 2; /* once more, asking the server */
                 continue;
+            }
             return rc == AXSTM_OK ? AXSTM_ETIMEDOUT : rc;
         }
         rc = wait_for_change(t, mode->deadline);

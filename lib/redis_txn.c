@@ -200,7 +200,7 @@ static struct rkey *find_read(const struct rtx *t, const char *key, size_t len)
 static void forget_reads(const struct rtx *t)
 {
     struct axstm__rcache *cache = axstm__redis_cache(t->r);
-    for (size_t i = 0; i < t->nreads; i++)
+    for (size_t i = 0; cache != NULL && i < t->nreads; i++)
         axstm__rcache_drop(cache, t->reads[i].key, t->reads[i].keylen);
 }
 
@@ -220,7 +220,7 @@ static void learn_writes(const struct rtx *t, const struct axstm__remote_write *
                          int rc)
 {
     struct axstm__rcache *cache = axstm__redis_cache(t->r);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; cache != NULL && i < n; i++) { /* no cache: nothing to learn */
         size_t at = find_read_at(t, writes[i].key, writes[i].keylen);
         if (rc == AXSTM_OK && at < t->nreads && t->reads[at].present &&
             !(writes[i].val.meta & AXSTM__VAL_DELETE))

@@ -249,7 +249,8 @@ void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n
 /*
  * Whether the entries of values[0..n), found when the table's removal
  * count was *removals, are still the entries of their keys (table.h);
- * refreshes *removals when they are.  Caller pinned.
+ * refreshes *removals when they are.  Caller in the gate or pinned, so
+ * that an entry taken out after the count was read is not freed (fork.h).
  */
 bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_value *values,
                              size_t n);
@@ -299,6 +300,8 @@ void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old,
  */
 int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
                           struct axstm__item *const *items, size_t n, uint64_t *scratch);
+/* The same for one handle of its own (axstm_value_commit). */
+int axstm__commit_handle(axstm_value *v);
 
 /* Publishes items whose keys the caller already holds locked (an
  * irrevocable transaction), and unlocks them.  Cannot fail. */

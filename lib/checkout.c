@@ -59,14 +59,18 @@ bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_val
     uint64_t now = axstm__table_removals(&s->table);
     if (now == *removals)
         return true;
-    for (size_t i = 0; i < n; i++) {
+    /* Pinned, for the table's arrays; the entries are only compared. */
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    bool there = true;
+    for (size_t i = 0; i < n && there; i++) {
         struct axstm__keyref ref = {values[i].key, values[i].keylen, 0, NULL};
         axstm__table_find(&s->table, &ref);
-        if (ref.entry != values[i].item.entry)
-            return false;
+        there = ref.entry == values[i].item.entry;
     }
-    *removals = now;
-    return true;
+    axstm__epoch_leave(&s->epoch, pin);
+    if (there)
+        *removals = now;
+    return there;
 }
 
 /* Hands a consistent set of states to the items, releasing what they held.

@@ -224,11 +224,8 @@ static void publish_rare(axstm_store *s, struct axstm__item *it, struct axstm__v
  * item (a small value to a live key) is published in one loop that also
  * chooses the stamp; whatever involves blobs, deletes or rebirths goes to
  * publish_rare, and the counting it needs happens only when it was used. */
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((always_inline)) /* into each commit path: a call costs more */
-#endif
-static inline void
-publish(axstm_store *s, struct axstm__item *const *items, size_t n)
+static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *const *items, size_t n,
+                                         unsigned *gate)
 {
     uint64_t stamp = atomic_load(&s->clock) + 1;
     struct publish_rare_tally t = {0, 0, 0, false};
@@ -248,6 +245,11 @@ publish(axstm_store *s, struct axstm__item *const *items, size_t n)
             !axstm__lock_gone(held)) {
             axstm__entry_store_val(e, &it->val);
         } else {
+            /* What axstm_store_free walks changes from here: no fork may
+             * copy it halfway (fork.h).  A fork being prepared does not
+             * wait for us (we are not inside yet): we wait for it. */
+            if (*gate == AXSTM__GATE_OUTSIDE)
+                *gate = axstm__gate_enter_wait();
             publish_rare(s, it, old, axstm__lock_gone(held), &t);
             rare = true;
         }
@@ -275,12 +277,6 @@ publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
                   const struct axstm__readset *rs)
 {
-    /* No fork may copy the store halfway through (fork.h). */
-    unsigned gate = axstm__gate_enter();
-    if (gate == AXSTM__GATE_CLOSED) {
-        axstm__count(s, AXSTM__BUSY);
-        return AXSTM_BUSY_RETRY;
-    }
     int rc = lock_all(s, items, n, old);
     if (rc == AXSTM_OK) {
         bool valid = true;
@@ -293,43 +289,67 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
             rc = AXSTM_CONCURRENT_UPDATE;
         }
     }
-    if (rc != AXSTM_OK)
+    if (rc != AXSTM_OK) {
         axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
-    else
-        publish(s, items, n);
-    axstm__gate_leave(gate);
+    } else {
+        unsigned gate = AXSTM__GATE_OUTSIDE;
+        publish(s, items, n, &gate);
+        if (gate != AXSTM__GATE_OUTSIDE)
+            axstm__gate_leave(gate);
+    }
+    return rc;
+}
+
+/* axstm__commit_handles, inline in its two callers below: with n = 1 the
+ * compiler drops every loop. */
+static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, uint64_t *removals,
+                                               axstm_value *values,
+                                               struct axstm__item *const *items, size_t n,
+                                               uint64_t *old)
+{
+    if (s->remote != NULL)
+        return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
+    /* Neither pinned nor in the gate: a key deleted since the checkout
+     * may have had its entry freed, even after still_there looked.  Entry
+     * memory is only ever reused as an entry, and a freed one reads as
+     * locked for good (table.c), so lock_current fails on it; on an entry
+     * reused for a new key it finds the incarnation changed and puts the
+     * lock word back (nobody else could change it meanwhile).  So nothing
+     * but the lock word of an entry that is not ours is ever written. */
+    int rc = AXSTM_CONCURRENT_UPDATE;
+    if (axstm__still_there(s, removals, values, n))
+        rc = lock_current(s, items, n, old);
+    if (rc == AXSTM_OK) {
+        unsigned gate = AXSTM__GATE_OUTSIDE;
+        publish(s, items, n, &gate);
+        if (gate != AXSTM__GATE_OUTSIDE)
+            axstm__gate_leave(gate);
+    } else {
+        axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
+    }
+    axstm__epoch_reclaim_if_wanted(&s->epoch); /* asked for by publish */
     return rc;
 }
 
 int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
                           struct axstm__item *const *items, size_t n, uint64_t *old)
 {
-    if (s->remote != NULL)
-        return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
-    /* Pinned: a key deleted since the checkout may have had its entry
-     * freed, which still_there finds out by name.  In the gate: no fork
-     * may copy the store halfway through (fork.h).  Both at once. */
-    unsigned pin, gate;
-    if (!axstm__pin_and_enter(&s->epoch, &pin, &gate)) {
-        axstm__count(s, AXSTM__BUSY);
-        return AXSTM_BUSY_RETRY;
-    }
-    int rc = AXSTM_CONCURRENT_UPDATE;
-    if (axstm__still_there(s, removals, values, n))
-        rc = lock_current(s, items, n, old);
-    if (rc == AXSTM_OK)
-        publish(s, items, n);
-    else
-        axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
-    axstm__leave_and_unpin(&s->epoch, pin, gate);
-    return rc;
+    return commit_handles(s, removals, values, items, n, old);
+}
+
+int axstm__commit_handle(axstm_value *v)
+{
+    struct axstm__item *items[1] = {&v->item};
+    uint64_t old;
+    return commit_handles(v->store, &v->removals, v, items, 1, &old);
 }
 
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
-    unsigned gate = axstm__gate_enter_wait();
-    publish(s, items, n);
-    axstm__gate_leave(gate);
+    unsigned gate = AXSTM__GATE_OUTSIDE;
+    publish(s, items, n, &gate);
+    if (gate != AXSTM__GATE_OUTSIDE)
+        axstm__gate_leave(gate);
 }
 
 static int revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *old);

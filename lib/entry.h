@@ -24,6 +24,11 @@
  *     or is about to revive, taken out of the table by table.c and freed
  *     once no reader can still hold it (epoch reclamation).  Its word looks
  *     locked for good, so no commit can take it and readers look again.
+ *     A freed entry keeps that word on its free list, and its memory is
+ *     only ever reused as an entry, of a key born anew: a handle's commit,
+ *     which holds its entry neither pinned nor in the fork gate (commit.c),
+ *     may still try the lock of such an entry, and either fails or finds
+ *     another incarnation, puts the word back and reports a conflict.
  *
  * `born` tells incarnations apart: a handle remembers the incarnation it
  * checked out, and a commit of it is rejected when the entry has died or
@@ -154,13 +159,16 @@ static inline void axstm__entry_set_waiters_seq_cst(struct axstm__entry *e,
 static inline void axstm__entry_init(struct axstm__entry *e, uint64_t stamp, const char *key,
                                      size_t len)
 {
-    atomic_init(&e->vlock, stamp << 2 | AXSTM__GONE);
-    atomic_init(&e->version, 0);
-    atomic_init(&e->vword, 0);
-    atomic_init(&e->vmeta, 0);
-    atomic_init(&e->waiters, NULL);
-    atomic_init(&e->born, 0);
-    atomic_init(&e->anchors, 1);
+    /* Atomic stores, not initialisation: the memory may be an entry that
+     * was freed, which a stale handle's commit may still try to lock (it
+     * finds the word gone, and puts it back: commit.c). */
+    atomic_store_explicit(&e->version, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->vword, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->vmeta, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->waiters, NULL, memory_order_relaxed);
+    atomic_store_explicit(&e->born, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->anchors, 1, memory_order_relaxed);
+    atomic_store_explicit(&e->vlock, stamp << 2 | AXSTM__GONE, memory_order_release);
     e->keylen = (uint16_t)len;
     memcpy(e->key, key, len);
     e->key[len] = '\0';

@@ -84,8 +84,7 @@ bool axstm__barrier_everywhere(void);
 
 /* Orders the pin counts this thread stored in its own slot before its
  * later loads (of the epoch, and of whatever it is about to read): the
- * reclaimer's barrier sees to that, or else this fence.  One fence serves
- * several counts stored before it (fork.h's axstm__pin_and_enter). */
+ * reclaimer's barrier sees to that, or else this fence. */
 static inline void axstm__pin_fence(void)
 {
     if (atomic_load_explicit(&axstm__pins_unfenced, memory_order_relaxed))
@@ -112,7 +111,7 @@ unsigned axstm__epoch_pin_slow(struct axstm__epoch *ep, unsigned index, uint64_t
 /* Pins the calling thread; returns the token to give to unpin.  Nestable.
  * Inline: every checkout and transaction attempt pins once; what only the
  * rare cases need is out of line. */
-static inline unsigned axstm__epoch_pin(struct axstm__epoch *ep)
+static AXSTM__ALWAYS_INLINE unsigned axstm__epoch_pin(struct axstm__epoch *ep)
 {
     unsigned index = axstm__thread_slot();
     uint64_t e = atomic_load(&ep->now);
@@ -144,7 +143,8 @@ static inline void axstm__epoch_reclaim_soon(struct axstm__epoch *ep)
     axstm__reclaim_wanted = ep;
 }
 
-static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
+/* Drops the pin that token stands for, and nothing else. */
+static AXSTM__ALWAYS_INLINE void axstm__epoch_leave(struct axstm__epoch *ep, unsigned token)
 {
     unsigned index = token >> 1;
     _Atomic uint64_t *count = &ep->slot[index].pins[token & 1];
@@ -155,10 +155,22 @@ static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
                               memory_order_release);
     else
         atomic_fetch_sub(count, 1);
+}
+
+/* Runs the reclaim that axstm__epoch_reclaim_soon asked for, if it did.
+ * Only when not pinned in ep. */
+static inline void axstm__epoch_reclaim_if_wanted(struct axstm__epoch *ep)
+{
     if (axstm__reclaim_wanted == ep) {
         axstm__reclaim_wanted = NULL;
         axstm__epoch_reclaim(ep);
     }
+}
+
+static inline void axstm__epoch_unpin(struct axstm__epoch *ep, unsigned token)
+{
+    axstm__epoch_leave(ep, token);
+    axstm__epoch_reclaim_if_wanted(ep);
 }
 
 /*

@@ -11,14 +11,20 @@
  * list it took off its slot.  The child has none of those threads to
  * finish the change.
  *
- * So the code that changes what axstm_store_free walks (entries' values,
- * retired lists, key tables: commits with their reclaims, key creation)
- * runs inside a gate, and the library's fork handler (fork.c) closes the
- * gate and waits until no thread is inside before fork() copies anything.
+ * So the code that changes what axstm_store_free walks (entries' blob
+ * values, retired lists, key tables: commits with their reclaims, key
+ * creation) runs inside a gate, and the library's fork handler (fork.c)
+ * closes the gate and waits until no thread is inside before fork()
+ * copies anything.  A commit that only puts small values on live keys
+ * changes nothing axstm_store_free walks (any mix of an inline value's
+ * old and new halves frees nothing), so it enters the gate only when it
+ * comes to a blob, a delete or a key born again (commit.c).
  * These stretches wait for nothing but, for a moment, a wait-bucket mutex,
  * so the fork waits a moment too.  A thread that finds the gate closed
- * does not go in: a commit or key creation then answers AXSTM_BUSY_RETRY,
- * having changed nothing.  (Key locks taken by an irrevocable body, pins
+ * does not go in: key creation then answers AXSTM_BUSY_RETRY, having
+ * changed nothing, and a commit that holds its keys' locks already waits
+ * for the fork to pass (outside the gate, so the fork does not wait for
+ * it; the child finds those keys locked, and may only free the store).  (Key locks taken by an irrevocable body, pins
  * and mutexes are not covered: a child may only free a store that another
  * thread was using, which takes none of them.  It does destroy the
  * mutexes, and glibc's pthread_mutex_destroy of one that a vanished thread
@@ -49,11 +55,13 @@ extern struct axstm__gate_count axstm__gate[AXSTM__ALL_SLOTS];
 extern _Alignas(2 * AXSTM__CACHELINE) _Atomic bool axstm__gate_closed;
 
 #define AXSTM__GATE_CLOSED UINT32_MAX
+/* The token of a caller that has not entered (yet). */
+#define AXSTM__GATE_OUTSIDE AXSTM__GATE_CLOSED
 
 /* Enters the gate: returns the token for axstm__gate_leave, or
  * AXSTM__GATE_CLOSED (not entered) while a fork is being prepared.
  * Inline: every commit enters once. */
-static inline unsigned axstm__gate_enter(void)
+static AXSTM__ALWAYS_INLINE unsigned axstm__gate_enter(void)
 {
     unsigned slot = axstm__thread_slot();
     _Atomic uint64_t *inside = &axstm__gate[slot].inside;
@@ -64,47 +72,11 @@ static inline unsigned axstm__gate_enter(void)
     return AXSTM__GATE_CLOSED;
 }
 
-/*
- * Pins the calling thread in ep (epoch.h) and enters the gate, for a
- * change that needs both (a handle's commit): one slot lookup and one
- * fence for the two counts, each stored before the loads that check them
- * (the epoch, the closed flag) as axstm__epoch_pin and axstm__gate_enter
- * order them.  Returns false, holding neither, while a fork is being
- * prepared.  axstm__leave_and_unpin undoes both.
- */
-static inline bool axstm__pin_and_enter(struct axstm__epoch *ep, unsigned *pin, unsigned *gate)
-{
-    unsigned index = axstm__thread_slot();
-    if (index < AXSTM__SLOTS) {
-        uint64_t e = atomic_load(&ep->now);
-        _Atomic uint64_t *pins = &ep->slot[index].pins[e & 1];
-        _Atomic uint64_t *inside = &axstm__gate[index].inside;
-        axstm__slot_add(pins, 1, index);
-        axstm__slot_add(inside, 1, index);
-        axstm__pin_fence();
-        if (atomic_load(&ep->now) == e &&
-            !atomic_load_explicit(&axstm__gate_closed, memory_order_relaxed)) {
-            *pin = index << 1 | (unsigned)(e & 1);
-            *gate = index;
-            return true;
-        }
-        axstm__pin_add(inside, (uint64_t)-1, index);
-        axstm__pin_add(pins, (uint64_t)-1, index);
-    }
-    /* The epoch moved, a fork is coming, or the shared slot: one by one. */
-    *pin = axstm__epoch_pin(ep);
-    *gate = axstm__gate_enter();
-    if (*gate != AXSTM__GATE_CLOSED)
-        return true;
-    axstm__epoch_unpin(ep, *pin);
-    return false;
-}
-
 /* Enters the gate, waiting while a fork is being prepared: for changes
  * that cannot be called off (an irrevocable transaction's commit). */
 unsigned axstm__gate_enter_wait(void);
 
-static inline void axstm__gate_leave(unsigned token)
+static AXSTM__ALWAYS_INLINE void axstm__gate_leave(unsigned token)
 {
     _Atomic uint64_t *inside = &axstm__gate[token].inside;
     /* Release: the changes are done before the fork handler sees the
@@ -114,13 +86,6 @@ static inline void axstm__gate_leave(unsigned token)
                               memory_order_release);
     else
         atomic_fetch_sub(inside, 1);
-}
-
-/* Leaves the gate and unpins: what axstm__pin_and_enter took. */
-static inline void axstm__leave_and_unpin(struct axstm__epoch *ep, unsigned pin, unsigned gate)
-{
-    axstm__gate_leave(gate);
-    axstm__epoch_unpin(ep, pin);
 }
 
 /* Registers the library's fork() handlers, once. */

@@ -223,13 +223,14 @@ static void free_entry(struct axstm__keytable *t, struct axstm__entry *e)
     uint64_t hash = axstm__hash(&t->seed, e->key, e->keylen);
     struct axstm__shard *sh = &t->shard[shard_of(hash)];
     size_t cls = class_of(offsetof(struct axstm__entry, key) + e->keylen + 1);
-    /* The link goes in the first word; pushes race with each other, and
-     * the one popper holds the shard lock, so no pop can see a node come
-     * back under it (no ABA). */
-    struct axstm__entry **link = (struct axstm__entry **)(void *)e;
+    /* The link goes in the value word, never in the lock word: that stays
+     * AXSTM__DEAD, which every try-lock refuses, while the entry waits to
+     * be reused (a handle's commit may still try it: commit.c).  Pushes
+     * race with each other, and the one popper holds the shard lock, so
+     * no pop can see a node come back under it (no ABA). */
     struct axstm__entry *head = atomic_load_explicit(&sh->free_list[cls], memory_order_relaxed);
     do
-        *link = head;
+        atomic_store_explicit(&e->vword, (uint64_t)(uintptr_t)head, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&sh->free_list[cls], &head, e,
                                                   memory_order_release, memory_order_relaxed));
 }
@@ -355,7 +356,8 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
     size_t cls = class_of(offsetof(struct axstm__entry, key) + r->len + 1);
     struct axstm__entry *e = atomic_load_explicit(&sh->free_list[cls], memory_order_acquire);
     while (e != NULL) {
-        struct axstm__entry *next = *(struct axstm__entry **)(void *)e;
+        struct axstm__entry *next =
+            (struct axstm__entry *)(uintptr_t)atomic_load_explicit(&e->vword, memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&sh->free_list[cls], &e, next,
                                                   memory_order_acquire, memory_order_acquire))
             break;

@@ -15,7 +15,8 @@
  * An entry taken out is freed through the epoch, and only after
  * `removals` has been raised: a handle that remembers the count it saw
  * when it found its entry knows, while the count is unchanged, that the
- * entry has not been freed (value.c).  Freed entries go to per-shard free
+ * entry has not been freed (value.c); its commit, which is not pinned,
+ * relies on entry memory being reused only as entries (entry.h).  Freed entries go to per-shard free
  * lists by size and are reused for new keys.
  * The table knows nothing of handles, commits or waiting.
  */

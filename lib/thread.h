@@ -46,6 +46,14 @@
 #define AXSTM__TLS _Thread_local
 #endif
 
+/* For the few steps of every commit that the compiler would otherwise
+ * call out of line (a call there costs more than the step). */
+#if defined(__GNUC__) || defined(__clang__)
+#define AXSTM__ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define AXSTM__ALWAYS_INLINE inline
+#endif
+
 /* This thread's slot + 1; 0 until its first call. */
 extern AXSTM__TLS unsigned axstm__slot_plus_one;
 unsigned axstm__slot_assign(void);

@@ -176,9 +176,7 @@ AXSTM_API int axstm_value_commit(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return AXSTM_EINVAL;
-    struct axstm__item *items[1] = {&v->item};
-    uint64_t scratch;
-    return axstm__commit_handles(v->store, &v->removals, v, items, 1, &scratch);
+    return axstm__commit_handle(v);
 }
 
 AXSTM_API int axstm_value_refresh(axstm_value *v)

@@ -23,7 +23,10 @@
  *                  a watch create no key.
  *   Reclamation    a foreach visitor that waits does not hold back the
  *                  reclamation of values that others replace meanwhile.
- *   Memory         a key per item, created and deleted, runs in flat memory.
+ *   Memory         a key per item, created and deleted, runs in flat memory;
+ *                  a handle's commit that reaches the entry of its key
+ *                  after it was freed, or reused for another key, changes
+ *                  nothing (it holds the entry neither pinned nor gated).
  *   Concurrency    threads create, commit and delete keys of a shared name
  *                  space under an auditor; a key-per-item queue; a handle
  *                  held across deletes never commits over a newer
@@ -561,6 +564,76 @@ START_TEST(stale_handle_conflicts_after_many_recreations_with_reused_memory)
     assert_keys(s, 1);
     axstm_value_free(stale);
     axstm_collection_free(stale_c);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* Deletes "k" through a handle of its own. */
+static void delete_k(axstm_store *s)
+{
+    axstm_value *d = tu_usevar_ok(s, "k");
+    ck_assert_int_eq(axstm_value_delete(d), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(d), AXSTM_OK);
+    axstm_value_free(d);
+}
+
+/* Commits x through h as if h's commit had looked at the table's removal
+ * count just before its key was taken out (the race a commit, which is
+ * neither pinned nor in the gate, cannot exclude): the fast path, straight
+ * at an entry that may be freed or reused. */
+static int commit_as_if_raced(axstm_store *s, axstm_value *h, int64_t x)
+{
+    ck_assert_int_eq(axstm_value_set_i64(h, x), AXSTM_OK);
+    h->removals = axstm__table_removals(&s->table);
+    return axstm_value_commit(h);
+}
+
+START_TEST(stale_commit_on_freed_or_reused_entry_changes_nothing)
+{
+    enum { TRIES = 1000 };
+    axstm_store *s = tu_store_ok();
+    tu_put_i64(s, "k", 1);
+    axstm_value *stale = tu_usevar_ok(s, "k");
+    struct axstm__entry *e = stale->item.entry;
+
+    /* Freed: taken out, and reclaimed (nothing is pinned). */
+    delete_k(s);
+    for (int i = 0; i < 3; i++)
+        axstm__epoch_reclaim(&s->epoch);
+    ck_assert_msg(atomic_load(&e->vlock) == AXSTM__DEAD, "the entry was not taken out");
+    ck_assert_int_eq(commit_as_if_raced(s, stale, 2), AXSTM_BUSY_RETRY);
+    ck_assert_uint_eq(atomic_load(&e->vlock), AXSTM__DEAD);
+    /* The next try sees the removal count moved: the key is gone. */
+    stale->removals--;
+    ck_assert_int_eq(axstm_value_commit(stale), AXSTM_CONCURRENT_UPDATE);
+
+    /* Reused: keys of the same size class are created until one lands in
+     * the entry's shard and gets its memory back off the free list, which
+     * must be whole. */
+    axstm_value *reuser = NULL;
+    char name[8];
+    uint64_t created = 0;
+    for (int i = 0; i < TRIES && reuser == NULL; i++, created++) {
+        snprintf(name, sizeof name, "r%03d", i);
+        axstm_value *h = tu_usevar_ok(s, name);
+        if (h->item.entry == e)
+            reuser = h;
+        else
+            axstm_value_free(h);
+    }
+    ck_assert_msg(reuser != NULL, "the entry's memory was not reused in %d tries", TRIES);
+    ck_assert_int_eq(axstm_value_set_i64(reuser, 7), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(reuser), AXSTM_OK);
+    uint64_t version = axstm_value_version(reuser);
+    ck_assert_int_eq(commit_as_if_raced(s, stale, 3), AXSTM_CONCURRENT_UPDATE);
+    /* The key that owns the memory now is as it was, and not left locked. */
+    assert_i64(s, name, version, 7);
+    ck_assert_int_eq(axstm_value_set_i64(reuser, 8), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(reuser), AXSTM_OK);
+    assert_i64(s, name, version + 1, 8);
+    assert_keys(s, created);
+    axstm_value_free(reuser);
+    axstm_value_free(stale);
     axstm_store_free(s);
 }
 END_TEST
@@ -2854,6 +2927,7 @@ static Suite *delete_suite(void)
     tcase_set_tags(tc, "local"); /* this process's memory */
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, key_per_item_churn_keeps_memory_flat);
+    tcase_add_test(tc, stale_commit_on_freed_or_reused_entry_changes_nothing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Concurrency");

@@ -257,6 +257,13 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
         it->version = axstm__entry_version_locked(e) + 1;
         axstm__entry_set_version_locked(e, it->version);
     }
+    /* Once unlocked, a key may be deleted and its entry freed, and a
+     * waiter's registration with it: whatever is still to be done with
+     * the entries (wake-ups, taking deleted keys out) is done pinned, from
+     * before the unlock.  The common commit needs neither (a handle's
+     * commit is not pinned otherwise: commit_handles). */
+    bool after = waited || t.deleted;
+    unsigned pin = after ? axstm__epoch_pin(&s->epoch) : 0;
     for (size_t i = 0; i < n; i++)
         axstm__entry_unlock(items[i]->entry, stamp, (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
     for (size_t i = 0; i < n && waited; i++)
@@ -272,6 +279,8 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
         if (t.reclaim_due)
             axstm__epoch_reclaim_soon(&s->epoch);
     }
+    if (after) /* the caller reclaims, if asked, once out of the gate */
+        axstm__epoch_leave(&s->epoch, pin);
 }
 
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
@@ -315,7 +324,9 @@ static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, uint64_t *removal
      * locked for good (table.c), so lock_current fails on it; on an entry
      * reused for a new key it finds the incarnation changed and puts the
      * lock word back (nobody else could change it meanwhile).  So nothing
-     * but the lock word of an entry that is not ours is ever written. */
+     * but the lock word of an entry that is not ours is ever written.
+     * Once all the keys are locked, nothing can free their entries until
+     * publish lets go, and it pins before that if it still needs them. */
     int rc = AXSTM_CONCURRENT_UPDATE;
     if (axstm__still_there(s, removals, values, n))
         rc = lock_current(s, items, n, old);

@@ -34,10 +34,13 @@ struct axstm__shard_array {
     _Atomic uint8_t tag[];        /* capacity of them, then the pointers */
 };
 
+/* Entries start at a cache line, so that one of a size class that is a
+ * multiple of the line (64 bytes: most short keys) never straddles two:
+ * a lookup reads its lock word and its key, at either end. */
 struct axstm__arena_chunk {
     struct axstm__arena_chunk *next;
     size_t size;
-    _Alignas(8) char data[];
+    _Alignas(AXSTM__CACHELINE) char data[];
 };
 
 _Static_assert(AXSTM_KEY_MAX <= UINT16_MAX, "key lengths are stored in 16 bits");
@@ -337,7 +340,7 @@ static int reserve_arena(struct axstm__shard *sh, size_t need)
     if (sh->arena_left >= need)
         return AXSTM_OK;
     size_t size = need > ARENA_CHUNK ? need : ARENA_CHUNK;
-    struct axstm__arena_chunk *c = axstm__malloc(sizeof *c + size);
+    struct axstm__arena_chunk *c = axstm__aligned_alloc(AXSTM__CACHELINE, sizeof *c + size);
     if (c == NULL)
         return AXSTM_ENOMEM;
     c->next = sh->chunks;

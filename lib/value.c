@@ -29,11 +29,14 @@ static inline int read_into(axstm_value *v, struct axstm__entry *e, uint64_t rem
 }
 
 /* Checks out v's key into v: finds it (creating it, or bringing it back
- * if it was deleted), then reads it.  Caller pinned. */
-static int checkout(axstm_store *s, axstm_value *v)
+ * if it was deleted), then reads it.  The name is looked up as `name`, v's
+ * key or the caller's string it was copied from: hashing a copy just made
+ * would load what small stores have only begun to write, which the CPU
+ * cannot forward, and stall on every checkout.  Caller pinned. */
+static int checkout(axstm_store *s, axstm_value *v, const char *name)
 {
     /* The common case first: the key is there, and is read as it is. */
-    struct axstm__keyref found = {v->key, v->keylen, 0, NULL};
+    struct axstm__keyref found = {name, v->keylen, 0, NULL};
     uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
     axstm__table_find(&s->table, &found);
     if (found.entry != NULL) {
@@ -47,7 +50,7 @@ static int checkout(axstm_store *s, axstm_value *v)
     uint64_t vlock;
     bool anchored[2];
     for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
-        struct axstm__keyref ref = {v->key, v->keylen, 0, NULL};
+        struct axstm__keyref ref = {name, v->keylen, 0, NULL};
         removals = axstm__table_removals(&s->table);
         int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
         if (rc != AXSTM_OK)
@@ -86,7 +89,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
         rc = axstm__redis_checkout(s->remote, v, 1);
     } else {
         unsigned pin = axstm__epoch_pin(&s->epoch);
-        rc = checkout(s, v);
+        rc = checkout(s, v, key);
         axstm__epoch_unpin(&s->epoch, pin);
     }
     if (rc != AXSTM_OK) {
@@ -186,7 +189,7 @@ AXSTM_API int axstm_value_refresh(axstm_value *v)
     if (v->store->remote != NULL)
         return axstm__busy(v->store, axstm__redis_checkout(v->store->remote, v, 1));
     unsigned pin = axstm__epoch_pin(&v->store->epoch);
-    int rc = checkout(v->store, v);
+    int rc = checkout(v->store, v, v->key);
     axstm__epoch_unpin(&v->store->epoch, pin);
     return axstm__busy(v->store, rc);
 }

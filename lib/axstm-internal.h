@@ -111,7 +111,7 @@ static inline int axstm__check_key(const char *key, size_t *len)
 void axstm__copy_bytes(char *dst, const char *src, size_t len);
 
 /* Copies the key of len bytes (checked) and a NUL to dst, for a handle.
- * Keys of 8 to 16 bytes, most of them, as two overlapping words: no call.
+ * Keys of 4 to 16 bytes, most of them, as two overlapping words: no call.
  * (A memcpy of a length gcc knows to be at most AXSTM_KEY_MAX may be
  * inlined as `rep movsq`, whose start-up cost is worse than the call: the
  * other lengths get an opaque-length call.) */
@@ -123,6 +123,12 @@ static inline void axstm__copy_key(char *dst, const char *key, size_t len)
         memcpy(&tail, key + len - 8, sizeof tail);
         memcpy(dst, &head, sizeof head);
         memcpy(dst + len - 8, &tail, sizeof tail);
+    } else if (len >= 4 && len < 8) {
+        uint32_t head, tail;
+        memcpy(&head, key, sizeof head);
+        memcpy(&tail, key + len - 4, sizeof tail);
+        memcpy(dst, &head, sizeof head);
+        memcpy(dst + len - 4, &tail, sizeof tail);
     } else {
         axstm__copy_bytes(dst, key, len);
     }

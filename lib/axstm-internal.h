@@ -255,8 +255,8 @@ void axstm__release_anchors(axstm_store *s, struct axstm__keyref *refs, size_t n
 /*
  * Whether the entries of values[0..n), found when the table's removal
  * count was *removals, are still the entries of their keys (table.h);
- * refreshes *removals when they are.  Caller in the gate or pinned, so
- * that an entry taken out after the count was read is not freed (fork.h).
+ * refreshes *removals when they are.  The slow path pins for its lookups;
+ * an entry freed after the count was read is still an entry (entry.h).
  */
 bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_value *values,
                              size_t n);

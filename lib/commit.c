@@ -224,9 +224,9 @@ static void publish_rare(axstm_store *s, struct axstm__item *it, struct axstm__v
  * item (a small value to a live key) is published in one loop that also
  * chooses the stamp; whatever involves blobs, deletes or rebirths goes to
  * publish_rare, and the counting it needs happens only when it was used. */
-static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *const *items, size_t n,
-                                         unsigned *gate)
+static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
+    unsigned gate = AXSTM__GATE_OUTSIDE; /* entered only for the rare items */
     uint64_t stamp = atomic_load(&s->clock) + 1;
     struct publish_rare_tally t = {0, 0, 0, false};
     bool rare = false, waited = false;
@@ -248,8 +248,8 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
             /* What axstm_store_free walks changes from here: no fork may
              * copy it halfway (fork.h).  A fork being prepared does not
              * wait for us (we are not inside yet): we wait for it. */
-            if (*gate == AXSTM__GATE_OUTSIDE)
-                *gate = axstm__gate_enter_wait();
+            if (gate == AXSTM__GATE_OUTSIDE)
+                gate = axstm__gate_enter_wait();
             publish_rare(s, it, old, axstm__lock_gone(held), &t);
             rare = true;
         }
@@ -281,6 +281,8 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
     }
     if (after) /* the caller reclaims, if asked, once out of the gate */
         axstm__epoch_leave(&s->epoch, pin);
+    if (gate != AXSTM__GATE_OUTSIDE)
+        axstm__gate_leave(gate);
 }
 
 int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *old,
@@ -298,14 +300,10 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
             rc = AXSTM_CONCURRENT_UPDATE;
         }
     }
-    if (rc != AXSTM_OK) {
+    if (rc != AXSTM_OK)
         axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
-    } else {
-        unsigned gate = AXSTM__GATE_OUTSIDE;
-        publish(s, items, n, &gate);
-        if (gate != AXSTM__GATE_OUTSIDE)
-            axstm__gate_leave(gate);
-    }
+    else
+        publish(s, items, n);
     return rc;
 }
 
@@ -330,14 +328,10 @@ static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, uint64_t *removal
     int rc = AXSTM_CONCURRENT_UPDATE;
     if (axstm__still_there(s, removals, values, n))
         rc = lock_current(s, items, n, old);
-    if (rc == AXSTM_OK) {
-        unsigned gate = AXSTM__GATE_OUTSIDE;
-        publish(s, items, n, &gate);
-        if (gate != AXSTM__GATE_OUTSIDE)
-            axstm__gate_leave(gate);
-    } else {
+    if (rc == AXSTM_OK)
+        publish(s, items, n);
+    else
         axstm__count(s, rc == AXSTM_BUSY_RETRY ? AXSTM__BUSY : AXSTM__CONFLICTS);
-    }
     axstm__epoch_reclaim_if_wanted(&s->epoch); /* asked for by publish */
     return rc;
 }
@@ -357,10 +351,7 @@ int axstm__commit_handle(axstm_value *v)
 
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n)
 {
-    unsigned gate = AXSTM__GATE_OUTSIDE;
-    publish(s, items, n, &gate);
-    if (gate != AXSTM__GATE_OUTSIDE)
-        axstm__gate_leave(gate);
+    publish(s, items, n);
 }
 
 static int revive(axstm_store *s, struct axstm__entry *const *entries, size_t n, uint64_t *old);

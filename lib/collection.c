@@ -100,6 +100,25 @@ static size_t value_index(const axstm_collection *c, const struct axstm__item *i
 }
 
 /*
+ * Gives c's values names of their own, copied from their entries: a value
+ * may outlive its entry (a deleted key's is freed), and the caller's
+ * strings may not outlive the call.  The entries' names are on the lines
+ * the lookups just read, where copying the caller's strings before the
+ * lookups cost bench/scale's one-thread using row 5-8%.  Caller pinned,
+ * so the entries found are still there.
+ */
+static void names_from_entries(axstm_collection *c)
+{
+    char *copy = key_copies(c);
+    for (size_t k = 0; k < c->n; k++) {
+        const struct axstm__entry *e = c->values[k].item.entry;
+        axstm__copy_key(copy, e->key, e->keylen);
+        c->values[k].key = copy;
+        copy += e->keylen + 1;
+    }
+}
+
+/*
  * Fills c's values with the distinct entries of refs, in order of first
  * appearance, and c->order with them in the lock order: a value for every
  * key, sorted, and the repeats dropped.
@@ -136,23 +155,56 @@ static void gather_distinct(axstm_collection *c, const struct axstm__keyref *ref
         if (moved_to != SIZE_MAX)
             c->order[kept++] = &c->values[moved_to].item;
     }
+    names_from_entries(c);
 }
 
 /*
- * Takes the distinct keys of refs[0..n) into c's values, in order of first
- * appearance, and the same items into c->order (unsorted): repeats are
- * found by looking for each key among those already taken, n^2 steps.  A
- * key is its entry, or, on a remote store (no entries), its name.
+ * gather_distinct for a few keys, in one pass: each key is looked for
+ * among the entries already taken (n^2 steps, fewer than sorting them all
+ * up to a dozen keys or so); a new one is taken, named from its entry
+ * (names_from_entries), and put into c->order at its place in the lock
+ * order (axstm__item_after: the entries are distinct, so their addresses
+ * alone), counted on the way.  Caller pinned.
  */
-static inline void take_distinct(axstm_collection *c, const struct axstm__keyref *refs, size_t n,
-                                 bool by_name)
+static AXSTM__ALWAYS_INLINE void gather_few(axstm_collection *c, const struct axstm__keyref *refs,
+                                            size_t n)
+{
+    size_t m = 0;
+    char *copy = key_copies(c);
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__entry *e = refs[i].entry;
+        size_t k = 0, below = 0;
+        for (; k < m && c->values[k].item.entry != e; k++)
+            below += (uintptr_t)c->values[k].item.entry < (uintptr_t)e;
+        if (k < m)
+            continue; /* a repeat */
+        axstm_value *v = &c->values[m];
+        init_value(c, v, &refs[i]);
+        axstm__copy_key(copy, e->key, refs[i].len);
+        v->key = copy;
+        copy += refs[i].len + 1;
+        struct axstm__item *carry = &v->item; /* moves the later ones up */
+        for (k = below; k < m; k++) {
+            struct axstm__item *next = c->order[k];
+            c->order[k] = carry;
+            carry = next;
+        }
+        c->order[m] = carry;
+        m++;
+    }
+    c->n = m;
+}
+
+/* The distinct keys of refs[0..n) by name, for a remote store (it has no
+ * entries to compare), into c's values in order of first appearance and
+ * the same items into c->order: n^2 steps. */
+static void take_by_name(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
 {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         size_t k = 0;
-        while (k < m && (by_name ? c->values[k].keylen != refs[i].len ||
-                                       memcmp(c->values[k].key, refs[i].key, refs[i].len) != 0
-                                 : c->values[k].item.entry != refs[i].entry))
+        while (k < m && (c->values[k].keylen != refs[i].len ||
+                         memcmp(c->values[k].key, refs[i].key, refs[i].len) != 0))
             k++;
         if (k < m)
             continue; /* a repeat */
@@ -161,14 +213,6 @@ static inline void take_distinct(axstm_collection *c, const struct axstm__keyref
         m++;
     }
     c->n = m;
-}
-
-/* gather_distinct for a few keys: fewer steps than sorting them all takes
- * up to a dozen keys or so; then only the distinct ones are sorted. */
-static void gather_few(axstm_collection *c, const struct axstm__keyref *refs, size_t n)
-{
-    take_distinct(c, refs, n, false);
-    axstm__sort_items(c->order, c->n);
 }
 
 /* Points c's values (distinct keys, in order) at the entries found for
@@ -302,30 +346,11 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
  */
 static int remote_checkout(axstm_collection *c, const struct axstm__keyref *refs, size_t nkeys)
 {
-    take_distinct(c, refs, nkeys, true);
+    take_by_name(c, refs, nkeys);
     int rc = axstm__redis_checkout(c->store->remote, c->values, c->n);
     if (rc != AXSTM_OK)
         c->n = 0;
     return rc;
-}
-
-/*
- * Gives c's values names of their own, copied from their entries: a value
- * may outlive its entry (a deleted key's is freed), and the caller's
- * strings may not outlive the call.  The entries' names are on the lines
- * the lookups just read, where copying the caller's strings before the
- * lookups cost bench/scale's one-thread using row 5-8%.  Caller pinned,
- * so the entries found are still there.
- */
-static void names_from_entries(axstm_collection *c)
-{
-    char *copy = key_copies(c);
-    for (size_t k = 0; k < c->n; k++) {
-        const struct axstm__entry *e = c->values[k].item.entry;
-        axstm__copy_key(copy, e->key, e->keylen);
-        c->values[k].key = copy;
-        copy += e->keylen + 1;
-    }
 }
 
 AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys,
@@ -349,17 +374,17 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
         return AXSTM_ENOMEM;
     /* A remote store's values need their names from the start; here they
      * are looked up by the caller's strings and take their names from
-     * their entries once found (names_from_entries). */
+     * their entries once found (gather_few, names_from_entries). */
     bool remote = s->remote != NULL;
     char *copy = key_copies(c);
     for (size_t i = 0; i < nkeys; i++) {
         size_t len = i < FEW ? lens[i] : strlen(keys[i]);
         c->scratch_refs[i] = (struct axstm__keyref){keys[i], len, 0, NULL};
-        if (remote) {
-            axstm__copy_key(copy, keys[i], len);
-            c->scratch_refs[i].key = copy;
-            copy += len + 1;
-        }
+    }
+    for (size_t i = 0; i < nkeys && remote; i++) {
+        axstm__copy_key(copy, keys[i], c->scratch_refs[i].len);
+        c->scratch_refs[i].key = copy;
+        copy += c->scratch_refs[i].len + 1;
     }
 
     int rc;
@@ -370,8 +395,6 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
         rc = checkout_fresh(c, nkeys);
         if (rc != AXSTM_OK)
             rc = checkout(c, nkeys, true);
-        if (rc == AXSTM_OK)
-            names_from_entries(c);
         axstm__epoch_unpin(&s->epoch, pin);
     }
     if (rc != AXSTM_OK) {

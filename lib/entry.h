@@ -58,14 +58,17 @@ struct axstm__entry {
     _Atomic uint64_t version; /* Axon's per-key version */
     _Atomic uint64_t vword;   /* struct axstm__val, split in two atomics */
     _Atomic uint32_t vmeta;
+    _Atomic uint16_t anchors; /* beside vmeta: no padding before the key */
+    uint16_t keylen;
     /* The key's waiters (wait.h), on the cache line a commit already owns,
      * so checking for them costs a commit nothing when nobody waits. */
     _Atomic(struct axstm__waitnode *) waiters;
     _Atomic uint64_t born; /* this incarnation; written under the lock */
-    _Atomic uint16_t anchors;
-    uint16_t keylen;
-    char key[]; /* NUL-terminated */
+    char key[];            /* NUL-terminated */
 };
+
+/* 48 bytes before the key: a key of up to 15 bytes fits a 64-byte entry. */
+_Static_assert(offsetof(struct axstm__entry, key) == 48, "no padding in an entry's header");
 
 #define AXSTM__LOCKED UINT64_C(1)
 #define AXSTM__GONE UINT64_C(2)

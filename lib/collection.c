@@ -235,19 +235,19 @@ static void repoint_back(axstm_collection *c, struct axstm__entry *const *saved)
 }
 
 /*
- * The common checkout of a fresh collection, in one pass: every key is
- * there and alive, and its state is read straight into its value; a
- * second look at the lock words (two keys or more) proves them read at
- * one instant, and only then are the blobs read referenced.  Returns
+ * The common checkout of a fresh collection, of the keys of refs[0..nkeys)
+ * (keys and lengths filled in), in one pass: every key is there and
+ * alive, and its state is read straight into its value; a second look at
+ * the lock words (two keys or more) proves them read at one instant, and
+ * only then are the blobs read referenced.  Returns
  * AXSTM_OK, or (c then holding nothing, its values' states cleared) any
  * other code for the general path to take over: a key missing, gone,
  * dead or locked, or a snapshot spoiled by a commit.  Caller pinned.
  */
-static int checkout_fresh(axstm_collection *c, size_t nkeys)
+static int checkout_fresh(axstm_collection *c, struct axstm__keyref *refs, size_t nkeys)
 {
     enum { SMALL = 8 };
     axstm_store *s = c->store;
-    struct axstm__keyref *refs = c->scratch_refs;
     uint64_t removals = axstm__table_removals(&s->table); /* before the lookups */
     for (size_t i = 0; i < nkeys; i++) {
         axstm__table_find(&s->table, &refs[i]);
@@ -358,8 +358,12 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
+    /* A few keys' references are made here, as the keys are checked, and
+     * serve the common checkout as they are; the general paths take them
+     * in the collection's scratch. */
     enum { FEW = 8 };
-    size_t keybytes = 0, lens[FEW]; /* the lengths of a few keys, kept */
+    struct axstm__keyref few[FEW];
+    size_t keybytes = 0;
     for (size_t i = 0; i < nkeys; i++) {
         size_t len;
         int rc = axstm__check_key(keys[i], &len);
@@ -367,36 +371,42 @@ AXSTM_API int axstm_using(axstm_store *s, const char *const keys[], size_t nkeys
             return rc;
         keybytes += len + 1;
         if (i < FEW)
-            lens[i] = len;
+            few[i] = (struct axstm__keyref){keys[i], len, 0, NULL};
     }
     axstm_collection *c = collection_new(s, nkeys, keybytes);
     if (c == NULL)
         return AXSTM_ENOMEM;
-    /* A remote store's values need their names from the start; here they
-     * are looked up by the caller's strings and take their names from
-     * their entries once found (gather_few, names_from_entries). */
-    bool remote = s->remote != NULL;
-    char *copy = key_copies(c);
-    for (size_t i = 0; i < nkeys; i++) {
-        size_t len = i < FEW ? lens[i] : strlen(keys[i]);
-        c->scratch_refs[i] = (struct axstm__keyref){keys[i], len, 0, NULL};
-    }
-    for (size_t i = 0; i < nkeys && remote; i++) {
-        axstm__copy_key(copy, keys[i], c->scratch_refs[i].len);
-        c->scratch_refs[i].key = copy;
-        copy += c->scratch_refs[i].len + 1;
-    }
 
-    int rc;
-    if (remote) {
-        rc = remote_checkout(c, c->scratch_refs, nkeys);
-    } else {
-        unsigned pin = axstm__epoch_pin(&s->epoch);
-        rc = checkout_fresh(c, nkeys);
-        if (rc != AXSTM_OK)
-            rc = checkout(c, nkeys, true);
-        axstm__epoch_unpin(&s->epoch, pin);
+    int rc = AXSTM__KEY_GONE; /* no checkout tried yet */
+    bool remote = s->remote != NULL;
+    unsigned pin = remote ? 0 : axstm__epoch_pin(&s->epoch);
+    if (!remote && nkeys <= FEW)
+        rc = checkout_fresh(c, few, nkeys);
+    if (rc != AXSTM_OK) {
+        /* A remote store's values need their names from the start; here
+         * they are looked up by the caller's strings and take their names
+         * from their entries once found (gather_few, names_from_entries). */
+        char *copy = key_copies(c);
+        for (size_t i = 0; i < nkeys; i++) {
+            size_t len = i < FEW ? few[i].len : strlen(keys[i]);
+            c->scratch_refs[i] = (struct axstm__keyref){keys[i], len, 0, NULL};
+            if (remote) {
+                axstm__copy_key(copy, keys[i], len);
+                c->scratch_refs[i].key = copy;
+                copy += len + 1;
+            }
+        }
+        if (remote) {
+            rc = remote_checkout(c, c->scratch_refs, nkeys);
+        } else {
+            if (nkeys > FEW)
+                rc = checkout_fresh(c, c->scratch_refs, nkeys);
+            if (rc != AXSTM_OK)
+                rc = checkout(c, nkeys, true);
+        }
     }
+    if (!remote)
+        axstm__epoch_unpin(&s->epoch, pin);
     if (rc != AXSTM_OK) {
         axstm__handle_free(c, c->size); /* its values hold nothing: the checkout failed */
         return axstm__busy(s, rc);

@@ -107,15 +107,18 @@ static size_t value_index(const axstm_collection *c, const struct axstm__item *i
  * lookups cost bench/scale's one-thread using row 5-8%.  Caller pinned,
  * so the entries found are still there.
  */
+static inline void name_from_entry(axstm_value *v, const struct axstm__entry *e, char **copy)
+{
+    axstm__copy_key(*copy, e->key, e->keylen);
+    v->key = *copy;
+    *copy += e->keylen + 1;
+}
+
 static void names_from_entries(axstm_collection *c)
 {
     char *copy = key_copies(c);
-    for (size_t k = 0; k < c->n; k++) {
-        const struct axstm__entry *e = c->values[k].item.entry;
-        axstm__copy_key(copy, e->key, e->keylen);
-        c->values[k].key = copy;
-        copy += e->keylen + 1;
-    }
+    for (size_t k = 0; k < c->n; k++)
+        name_from_entry(&c->values[k], c->values[k].item.entry, &copy);
 }
 
 /*
@@ -180,9 +183,7 @@ static AXSTM__ALWAYS_INLINE void gather_few(axstm_collection *c, const struct ax
             continue; /* a repeat */
         axstm_value *v = &c->values[m];
         init_value(c, v, &refs[i]);
-        axstm__copy_key(copy, e->key, refs[i].len);
-        v->key = copy;
-        copy += refs[i].len + 1;
+        name_from_entry(v, e, &copy);
         struct axstm__item *carry = &v->item; /* moves the later ones up */
         for (k = below; k < m; k++) {
             struct axstm__item *next = c->order[k];

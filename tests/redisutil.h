@@ -188,10 +188,13 @@ static inline void tu_redis_kill(struct tu_redis *r)
     }
 }
 
-/* Starts the server again after tu_redis_kill, in the same directory (so
- * with whatever it persisted there) and on the same socket. */
+/* Starts the server again, in the same directory (so with whatever it
+ * persisted there) and on the same socket.  A server still running is
+ * killed first: two on one socket path would split the clients between
+ * them. */
 static inline void tu_redis_restart(struct tu_redis *r)
 {
+    tu_redis_kill(r);
     unlink(r->socket);
     tu_redis_launch_(r);
 }

@@ -37,12 +37,16 @@ struct bank {
     /* "mutex per account" row: name -> index into accounts. */
     struct bench_map index;
     struct bank_account *accounts;
+    /* "kept handles" row: per worker thread, a handle per account, made
+     * once (bank_kept_prepare) and kept across runs. */
+    axstm_value **kept[BENCH_MAX_THREADS];
 };
 
 /* The rows.  Worker bodies: bank_body_* below; GCC TM in bank_gnutm.c. */
 enum bank_row {
     BANK_USING,         /* axstm_using of the two keys + collection commit */
     BANK_ATOMICALLY,    /* axstm_atomically, txn_get_i64/txn_set_i64 */
+    BANK_KEPT,          /* a handle kept per account, axstm_values_commit */
     BANK_MUTEX_TABLE,   /* one mutex around the string-keyed table */
     BANK_MUTEX_ACCOUNT, /* lock-free lookup, then the two account mutexes */
     BANK_GNU_TM,        /* __transaction_atomic around lookup + update */
@@ -136,6 +140,43 @@ static inline int bank_xfer_body(axstm_txn *tx, void *arg)
     return axstm_txn_set_i64(tx, x->to, b + x->amount);
 }
 
+/* ---- row: kept handles + axstm_values_commit ----------------------- */
+
+/*
+ * For a program that uses the same keys again and again: a handle per
+ * account, made once (each name looked up once) and kept; a transfer
+ * changes the two handles and commits them together, with no lookup,
+ * checkout or allocation.  CONCURRENT_UPDATE: another thread committed
+ * one of them since this thread last looked, so refresh both and redo the
+ * work; BUSY_RETRY: call again.
+ */
+static inline int bank_transfer_kept(axstm_value *from, axstm_value *to, int64_t amount,
+                                     uint64_t *conflicts, uint64_t *busy)
+{
+    axstm_value *const both[2] = {from, to};
+    unsigned spins = 0;
+    for (;;) {
+        int64_t a, b;
+        int rc;
+        if ((rc = axstm_value_get_i64(from, &a)) != AXSTM_OK ||
+            (rc = axstm_value_get_i64(to, &b)) != AXSTM_OK ||
+            (rc = axstm_value_set_i64(from, a - amount)) != AXSTM_OK ||
+            (rc = axstm_value_set_i64(to, b + amount)) != AXSTM_OK)
+            return rc;
+        while ((rc = axstm_values_commit(both, 2)) == AXSTM_BUSY_RETRY)
+            bank_busy(busy, &spins);
+        if (rc != AXSTM_CONCURRENT_UPDATE)
+            return rc;
+        ++*conflicts;
+        for (int i = 0; i < 2; i++) {
+            while ((rc = axstm_value_refresh(both[i])) == AXSTM_BUSY_RETRY)
+                bank_busy(busy, &spins);
+            if (rc != AXSTM_OK)
+                return rc;
+        }
+    }
+}
+
 /* ---- rows: the hand-written table ----------------------------------- */
 
 static inline int bank_transfer_mutex_table(struct bank *bk, const char *from, const char *to,
@@ -206,6 +247,24 @@ static inline void bank_body_atomically(struct bench_worker *w)
         x.from = bench_name(&bk->names, a);
         x.to = bench_name(&bk->names, b);
         int rc = axstm_atomically(bk->store, bank_xfer_body, &x);
+        if (rc != AXSTM_OK) {
+            w->failed = rc;
+            return;
+        }
+        w->ops++;
+    }
+}
+
+static inline void bank_body_kept(struct bench_worker *w)
+{
+    struct bank *bk = w->arg;
+    axstm_value **kept = bk->kept[w->index];
+    while (!bench_stopped(w)) {
+        size_t a, b;
+        int64_t amount;
+        bank_pick(w, bk->n, &a, &b, &amount);
+        int rc = bank_transfer_kept(kept[a], kept[b], amount, &w->extra[BANK_X_CONFLICTS],
+                                    &w->extra[BANK_X_BUSY]);
         if (rc != AXSTM_OK) {
             w->failed = rc;
             return;
@@ -300,8 +359,42 @@ static inline int bank_init(struct bank *bk, size_t n, bool with_store, bool wit
     return 0;
 }
 
+/*
+ * Before a timed run of the kept row on `threads` threads: each thread's
+ * handles, made on first use (a handle per account, with axstm_usevar)
+ * and otherwise refreshed, since other rows have moved the balances
+ * meanwhile.  Outside the timed window: resolving the names once is the
+ * point of the row.  Returns 0, or -1 (an axstm error, printed).
+ */
+static inline int bank_kept_prepare(struct bank *bk, unsigned threads)
+{
+    for (unsigned t = 0; t < threads && t < BENCH_MAX_THREADS; t++) {
+        bool make = bk->kept[t] == NULL;
+        if (make && (bk->kept[t] = calloc(bk->n, sizeof *bk->kept[t])) == NULL)
+            return -1;
+        for (size_t i = 0; i < bk->n; i++) {
+            int rc;
+            do
+                rc = make ? axstm_usevar(bk->store, bench_name(&bk->names, i), &bk->kept[t][i])
+                          : axstm_value_refresh(bk->kept[t][i]);
+            while (rc == AXSTM_BUSY_RETRY);
+            if (rc != AXSTM_OK) {
+                fprintf(stderr, "bank: keeping %s: %s\n", bench_name(&bk->names, i),
+                        axstm_strerror(rc));
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static inline void bank_free(struct bank *bk)
 {
+    for (unsigned t = 0; t < BENCH_MAX_THREADS; t++) {
+        for (size_t i = 0; bk->kept[t] != NULL && i < bk->n; i++)
+            axstm_value_free(bk->kept[t][i]);
+        free(bk->kept[t]);
+    }
     axstm_store_free(bk->store);
     if (bk->map.bucket != NULL) {
         bench_map_free(&bk->map);
@@ -343,7 +436,8 @@ static inline int64_t bank_total(struct bank *bk, enum bank_row row, bool *ok)
     *ok = true;
     switch (row) {
     case BANK_USING:
-    case BANK_ATOMICALLY: {
+    case BANK_ATOMICALLY:
+    case BANK_KEPT: {
         struct bank_sum s = {0, 0};
         *ok = axstm_store_foreach(bk->store, bank_sum_visit, &s) == AXSTM_OK && s.keys == bk->n;
         return s.sum;

@@ -45,8 +45,9 @@
  *
  * Memory ordering
  * ---------------
- * A successful commit (axstm_value_commit, axstm_collection_commit, or a
- * transaction's, when axstm_atomically or its variants return AXSTM_OK)
+ * A successful commit (axstm_value_commit, axstm_values_commit,
+ * axstm_collection_commit, or a transaction's, when axstm_atomically or its
+ * variants return AXSTM_OK)
  * publishes its writes with release semantics.  A call that sees a
  * committed value acquires it: a checkout (axstm_usevar, axstm_using,
  * axstm_value_refresh, axstm_collection_refresh), axstm_txn_get and
@@ -721,6 +722,44 @@ AXSTM_API axstm_value *axstm_collection_value(axstm_collection *c, const char *k
  * Threads:   the collection's owner; others may use the keys meanwhile.
  */
 AXSTM_API int axstm_collection_commit(axstm_collection *c);
+
+/*
+ * Commits several handles together, all or nothing, as
+ * axstm_collection_commit commits a collection's: the path for a program
+ * that keeps a handle per key it uses again and again (made once with
+ * axstm_usevar, each name looked up once) and commits any few of them
+ * together, with no lookup, checkout or allocation per commit.
+ *
+ * Rejected with AXSTM_CONCURRENT_UPDATE if and only if some key was
+ * committed since its handle's version (as for axstm_value_commit); then
+ * nothing is written and every handle is unchanged: refresh those that
+ * are behind (axstm_value_refresh) and redo the work.  On success every
+ * key is written (changed or not; a handle marked for deletion removes its
+ * key) and every handle's version is bumped in place, so that the handles
+ * can be changed and committed again.  n = 0 commits successfully and does
+ * nothing.
+ *
+ * @values:  n handles made by axstm_usevar on one store (not borrowed
+ *           from a collection), each of a different key.
+ * @n:       how many.
+ *
+ * Returns:   AXSTM_OK;
+ *            AXSTM_CONCURRENT_UPDATE: as above;
+ *            AXSTM_BUSY_RETRY: as for axstm_value_commit, for any of the
+ *            keys (nothing changed: call again);
+ *            AXSTM_EINVAL: values NULL with n > 0, a handle NULL or
+ *            borrowed from a collection, handles of different stores, or
+ *            two handles of the same key;
+ *            AXSTM_ENOMEM: more than 8 handles and no memory for the
+ *            lock order (nothing changed).
+ *            On a store kept in Redis, also the codes of a remote call
+ *            (axstm_store_open).
+ * Ownership: the handles and their bytes stay the caller's; the store
+ *            keeps its own reference to each value.
+ * Blocking:  never waits (on a store kept in Redis: for the server only).
+ * Threads:   the handles' owner; others may use the keys meanwhile.
+ */
+AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n);
 
 /*
  * Drops all local changes and takes a new consistent snapshot of the same

@@ -298,15 +298,16 @@ int axstm__lock_all(axstm_store *s, struct axstm__item *const *items, size_t n, 
 void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old, size_t n);
 
 /*
- * The commit of handles (commit.c): values[0..n), whose entries were found
- * when the table's removal count was *removals, and their items in the
- * lock order.  A key deleted since (its entry gone from the table) is a
- * conflict, found without locking anything; otherwise axstm__commit's
- * rule for handles decides.  scratch holds n words.
+ * The commit of handles of a store in this process (commit.c): their items
+ * in the lock order, distinct keys.  `there` is whether every handle's key
+ * is still in the table (axstm__still_there, asked before): a key deleted
+ * since is a conflict, found without locking anything; otherwise
+ * axstm__commit's rule for handles decides.  scratch holds n words.
  */
-int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
-                          struct axstm__item *const *items, size_t n, uint64_t *scratch);
-/* The same for one handle of its own (axstm_value_commit). */
+int axstm__commit_handles(axstm_store *s, bool there, struct axstm__item *const *items, size_t n,
+                          uint64_t *scratch);
+/* The commit of one handle of its own (axstm_value_commit), on either
+ * kind of store. */
 int axstm__commit_handle(axstm_value *v);
 
 /* Publishes items whose keys the caller already holds locked (an

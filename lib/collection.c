@@ -340,6 +340,24 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
     return AXSTM_BUSY_RETRY;
 }
 
+/* A remote store's checkout or commit of c's handles, which it takes as
+ * an array of pointers to them: on the stack for a few. */
+static int remote_call(axstm_collection *c, bool commit)
+{
+    enum { FEW = 8 };
+    axstm_value *few[FEW];
+    axstm_value **each = c->n <= FEW ? few : axstm__malloc(c->n * sizeof *each);
+    if (each == NULL)
+        return AXSTM_ENOMEM;
+    for (size_t i = 0; i < c->n; i++)
+        each[i] = &c->values[i];
+    int rc = commit ? axstm__redis_commit(c->store->remote, each, c->n)
+                    : axstm__redis_checkout(c->store->remote, each, c->n);
+    if (each != few)
+        axstm__free(each);
+    return rc;
+}
+
 /*
  * A remote store's checkout: the distinct keys of refs[0..nkeys) by name
  * (there are no entries to compare), then one round trip.  On failure c
@@ -348,7 +366,7 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
 static int remote_checkout(axstm_collection *c, const struct axstm__keyref *refs, size_t nkeys)
 {
     take_by_name(c, refs, nkeys);
-    int rc = axstm__redis_checkout(c->store->remote, c->values, c->n);
+    int rc = remote_call(c, false);
     if (rc != AXSTM_OK)
         c->n = 0;
     return rc;
@@ -442,8 +460,11 @@ AXSTM_API int axstm_collection_commit(axstm_collection *c)
         return AXSTM_EINVAL;
     if (c->n == 0)
         return AXSTM_OK;
-    return axstm__commit_handles(c->store, &c->removals, c->values, c->order, c->n,
-                                 c->scratch_vlock);
+    axstm_store *s = c->store;
+    if (s->remote != NULL)
+        return axstm__busy(s, remote_call(c, true));
+    return axstm__commit_handles(s, axstm__still_there(s, &c->removals, c->values, c->n), c->order,
+                                 c->n, c->scratch_vlock);
 }
 
 AXSTM_API int axstm_collection_refresh(axstm_collection *c)
@@ -451,7 +472,7 @@ AXSTM_API int axstm_collection_refresh(axstm_collection *c)
     if (c == NULL)
         return AXSTM_EINVAL;
     if (c->store->remote != NULL)
-        return axstm__busy(c->store, axstm__redis_checkout(c->store->remote, c->values, c->n));
+        return axstm__busy(c->store, remote_call(c, false));
     for (size_t i = 0; i < c->n; i++)
         c->scratch_refs[i] = (struct axstm__keyref){c->values[i].key, c->values[i].keylen, 0, NULL};
     unsigned pin = axstm__epoch_pin(&c->store->epoch);

@@ -307,15 +307,14 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
     return rc;
 }
 
-/* axstm__commit_handles, inline in its two callers below: with n = 1 the
- * compiler drops every loop. */
-static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, uint64_t *removals,
-                                               axstm_value *values,
+/* Steps 1 to 7 for handles of a store in this process, `there` saying
+ * whether every handle's key is still in the table (axstm__still_there):
+ * if not, the commit fails.  Inline in its two callers below: with n = 1
+ * the compiler drops every loop. */
+static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, bool there,
                                                struct axstm__item *const *items, size_t n,
                                                uint64_t *old)
 {
-    if (s->remote != NULL)
-        return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
     /* Neither pinned nor in the gate: a key deleted since the checkout
      * may have had its entry freed, even after still_there looked.  Entry
      * memory is only ever reused as an entry, and a freed one reads as
@@ -325,9 +324,7 @@ static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, uint64_t *removal
      * but the lock word of an entry that is not ours is ever written.
      * Once all the keys are locked, nothing can free their entries until
      * publish lets go, and it pins before that if it still needs them. */
-    int rc = AXSTM_CONCURRENT_UPDATE;
-    if (axstm__still_there(s, removals, values, n))
-        rc = lock_current(s, items, n, old);
+    int rc = there ? lock_current(s, items, n, old) : AXSTM_CONCURRENT_UPDATE;
     if (rc == AXSTM_OK)
         publish(s, items, n);
     else
@@ -336,17 +333,20 @@ static AXSTM__ALWAYS_INLINE int commit_handles(axstm_store *s, uint64_t *removal
     return rc;
 }
 
-int axstm__commit_handles(axstm_store *s, uint64_t *removals, axstm_value *values,
-                          struct axstm__item *const *items, size_t n, uint64_t *old)
+int axstm__commit_handles(axstm_store *s, bool there, struct axstm__item *const *items, size_t n,
+                          uint64_t *old)
 {
-    return commit_handles(s, removals, values, items, n, old);
+    return commit_handles(s, there, items, n, old);
 }
 
 int axstm__commit_handle(axstm_value *v)
 {
+    axstm_store *s = v->store;
+    if (s->remote != NULL)
+        return axstm__busy(s, axstm__redis_commit(s->remote, &v, 1));
     struct axstm__item *items[1] = {&v->item};
     uint64_t old;
-    return commit_handles(v->store, &v->removals, v, items, 1, &old);
+    return commit_handles(s, axstm__still_there(s, &v->removals, v, 1), items, 1, &old);
 }
 
 void axstm__commit_locked(axstm_store *s, struct axstm__item *const *items, size_t n)

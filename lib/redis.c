@@ -793,17 +793,17 @@ static void args_key(struct args *a, const char *key, size_t len)
 
 /* The arguments of a script over the keys of values[0..n): their hash
  * names, then room for `per_key` words per key and `extra` more. */
-static int args_make(struct axstm__redis *r, const axstm_value *values, size_t n, size_t per_key,
+static int args_make(struct axstm__redis *r, axstm_value *const *values, size_t n, size_t per_key,
                      size_t extra, struct args *out)
 {
     size_t names = 0;
     for (size_t i = 0; i < n; i++)
-        names += values[i].keylen;
+        names += values[i]->keylen;
     if (n > SIZE_MAX / 8)
         return AXSTM_E2BIG;
     int rc = args_alloc(r, n, names, n + n * per_key + extra, out);
     for (size_t i = 0; i < n && rc == AXSTM_OK; i++)
-        args_key(out, values[i].key, values[i].keylen);
+        args_key(out, values[i]->key, values[i]->keylen);
     return rc;
 }
 
@@ -846,8 +846,8 @@ static bool parse_u64(const redisReply *e, uint64_t *out)
 
 /* Reads the checkout script's answer for n keys into the values, all or
  * nothing; absent keys (only when not creating) get present[i] false. */
-static int adopt_answer(struct axstm__rcache *cache, const redisReply *reply, axstm_value *values,
-                        size_t n, bool *present)
+static int adopt_answer(struct axstm__rcache *cache, const redisReply *reply,
+                        axstm_value *const *values, size_t n, bool *present)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n)
         return AXSTM_EIO;
@@ -882,11 +882,11 @@ static int adopt_answer(struct axstm__rcache *cache, const redisReply *reply, ax
                 continue;
             parse_u64(k->element[0], &version);
             parse_u64(k->element[1], &born);
-            axstm__val_release(&values[i].item.val);
-            values[i].item.val = vals[i];
-            values[i].item.version = version;
-            values[i].item.born = born;
-            axstm__rcache_put(cache, values[i].key, values[i].keylen, version, born, &vals[i]);
+            axstm__val_release(&values[i]->item.val);
+            values[i]->item.val = vals[i];
+            values[i]->item.version = version;
+            values[i]->item.born = born;
+            axstm__rcache_put(cache, values[i]->key, values[i]->keylen, version, born, &vals[i]);
         }
     } else {
         for (size_t i = 0; i < made; i++)
@@ -897,7 +897,7 @@ static int adopt_answer(struct axstm__rcache *cache, const redisReply *reply, ax
     return rc;
 }
 
-static int checkout(struct axstm__redis *r, axstm_value *values, size_t n, bool create,
+static int checkout(struct axstm__redis *r, axstm_value *const *values, size_t n, bool create,
                     bool *present)
 {
     struct args a;
@@ -906,7 +906,7 @@ static int checkout(struct axstm__redis *r, axstm_value *values, size_t n, bool 
         return rc;
     args_push(&a, create ? "1" : "0", 1);
     for (size_t i = 0; i < n; i++)
-        args_push(&a, values[i].key, values[i].keylen);
+        args_push(&a, values[i]->key, values[i]->keylen);
     redisReply *reply = NULL;
     rc = run_script(r, SCRIPT_CHECKOUT, a.argc, a.argv, a.lens, a.nkeys, &reply);
     if (rc == AXSTM_OK)
@@ -916,7 +916,7 @@ static int checkout(struct axstm__redis *r, axstm_value *values, size_t n, bool 
     return rc;
 }
 
-int axstm__redis_checkout(struct axstm__redis *r, axstm_value *values, size_t n)
+int axstm__redis_checkout(struct axstm__redis *r, axstm_value *const *values, size_t n)
 {
     bool small[8];
     bool *present = n <= 8 ? small : axstm__malloc(n * sizeof *present);
@@ -986,7 +986,7 @@ static void args_push_commit_name(struct args *a)
     args_push(a, "", 0);
 }
 
-int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
+int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size_t n)
 {
     struct args a;
     int rc = args_make(r, values, n, 5, 3, &a);
@@ -1007,8 +1007,8 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
     args_push_commit_name(&a);
     char *p = numbers;
     for (size_t i = 0; i < n; i++) {
-        const struct axstm__item *it = &values[i].item;
-        args_push(&a, values[i].key, values[i].keylen);
+        const struct axstm__item *it = &values[i]->item;
+        args_push(&a, values[i]->key, values[i]->keylen);
         int len = snprintf(p, 21, "%llu", (unsigned long long)it->version);
         args_push(&a, p, (size_t)len);
         p += len + 1;
@@ -1033,20 +1033,20 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n)
             rc = AXSTM_EINDOUBT; /* committed, but the versions are not known */
     }
     for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
-        values[i].item.version = got[1 + 2 * i];
-        values[i].item.born = got[2 + 2 * i];
-        if (values[i].item.val.meta & AXSTM__VAL_DELETE)
-            axstm__rcache_drop(r->cache, values[i].key, values[i].keylen);
+        values[i]->item.version = got[1 + 2 * i];
+        values[i]->item.born = got[2 + 2 * i];
+        if (values[i]->item.val.meta & AXSTM__VAL_DELETE)
+            axstm__rcache_drop(r->cache, values[i]->key, values[i]->keylen);
         else
-            axstm__rcache_put(r->cache, values[i].key, values[i].keylen, values[i].item.version,
-                              values[i].item.born, &values[i].item.val);
+            axstm__rcache_put(r->cache, values[i]->key, values[i]->keylen, values[i]->item.version,
+                              values[i]->item.born, &values[i]->item.val);
     }
     for (size_t i = 0; i < n && rc != AXSTM_OK; i++)
-        axstm__rcache_drop(r->cache, values[i].key, values[i].keylen); /* may have changed */
+        axstm__rcache_drop(r->cache, values[i]->key, values[i]->keylen); /* may have changed */
     /* Ours, so the subscriber leaves them to us (redis_listen.c); one in
      * doubt may have happened. */
     for (size_t i = 0; i < n && (rc == AXSTM_OK || rc == AXSTM_EINDOUBT); i++)
-        axstm__listen_fire_keys(r, &values[i].key, &values[i].keylen, 1);
+        axstm__listen_fire_keys(r, &values[i]->key, &values[i]->keylen, 1);
     axstm__free(answer);
     axstm__free(numbers);
     axstm__free(got);
@@ -1348,8 +1348,9 @@ int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg
         const redisReply *names = page->element[1];
         size_t n = names->elements;
         axstm_value *values = n != 0 ? axstm__calloc(n, sizeof *values) : NULL;
+        axstm_value **each = n != 0 ? axstm__malloc(n * sizeof *each) : NULL;
         bool *present = n != 0 ? axstm__malloc(n * sizeof *present) : NULL;
-        if (n != 0 && (values == NULL || present == NULL))
+        if (n != 0 && (values == NULL || each == NULL || present == NULL))
             rc = AXSTM_ENOMEM;
         for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
             const redisReply *name = names->element[i];
@@ -1358,9 +1359,10 @@ int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg
                 rc = AXSTM_EIO;
             values[i].key = name->str;
             values[i].keylen = name->len;
+            each[i] = &values[i];
         }
         if (rc == AXSTM_OK && n != 0)
-            rc = checkout(r, values, n, false, present);
+            rc = checkout(r, each, n, false, present);
         for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
             if (!present[i])
                 continue; /* deleted since the scan saw it */
@@ -1371,6 +1373,7 @@ int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg
         for (size_t i = 0; values != NULL && i < n; i++)
             axstm__val_release(&values[i].item.val);
         axstm__free(values);
+        axstm__free(each);
         axstm__free(present);
         freeReplyObject(page);
         if (rc != AXSTM_OK)

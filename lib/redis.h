@@ -70,20 +70,20 @@ int axstm__redis_open(const struct axstm__address *a, struct axstm__redis **out)
 void axstm__redis_close(struct axstm__redis *r);
 
 /*
- * Reads values[0..n) (distinct keys; key and keylen set) as one snapshot,
+ * Reads *values[0..n) (distinct keys; key and keylen set) as one snapshot,
  * creating the missing keys (version 0, no value) as axstm_usevar does:
  * each value's version, incarnation and value are replaced.  On failure
  * nothing changes (a key created before a failure stays created only if
  * the server ran the script: as in-process, creating is not undone).
  */
-int axstm__redis_checkout(struct axstm__redis *r, axstm_value *values, size_t n);
+int axstm__redis_checkout(struct axstm__redis *r, axstm_value *const *values, size_t n);
 
 /*
- * Commits values[0..n) under Axon's rule, all or nothing: AXSTM_OK (each
+ * Commits *values[0..n) (distinct keys) under Axon's rule, all or nothing: AXSTM_OK (each
  * version and incarnation updated), AXSTM_CONCURRENT_UPDATE (nothing
  * written, values unchanged), or a code of the kind above.
  */
-int axstm__redis_commit(struct axstm__redis *r, axstm_value *values, size_t n);
+int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size_t n);
 
 
 /* axstm_store_foreach and axstm_store_stats on the server's keys. */

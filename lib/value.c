@@ -4,6 +4,7 @@
  */
 #include "axstm-internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Points v at entry e (found when the table's removal count was
@@ -86,7 +87,7 @@ AXSTM_API int axstm_usevar(axstm_store *s, const char *key, axstm_value **out)
     v->keylen = len;
 
     if (s->remote != NULL) {
-        rc = axstm__redis_checkout(s->remote, v, 1);
+        rc = axstm__redis_checkout(s->remote, &v, 1);
     } else {
         unsigned pin = axstm__epoch_pin(&s->epoch);
         rc = checkout(s, v, key);
@@ -182,16 +183,115 @@ AXSTM_API int axstm_value_commit(axstm_value *v)
     return axstm__commit_handle(v);
 }
 
+/* Whether two handles name the same key. */
+static inline bool same_key(const axstm_value *a, const axstm_value *b)
+{
+    return a->keylen == b->keylen && memcmp(a->key, b->key, a->keylen) == 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const axstm_value *x = *(axstm_value *const *)a, *y = *(axstm_value *const *)b;
+    if (x->keylen != y->keylen)
+        return x->keylen < y->keylen ? -1 : 1;
+    return memcmp(x->key, y->key, x->keylen);
+}
+
+/* Whether values[0..n) name n distinct keys: pair by pair for a few, else
+ * in a copy sorted by name (in scratch, room for n pointers). */
+static bool distinct_keys(axstm_value *const *values, size_t n, axstm_value **scratch)
+{
+    enum { FEW = 8 };
+    if (n <= FEW) {
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = 0; j < i; j++)
+                if (same_key(values[i], values[j]))
+                    return false;
+        return true;
+    }
+    memcpy(scratch, values, n * sizeof *scratch);
+    qsort(scratch, n, sizeof *scratch, by_name);
+    for (size_t i = 1; i < n; i++)
+        if (same_key(scratch[i - 1], scratch[i]))
+            return false;
+    return true;
+}
+
+/* values' items into items[], in the lock order (entry address). */
+static void lock_order(axstm_value *const *values, size_t n, struct axstm__item **items)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct axstm__item *it = &values[i]->item;
+        size_t j = i;
+        for (; j > 0 && (uintptr_t)items[j - 1]->entry > (uintptr_t)it->entry; j--)
+            items[j] = items[j - 1];
+        items[j] = it;
+    }
+}
+
+AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
+{
+    if (values == NULL && n != 0)
+        return AXSTM_EINVAL;
+    if (n == 0)
+        return AXSTM_OK;
+    axstm_store *s = values[0] != NULL ? values[0]->store : NULL;
+    for (size_t i = 0; i < n; i++)
+        if (values[i] == NULL || values[i]->owner != NULL || values[i]->store != s)
+            return AXSTM_EINVAL;
+    if (n == 1)
+        return axstm__commit_handle(values[0]);
+
+    /* Scratch: the lock order, each key's lock word before, and room for
+     * distinct_keys; on the stack for a few handles. */
+    enum { FEW = 8 };
+    struct axstm__item *few_items[FEW];
+    uint64_t few_old[FEW];
+    struct axstm__item **items = few_items;
+    uint64_t *old = few_old;
+    void *block = NULL;
+    if (n > FEW) {
+        if (n > SIZE_MAX / (sizeof(void *) + sizeof(uint64_t)))
+            return AXSTM_ENOMEM;
+        block = axstm__malloc(n * (sizeof(void *) + sizeof(uint64_t)));
+        if (block == NULL)
+            return AXSTM_ENOMEM;
+        old = block;
+        items = (struct axstm__item **)(old + n);
+    }
+    int rc;
+    if (!distinct_keys(values, n, (axstm_value **)items)) {
+        rc = AXSTM_EINVAL;
+    } else if (s->remote != NULL) {
+        rc = axstm__busy(s, axstm__redis_commit(s->remote, values, n));
+    } else {
+        lock_order(values, n, items);
+        bool there = true;
+        for (size_t i = 0; i < n && there; i++)
+            there = axstm__still_there(s, &values[i]->removals, values[i], 1);
+        rc = axstm__commit_handles(s, there, items, n, old);
+    }
+    axstm__free(block);
+    return rc;
+}
+
 AXSTM_API int axstm_value_refresh(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)
         return AXSTM_EINVAL;
     if (v->store->remote != NULL)
-        return axstm__busy(v->store, axstm__redis_checkout(v->store->remote, v, 1));
-    unsigned pin = axstm__epoch_pin(&v->store->epoch);
-    int rc = checkout(v->store, v, v->key);
-    axstm__epoch_unpin(&v->store->epoch, pin);
-    return axstm__busy(v->store, rc);
+        return axstm__busy(v->store, axstm__redis_checkout(v->store->remote, &v, 1));
+    axstm_store *s = v->store;
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    /* Nothing taken out of the table since the handle found its entry:
+     * the entry is still the key's, so it is read with no lookup (a key
+     * deleted meanwhile reads as gone, and is looked up again). */
+    uint64_t removals = axstm__table_removals(&s->table);
+    int rc = removals == v->removals ? read_into(v, v->item.entry, removals) : AXSTM__KEY_GONE;
+    if (rc == AXSTM__KEY_GONE)
+        rc = checkout(s, v, v->key);
+    axstm__epoch_unpin(&s->epoch, pin);
+    return axstm__busy(s, rc);
 }
 
 AXSTM_API void axstm_value_free(axstm_value *v)

@@ -22,6 +22,7 @@ struct fctx {
     uint64_t visits;
     tu_snapshot before;
     uint64_t keys_before;
+    axstm_value *kept[12];
     unsigned char big[BIG];
 };
 
@@ -588,6 +589,59 @@ START_TEST(collection_commit_out_of_memory)
 }
 END_TEST
 
+/* More kept handles than axstm_values_commit orders on the stack. */
+#define KEPT (sizeof state.kept / sizeof state.kept[0])
+
+static void setup_kept_handles(struct fctx *x)
+{
+    char key[32];
+    setup_store(x);
+    for (size_t i = 0; i < KEPT; i++) {
+        snprintf(key, sizeof key, "fill.%zu", i);
+        x->kept[i] = tu_usevar_ok(x->s, key);
+        ck_assert_int_eq(axstm_value_set(x->kept[i], x->big, BIG), AXSTM_OK);
+    }
+    remember(x);
+}
+
+static int call_values_commit(struct fctx *x)
+{
+    return axstm_values_commit(x->kept, KEPT);
+}
+
+static void failed_values_commit(struct fctx *x)
+{
+    for (size_t i = 0; i < KEPT; i++)
+        assert_holds_big(x, x->kept[i], 1);
+    assert_store_unchanged(x);
+}
+
+static void done_values_commit(struct fctx *x)
+{
+    char key[32];
+    for (size_t i = 0; i < KEPT; i++) {
+        assert_holds_big(x, x->kept[i], 2);
+        snprintf(key, sizeof key, "fill.%zu", i);
+        assert_committed_big(x, key, 2);
+    }
+}
+
+static void teardown_kept_handles(struct fctx *x)
+{
+    for (size_t i = 0; i < KEPT; i++)
+        axstm_value_free(x->kept[i]);
+    teardown_all(x);
+}
+
+START_TEST(values_commit_out_of_memory)
+{
+    static const struct fault_case fc = {setup_kept_handles, call_values_commit,
+                                         failed_values_commit, done_values_commit,
+                                         teardown_kept_handles};
+    run_both(&fc, 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Refresh                                                            */
 /* ------------------------------------------------------------------ */
@@ -775,6 +829,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(tc, value_set_i64_out_of_memory);
     tcase_add_test(tc, value_commit_out_of_memory);
     tcase_add_test(tc, collection_commit_out_of_memory);
+    tcase_add_test(tc, values_commit_out_of_memory);
     tcase_add_test(tc, value_refresh_out_of_memory);
     tcase_add_test(tc, collection_refresh_out_of_memory);
     tcase_add_test(tc, stats_out_of_memory);

@@ -961,6 +961,323 @@ START_TEST(one_key_is_read_whole_under_writers)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Several handles committed together (axstm_values_commit)           */
+/* ------------------------------------------------------------------ */
+
+static int values_commit(axstm_value *const values[], size_t n)
+{
+    int rc;
+    TU_RETRY(rc, axstm_values_commit(values, n));
+    return rc;
+}
+
+/* All or nothing, by Axon's rule: one key committed by someone else since
+ * its handle's version rejects the whole commit, leaving every key and
+ * every handle as it was; refreshed, the same handles commit. */
+START_TEST(values_commit_all_or_nothing)
+{
+    axstm_store *s = tu_store_ok();
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    tu_put_i64(s, "c", 3);
+    axstm_value *v[3] = {tu_usevar_ok(s, "a"), tu_usevar_ok(s, "b"), tu_usevar_ok(s, "c")};
+    for (int i = 0; i < 3; i++)
+        tu_set_i64_ok(v[i], 10 + i);
+
+    axstm_value *other = tu_usevar_ok(s, "b");
+    tu_set_i64_ok(other, 99);
+    ck_assert_int_eq(tu_commit(other), AXSTM_OK);
+
+    uint64_t conflicts = tu_stats_ok(s).conflicts;
+    ck_assert_int_eq(values_commit(v, 3), AXSTM_CONCURRENT_UPDATE);
+    ck_assert_uint_eq(tu_stats_ok(s).conflicts, conflicts + 1);
+    tu_assert_committed(s, "a", 1, 1, 1);
+    tu_assert_committed(s, "b", 2, 1, 99);
+    tu_assert_committed(s, "c", 1, 1, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(axstm_value_version(v[i]), 1);
+        ck_assert_int_eq(tu_get_i64_ok(v[i]), 10 + i);
+    }
+
+    tu_refresh_ok(v[1]);
+    ck_assert_int_eq(tu_get_i64_ok(v[1]), 99);
+    tu_set_i64_ok(v[1], 11);
+    ck_assert_int_eq(values_commit(v, 3), AXSTM_OK);
+    tu_assert_committed(s, "a", 2, 1, 10);
+    tu_assert_committed(s, "b", 3, 1, 11);
+    tu_assert_committed(s, "c", 2, 1, 12);
+    ck_assert_uint_eq(axstm_value_version(v[0]), 2);
+    ck_assert_uint_eq(axstm_value_version(v[1]), 3);
+    ck_assert_uint_eq(axstm_value_version(v[2]), 2);
+
+    /* What a commit that lost tells the others: b's old holder loses. */
+    tu_set_i64_ok(other, 0);
+    ck_assert_int_eq(tu_commit(other), AXSTM_CONCURRENT_UPDATE);
+    axstm_value_free(other);
+    for (int i = 0; i < 3; i++)
+        axstm_value_free(v[i]);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* Kept handles commit again and again with no refresh while nobody else
+ * writes, unchanged values included (their versions move, as Axon's do),
+ * and in any order of the handles. */
+START_TEST(values_commit_keeps_the_handles)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *x = tu_usevar_ok(s, "x"), *y = tu_usevar_ok(s, "y");
+    tu_set_i64_ok(x, 100);
+    tu_set_i64_ok(y, 0);
+    for (int round = 1; round <= 10; round++) {
+        axstm_value *pair[2] = {round % 2 ? x : y, round % 2 ? y : x};
+        if (round > 1) {
+            tu_set_i64_ok(x, tu_get_i64_ok(x) - 1);
+            if (round % 3 != 0) /* y left as it is every third round */
+                tu_set_i64_ok(y, tu_get_i64_ok(y) + 1);
+        }
+        ck_assert_int_eq(values_commit(pair, 2), AXSTM_OK);
+        ck_assert_uint_eq(axstm_value_version(x), (uint64_t)round);
+        ck_assert_uint_eq(axstm_value_version(y), (uint64_t)round);
+    }
+    tu_assert_committed(s, "x", 10, 1, 91);
+    tu_assert_committed(s, "y", 10, 1, 6);
+    /* One handle alone, and none, are commits too. */
+    ck_assert_int_eq(values_commit(&x, 1), AXSTM_OK);
+    tu_assert_committed(s, "x", 11, 1, 91);
+    ck_assert_int_eq(axstm_values_commit(&x, 0), AXSTM_OK);
+    ck_assert_int_eq(axstm_values_commit(NULL, 0), AXSTM_OK);
+    tu_assert_committed(s, "x", 11, 1, 91);
+    axstm_value_free(x);
+    axstm_value_free(y);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* A handle marked for deletion deletes its key with the others' writes;
+ * a handle of a key deleted since (even created again) loses. */
+START_TEST(values_commit_deletes_and_sees_deletes)
+{
+    axstm_store *s = tu_store_ok();
+    tu_put_i64(s, "keep", 1);
+    tu_put_i64(s, "drop", 2);
+    axstm_value *keep = tu_usevar_ok(s, "keep"), *drop = tu_usevar_ok(s, "drop");
+    tu_set_i64_ok(keep, 3);
+    ck_assert_int_eq(axstm_value_delete(drop), AXSTM_OK);
+    axstm_value *pair[2] = {keep, drop};
+    ck_assert_int_eq(values_commit(pair, 2), AXSTM_OK);
+    tu_assert_committed(s, "keep", 2, 1, 3);
+    tu_assert_absent(s, "drop");
+
+    /* Another handle deletes "keep" and a third creates it again. */
+    axstm_value *other = tu_usevar_ok(s, "keep");
+    ck_assert_int_eq(axstm_value_delete(other), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(other), AXSTM_OK);
+    axstm_value_free(other);
+    tu_put_i64(s, "keep", 7);
+    axstm_value *fresh = tu_usevar_ok(s, "fresh");
+    pair[1] = fresh;
+    tu_set_i64_ok(keep, 4);
+    tu_set_i64_ok(fresh, 5);
+    ck_assert_int_eq(values_commit(pair, 2), AXSTM_CONCURRENT_UPDATE);
+    tu_assert_committed(s, "keep", 1, 1, 7);
+    tu_assert_committed(s, "fresh", 0, 0, 0);
+    tu_refresh_ok(keep);
+    tu_set_i64_ok(keep, 4);
+    ck_assert_int_eq(values_commit(pair, 2), AXSTM_OK);
+    tu_assert_committed(s, "keep", 2, 1, 4);
+    tu_assert_committed(s, "fresh", 1, 1, 5);
+    axstm_value_free(keep);
+    axstm_value_free(drop);
+    axstm_value_free(fresh);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* More handles than fit the stack: the same rules, duplicates found. */
+START_TEST(values_commit_many_handles)
+{
+    enum { N = 40 };
+    axstm_store *s = tu_store_ok();
+    axstm_value *v[N];
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "many-%d", (i * 17) % N);
+        v[i] = tu_usevar_ok(s, name);
+        tu_set_i64_ok(v[i], i);
+    }
+    ck_assert_int_eq(values_commit(v, N), AXSTM_OK);
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(axstm_value_version(v[i]), 1);
+        tu_assert_committed(s, axstm_value_key(v[i]), 1, 1, i);
+    }
+    axstm_value *again = tu_usevar_ok(s, axstm_value_key(v[N / 2]));
+    axstm_value *saved = v[N - 1];
+    v[N - 1] = again;
+    ck_assert_int_eq(axstm_values_commit(v, N), AXSTM_EINVAL);
+    v[N - 1] = saved;
+    tu_set_i64_ok(again, -1);
+    ck_assert_int_eq(tu_commit(again), AXSTM_OK);
+    ck_assert_int_eq(values_commit(v, N), AXSTM_CONCURRENT_UPDATE);
+    for (int i = 0; i < N; i++)
+        ck_assert_uint_eq(axstm_value_version(v[i]), 1);
+    tu_assert_committed(s, axstm_value_key(v[0]), 1, 1, 0);
+    axstm_value_free(again);
+    for (int i = 0; i < N; i++)
+        axstm_value_free(v[i]);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* Each bad argument is AXSTM_EINVAL with nothing written. */
+START_TEST(values_commit_bad_input)
+{
+    axstm_store *s = tu_store_ok(), *t = tu_store_ok();
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    axstm_value *a = tu_usevar_ok(s, "a"), *b = tu_usevar_ok(s, "b");
+    axstm_value *a2 = tu_usevar_ok(s, "a"), *elsewhere = tu_usevar_ok(t, "b");
+    const char *keys[1] = {"b"};
+    axstm_collection *c = tu_using_ok(s, keys, 1);
+    tu_set_i64_ok(a, 10);
+    tu_set_i64_ok(b, 20);
+
+    ck_assert_int_eq(axstm_values_commit(NULL, 2), AXSTM_EINVAL);
+    axstm_value *with_null[2] = {a, NULL}, *null_first[2] = {NULL, a};
+    ck_assert_int_eq(axstm_values_commit(with_null, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_values_commit(null_first, 1), AXSTM_EINVAL);
+    axstm_value *borrowed[2] = {a, axstm_collection_at(c, 0)};
+    ck_assert_int_eq(axstm_values_commit(borrowed, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_values_commit(&borrowed[1], 1), AXSTM_EINVAL);
+    axstm_value *two_stores[2] = {a, elsewhere};
+    ck_assert_int_eq(axstm_values_commit(two_stores, 2), AXSTM_EINVAL);
+    axstm_value *same_key[3] = {a, b, a2}, *same_handle[2] = {b, b};
+    ck_assert_int_eq(axstm_values_commit(same_key, 3), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_values_commit(same_handle, 2), AXSTM_EINVAL);
+
+    tu_assert_committed(s, "a", 1, 1, 1);
+    tu_assert_committed(s, "b", 1, 1, 2);
+    ck_assert_uint_eq(axstm_value_version(a), 1);
+    ck_assert_int_eq(tu_get_i64_ok(a), 10);
+    axstm_value *good[2] = {b, a};
+    ck_assert_int_eq(values_commit(good, 2), AXSTM_OK);
+    tu_assert_committed(s, "a", 2, 1, 10);
+    tu_assert_committed(s, "b", 2, 1, 20);
+    axstm_collection_free(c);
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_value_free(a2);
+    axstm_value_free(elsewhere);
+    axstm_store_free(s);
+    axstm_store_free(t);
+}
+END_TEST
+
+/*
+ * Transfers between kept handles from several threads, each thread with a
+ * handle per account: the total never moves, and every key's version is
+ * exactly its number of commits (each transfer bumps two keys).
+ */
+#define KEPT_ACCOUNTS 8
+#define KEPT_THREADS 4
+
+struct kept_worker {
+    axstm_store *s;
+    pthread_t thread;
+    unsigned seed;
+    long transfers, target, conflicts, errors;
+};
+
+static void *kept_transfers(void *arg)
+{
+    struct kept_worker *w = arg;
+    axstm_value *h[KEPT_ACCOUNTS] = {NULL};
+    char name[32];
+    uint64_t rng = w->seed * 0x9e3779b97f4a7c15u + 1;
+    int rc = AXSTM_OK;
+    for (int i = 0; i < KEPT_ACCOUNTS && rc == AXSTM_OK; i++) {
+        snprintf(name, sizeof name, "acct-%d", i);
+        TU_RETRY(rc, axstm_usevar(w->s, name, &h[i]));
+    }
+    while (rc == AXSTM_OK && w->transfers < w->target) {
+        size_t a = tu_rand(&rng) % KEPT_ACCOUNTS, b = tu_rand(&rng) % (KEPT_ACCOUNTS - 1);
+        b += b >= a;
+        int64_t x, y, amount = (int64_t)(tu_rand(&rng) % 5);
+        axstm_value *pair[2] = {h[a], h[b]};
+        if ((rc = axstm_value_get_i64(h[a], &x)) != AXSTM_OK ||
+            (rc = axstm_value_get_i64(h[b], &y)) != AXSTM_OK ||
+            (rc = axstm_value_set_i64(h[a], x - amount)) != AXSTM_OK ||
+            (rc = axstm_value_set_i64(h[b], y + amount)) != AXSTM_OK)
+            break;
+        TU_RETRY(rc, axstm_values_commit(pair, 2));
+        if (rc == AXSTM_OK) {
+            w->transfers++;
+        } else if (rc == AXSTM_CONCURRENT_UPDATE) {
+            w->conflicts++;
+            TU_RETRY(rc, axstm_value_refresh(h[a]));
+            if (rc == AXSTM_OK)
+                TU_RETRY(rc, axstm_value_refresh(h[b]));
+        }
+    }
+    if (rc != AXSTM_OK)
+        w->errors++;
+    for (int i = 0; i < KEPT_ACCOUNTS; i++)
+        axstm_value_free(h[i]);
+    return NULL;
+}
+
+struct version_sum {
+    uint64_t versions;
+    int64_t total;
+    long keys;
+};
+
+static int sum_versions(const char *key, uint64_t version, const void *data, size_t len, void *arg)
+{
+    struct version_sum *sum = arg;
+    int64_t x = 0;
+    (void)key;
+    if (len == sizeof x)
+        memcpy(&x, data, sizeof x);
+    sum->versions += version;
+    sum->total += x;
+    sum->keys++;
+    return 0;
+}
+
+START_TEST(kept_handle_transfers_lose_nothing)
+{
+    axstm_store *s = tu_store_ok();
+    char name[32];
+    for (int i = 0; i < KEPT_ACCOUNTS; i++) {
+        snprintf(name, sizeof name, "acct-%d", i);
+        tu_put_i64(s, name, 100);
+    }
+    long per_thread = tu_store_is_remote() ? 150 : (tu_under_valgrind() ? 2000 : 20000);
+    struct kept_worker w[KEPT_THREADS];
+    for (int t = 0; t < KEPT_THREADS; t++) {
+        w[t] = (struct kept_worker){s, 0, (unsigned)t + 1, 0, per_thread, 0, 0};
+        tu_start(&w[t].thread, kept_transfers, &w[t]);
+    }
+    long transfers = 0;
+    for (int t = 0; t < KEPT_THREADS; t++) {
+        tu_join(w[t].thread);
+        ck_assert_int_eq(w[t].errors, 0);
+        transfers += w[t].transfers;
+    }
+    ck_assert_int_eq(transfers, KEPT_THREADS * per_thread);
+    struct version_sum sum = {0, 0, 0};
+    int rc;
+    TU_RETRY(rc, axstm_store_foreach(s, sum_versions, &sum));
+    ck_assert_int_eq(rc, AXSTM_OK);
+    ck_assert_int_eq(sum.keys, KEPT_ACCOUNTS);
+    ck_assert_int_eq(sum.total, 100 * KEPT_ACCOUNTS);
+    ck_assert_uint_eq(sum.versions, (uint64_t)KEPT_ACCOUNTS + 2 * (uint64_t)transfers);
+    axstm_store_free(s);
+}
+END_TEST
+
 static Suite *value_suite(void)
 {
     Suite *s = suite_create("value");
@@ -1001,6 +1318,16 @@ static Suite *value_suite(void)
     tcase_add_test(tc, set_bad_input);
     tcase_add_test(tc, get_bad_input);
     tcase_add_test(tc, commit_and_refresh_of_null);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Several handles");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, values_commit_all_or_nothing);
+    tcase_add_test(tc, values_commit_keeps_the_handles);
+    tcase_add_test(tc, values_commit_deletes_and_sees_deletes);
+    tcase_add_test(tc, values_commit_many_handles);
+    tcase_add_test(tc, values_commit_bad_input);
+    tcase_add_test(tc, kept_handle_transfers_lose_nothing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Concurrency");

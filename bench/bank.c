@@ -14,6 +14,8 @@
  *                row every ratio is taken against)
  *   mutex-acct   the same table, read without a lock (it never changes),
  *                then the two account mutexes in address order
+ *   tinystm      TinySTM (bank_tinystm.c), an account per word found by
+ *                number: only when configure was given TINYSTM_DIR
  *   tm-ml_wt     GCC TM, __transaction_atomic around lookup and update,
  *                libitm's real STM method (ITM_DEFAULT_METHOD=ml_wt)
  *   tm-default   the same with libitm's default method (serial-irrevocable
@@ -42,14 +44,19 @@
 /* Columns: the five rows of this process, then tm-default from the child. */
 enum { COL_TM_DEFAULT = BANK_ROWS, NCOLS };
 
-static const char *const col_name[NCOLS] = {"using",      "atomically", "kept",      "mutex-tbl",
-                                            "mutex-acct", "tm-ml_wt",   "tm-default"};
-static const char *const ratio_name[NCOLS] = {"using/mt", "atom/mt",  "kept/mt", "",
-                                              "acct/mt",  "ml_wt/mt", "dflt/mt*"};
+static const char *const col_name[NCOLS] = {"using",      "atomically", "kept",     "mutex-tbl",
+                                            "mutex-acct", "tinystm",    "tm-ml_wt", "tm-default"};
+static const char *const ratio_name[NCOLS] = {"using/mt", "atom/mt",    "kept/mt",  "",
+                                              "acct/mt",  "tinystm/mt", "ml_wt/mt", "dflt/mt*"};
 
 static void (*const row_body[BANK_ROWS])(struct bench_worker *) = {
     bank_body_using,       bank_body_atomically,    bank_body_kept,
     bank_body_mutex_table, bank_body_mutex_account,
+#ifdef AXSTM_HAVE_TINYSTM
+    bank_tinystm_body,
+#else
+    NULL,
+#endif
 #ifdef AXSTM_HAVE_GNU_TM
     bank_gnutm_body,
 #else
@@ -304,6 +311,14 @@ static void print_targets(const struct bench_config *cfg)
                binding ? ": " : "", binding ? bench_met(a >= 0.8) : "");
         printf("  kept: %.1f ns per transfer, %.2fx mutex-tbl, %u %s (target <= 45 ns)%s%s\n", k_ns,
                k, t, th, binding ? ": " : "", binding ? bench_met(k_ns <= 45.0) : "");
+        if (res.have[BANK_TINYSTM]) {
+            double rk[BENCH_MAX_RUNS];
+            for (unsigned r = 0; r < cfg->runs; r++)
+                rk[r] = res.ops[BANK_KEPT][ti][r] / res.ops[BANK_TINYSTM][ti][r];
+            printf(
+                "  kept / tinystm, %u %s: %.2fx, tinystm %.1f ns per transfer (level: >= 1.0x)\n",
+                t, th, bench_median(rk, cfg->runs), 1e9 / res.median_ops[BANK_TINYSTM][ti]);
+        }
         if (res.have[BANK_GNU_TM]) {
             /* Per-run ratios of the two rows, both measured in this run. */
             double ru[BENCH_MAX_RUNS], ra[BENCH_MAX_RUNS];
@@ -392,6 +407,8 @@ int main(int argc, char **argv)
     bench_print_header(&cfg, "transfers between two random named accounts");
     if (!HAVE_GNU_TM)
         printf("(GCC TM rows left out: configure found no -fgnu-tm)\n\n");
+    if (row_body[BANK_TINYSTM] == NULL)
+        printf("(tinystm row left out: configure was not given TINYSTM_DIR)\n\n");
     static const size_t full[] = {16, 1024, 1000000}, quick[] = {16, 1024};
     const size_t *sizes = cfg.quick ? quick : full;
     size_t nsizes = cfg.quick ? 2 : 3;

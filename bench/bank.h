@@ -40,6 +40,8 @@ struct bank {
     /* "kept handles" row: per worker thread, a handle per account, made
      * once (bank_kept_prepare) and kept across runs. */
     axstm_value **kept[BENCH_MAX_THREADS];
+    /* TinySTM row (bank_tinystm.c): the accounts as words, by number. */
+    void *tinystm;
 };
 
 /* The rows.  Worker bodies: bank_body_* below; GCC TM in bank_gnutm.c. */
@@ -49,6 +51,7 @@ enum bank_row {
     BANK_KEPT,          /* a handle kept per account, axstm_values_commit */
     BANK_MUTEX_TABLE,   /* one mutex around the string-keyed table */
     BANK_MUTEX_ACCOUNT, /* lock-free lookup, then the two account mutexes */
+    BANK_TINYSTM,       /* TinySTM: an account per word, found by number */
     BANK_GNU_TM,        /* __transaction_atomic around lookup + update */
     BANK_ROWS
 };
@@ -307,6 +310,17 @@ static inline void bank_body_mutex_account(struct bench_worker *w)
     }
 }
 
+/* ---- TinySTM (bench/bank_tinystm.c) --------------------------------- */
+
+#ifdef AXSTM_HAVE_TINYSTM
+/* The accounts as TinySTM words: made (0, or -1 out of memory), freed,
+ * summed, and the worker body of the BANK_TINYSTM row. */
+int bank_tinystm_init(struct bank *bk);
+void bank_tinystm_free(struct bank *bk);
+int64_t bank_tinystm_total(struct bank *bk);
+void bank_tinystm_body(struct bench_worker *w);
+#endif
+
 /* ---- setup and checks ----------------------------------------------- */
 
 /*
@@ -355,6 +369,10 @@ static inline int bank_init(struct bank *bk, size_t n, bool with_store, bool wit
             pthread_mutex_init(&bk->accounts[i].lock, NULL);
             bk->accounts[i].balance = BANK_INITIAL;
         }
+#ifdef AXSTM_HAVE_TINYSTM
+        if (bank_tinystm_init(bk) != 0)
+            return -1;
+#endif
     }
     return 0;
 }
@@ -406,6 +424,9 @@ static inline void bank_free(struct bank *bk)
             pthread_mutex_destroy(&bk->accounts[i].lock);
         free(bk->accounts);
     }
+#ifdef AXSTM_HAVE_TINYSTM
+    bank_tinystm_free(bk);
+#endif
     bench_names_free(&bk->names);
 }
 
@@ -442,6 +463,10 @@ static inline int64_t bank_total(struct bank *bk, enum bank_row row, bool *ok)
         *ok = axstm_store_foreach(bk->store, bank_sum_visit, &s) == AXSTM_OK && s.keys == bk->n;
         return s.sum;
     }
+#ifdef AXSTM_HAVE_TINYSTM
+    case BANK_TINYSTM:
+        return bank_tinystm_total(bk);
+#endif
     case BANK_MUTEX_ACCOUNT: {
         int64_t sum = 0;
         for (size_t i = 0; i < bk->n; i++)

@@ -197,12 +197,14 @@ static int by_name(const void *a, const void *b)
     return memcmp(x->key, y->key, x->keylen);
 }
 
+/* Up to this many handles, axstm_values_commit works on the stack. */
+#define FEW_VALUES 8
+
 /* Whether values[0..n) name n distinct keys: pair by pair for a few, else
  * in a copy sorted by name (in scratch, room for n pointers). */
 static bool distinct_keys(axstm_value *const *values, size_t n, axstm_value **scratch)
 {
-    enum { FEW = 8 };
-    if (n <= FEW) {
+    if (n <= FEW_VALUES) {
         for (size_t i = 1; i < n; i++)
             for (size_t j = 0; j < i; j++)
                 if (same_key(values[i], values[j]))
@@ -217,60 +219,94 @@ static bool distinct_keys(axstm_value *const *values, size_t n, axstm_value **sc
     return true;
 }
 
-/* values' items into items[], in the lock order (entry address). */
-static void lock_order(axstm_value *const *values, size_t n, struct axstm__item **items)
+/* The arrays a commit of n handles works in: lock order, lock words, and
+ * a copy of the handles for distinct_keys (used for more than a few). */
+struct values_scratch {
+    struct axstm__item **items;
+    uint64_t *old;
+    axstm_value **names;
+};
+
+/*
+ * A commit of n >= 2 handles of s, a store in this process.  One pass
+ * checks each handle, puts its item in the lock order (entry address) and
+ * notes whether every handle found its entry at the table's present
+ * removal count: then each entry is still its key's, so distinct entries
+ * are distinct keys, and nothing needs looking up.  Otherwise the names
+ * are compared, and each key looked up to see that it is still there.
+ */
+static int commit_local(axstm_store *s, axstm_value *const *values, size_t n,
+                        const struct values_scratch *x)
 {
+    uint64_t removals = axstm__table_removals(&s->table);
+    bool current = true, shared_entry = false;
     for (size_t i = 0; i < n; i++) {
-        struct axstm__item *it = &values[i]->item;
+        axstm_value *v = values[i];
+        if (v == NULL || v->owner != NULL || v->store != s)
+            return AXSTM_EINVAL;
+        current &= v->removals == removals;
+        struct axstm__item *it = &v->item;
         size_t j = i;
-        for (; j > 0 && (uintptr_t)items[j - 1]->entry > (uintptr_t)it->entry; j--)
-            items[j] = items[j - 1];
-        items[j] = it;
+        for (; j > 0 && (uintptr_t)x->items[j - 1]->entry > (uintptr_t)it->entry; j--)
+            x->items[j] = x->items[j - 1];
+        x->items[j] = it;
+        shared_entry |= j > 0 && x->items[j - 1]->entry == it->entry;
     }
+    bool there = current;
+    if (!current || shared_entry) {
+        if (!distinct_keys(values, n, x->names))
+            return AXSTM_EINVAL;
+        /* Two handles of one entry under two names: one of them is of a
+         * key deleted since, whose entry now serves another. */
+        there = !shared_entry;
+        for (size_t i = 0; i < n && there; i++)
+            there = axstm__still_there(s, &values[i]->removals, values[i], 1);
+    }
+    return axstm__commit_handles(s, there, x->items, n, x->old);
+}
+
+/* The same on a store kept in Redis: checked, and names compared. */
+static int commit_remote(axstm_store *s, axstm_value *const *values, size_t n,
+                         const struct values_scratch *x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (values[i] == NULL || values[i]->owner != NULL || values[i]->store != s)
+            return AXSTM_EINVAL;
+    if (!distinct_keys(values, n, x->names))
+        return AXSTM_EINVAL;
+    return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
 }
 
 AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
 {
-    if (values == NULL && n != 0)
-        return AXSTM_EINVAL;
+    if (values == NULL)
+        return n == 0 ? AXSTM_OK : AXSTM_EINVAL;
     if (n == 0)
         return AXSTM_OK;
-    axstm_store *s = values[0] != NULL ? values[0]->store : NULL;
-    for (size_t i = 0; i < n; i++)
-        if (values[i] == NULL || values[i]->owner != NULL || values[i]->store != s)
-            return AXSTM_EINVAL;
+    if (values[0] == NULL)
+        return AXSTM_EINVAL;
+    axstm_store *s = values[0]->store;
     if (n == 1)
-        return axstm__commit_handle(values[0]);
-
-    /* Scratch: the lock order, each key's lock word before, and room for
-     * distinct_keys; on the stack for a few handles. */
-    enum { FEW = 8 };
-    struct axstm__item *few_items[FEW];
-    uint64_t few_old[FEW];
-    struct axstm__item **items = few_items;
-    uint64_t *old = few_old;
-    void *block = NULL;
-    if (n > FEW) {
-        if (n > SIZE_MAX / (sizeof(void *) + sizeof(uint64_t)))
-            return AXSTM_ENOMEM;
-        block = axstm__malloc(n * (sizeof(void *) + sizeof(uint64_t)));
-        if (block == NULL)
-            return AXSTM_ENOMEM;
-        old = block;
-        items = (struct axstm__item **)(old + n);
+        return values[0]->owner != NULL ? AXSTM_EINVAL : axstm__commit_handle(values[0]);
+    int (*commit)(axstm_store *, axstm_value *const *, size_t, const struct values_scratch *) =
+        s->remote != NULL ? commit_remote : commit_local;
+    if (n <= FEW_VALUES) {
+        struct axstm__item *items[FEW_VALUES];
+        uint64_t old[FEW_VALUES];
+        struct values_scratch x = {items, old, NULL};
+        return commit(s, values, n, &x);
     }
-    int rc;
-    if (!distinct_keys(values, n, (axstm_value **)items)) {
-        rc = AXSTM_EINVAL;
-    } else if (s->remote != NULL) {
-        rc = axstm__busy(s, axstm__redis_commit(s->remote, values, n));
-    } else {
-        lock_order(values, n, items);
-        bool there = true;
-        for (size_t i = 0; i < n && there; i++)
-            there = axstm__still_there(s, &values[i]->removals, values[i], 1);
-        rc = axstm__commit_handles(s, there, items, n, old);
-    }
+    /* Three arrays of n words: pointers are no wider than a word. */
+    _Static_assert(sizeof(void *) <= sizeof(uint64_t), "a pointer fits a word");
+    size_t each = 3 * sizeof(uint64_t);
+    if (n > SIZE_MAX / each)
+        return AXSTM_ENOMEM;
+    uint64_t *block = axstm__malloc(n * each);
+    if (block == NULL)
+        return AXSTM_ENOMEM;
+    struct values_scratch x = {(struct axstm__item **)(block + n), block,
+                               (axstm_value **)(block + 2 * n)};
+    int rc = commit(s, values, n, &x);
     axstm__free(block);
     return rc;
 }

@@ -18,6 +18,9 @@
  *   commit:      axstm_usevar + get_i64 + set_i64 + commit + free;
  *   using:       axstm_using of two keys + 2 get_i64 + 2 set_i64 +
  *                collection commit + free (a transfer through handles);
+ *   handles:     the same transfer between two of 1024 handles kept
+ *                across the loop (made before it): 2 get_i64 + 2 set_i64 +
+ *                axstm_values_commit (bench/bank.h's kept row);
  *   atomically:  axstm_atomically of a transfer between two keys;
  *   mutex:       the same transfer under one mutex around a string-keyed
  *                hash table (what a user writes instead; bench/bank.h);
@@ -113,6 +116,17 @@ __attribute__((noinline)) static void op_using(void)
     }
 }
 
+__attribute__((noinline)) static void op_handles(void)
+{
+    for (long i = 0; i < ops; i++) {
+        unsigned a, b;
+        pick_two(&a, &b);
+        uint64_t conflicts = 0, busy = 0;
+        check(bank_transfer_kept(bk.kept[0][a], bk.kept[0][b], 1, &conflicts, &busy),
+              "kept transfer");
+    }
+}
+
 __attribute__((noinline)) static void op_atomically(void)
 {
     for (long i = 0; i < ops; i++) {
@@ -140,11 +154,14 @@ int main(int argc, char **argv)
     }
     if (bank_init(&bk, KEYS, true, true) != 0)
         check(AXSTM_ENOMEM, "making the accounts");
+    if (bank_kept_prepare(&bk, 1) != 0)
+        check(AXSTM_ENOMEM, "keeping a handle per account");
     op_loop();
     op_kept();
     op_usevar();
     op_commit();
     op_using();
+    op_handles();
     op_atomically();
     op_mutex();
     bank_free(&bk);

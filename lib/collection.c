@@ -454,6 +454,22 @@ AXSTM_API axstm_value *axstm_collection_value(axstm_collection *c, const char *k
     return NULL;
 }
 
+/* The commit's two rare cases, out of line so that the common one (keys
+ * in this process, nothing taken out of the table since the checkout) is
+ * a tail call with nothing to save: a remote store's, and one that must
+ * first look its keys up (axstm__still_there). */
+static AXSTM__NOINLINE int commit_remote(axstm_collection *c)
+{
+    return axstm__busy(c->store, remote_call(c, true));
+}
+
+static AXSTM__NOINLINE int commit_after_removals(axstm_collection *c)
+{
+    axstm_store *s = c->store;
+    bool there = axstm__still_there_slow(s, &c->removals, c->values, c->n);
+    return axstm__commit_handles(s, there, c->order, c->n, c->scratch_vlock);
+}
+
 AXSTM_API int axstm_collection_commit(axstm_collection *c)
 {
     if (c == NULL)
@@ -462,9 +478,10 @@ AXSTM_API int axstm_collection_commit(axstm_collection *c)
         return AXSTM_OK;
     axstm_store *s = c->store;
     if (s->remote != NULL)
-        return axstm__busy(s, remote_call(c, true));
-    return axstm__commit_handles(s, axstm__still_there(s, &c->removals, c->values, c->n), c->order,
-                                 c->n, c->scratch_vlock);
+        return commit_remote(c);
+    if (axstm__table_removals(&s->table) != c->removals)
+        return commit_after_removals(c);
+    return axstm__commit_handles(s, true, c->order, c->n, c->scratch_vlock);
 }
 
 AXSTM_API int axstm_collection_refresh(axstm_collection *c)

@@ -54,6 +54,14 @@
 #define AXSTM__ALWAYS_INLINE inline
 #endif
 
+/* For a rare path that the compiler would otherwise inline into a hot one,
+ * where its registers and stack cost the hot path on every call. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AXSTM__NOINLINE __attribute__((noinline))
+#else
+#define AXSTM__NOINLINE
+#endif
+
 /* This thread's slot + 1; 0 until its first call. */
 extern AXSTM__TLS unsigned axstm__slot_plus_one;
 unsigned axstm__slot_assign(void);

@@ -288,13 +288,11 @@ AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
     axstm_store *s = values[0]->store;
     if (n == 1)
         return values[0]->owner != NULL ? AXSTM_EINVAL : axstm__commit_handle(values[0]);
-    int (*commit)(axstm_store *, axstm_value *const *, size_t, const struct values_scratch *) =
-        s->remote != NULL ? commit_remote : commit_local;
     if (n <= FEW_VALUES) {
         struct axstm__item *items[FEW_VALUES];
         uint64_t old[FEW_VALUES];
         struct values_scratch x = {items, old, NULL};
-        return commit(s, values, n, &x);
+        return s->remote != NULL ? commit_remote(s, values, n, &x) : commit_local(s, values, n, &x);
     }
     /* Three arrays of n words: pointers are no wider than a word. */
     _Static_assert(sizeof(void *) <= sizeof(uint64_t), "a pointer fits a word");
@@ -306,7 +304,7 @@ AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
         return AXSTM_ENOMEM;
     struct values_scratch x = {(struct axstm__item **)(block + n), block,
                                (axstm_value **)(block + 2 * n)};
-    int rc = commit(s, values, n, &x);
+    int rc = s->remote != NULL ? commit_remote(s, values, n, &x) : commit_local(s, values, n, &x);
     axstm__free(block);
     return rc;
 }

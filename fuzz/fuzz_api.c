@@ -4,7 +4,8 @@
  * bytes, checked against a small sequential model of the Axon rules.
  *
  * Each input is a program run on a fresh store by one thread: usevar, using,
- * set, delete, commit, refresh, free, the getters, collection access,
+ * set, delete, commit (of a value, a collection, or several values at
+ * once), refresh, free, the getters, collection access,
  * foreach, stats, transactions (axstm_atomically, axstm_try_atomically,
  * axstm_atomically_timed, with or_else, txn_delete) and watches.  The model
  * is the table key -> (exists, incarnation, version, value) plus the
@@ -771,6 +772,66 @@ static void op_commit(struct input *in)
         expect_rc("axstm_collection_commit", rc, model_commit(sl->it, sl->n));
         return;
     }
+}
+
+/*
+ * axstm_values_commit of the value slots a mask byte picks (bit i: slot
+ * i), in an order a second byte rotates; that byte may also add a bad
+ * argument: NULL, a value borrowed from a collection, or the first handle
+ * again.  Two slots holding handles of one key are a bad argument too.
+ */
+static void op_values(struct input *in)
+{
+    uint8_t mask = u8(in), extra = u8(in);
+    axstm_value *vals[NSLOTS + 1];
+    struct mitem items[NSLOTS];
+    int from[NSLOTS];
+    size_t n = 0;
+    bool bad = false;
+    for (int i = 0; i < NSLOTS; i++) {
+        int k = (i + extra % NSLOTS) % NSLOTS;
+        struct slot *sl = &M.slot[k];
+        if (!(mask >> k & 1) || sl->kind != SLOT_VALUE)
+            continue;
+        for (size_t j = 0; j < n; j++)
+            bad |= items[j].key == sl->it[0].key;
+        vals[n] = sl->v;
+        items[n] = sl->it[0];
+        from[n++] = k;
+    }
+    size_t count = n;
+    switch (extra >> 4 & 3) {
+    case 1:
+        vals[count++] = NULL;
+        bad = true;
+        break;
+    case 2:
+        for (int k = 0; k < NSLOTS; k++)
+            if (M.slot[k].kind == SLOT_COLL && M.slot[k].n > 0) {
+                vals[count++] = axstm_collection_at(M.slot[k].c, 0);
+                bad = true;
+                break;
+            }
+        break;
+    case 3:
+        if (n > 0) {
+            vals[count++] = vals[0];
+            bad = true;
+        }
+        break;
+    }
+    arm();
+    int rc = axstm_values_commit(vals, count);
+    disarm();
+    if (bad) {
+        expect_rc("axstm_values_commit(bad)", rc, AXSTM_EINVAL);
+        return;
+    }
+    int want = model_commit(items, n);
+    expect_rc("axstm_values_commit", rc, want);
+    if (want == AXSTM_OK)
+        for (size_t j = 0; j < n; j++)
+            M.slot[from[j]].it[0] = items[j];
 }
 
 static void op_refresh(struct input *in)
@@ -1713,26 +1774,16 @@ enum {
     OP_BULK,
     OP_MISC,
     OP_DELETE,
+    OP_VALUES,
     OP_COUNT
 };
 
-static const char *const op_names[OP_COUNT] = {"usevar",
-                                               "using",
-                                               "set",
-                                               "set",
-                                               "commit",
-                                               "refresh",
-                                               "free",
-                                               "get",
-                                               "collection",
-                                               "foreach",
-                                               "atomically",
-                                               "try_atomically",
-                                               "atomically_timed",
-                                               "watch",
-                                               "bulk using",
-                                               "misc",
-                                               "delete"};
+static const char *const op_names[OP_COUNT] = {
+    "usevar",           "using",        "set",        "set",
+    "commit",           "refresh",      "free",       "get",
+    "collection",       "foreach",      "atomically", "try_atomically",
+    "atomically_timed", "watch",        "bulk using", "misc",
+    "delete",           "values_commit"};
 
 #define MAX_OPS 256 /* keeps every input quick */
 
@@ -1810,6 +1861,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case OP_DELETE:
             op_delete(&in);
+            break;
+        case OP_VALUES:
+            op_values(&in);
             break;
         default:
             op_misc(&in);

@@ -406,7 +406,7 @@ static const char *const violation_names[HIST_V_NKINDS] = {
 
 static const char *const kind_names[HIST_NKINDS] = {
     [HIST_USING] = "using",       [HIST_USEVAR] = "usevar",           [HIST_SNAPSHOT] = "snapshot",
-    [HIST_ATOMIC] = "atomically", [HIST_ATOMIC_RO] = "atomically-ro",
+    [HIST_ATOMIC] = "atomically", [HIST_ATOMIC_RO] = "atomically-ro", [HIST_HANDLES] = "handles",
 };
 
 const char *hist_violation_name(enum hist_violation v)

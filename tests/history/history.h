@@ -77,6 +77,7 @@ enum hist_kind {
     HIST_SNAPSHOT,  /* axstm_using, read only, never committed */
     HIST_ATOMIC,    /* axstm_atomically, read-modify-write */
     HIST_ATOMIC_RO, /* axstm_atomically, read only */
+    HIST_HANDLES,   /* kept usevar handles + axstm_values_commit */
     HIST_NKINDS
 };
 

@@ -31,6 +31,12 @@
  *               the two checkouts, and the attempt then fails.  So the
  *               read of the absent key is recorded only for an attempt
  *               that committed.
+ *   handles     the same as using, on a value handle of its own per data
+ *               key and tomb (each a checkout of its own: usevar, refresh)
+ *               committed together with axstm_values_commit.  The separate
+ *               checkouts are no snapshot, so what an attempt read is
+ *               recorded only when its commit succeeds (which checks every
+ *               key still holds what was read).
  *   snapshot    axstm_using of 2-4 data keys and their tombs, only read.
  *   atomically  read-modify-write of 1-4 data keys in axstm_atomically: a
  *               fresh value, or (one in four) axstm_txn_delete and the
@@ -218,6 +224,10 @@ struct handles {
     uint32_t idx[4];
     axstm_value *dv[4], *tv[4];
     uint64_t absent_id[4];
+    /* HIST_HANDLES: every handle, committed with axstm_values_commit; its
+     * reads are recorded only once a commit succeeds. */
+    axstm_value *all[8];
+    bool reads_unsure;
 };
 
 /* What one round of changes did to data key i, for the record. */
@@ -229,6 +239,8 @@ struct planned {
      * checkout of its own: recorded only if the attempt commits. */
     bool absent_unsure;
     uint64_t absent_version;
+    /* What was read, when the handle set's reads are unsure. */
+    uint64_t wid, prev, version, twid, tprev, tversion;
 };
 
 /*
@@ -250,7 +262,11 @@ static bool read_and_change(struct worker *w, const struct handles *h, uint64_t 
             const void *tdata = axstm_value_data(h->tv[i], &tlen);
             uint64_t tprev;
             twid = hist_value_decode(tdata, tlen, tomb(w->sh, k), &tprev);
-            hist_read(w->log, tomb(w->sh, k), twid, tprev, axstm_value_version(h->tv[i]));
+            pl[i].twid = twid;
+            pl[i].tprev = tprev;
+            pl[i].tversion = axstm_value_version(h->tv[i]);
+            if (!h->reads_unsure)
+                hist_read(w->log, tomb(w->sh, k), twid, tprev, pl[i].tversion);
         } else {
             twid = h->absent_id[i];
         }
@@ -259,7 +275,7 @@ static bool read_and_change(struct worker *w, const struct handles *h, uint64_t 
         if (absent) {
             uint64_t version = fresh ? axstm_value_version(h->dv[i]) : HIST_NO_VERSION;
             pl[i].over = twid;
-            if (h->tv[i] == NULL) {
+            if (h->tv[i] == NULL || h->reads_unsure) {
                 pl[i].absent_unsure = true;
                 pl[i].absent_version = version;
             } else {
@@ -267,7 +283,10 @@ static bool read_and_change(struct worker *w, const struct handles *h, uint64_t 
             }
         } else {
             pl[i].over = hist_value_decode(data, len, k, &prev);
-            hist_read(w->log, k, pl[i].over, prev, axstm_value_version(h->dv[i]));
+            pl[i].prev = prev;
+            pl[i].version = axstm_value_version(h->dv[i]);
+            if (!h->reads_unsure)
+                hist_read(w->log, k, pl[i].over, prev, pl[i].version);
         }
         pl[i].tover = twid;
         /* Delete one present key in four; a key found absent is deleted
@@ -302,6 +321,11 @@ static void record_writes(struct worker *w, const struct handles *h, const struc
     for (unsigned i = 0; i < h->n; i++) {
         uint32_t k = h->idx[i];
         uint64_t v = committed ? axstm_value_version(h->dv[i]) : HIST_NO_VERSION;
+        if (committed && h->reads_unsure) {
+            hist_read(w->log, tomb(w->sh, k), pl[i].twid, pl[i].tprev, pl[i].tversion);
+            if (!pl[i].absent_unsure)
+                hist_read(w->log, k, pl[i].over, pl[i].prev, pl[i].version);
+        }
         if (committed && pl[i].absent_unsure)
             hist_read_absent(w->log, k, pl[i].over, pl[i].absent_version);
         if (pl[i].del)
@@ -342,13 +366,16 @@ static void axon_rmw(struct worker *w, struct handles *h, axstm_collection *c, i
         int rc;
         if (c != NULL)
             CALL_AGAIN_WHILE_BUSY(w, rc, axstm_collection_commit(c));
+        else if (h->kind == HIST_HANDLES)
+            CALL_AGAIN_WHILE_BUSY(w, rc, axstm_values_commit(h->all, 2 * h->n));
         else
             CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_commit(h->dv[0]));
         int64_t end = hist_now();
         if (rc == AXSTM_OK && deleted_last) {
             /* Nobody can commit over a deleted key without checking it
              * out again: the handle that deleted it least of all. */
-            fail(w, "a collection committed again over a key its last commit deleted");
+            fail(w, "%s: committed again over a key its last commit deleted",
+                 hist_kind_name(h->kind));
             return;
         }
         if (rc == AXSTM_OK) {
@@ -373,10 +400,13 @@ static void axon_rmw(struct worker *w, struct handles *h, axstm_collection *c, i
         if (over(w))
             return;
         start = hist_now();
+        rc = AXSTM_OK;
         if (c != NULL)
             CALL_AGAIN_WHILE_BUSY(w, rc, axstm_collection_refresh(c));
-        else
+        else if (h->kind != HIST_HANDLES)
             CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_refresh(h->dv[0]));
+        for (unsigned i = 0; h->kind == HIST_HANDLES && i < 2 * h->n && rc == AXSTM_OK; i++)
+            CALL_AGAIN_WHILE_BUSY(w, rc, axstm_value_refresh(h->all[i]));
         if (rc != AXSTM_OK) {
             fail(w, "%s refresh: %s", hist_kind_name(h->kind), axstm_strerror(rc));
             return;
@@ -438,6 +468,37 @@ static void do_using(struct worker *w, bool read_only)
         hist_end(w->log, HIST_COMMITTED, hist_now());
     }
     axstm_collection_free(c);
+}
+
+static void do_handles(struct worker *w)
+{
+    struct shared *sh = w->sh;
+    unsigned n = 2 + pick(w, 2);
+    if (n > sh->ndata)
+        n = sh->ndata;
+    struct handles h;
+    memset(&h, 0, sizeof h);
+    h.kind = HIST_HANDLES;
+    h.n = n;
+    h.reads_unsure = true;
+    pick_keys(w, h.idx, n);
+    int64_t start = hist_now();
+    int rc = AXSTM_OK;
+    for (unsigned i = 0; i < 2 * n && rc == AXSTM_OK; i++) {
+        uint32_t k = i % 2 == 0 ? h.idx[i / 2] : tomb(sh, h.idx[i / 2]);
+        CALL_AGAIN_WHILE_BUSY(w, rc, axstm_usevar(w->store, sh->keys[k], &h.all[i]));
+    }
+    if (rc != AXSTM_OK) {
+        fail(w, "usevar: %s", axstm_strerror(rc));
+    } else {
+        for (unsigned i = 0; i < n; i++) {
+            h.dv[i] = h.all[2 * i];
+            h.tv[i] = h.all[2 * i + 1];
+        }
+        axon_rmw(w, &h, NULL, start);
+    }
+    for (unsigned i = 0; i < 2 * n; i++)
+        axstm_value_free(h.all[i]);
 }
 
 static void do_usevar(struct worker *w)
@@ -584,8 +645,10 @@ static void *worker_main(void *arg)
             break;
         }
         unsigned p = pick(w, 100);
-        if (p < 25)
+        if (p < 20)
             do_using(w, false);
+        else if (p < 30)
+            do_handles(w);
         else if (p < 45)
             do_usevar(w);
         else if (p < 55)

@@ -228,30 +228,49 @@ struct values_scratch {
 };
 
 /*
- * A commit of n >= 2 handles of s, a store in this process.  One pass
- * checks each handle, puts its item in the lock order (entry address) and
- * notes whether every handle found its entry at the table's present
- * removal count: then each entry is still its key's, so distinct entries
- * are distinct keys, and nothing needs looking up.  Otherwise the names
- * are compared, and each key looked up to see that it is still there.
+ * One pass over n handles meant for a commit on s: each checked (NULL,
+ * borrowed, or of another store: AXSTM_EINVAL), its item put in the lock
+ * order (entry address) in items[].  *current: every handle found its
+ * entry at the table's removal count `removals`, so each entry is still
+ * its key's and distinct entries are distinct keys; *shared: two handles
+ * have one entry.
  */
-static int commit_local(axstm_store *s, axstm_value *const *values, size_t n,
-                        const struct values_scratch *x)
+static AXSTM__ALWAYS_INLINE int order_handles(axstm_store *s, axstm_value *const *values, size_t n,
+                                              struct axstm__item **items, uint64_t removals,
+                                              bool *current, bool *shared)
 {
-    uint64_t removals = axstm__table_removals(&s->table);
-    bool current = true, shared_entry = false;
+    bool all_current = true, any_shared = false;
     for (size_t i = 0; i < n; i++) {
         axstm_value *v = values[i];
         if (v == NULL || v->owner != NULL || v->store != s)
             return AXSTM_EINVAL;
-        current &= v->removals == removals;
+        all_current &= v->removals == removals;
         struct axstm__item *it = &v->item;
         size_t j = i;
-        for (; j > 0 && (uintptr_t)x->items[j - 1]->entry > (uintptr_t)it->entry; j--)
-            x->items[j] = x->items[j - 1];
-        x->items[j] = it;
-        shared_entry |= j > 0 && x->items[j - 1]->entry == it->entry;
+        for (; j > 0 && (uintptr_t)items[j - 1]->entry > (uintptr_t)it->entry; j--)
+            items[j] = items[j - 1];
+        items[j] = it;
+        any_shared |= j > 0 && items[j - 1]->entry == it->entry;
     }
+    *current = all_current;
+    *shared = any_shared;
+    return AXSTM_OK;
+}
+
+/*
+ * A commit of n >= 2 handles of s, a store in this process.  While every
+ * handle's entry is current (order_handles) nothing needs looking up;
+ * otherwise the names are compared, and each key looked up to see that it
+ * is still there.
+ */
+static int commit_local(axstm_store *s, axstm_value *const *values, size_t n,
+                        const struct values_scratch *x)
+{
+    bool current, shared_entry;
+    int rc = order_handles(s, values, n, x->items, axstm__table_removals(&s->table), &current,
+                           &shared_entry);
+    if (rc != AXSTM_OK)
+        return rc;
     bool there = current;
     if (!current || shared_entry) {
         if (!distinct_keys(values, n, x->names))
@@ -277,7 +296,9 @@ static int commit_remote(axstm_store *s, axstm_value *const *values, size_t n,
     return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
 }
 
-AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
+/* axstm_values_commit in every case: bad input, one handle, many, a
+ * remote store, entries that may not be current. */
+static AXSTM__NOINLINE int commit_general(axstm_value *const values[], size_t n)
 {
     if (values == NULL)
         return n == 0 ? AXSTM_OK : AXSTM_EINVAL;
@@ -307,6 +328,24 @@ AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
     int rc = s->remote != NULL ? commit_remote(s, values, n, &x) : commit_local(s, values, n, &x);
     axstm__free(block);
     return rc;
+}
+
+AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
+{
+    /* The common commit here, everything else in commit_general: 2 to a
+     * few handles of a store in this process, each entry current. */
+    if (values == NULL || n - 2 > FEW_VALUES - 2 || values[0] == NULL ||
+        values[0]->store->remote != NULL)
+        return commit_general(values, n);
+    axstm_store *s = values[0]->store;
+    struct axstm__item *items[FEW_VALUES];
+    uint64_t old[FEW_VALUES];
+    bool current, shared_entry;
+    if (order_handles(s, values, n, items, axstm__table_removals(&s->table), &current,
+                      &shared_entry) != AXSTM_OK ||
+        !current || shared_entry)
+        return commit_general(values, n);
+    return axstm__commit_handles(s, true, items, n, old);
 }
 
 AXSTM_API int axstm_value_refresh(axstm_value *v)

@@ -228,7 +228,7 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
 {
     unsigned gate = AXSTM__GATE_OUTSIDE; /* entered only for the rare items */
     uint64_t stamp = atomic_load(&s->clock) + 1;
-    struct publish_rare_tally t = {0, 0, 0, false};
+    struct publish_rare_tally t; /* set up at the first rare item */
     bool rare = false, waited = false;
     for (size_t i = 0; i < n; i++) {
         struct axstm__item *it = items[i];
@@ -248,10 +248,12 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
             /* What axstm_store_free walks changes from here: no fork may
              * copy it halfway (fork.h).  A fork being prepared does not
              * wait for us (we are not inside yet): we wait for it. */
-            if (gate == AXSTM__GATE_OUTSIDE)
+            if (!rare) {
                 gate = axstm__gate_enter_wait();
+                t = (struct publish_rare_tally){0, 0, 0, false};
+                rare = true;
+            }
             publish_rare(s, it, old, axstm__lock_gone(held), &t);
-            rare = true;
         }
         it->born = axstm__entry_born_locked(e);
         it->version = axstm__entry_version_locked(e) + 1;
@@ -262,7 +264,7 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
      * the entries (wake-ups, taking deleted keys out) is done pinned, from
      * before the unlock.  The common commit needs neither (a handle's
      * commit is not pinned otherwise: commit_handles). */
-    bool after = waited || t.deleted;
+    bool after = waited || (rare && t.deleted);
     unsigned pin = after ? axstm__epoch_pin(&s->epoch) : 0;
     for (size_t i = 0; i < n; i++)
         axstm__entry_unlock(items[i]->entry, stamp, (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);

@@ -27,6 +27,12 @@
  *            one store shared by the threads (what a user does: a store is
  *            thread-safe and keeps a pool of connections) and once with a
  *            store per thread;
+ *       (d)  a handle per account kept by each connection's thread on
+ *            the shared store (made, or refreshed, before each run,
+ *            outside the timed and counted window), the two changed and
+ *            committed together with axstm_values_commit (bench/bank.h's
+ *            kept transfer): one round trip while the handles are
+ *            current, and a refresh of each on a conflict;
  *       (c)  axstm_atomically with the same body as bench/bank, on the
  *            shared store: "n/a" while the library answers AXSTM_EINVAL;
  *       (c2) the same on a store opened with first_read=cache (its first
@@ -495,6 +501,7 @@ enum row {
     ROW_WATCH_PIPE,
     ROW_SHARED,
     ROW_PER_THREAD,
+    ROW_KEPT,
     ROW_ATOMICALLY,
     ROW_ATOMICALLY_CACHED,
     NROWS
@@ -502,7 +509,8 @@ enum row {
 
 static const char *const row_name[NROWS] = {"(a)  WATCH/MULTI/EXEC",    "(a2) WATCH, pipelined",
                                             "(b)  using, shared store", "(b)  using, store/thread",
-                                            "(c)  atomically",          "(c2) atomically, cache"};
+                                            "(d)  kept handles",        "(c)  atomically",
+                                            "(c2) atomically, cache"};
 
 enum { X_CONFLICTS, X_BUSY }; /* bench_worker extra[] */
 
@@ -514,6 +522,8 @@ struct bank_ctx {
     axstm_store *shared;
     axstm_store *cached; /* the same address with first_read=cache */
     axstm_store *per_thread[MAX_CONNS];
+    /* (d): per connection, a handle per account on the shared store. */
+    axstm_value **kept[MAX_CONNS];
     unsigned nconns;
 };
 
@@ -658,6 +668,45 @@ static void body_per_thread(struct bench_worker *w)
     body_using(w, ((struct bank_ctx *)w->arg)->per_thread[w->index]);
 }
 
+static void body_kept(struct bench_worker *w)
+{
+    struct bank_ctx *x = w->arg;
+    axstm_value **kept = x->kept[w->index];
+    while (!bench_stopped(w)) {
+        size_t a, b;
+        pick(w, x->n, &a, &b);
+        int rc = bank_transfer_kept(kept[a], kept[b], 1, &w->extra[X_CONFLICTS], &w->extra[X_BUSY]);
+        if (rc != AXSTM_OK) {
+            w->failed = rc;
+            return;
+        }
+        w->ops++;
+    }
+}
+
+/*
+ * Before a run of (d) on `threads` connections: each one's handles, made
+ * on first use and otherwise refreshed (the other rows have moved the
+ * balances), one round trip each, outside the timed and counted window.
+ */
+static void kept_prepare(struct bank_ctx *x, unsigned threads)
+{
+    for (unsigned t = 0; t < threads; t++) {
+        bool make = x->kept[t] == NULL;
+        if (make && (x->kept[t] = calloc(x->n, sizeof *x->kept[t])) == NULL)
+            fail("out of memory");
+        for (size_t i = 0; i < x->n; i++) {
+            int rc;
+            do
+                rc = make ? axstm_usevar(x->shared, bench_name(&x->names, i), &x->kept[t][i])
+                          : axstm_value_refresh(x->kept[t][i]);
+            while (rc == AXSTM_BUSY_RETRY);
+            if (rc != AXSTM_OK)
+                fail("keeping a handle per account: %s", axstm_strerror(rc));
+        }
+    }
+}
+
 /* The store a transaction row runs on, or NULL for the other rows. */
 static axstm_store *txn_store(const struct bank_ctx *x, enum row row)
 {
@@ -694,8 +743,8 @@ static void body_atomically_cached(struct bench_worker *w)
 }
 
 static void (*const row_body[NROWS])(struct bench_worker *) = {
-    body_watch,      body_watch_pipelined, body_shared,
-    body_per_thread, body_atomically,      body_atomically_cached};
+    body_watch, body_watch_pipelined, body_shared,           body_per_thread,
+    body_kept,  body_atomically,      body_atomically_cached};
 
 /* ---- setting up and auditing ---------------------------------------- */
 
@@ -818,6 +867,8 @@ static void measure(const struct bench_config *cfg, struct bank_ctx *x, redisCon
     /* The atomically row counts its conflicts from the store's counters;
      * asked for outside the INFO window, so it costs no round trip there. */
     axstm_store *txn = txn_store(x, row);
+    if (row == ROW_KEPT)
+        kept_prepare(x, threads);
     if (txn != NULL && (rc = axstm_store_stats(txn, &st0)) != AXSTM_OK)
         fail("axstm_store_stats: %s", axstm_strerror(rc));
     struct counters k0 = server_counters(mon);
@@ -979,6 +1030,11 @@ static void bench_accounts(const struct bench_config *cfg, const struct target *
     printf("\n");
     fflush(stdout);
 
+    for (unsigned i = 0; i < most; i++) {
+        for (size_t k = 0; x.kept[i] != NULL && k < n; k++)
+            axstm_value_free(x.kept[i][k]);
+        free(x.kept[i]);
+    }
     axstm_store_free(x.shared);
     axstm_store_free(x.cached);
     for (unsigned i = 0; i < most; i++) {

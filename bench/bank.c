@@ -85,7 +85,7 @@ static double measure(struct bank *bk, enum bank_row row, unsigned threads, size
                       double seconds, uint64_t seed, int col)
 {
     axstm_stats before = {0}, after = {0};
-    if (row == BANK_KEPT && bank_kept_prepare(bk, threads) != 0)
+    if (row == BANK_KEPT && bank_keep_handles(bk->store, &bk->names, bk->n, bk->kept, threads) != 0)
         exit(1);
     if (bk->store != NULL)
         axstm_store_stats(bk->store, &before);

@@ -38,7 +38,7 @@ struct bank {
     struct bench_map index;
     struct bank_account *accounts;
     /* "kept handles" row: per worker thread, a handle per account, made
-     * once (bank_kept_prepare) and kept across runs. */
+     * once (bank_keep_handles) and kept across runs. */
     axstm_value **kept[BENCH_MAX_THREADS];
     /* TinySTM row (bank_tinystm.c): the accounts as words, by number. */
     void *tinystm;
@@ -378,26 +378,28 @@ static inline int bank_init(struct bank *bk, size_t n, bool with_store, bool wit
 }
 
 /*
- * Before a timed run of the kept row on `threads` threads: each thread's
- * handles, made on first use (a handle per account, with axstm_usevar)
- * and otherwise refreshed, since other rows have moved the balances
- * meanwhile.  Outside the timed window: resolving the names once is the
- * point of the row.  Returns 0, or -1 (an axstm error, printed).
+ * Handle sets for the kept rows (here and in bench/remote.c): for each of
+ * `threads` threads, kept[t] holds a handle per account of s (named by
+ * names), made on first use and otherwise refreshed, since other rows
+ * have moved the balances meanwhile.  Called before a timed run, outside
+ * its window: resolving the names once is the point of those rows.
+ * Returns 0, or -1 (an axstm error, printed).
  */
-static inline int bank_kept_prepare(struct bank *bk, unsigned threads)
+static inline int bank_keep_handles(axstm_store *s, const struct bench_names *names, size_t n,
+                                    axstm_value **kept[], unsigned threads)
 {
     for (unsigned t = 0; t < threads && t < BENCH_MAX_THREADS; t++) {
-        bool make = bk->kept[t] == NULL;
-        if (make && (bk->kept[t] = calloc(bk->n, sizeof *bk->kept[t])) == NULL)
+        bool make = kept[t] == NULL;
+        if (make && (kept[t] = calloc(n, sizeof *kept[t])) == NULL)
             return -1;
-        for (size_t i = 0; i < bk->n; i++) {
+        for (size_t i = 0; i < n; i++) {
             int rc;
             do
-                rc = make ? axstm_usevar(bk->store, bench_name(&bk->names, i), &bk->kept[t][i])
-                          : axstm_value_refresh(bk->kept[t][i]);
+                rc = make ? axstm_usevar(s, bench_name(names, i), &kept[t][i])
+                          : axstm_value_refresh(kept[t][i]);
             while (rc == AXSTM_BUSY_RETRY);
             if (rc != AXSTM_OK) {
-                fprintf(stderr, "bank: keeping %s: %s\n", bench_name(&bk->names, i),
+                fprintf(stderr, "keeping a handle on %s: %s\n", bench_name(names, i),
                         axstm_strerror(rc));
                 return -1;
             }
@@ -406,13 +408,20 @@ static inline int bank_kept_prepare(struct bank *bk, unsigned threads)
     return 0;
 }
 
+/* Frees the handle sets bank_keep_handles made (nsets of them at most). */
+static inline void bank_drop_handles(axstm_value **kept[], unsigned nsets, size_t n)
+{
+    for (unsigned t = 0; t < nsets; t++) {
+        for (size_t i = 0; kept[t] != NULL && i < n; i++)
+            axstm_value_free(kept[t][i]);
+        free(kept[t]);
+        kept[t] = NULL;
+    }
+}
+
 static inline void bank_free(struct bank *bk)
 {
-    for (unsigned t = 0; t < BENCH_MAX_THREADS; t++) {
-        for (size_t i = 0; bk->kept[t] != NULL && i < bk->n; i++)
-            axstm_value_free(bk->kept[t][i]);
-        free(bk->kept[t]);
-    }
+    bank_drop_handles(bk->kept, BENCH_MAX_THREADS, bk->n);
     axstm_store_free(bk->store);
     if (bk->map.bucket != NULL) {
         bench_map_free(&bk->map);

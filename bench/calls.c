@@ -154,7 +154,7 @@ int main(int argc, char **argv)
     }
     if (bank_init(&bk, KEYS, true, true) != 0)
         check(AXSTM_ENOMEM, "making the accounts");
-    if (bank_kept_prepare(&bk, 1) != 0)
+    if (bank_keep_handles(bk.store, &bk.names, bk.n, bk.kept, 1) != 0)
         check(AXSTM_ENOMEM, "keeping a handle per account");
     op_loop();
     op_kept();

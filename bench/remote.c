@@ -684,29 +684,6 @@ static void body_kept(struct bench_worker *w)
     }
 }
 
-/*
- * Before a run of (d) on `threads` connections: each one's handles, made
- * on first use and otherwise refreshed (the other rows have moved the
- * balances), one round trip each, outside the timed and counted window.
- */
-static void kept_prepare(struct bank_ctx *x, unsigned threads)
-{
-    for (unsigned t = 0; t < threads; t++) {
-        bool make = x->kept[t] == NULL;
-        if (make && (x->kept[t] = calloc(x->n, sizeof *x->kept[t])) == NULL)
-            fail("out of memory");
-        for (size_t i = 0; i < x->n; i++) {
-            int rc;
-            do
-                rc = make ? axstm_usevar(x->shared, bench_name(&x->names, i), &x->kept[t][i])
-                          : axstm_value_refresh(x->kept[t][i]);
-            while (rc == AXSTM_BUSY_RETRY);
-            if (rc != AXSTM_OK)
-                fail("keeping a handle per account: %s", axstm_strerror(rc));
-        }
-    }
-}
-
 /* The store a transaction row runs on, or NULL for the other rows. */
 static axstm_store *txn_store(const struct bank_ctx *x, enum row row)
 {
@@ -867,8 +844,10 @@ static void measure(const struct bench_config *cfg, struct bank_ctx *x, redisCon
     /* The atomically row counts its conflicts from the store's counters;
      * asked for outside the INFO window, so it costs no round trip there. */
     axstm_store *txn = txn_store(x, row);
-    if (row == ROW_KEPT)
-        kept_prepare(x, threads);
+    /* (d)'s handles, made or refreshed (one round trip each) before the
+     * timed and counted window. */
+    if (row == ROW_KEPT && bank_keep_handles(x->shared, &x->names, x->n, x->kept, threads) != 0)
+        fail("keeping a handle per account");
     if (txn != NULL && (rc = axstm_store_stats(txn, &st0)) != AXSTM_OK)
         fail("axstm_store_stats: %s", axstm_strerror(rc));
     struct counters k0 = server_counters(mon);
@@ -1030,11 +1009,7 @@ static void bench_accounts(const struct bench_config *cfg, const struct target *
     printf("\n");
     fflush(stdout);
 
-    for (unsigned i = 0; i < most; i++) {
-        for (size_t k = 0; x.kept[i] != NULL && k < n; k++)
-            axstm_value_free(x.kept[i][k]);
-        free(x.kept[i]);
-    }
+    bank_drop_handles(x.kept, most, n);
     axstm_store_free(x.shared);
     axstm_store_free(x.cached);
     for (unsigned i = 0; i < most; i++) {

@@ -439,7 +439,10 @@ AXSTM_API const char *axstm_value_key(const axstm_value *v);
  * @v:  a handle (own or borrowed), or NULL.
  *
  * Returns:   the version; 0 when the key has not been committed since it
- *            was created, and for a NULL v.
+ *            was created, and for a NULL v.  On a store in this process
+ *            a key's version starts again at 0 after 2^58 - 1 commits of
+ *            it (nine years at a billion commits a second); whether a
+ *            commit conflicts never depends on the number.
  * Ownership: nothing changes hands.
  * Blocking:  never waits.
  * Threads:   the handle's owner.

@@ -52,8 +52,6 @@ struct axstm_store {
     /* The clock transactions take snapshots from; commits stamp keys above
      * it (commit.c), transactions advance it (txn.c).  Own cache line. */
     _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t clock;
-    /* Incarnations handed out (entry.h): only keys being born write it. */
-    _Alignas(2 * AXSTM__CACHELINE) _Atomic uint64_t births;
     struct axstm__counters counters[AXSTM__ALL_SLOTS];
     struct axstm__wait_bucket wait[AXSTM__WAIT_BUCKETS];
     /* Held by the one transaction running irrevocably, if any (txn.c). */
@@ -138,7 +136,10 @@ static inline void axstm__copy_key(char *dst, const char *key, size_t len)
 /* A private copy of one key: the state a handle checked out or will commit. */
 struct axstm__item {
     struct axstm__entry *entry;
-    uint64_t born; /* the incarnation checked out (entry.h) */
+    /* What tells the state checked out from any later one of the key: the
+     * lock word it was read under (entry.h), or on a Redis store the
+     * server's incarnation number (with the version: redis.c). */
+    uint64_t seen;
     uint64_t version;
     struct axstm__val val; /* owns one reference if it is a blob */
 };
@@ -223,13 +224,13 @@ struct axstm_collection {
 
 /*
  * Takes one consistent snapshot of items[0..n) (sorted by entry, no
- * duplicates): on success each item's incarnation, version and value are
+ * duplicates): on success each item's lock word, version and value are
  * replaced (the old values released); on failure nothing changes.
  * scratch arrays hold n elements.  Returns AXSTM_OK, AXSTM_BUSY_RETRY, or
  * AXSTM__KEY_GONE when a key is gone.  Caller pinned.
  */
 int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
-                    uint64_t *scratch_vlock, uint64_t *scratch_version, uint64_t *scratch_born,
+                    uint64_t *scratch_vlock, uint64_t *scratch_version,
                     struct axstm__val *scratch_val);
 
 /*

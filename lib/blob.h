@@ -38,9 +38,13 @@ struct axstm__blob {
 };
 
 #define AXSTM__INLINE_MAX 8
-#define AXSTM__VAL_INLINE (UINT32_C(1) << 31) /* | length (0..8) */
-#define AXSTM__VAL_BLOB (UINT32_C(1) << 30)   /* word is a blob pointer */
-#define AXSTM__VAL_DELETE (UINT32_C(1) << 29) /* a delete (handles, writes) */
+#define AXSTM__VAL_LEN UINT32_C(0x0f)        /* an inline value's length (0..8) */
+#define AXSTM__VAL_INLINE (UINT32_C(1) << 4) /* | length */
+#define AXSTM__VAL_BLOB (UINT32_C(1) << 5)   /* word is a blob pointer */
+#define AXSTM__VAL_DELETE (UINT32_C(1) << 6) /* a delete (handles, writes) */
+/* The bits an entry stores (entry.h keeps them beside the version): a
+ * delete never reaches an entry. */
+#define AXSTM__VAL_STORED_BITS 6
 
 struct axstm__val {
     uint64_t word; /* the inline bytes, or the blob's address */
@@ -63,7 +67,7 @@ static inline struct axstm__blob *axstm__val_blob(const struct axstm__val *v)
 static inline const void *axstm__val_data(const struct axstm__val *v, size_t *len)
 {
     if (v->meta & AXSTM__VAL_INLINE) {
-        *len = v->meta & 0xff;
+        *len = v->meta & AXSTM__VAL_LEN;
         return &v->word;
     }
     const struct axstm__blob *b = axstm__val_blob(v);

@@ -75,15 +75,15 @@ bool axstm__still_there_slow(axstm_store *s, uint64_t *removals, const axstm_val
 
 /* Hands a consistent set of states to the items, releasing what they held.
  * Caller pinned (so the blobs are alive to take references on). */
-static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *version,
-                  const uint64_t *born, const struct axstm__val *val)
+static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *vlock,
+                  const uint64_t *version, const struct axstm__val *val)
 {
     for (size_t i = 0; i < n; i++) {
         axstm__val_retain(&val[i]);
         axstm__val_release(&items[i]->val);
         items[i]->val = val[i];
         items[i]->version = version[i];
-        items[i]->born = born[i];
+        items[i]->seen = vlock[i];
     }
 }
 
@@ -94,7 +94,7 @@ static void adopt(struct axstm__item *const *items, size_t n, const uint64_t *ve
  * someone else is AXSTM_BUSY_RETRY.
  */
 static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, size_t n,
-                           uint64_t *old, uint64_t *version, uint64_t *born, struct axstm__val *val)
+                           uint64_t *old, uint64_t *version, struct axstm__val *val)
 {
     int rc = axstm__lock_all(s, items, n, old);
     if (rc != AXSTM_OK)
@@ -105,10 +105,9 @@ static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, siz
         gone |= axstm__lock_gone(old[i]);
         val[i] = axstm__entry_val_locked(e);
         version[i] = axstm__entry_version_locked(e);
-        born[i] = axstm__entry_born_locked(e);
     }
     if (!gone)
-        adopt(items, n, version, born, val);
+        adopt(items, n, old, version, val);
     axstm__restore_locks(items, old, n);
     return gone ? AXSTM__KEY_GONE : AXSTM_OK;
 }
@@ -121,13 +120,13 @@ static int locked_snapshot(axstm_store *s, struct axstm__item *const *items, siz
  * all its keys before writing any, so it is seen whole or not at all.
  */
 int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n, uint64_t *vlock,
-                    uint64_t *version, uint64_t *born, struct axstm__val *val)
+                    uint64_t *version, struct axstm__val *val)
 {
     enum { OPTIMISTIC_ATTEMPTS = 4 };
     for (int attempt = 0; attempt < OPTIMISTIC_ATTEMPTS; attempt++) {
         bool stable = true;
         for (size_t i = 0; i < n; i++) {
-            int rc = axstm__entry_read(items[i]->entry, &vlock[i], &version[i], &born[i], &val[i]);
+            int rc = axstm__entry_read(items[i]->entry, &vlock[i], &version[i], &val[i]);
             if (rc != AXSTM_OK)
                 return rc;
             if (axstm__lock_gone(vlock[i]))
@@ -136,9 +135,9 @@ int axstm__snapshot(axstm_store *s, struct axstm__item *const *items, size_t n, 
         for (size_t i = 0; i < n && n > 1 && stable; i++)
             stable = axstm__entry_vlock_acquire(items[i]->entry) == vlock[i];
         if (stable) {
-            adopt(items, n, version, born, val);
+            adopt(items, n, vlock, version, val);
             return AXSTM_OK;
         }
     }
-    return locked_snapshot(s, items, n, vlock, version, born, val);
+    return locked_snapshot(s, items, n, vlock, version, val);
 }

@@ -12,7 +12,7 @@
  * One allocation holds the collection, all its arrays and a copy of every
  * key named (nkeys of them, keybytes bytes with their NULs):
  *
- *   values | refs | order | vlock | val | entries | version | born |
+ *   values | refs | order | vlock | val | entries | version |
  *   positions | anchored (2 per key) | key copies
  *
  * widest elements first, so that each array stays aligned.  The collection
@@ -21,7 +21,7 @@
  */
 static axstm_collection *collection_new(axstm_store *s, size_t nkeys, size_t keybytes)
 {
-    size_t per_key = sizeof(axstm_value) + sizeof(struct axstm__item *) + 3 * sizeof(uint64_t) +
+    size_t per_key = sizeof(axstm_value) + sizeof(struct axstm__item *) + 2 * sizeof(uint64_t) +
                      sizeof(struct axstm__val) + sizeof(struct axstm__keyref) +
                      sizeof(struct axstm__entry *) + sizeof(size_t) + 2 * sizeof(bool);
     if (nkeys > (SIZE_MAX / 2 - sizeof(axstm_collection)) / per_key || keybytes > SIZE_MAX / 2)
@@ -61,14 +61,9 @@ static uint64_t *scratch_version(const axstm_collection *c)
     return (uint64_t *)(void *)(scratch_entries(c) + c->cap);
 }
 
-static uint64_t *scratch_born(const axstm_collection *c)
-{
-    return scratch_version(c) + c->cap;
-}
-
 static size_t *scratch_positions(const axstm_collection *c)
 {
-    return (size_t *)(void *)(scratch_born(c) + c->cap);
+    return (size_t *)(void *)(scratch_version(c) + c->cap);
 }
 
 static bool *scratch_anchored(const axstm_collection *c)
@@ -264,7 +259,8 @@ static int checkout_fresh(axstm_collection *c, struct axstm__keyref *refs, size_
     int rc = AXSTM_OK;
     for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
         struct axstm__item *it = c->order[i];
-        rc = axstm__entry_read(it->entry, &vlock[i], &it->version, &it->born, &it->val);
+        rc = axstm__entry_read(it->entry, &vlock[i], &it->version, &it->val);
+        it->seen = vlock[i];
         if (rc == AXSTM_OK && axstm__lock_gone(vlock[i]))
             rc = AXSTM__KEY_GONE;
     }
@@ -327,7 +323,7 @@ static int checkout(axstm_collection *c, size_t nkeys, bool fresh)
         axstm__release_anchors(s, refs, nkeys, anchored);
         if (rc == AXSTM_OK)
             rc = axstm__snapshot(s, c->order, c->n, c->scratch_vlock, scratch_version(c),
-                                 scratch_born(c), scratch_val(c));
+                                 scratch_val(c));
         if (rc == AXSTM_OK) {
             c->removals = removals;
             return AXSTM_OK;

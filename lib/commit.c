@@ -8,9 +8,10 @@
  *      lock held by someone else means AXSTM_BUSY_RETRY at once (nothing
  *      was written);
  *   2. validate, by one of two rules (nothing is written if it fails):
- *      - handles (Axon): a key whose committed version is greater than the
- *        handle's, or that is gone or was born again since the handle
- *        checked it out (entry.h), means AXSTM_CONCURRENT_UPDATE;
+ *      - handles (Axon): a key committed since the handle checked it out
+ *        (its version is then greater than the handle's), or that is gone
+ *        or was born again since, means AXSTM_CONCURRENT_UPDATE: all of
+ *        them change the key's lock word (entry.h);
  *      - transactions: a key read whose lock word has changed since it was
  *        read (other than by our own lock) means AXSTM_CONCURRENT_UPDATE;
  *   3. choose a stamp: above the store clock and above every written key's
@@ -75,13 +76,12 @@ void axstm__restore_locks(struct axstm__item *const *items, const uint64_t *old,
     restore_locks(items, old, n);
 }
 
-/* Step 2, handles: Axon's rule, on the incarnation checked out.  e is
- * locked by the caller; old is its word from before. */
-static inline bool version_current(const struct axstm__item *it, struct axstm__entry *e,
-                                   uint64_t old)
+/* Step 2, handles: Axon's rule, as the lock word tells it (entry.h): the
+ * word from before our lock is the one the item was checked out under (or
+ * last committed with), and the key is not gone. */
+static inline bool version_current(const struct axstm__item *it, uint64_t old)
 {
-    return !axstm__lock_gone(old) && axstm__entry_born_locked(e) == it->born &&
-           axstm__entry_version_locked(e) <= it->version;
+    return old == it->seen && !axstm__lock_gone(old);
 }
 
 /* Steps 1 and 2 for handles, in one pass: each key is checked as soon as
@@ -99,7 +99,7 @@ static inline int lock_current(axstm_store *s, struct axstm__item *const *items,
             restore_locks(items, old, i);
             return AXSTM_BUSY_RETRY;
         }
-        if (!version_current(items[i], e, old[i])) {
+        if (!version_current(items[i], old[i])) {
             restore_locks(items, old, i + 1);
             return AXSTM_CONCURRENT_UPDATE;
         }
@@ -163,12 +163,10 @@ static bool reads_current(struct axstm__item *const *items, size_t n, const uint
  * it goes through them.)
  */
 
-/* Makes a gone entry (locked by the caller) a key again: a new
- * incarnation at version 0 with no value. */
-static void rebirth(axstm_store *s, struct axstm__entry *e)
+/* Makes a gone entry (locked by the caller) a key again, at version 0.
+ * The new stamp it is unlocked with tells it from its earlier lives. */
+static void rebirth(struct axstm__entry *e)
 {
-    uint64_t born = atomic_fetch_add_explicit(&s->births, 1, memory_order_relaxed) + 1;
-    axstm__entry_set_born_locked(e, born);
     axstm__entry_set_version_locked(e, 0);
 }
 
@@ -212,7 +210,7 @@ static void publish_rare(axstm_store *s, struct axstm__item *it, struct axstm__v
                                                   axstm__blob_size(replaced->len));
     }
     if (was_gone && !deleting) {
-        rebirth(s, e);
+        rebirth(e);
         t->keys++;
     } else if (!was_gone && deleting) {
         t->keys--;
@@ -240,10 +238,12 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
         waited |= axstm__entry_waiters_seq_cst(e) != NULL;
         if (axstm__lock_stamp(held) >= stamp)
             stamp = axstm__lock_stamp(held) + 1;
-        struct axstm__val old = axstm__entry_val_locked(e);
+        struct axstm__val old;
+        uint64_t version = axstm__entry_state_locked(e, &old);
         if (((old.meta | it->val.meta) & (AXSTM__VAL_BLOB | AXSTM__VAL_DELETE)) == 0 &&
             !axstm__lock_gone(held)) {
-            axstm__entry_store_val(e, &it->val);
+            it->version = (version + 1) & AXSTM__VERSION_MASK;
+            axstm__entry_write_locked(e, &it->val, it->version);
         } else {
             /* What axstm_store_free walks changes from here: no fork may
              * copy it halfway (fork.h).  A fork being prepared does not
@@ -254,10 +254,9 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
                 rare = true;
             }
             publish_rare(s, it, old, axstm__lock_gone(held), &t);
+            it->version = (axstm__entry_version_locked(e) + 1) & AXSTM__VERSION_MASK;
+            axstm__entry_set_version_locked(e, it->version);
         }
-        it->born = axstm__entry_born_locked(e);
-        it->version = axstm__entry_version_locked(e) + 1;
-        axstm__entry_set_version_locked(e, it->version);
     }
     /* Once unlocked, a key may be deleted and its entry freed, and a
      * waiter's registration with it: whatever is still to be done with
@@ -266,8 +265,11 @@ static AXSTM__ALWAYS_INLINE void publish(axstm_store *s, struct axstm__item *con
      * commit is not pinned otherwise: commit_handles). */
     bool after = waited || (rare && t.deleted);
     unsigned pin = after ? axstm__epoch_pin(&s->epoch) : 0;
-    for (size_t i = 0; i < n; i++)
-        axstm__entry_unlock(items[i]->entry, stamp, (items[i]->val.meta & AXSTM__VAL_DELETE) != 0);
+    for (size_t i = 0; i < n; i++) {
+        bool gone = (items[i]->val.meta & AXSTM__VAL_DELETE) != 0;
+        items[i]->seen = axstm__lock_word(stamp, gone);
+        axstm__entry_unlock(items[i]->entry, stamp, gone);
+    }
     for (size_t i = 0; i < n && waited; i++)
         if (axstm__entry_waiters_seq_cst(items[i]->entry) != NULL)
             axstm__wake(items[i]->entry);
@@ -294,7 +296,7 @@ int axstm__commit(axstm_store *s, struct axstm__item *const *items, size_t n, ui
     if (rc == AXSTM_OK) {
         bool valid = true;
         for (size_t i = 0; i < n && rs == NULL && valid; i++)
-            valid = version_current(items[i], items[i]->entry, old[i]);
+            valid = version_current(items[i], old[i]);
         if (valid && rs != NULL)
             valid = reads_current(items, n, old, rs);
         if (!valid) {
@@ -400,7 +402,7 @@ static int revive(axstm_store *s, struct axstm__entry *const *entries, size_t n,
             stamp = axstm__lock_stamp(old[i]) + 1;
     for (size_t i = 0; i < n; i++)
         if (old[i] != 0) {
-            rebirth(s, entries[i]);
+            rebirth(entries[i]);
             born++;
         }
     for (size_t i = 0; i < n; i++)

@@ -9,9 +9,12 @@
  *
  * A committer takes the lock (a compare-and-swap, never a wait), writes,
  * and releases it with a new stamp drawn from the store's clock, so the
- * word changes on every write and never repeats.  Readers take no lock at
- * all: they read vlock, the state, and vlock again (a sequence lock); equal
- * words with the lock bit clear mean the state they read was committed.
+ * word changes on every write and never repeats, not even across the
+ * entries that the same memory holds one after another (table.c starts a
+ * new entry at a stamp no older than any entry taken out of its shard).
+ * Readers take no lock at all: they read vlock, the state, and vlock again
+ * (a sequence lock); equal words with the lock bit clear mean the state
+ * they read was committed.
  *
  * Keys come and go, so an entry has a life of its own:
  *   - live (GONE clear): the key exists, with or without a value;
@@ -19,7 +22,7 @@
  *     exist.  It was deleted, or it was made to be created by a commit
  *     that has not happened yet, or somebody waits for the key to appear.
  *     A gone entry is brought back to life by the next commit that writes
- *     the key (or by axstm_usevar), with a new incarnation `born`;
+ *     the key (or by axstm_usevar), at version 0;
  *   - dead (vlock == AXSTM__DEAD): a gone entry nobody waits on, anchors
  *     or is about to revive, taken out of the table by table.c and freed
  *     once no reader can still hold it (epoch reclamation).  Its word looks
@@ -28,12 +31,14 @@
  *     only ever reused as an entry, of a key born anew: a handle's commit,
  *     which holds its entry neither pinned nor in the fork gate (commit.c),
  *     may still try the lock of such an entry, and either fails or finds
- *     another incarnation, puts the word back and reports a conflict.
+ *     another word than its own, puts the word back and reports a conflict.
  *
- * `born` tells incarnations apart: a handle remembers the incarnation it
- * checked out, and a commit of it is rejected when the entry has died or
- * been reborn since, whatever the version numbers say (no ABA).  `waiters`
- * and `anchors` keep a gone entry in the table: waiters for wake-ups
+ * So the lock word tells states apart, incarnations included: a handle
+ * remembers the word it checked out under, and a commit of it is rejected
+ * when the word has changed since (a commit, a delete, a rebirth, a new
+ * key in the same memory), whatever the version numbers say (no ABA).
+ * Within one incarnation a changed word means a higher version, which is
+ * Axon's rule.  `waiters` and `anchors` keep a gone entry in the table: waiters for wake-ups
  * (wait.c), anchors for a caller that must not see it freed meanwhile
  * (creating a key, a foreach walk).
  *
@@ -55,20 +60,33 @@ struct axstm__waitnode;
 
 struct axstm__entry {
     _Atomic uint64_t vlock;
-    _Atomic uint64_t version; /* Axon's per-key version */
-    _Atomic uint64_t vword;   /* struct axstm__val, split in two atomics */
-    _Atomic uint32_t vmeta;
-    _Atomic uint16_t anchors; /* beside vmeta: no padding before the key */
-    uint16_t keylen;
-    /* The key's waiters (wait.h), on the cache line a commit already owns,
-     * so checking for them costs a commit nothing when nobody waits. */
+    /* Axon's per-key version in the low bits, and the kind of the value
+     * (blob.h's meta: none, inline and its length, or a blob) in the top
+     * AXSTM__VAL_STORED_BITS: both change only together, under the lock. */
+    _Atomic uint64_t version;
+    _Atomic uint64_t vword; /* the inline bytes, or the blob's address */
+    /* The key's waiters (wait.h), on the cache line a commit already owns
+     * (for all entries that fit one line), so checking for them costs a
+     * commit nothing when nobody waits. */
     _Atomic(struct axstm__waitnode *) waiters;
-    _Atomic uint64_t born; /* this incarnation; written under the lock */
-    char key[];            /* NUL-terminated */
+    _Atomic uint16_t anchors;
+    uint16_t keylen;
+    char key[]; /* NUL-terminated */
 };
 
-/* 48 bytes before the key: a key of up to 15 bytes fits a 64-byte entry. */
-_Static_assert(offsetof(struct axstm__entry, key) == 48, "no padding in an entry's header");
+/* 36 bytes before the key: a key of up to 11 bytes (with its NUL) fits a
+ * 48-byte entry, one of up to 27 bytes a 64-byte one. */
+_Static_assert(offsetof(struct axstm__entry, key) == 36, "no padding in an entry's header");
+
+/* Versions count in the low 58 bits of their word, and wrap to 0 after
+ * 2^58 - 1 commits of one key (nine years of a billion commits a second):
+ * whether a handle is current is decided by the lock word (commit.c), so
+ * a wrapped number changes what a caller is told, never what commits. */
+#define AXSTM__VERSION_SHIFT (64 - AXSTM__VAL_STORED_BITS)
+#define AXSTM__VERSION_MASK ((UINT64_C(1) << AXSTM__VERSION_SHIFT) - 1)
+_Static_assert(((AXSTM__VAL_INLINE | AXSTM__VAL_BLOB | AXSTM__VAL_LEN) >> AXSTM__VAL_STORED_BITS) ==
+                   0,
+               "an entry's value kinds fit beside its version");
 
 #define AXSTM__LOCKED UINT64_C(1)
 #define AXSTM__GONE UINT64_C(2)
@@ -78,6 +96,12 @@ _Static_assert(offsetof(struct axstm__entry, key) == 48, "no padding in an entry
 static inline uint64_t axstm__lock_stamp(uint64_t vlock)
 {
     return vlock >> 2;
+}
+
+/* The unlocked word of a key committed at stamp. */
+static inline uint64_t axstm__lock_word(uint64_t stamp, bool gone)
+{
+    return stamp << 2 | (gone ? AXSTM__GONE : 0);
 }
 
 static inline bool axstm__lock_gone(uint64_t vlock)
@@ -114,27 +138,20 @@ static inline uint64_t axstm__entry_vlock_relaxed(struct axstm__entry *e)
     return atomic_load_explicit(&e->vlock, memory_order_relaxed);
 }
 
-/* Version and incarnation are written only by the holder of e's lock, and
- * read either by it (these) or inside axstm__entry_read's sequence lock:
- * the lock orders them, so they need no order of their own. */
+/* The version is written only by the holder of e's lock, and read either
+ * by it (these) or inside axstm__entry_read's sequence lock: the lock
+ * orders it, so it needs no order of its own. */
 static inline uint64_t axstm__entry_version_locked(struct axstm__entry *e)
 {
-    return atomic_load_explicit(&e->version, memory_order_relaxed);
+    return atomic_load_explicit(&e->version, memory_order_relaxed) & AXSTM__VERSION_MASK;
 }
 
 static inline void axstm__entry_set_version_locked(struct axstm__entry *e, uint64_t version)
 {
-    atomic_store_explicit(&e->version, version, memory_order_relaxed);
-}
-
-static inline uint64_t axstm__entry_born_locked(struct axstm__entry *e)
-{
-    return atomic_load_explicit(&e->born, memory_order_relaxed);
-}
-
-static inline void axstm__entry_set_born_locked(struct axstm__entry *e, uint64_t born)
-{
-    atomic_store_explicit(&e->born, born, memory_order_relaxed);
+    uint64_t word = atomic_load_explicit(&e->version, memory_order_relaxed);
+    atomic_store_explicit(&e->version,
+                          (word & ~AXSTM__VERSION_MASK) | (version & AXSTM__VERSION_MASK),
+                          memory_order_relaxed);
 }
 
 /* The head of e's list of waiters (wait.h).  Written only under the wait
@@ -165,11 +182,9 @@ static inline void axstm__entry_init(struct axstm__entry *e, uint64_t stamp, con
     /* Atomic stores, not initialisation: the memory may be an entry that
      * was freed, which a stale handle's commit may still try to lock (it
      * finds the word gone, and puts it back: commit.c). */
-    atomic_store_explicit(&e->version, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->version, 0, memory_order_relaxed); /* and no value */
     atomic_store_explicit(&e->vword, 0, memory_order_relaxed);
-    atomic_store_explicit(&e->vmeta, 0, memory_order_relaxed);
     atomic_store_explicit(&e->waiters, NULL, memory_order_relaxed);
-    atomic_store_explicit(&e->born, 0, memory_order_relaxed);
     atomic_store_explicit(&e->anchors, 1, memory_order_relaxed);
     atomic_store_explicit(&e->vlock, stamp << 2 | AXSTM__GONE, memory_order_release);
     e->keylen = (uint16_t)len;
@@ -190,7 +205,7 @@ static inline bool axstm__entry_gone(struct axstm__entry *e)
  * is only safe to use (or to take a reference on) while it stays pinned.
  */
 static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock, uint64_t *version,
-                                    uint64_t *born, struct axstm__val *val)
+                                    struct axstm__val *val)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
         /* Sequentially consistent (a plain load on x86): a transaction's
@@ -199,16 +214,13 @@ static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock, uin
         if (before & AXSTM__LOCKED)
             return AXSTM_BUSY_RETRY;
         uint64_t ver = atomic_load_explicit(&e->version, memory_order_relaxed);
-        uint64_t b = atomic_load_explicit(&e->born, memory_order_relaxed);
         uint64_t word = atomic_load_explicit(&e->vword, memory_order_acquire);
-        uint32_t meta = atomic_load_explicit(&e->vmeta, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&e->vlock, memory_order_relaxed) == before) {
             *vlock = before;
-            *version = ver;
-            *born = b;
+            *version = ver & AXSTM__VERSION_MASK;
             val->word = word;
-            val->meta = meta;
+            val->meta = (uint32_t)(ver >> AXSTM__VERSION_SHIFT);
             return AXSTM_OK;
         }
     }
@@ -219,15 +231,39 @@ static inline int axstm__entry_read(struct axstm__entry *e, uint64_t *vlock, uin
 static inline struct axstm__val axstm__entry_val_locked(struct axstm__entry *e)
 {
     struct axstm__val v = {atomic_load_explicit(&e->vword, memory_order_relaxed),
-                           atomic_load_explicit(&e->vmeta, memory_order_relaxed)};
+                           (uint32_t)(atomic_load_explicit(&e->version, memory_order_relaxed) >>
+                                      AXSTM__VERSION_SHIFT)};
     return v;
 }
 
-/* Stores v as e's value, for a caller holding e's lock.  The release store
- * publishes a blob's bytes to readers that load the word. */
+/* The committed version and value of e in one look at each word, for a
+ * caller holding e's lock. */
+static inline uint64_t axstm__entry_state_locked(struct axstm__entry *e, struct axstm__val *val)
+{
+    uint64_t ver = atomic_load_explicit(&e->version, memory_order_relaxed);
+    val->word = atomic_load_explicit(&e->vword, memory_order_relaxed);
+    val->meta = (uint32_t)(ver >> AXSTM__VERSION_SHIFT);
+    return ver & AXSTM__VERSION_MASK;
+}
+
+/* Stores v (never a delete) as e's value at version (below 2^58), for a
+ * caller holding e's lock: a commit's common write, each word once. */
+static inline void axstm__entry_write_locked(struct axstm__entry *e, const struct axstm__val *v,
+                                             uint64_t version)
+{
+    atomic_store_explicit(&e->version, version | (uint64_t)v->meta << AXSTM__VERSION_SHIFT,
+                          memory_order_relaxed);
+    atomic_store_explicit(&e->vword, v->word, memory_order_release);
+}
+
+/* Stores v (never a delete) as e's value, for a caller holding e's lock.
+ * The release store publishes a blob's bytes to readers that load the
+ * word. */
 static inline void axstm__entry_store_val(struct axstm__entry *e, const struct axstm__val *v)
 {
-    atomic_store_explicit(&e->vmeta, v->meta, memory_order_relaxed);
+    uint64_t ver = atomic_load_explicit(&e->version, memory_order_relaxed) & AXSTM__VERSION_MASK;
+    atomic_store_explicit(&e->version, ver | (uint64_t)v->meta << AXSTM__VERSION_SHIFT,
+                          memory_order_relaxed);
     atomic_store_explicit(&e->vword, v->word, memory_order_release);
 }
 
@@ -259,7 +295,7 @@ static inline void axstm__entry_restore(struct axstm__entry *e, uint64_t old)
  * whether the key exists afterwards. */
 static inline void axstm__entry_unlock(struct axstm__entry *e, uint64_t stamp, bool gone)
 {
-    atomic_store_explicit(&e->vlock, stamp << 2 | (gone ? AXSTM__GONE : 0), memory_order_release);
+    atomic_store_explicit(&e->vlock, axstm__lock_word(stamp, gone), memory_order_release);
 }
 
 /* Anchors e: it stays in the table (it may still become gone).  Returns

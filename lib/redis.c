@@ -885,7 +885,7 @@ static int adopt_answer(struct axstm__rcache *cache, const redisReply *reply,
             axstm__val_release(&values[i]->item.val);
             values[i]->item.val = vals[i];
             values[i]->item.version = version;
-            values[i]->item.born = born;
+            values[i]->item.seen = born;
             axstm__rcache_put(cache, values[i]->key, values[i]->keylen, version, born, &vals[i]);
         }
     } else {
@@ -1012,7 +1012,7 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size
         int len = snprintf(p, 21, "%llu", (unsigned long long)it->version);
         args_push(&a, p, (size_t)len);
         p += len + 1;
-        len = snprintf(p, 21, "%llu", (unsigned long long)it->born);
+        len = snprintf(p, 21, "%llu", (unsigned long long)it->seen);
         args_push(&a, p, (size_t)len);
         p += len + 1;
         args_push_write(&a, &it->val);
@@ -1034,12 +1034,12 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size
     }
     for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
         values[i]->item.version = got[1 + 2 * i];
-        values[i]->item.born = got[2 + 2 * i];
+        values[i]->item.seen = got[2 + 2 * i];
         if (values[i]->item.val.meta & AXSTM__VAL_DELETE)
             axstm__rcache_drop(r->cache, values[i]->key, values[i]->keylen);
         else
             axstm__rcache_put(r->cache, values[i]->key, values[i]->keylen, values[i]->item.version,
-                              values[i]->item.born, &values[i]->item.val);
+                              values[i]->item.seen, &values[i]->item.val);
     }
     for (size_t i = 0; i < n && rc != AXSTM_OK; i++)
         axstm__rcache_drop(r->cache, values[i]->key, values[i]->keylen); /* may have changed */

@@ -35,7 +35,6 @@ AXSTM_API axstm_store *axstm_store_new(void)
     }
     s->remote = NULL;
     atomic_init(&s->clock, 0);
-    atomic_init(&s->births, 0);
     atomic_init(&s->irrevocable_wants, NULL);
     for (size_t i = 0; i < AXSTM__ALL_SLOTS; i++) {
         struct axstm__counters *c = &s->counters[i];
@@ -143,8 +142,8 @@ struct visit_ctx {
  * instructions and never blocks while holding it.  Caller pinned. */
 static bool read_live(struct axstm__entry *e, uint64_t *version, struct axstm__val *val)
 {
-    uint64_t vlock, born;
-    while (axstm__entry_read(e, &vlock, version, &born, val) != AXSTM_OK)
+    uint64_t vlock;
+    while (axstm__entry_read(e, &vlock, version, val) != AXSTM_OK)
         sched_yield();
     return !axstm__lock_gone(vlock);
 }

@@ -302,8 +302,7 @@ static int read_entry(axstm_txn *tx, struct axstm__entry *e, struct axstm__val *
         *val = axstm__entry_val_locked(e);
     } else {
         for (;;) {
-            uint64_t born;
-            rc = axstm__entry_read(e, &vlock, &version, &born, val);
+            rc = axstm__entry_read(e, &vlock, &version, val);
             if (rc != AXSTM_OK)
                 return rc;
             if (axstm__lock_stamp(vlock) <= tx->rv)

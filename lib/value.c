@@ -15,16 +15,16 @@
  * Caller pinned. */
 static inline int read_into(axstm_value *v, struct axstm__entry *e, uint64_t removals)
 {
-    uint64_t vlock, version, born;
+    uint64_t vlock, version;
     struct axstm__val val;
-    int rc = axstm__entry_read(e, &vlock, &version, &born, &val);
+    int rc = axstm__entry_read(e, &vlock, &version, &val);
     if (rc != AXSTM_OK)
         return axstm__entry_gone(e) ? AXSTM__KEY_GONE : rc;
     if (axstm__lock_gone(vlock))
         return AXSTM__KEY_GONE;
     axstm__val_retain(&val);
     axstm__val_release(&v->item.val);
-    v->item = (struct axstm__item){e, born, version, val};
+    v->item = (struct axstm__item){e, vlock, version, val};
     v->removals = removals;
     return AXSTM_OK;
 }

@@ -1899,6 +1899,63 @@ END_TEST
  * handle, a collection or a transaction in turn.  Memory after the first
  * few thousand items (every shard has its arena by then) must stay put.
  */
+/*
+ * An entry keeps its value's kind in the top bits of its version word
+ * (entry.h), and versions wrap to 0 there.  A key at the last version
+ * commits to version 0 with every value kind intact, and a handle checked
+ * out at the last version, whose number is now the higher one, still
+ * conflicts: the lock word decides, not the numbers (white-box).
+ */
+START_TEST(version_wraps_without_touching_values_or_the_rule)
+{
+    static const char big[] = "a value too long to be held inline in the entry";
+    axstm_store *s = tu_store_ok();
+    axstm_value *blob = tu_usevar_ok(s, "blob"), *small = tu_usevar_ok(s, "small");
+    ck_assert_int_eq(axstm_value_set(blob, big, sizeof big), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(blob), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_set_i64(small, -7), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(small), AXSTM_OK);
+
+    /* Nobody else runs: the test may write under no lock. */
+    axstm__entry_set_version_locked(blob->item.entry, AXSTM__VERSION_MASK);
+    axstm__entry_set_version_locked(small->item.entry, AXSTM__VERSION_MASK);
+    ck_assert_int_eq(axstm_value_refresh(blob), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_refresh(small), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(blob), AXSTM__VERSION_MASK);
+    size_t len;
+    const void *data = axstm_value_data(blob, &len);
+    ck_assert_uint_eq(len, sizeof big);
+    ck_assert_mem_eq(data, big, sizeof big);
+    int64_t x;
+    ck_assert_int_eq(axstm_value_get_i64(small, &x), AXSTM_OK);
+    ck_assert_int_eq(x, -7);
+
+    axstm_value *stale = tu_usevar_ok(s, "small");
+    ck_assert_uint_eq(axstm_value_version(stale), AXSTM__VERSION_MASK);
+    ck_assert_int_eq(axstm_value_set_i64(small, 8), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(small), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(small), 0);
+    ck_assert_int_eq(axstm_value_set_i64(stale, 9), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(stale), AXSTM_CONCURRENT_UPDATE);
+    ck_assert_int_eq(axstm_value_commit(blob), AXSTM_OK); /* unchanged: shares its blob */
+    ck_assert_uint_eq(axstm_value_version(blob), 0);
+
+    tu_entry e;
+    ck_assert(tu_lookup(s, "blob", &e));
+    ck_assert_uint_eq(e.version, 0);
+    ck_assert_uint_eq(e.len, sizeof big);
+    ck_assert_mem_eq(e.data, big, sizeof big);
+    assert_i64(s, "small", 0, 8);
+    /* And on from there, as from any version. */
+    ck_assert_int_eq(axstm_value_commit(small), AXSTM_OK);
+    assert_i64(s, "small", 1, 8);
+    axstm_value_free(stale);
+    axstm_value_free(blob);
+    axstm_value_free(small);
+    axstm_store_free(s);
+}
+END_TEST
+
 START_TEST(key_per_item_churn_keeps_memory_flat)
 {
     const unsigned long items = scaled(200000), base_at = 4000;
@@ -2928,6 +2985,7 @@ static Suite *delete_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, key_per_item_churn_keeps_memory_flat);
     tcase_add_test(tc, stale_commit_on_freed_or_reused_entry_changes_nothing);
+    tcase_add_test(tc, version_wraps_without_touching_values_or_the_rule);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Concurrency");

@@ -26,11 +26,19 @@
  * touches, besides the tags, only the entry it is after (1 in 128 others),
  * where comparing each passed entry's hash would miss the cache once per
  * slot passed.  The tags come right after the header, so that in a small
- * array the mask and the tags share a line; the pointers follow them.
+ * array the capacity and the tags share a line; the pointers follow them.
+ *
+ * The capacity is any number (not a power of two), so that a rebuild can
+ * size the array to the keys it holds: half full after a rebuild, three
+ * quarters at most, where doubling would leave a shard anywhere between
+ * three eighths and three quarters full (at a million keys, 15 625 a
+ * shard, that is 9 bytes of slot per key rather than 19).  A key's first
+ * slot is its hash's low 32 bits scaled to the capacity (a multiply and a
+ * shift, no division).
  */
 struct axstm__shard_array {
     struct axstm__retired retire; /* when growth replaces it */
-    size_t mask;                  /* capacity - 1; capacity a power of two */
+    size_t capacity;              /* slots, at most 2^32 */
     _Atomic uint8_t tag[];        /* capacity of them, then the pointers */
 };
 
@@ -46,6 +54,18 @@ struct axstm__arena_chunk {
 _Static_assert(AXSTM_KEY_MAX <= UINT16_MAX, "key lengths are stored in 16 bits");
 
 #define FIRST_CAPACITY 8
+#define MAX_CAPACITY (UINT64_C(1) << 32)
+
+/* The first slot to probe for a key of that hash, and the one after i. */
+static inline size_t home_slot(uint64_t hash, size_t capacity)
+{
+    return (size_t)(((hash & UINT32_MAX) * (uint64_t)capacity) >> 32);
+}
+
+static inline size_t next_slot(size_t i, size_t capacity)
+{
+    return i + 1 < capacity ? i + 1 : 0;
+}
 #define ARENA_CHUNK ((size_t)32 * 1024)
 #define TOMBSTONE 0x01
 
@@ -68,11 +88,11 @@ static size_t array_size(size_t capacity)
 
 static _Atomic(struct axstm__entry *) *slots(const struct axstm__shard_array *arr)
 {
-    return (_Atomic(struct axstm__entry *) *)((uintptr_t)arr + slots_offset(arr->mask + 1));
+    return (_Atomic(struct axstm__entry *) *)((uintptr_t)arr + slots_offset(arr->capacity));
 }
 
 /* The tag of a key: 7 bits of its hash that neither the shard (the top 6)
- * nor the position (the low ones) uses, marked as a full slot. */
+ * nor the position (the low 32) uses, marked as a full slot. */
 static uint8_t tag_of(uint64_t hash)
 {
     return (uint8_t)(0x80 | (hash >> 50 & 0x7f));
@@ -132,7 +152,7 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
         struct axstm__shard *sh = &t->shard[i];
         struct axstm__shard_array *arr = atomic_load(&sh->array);
         if (arr != NULL) {
-            for (size_t j = 0; j <= arr->mask; j++) {
+            for (size_t j = 0; j < arr->capacity; j++) {
                 if (atomic_load_explicit(&arr->tag[j], memory_order_relaxed) < 0x80)
                     continue;
                 struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_relaxed);
@@ -156,7 +176,8 @@ static inline struct axstm__entry *probe(const struct axstm__shard_array *arr,
 {
     const _Atomic uint8_t *tag = arr->tag;
     uint8_t want = tag_of(r->hash);
-    size_t i = (size_t)r->hash & arr->mask;
+    size_t capacity = arr->capacity;
+    size_t i = home_slot(r->hash, capacity);
     for (;;) {
         /* Acquire: a tag is stored after its pointer and entry (place). */
         uint8_t t = atomic_load_explicit(&tag[i], memory_order_acquire);
@@ -174,7 +195,7 @@ static inline struct axstm__entry *probe(const struct axstm__shard_array *arr,
                 return e;
             }
         }
-        i = (i + 1) & arr->mask;
+        i = next_slot(i, capacity);
     }
 }
 
@@ -192,10 +213,10 @@ void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
 static bool place(struct axstm__shard_array *arr, struct axstm__entry *e, uint64_t hash)
 {
     _Atomic uint8_t *tag = arr->tag;
-    size_t i = (size_t)hash & arr->mask;
+    size_t i = home_slot(hash, arr->capacity);
     uint8_t t;
     while ((t = atomic_load_explicit(&tag[i], memory_order_relaxed)) >= 0x80)
-        i = (i + 1) & arr->mask;
+        i = next_slot(i, arr->capacity);
     /* Both release: probes find the entry through the tag, foreach through
      * the pointer, and either must then see the entry whole.  A probe for
      * another key that passes a tombstone being reused sees either the
@@ -265,7 +286,8 @@ static void note_removed(struct axstm__shard *sh, uint64_t was)
 
 /*
  * Replaces the shard's array with one sized for its entries and `more`
- * new ones at a load of at most 3/4, dropping tombstones and the entries
+ * new ones at a load of 1/2 (a multiple of 8 slots, 8 at least), dropping
+ * tombstones and the entries
  * nobody uses (gone, unwaited, unanchored: they are retired).  Shard lock
  * held.  Returns AXSTM_OK or AXSTM_ENOMEM (then nothing changed).
  */
@@ -274,17 +296,17 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
 {
     struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
-    size_t capacity = old != NULL ? old->mask + 1 : 0;
-    size_t want = FIRST_CAPACITY;
-    while (count + more > want / 4 * 3) {
-        if (want > SIZE_MAX / 2 / sizeof(struct axstm__entry *))
-            return AXSTM_ENOMEM;
-        want *= 2;
-    }
+    size_t capacity = old != NULL ? old->capacity : 0;
+    if (count + more > MAX_CAPACITY / 2 ||
+        count + more > (SIZE_MAX - sizeof(struct axstm__shard_array) - 8) / 2 /
+                           (1 + sizeof(struct axstm__entry *)))
+        return AXSTM_ENOMEM;
+    size_t want = (count + more) * 2;
+    want = want < FIRST_CAPACITY ? FIRST_CAPACITY : (want + 7) / 8 * 8;
     struct axstm__shard_array *grown = axstm__calloc(1, array_size(want));
     if (grown == NULL)
         return AXSTM_ENOMEM;
-    grown->mask = want - 1;
+    grown->capacity = want;
     size_t kept = 0;
     if (old != NULL)
         for (size_t j = 0; j < capacity; j++) {
@@ -328,7 +350,7 @@ static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, siz
 {
     struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
-    size_t capacity = old != NULL ? old->mask + 1 : 0;
+    size_t capacity = old != NULL ? old->capacity : 0;
     if (count + sh->tombstones + more <= capacity / 4 * 3)
         return AXSTM_OK;
     return rebuild(t, sh, more, reclaim_due);
@@ -519,7 +541,7 @@ static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
         removed = true;
         /* Many tombstones: shrink (a failure to allocate just waits for
          * the next chance). */
-        if (sh->tombstones > (arr->mask + 1) / 2)
+        if (sh->tombstones > arr->capacity / 2)
             (void)rebuild(t, sh, 0, &reclaim_due);
     }
     pthread_mutex_unlock(&sh->lock);
@@ -535,7 +557,7 @@ int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
     struct axstm__shard_array *arr = atomic_load_explicit(&t->shard[i].array, memory_order_acquire);
     if (arr == NULL)
         return 0;
-    for (size_t j = 0; j <= arr->mask; j++) {
+    for (size_t j = 0; j < arr->capacity; j++) {
         if (atomic_load_explicit(&arr->tag[j], memory_order_acquire) < 0x80)
             continue;
         struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
@@ -555,14 +577,14 @@ int axstm__table_shard_entries(struct axstm__keytable *t, size_t i, struct axstm
     if (arr == NULL)
         return AXSTM_OK;
     size_t m = 0, cap = 0;
-    for (size_t j = 0; j <= arr->mask; j++)
+    for (size_t j = 0; j < arr->capacity; j++)
         cap += atomic_load_explicit(&arr->tag[j], memory_order_relaxed) >= 0x80;
     if (cap == 0)
         return AXSTM_OK;
     struct axstm__entry **a = axstm__malloc(cap * sizeof *a);
     if (a == NULL)
         return AXSTM_ENOMEM;
-    for (size_t j = 0; j <= arr->mask && m < cap; j++) {
+    for (size_t j = 0; j < arr->capacity && m < cap; j++) {
         if (atomic_load_explicit(&arr->tag[j], memory_order_acquire) < 0x80)
             continue;
         struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);

@@ -74,8 +74,8 @@ struct axstm__entry {
     char key[]; /* NUL-terminated */
 };
 
-/* 36 bytes before the key: a key of up to 11 bytes (with its NUL) fits a
- * 48-byte entry, one of up to 27 bytes a 64-byte one. */
+/* 36 bytes before the key: a key of up to 11 bytes (12 with its NUL) fits
+ * a 48-byte entry, one of up to 27 bytes a 64-byte one. */
 _Static_assert(offsetof(struct axstm__entry, key) == 36, "no padding in an entry's header");
 
 /* Versions count in the low 58 bits of their word, and wrap to 0 after

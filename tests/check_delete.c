@@ -1945,6 +1945,7 @@ START_TEST(version_wraps_without_touching_values_or_the_rule)
     ck_assert_uint_eq(e.version, 0);
     ck_assert_uint_eq(e.len, sizeof big);
     ck_assert_mem_eq(e.data, big, sizeof big);
+    free(e.data);
     assert_i64(s, "small", 0, 8);
     /* And on from there, as from any version. */
     ck_assert_int_eq(axstm_value_commit(small), AXSTM_OK);

@@ -10,6 +10,7 @@
 #include "epoch.h"
 #include "fork.h"
 #include "hash.h"
+#include "thread.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,38 +19,64 @@
 #include <stdint.h>
 
 /*
- * A shard's array.  Beside each entry pointer it keeps a one-byte tag:
- * 0 for an empty slot, TOMBSTONE for a slot whose entry was taken out
- * (probes go on past it), else 0x80 | 7 bits of the key's hash (bits the slot
- * position does not use).  A probe scans the tags, which sit 64 to a cache
- * line, and follows a pointer only when its tag matches: a lookup then
- * touches, besides the tags, only the entry it is after (1 in 128 others),
- * where comparing each passed entry's hash would miss the cache once per
- * slot passed.  The tags come right after the header, so that in a small
- * array the capacity and the tags share a line; the pointers follow them.
+ * A shard's array.  Beside each entry's reference (below) it keeps a
+ * one-byte tag: 0 for an empty slot, TOMBSTONE for a slot whose entry was
+ * taken out (probes go on past it), else 0x80 | 7 bits of the key's hash
+ * (bits the slot position does not use).  A probe scans the tags, which
+ * sit 64 to a cache line, and follows a reference only when its tag
+ * matches: a lookup then touches, besides the tags, only the entry it is
+ * after (1 in 128 others), where comparing each passed entry's hash would
+ * miss the cache once per slot passed.  The tags come right after the
+ * header, so that in a small array the capacity and the tags share a line;
+ * the references follow them.
  *
  * The capacity is any number (not a power of two), so that a rebuild can
- * size the array to the keys it holds: half full after a rebuild, three
- * quarters at most, where doubling would leave a shard anywhere between
- * three eighths and three quarters full (at a million keys, 15 625 a
- * shard, that is 9 bytes of slot per key rather than 19).  A key's first
- * slot is its hash's low 32 bits scaled to the capacity (a multiply and a
- * shift, no division).
+ * size the array to the keys it holds: 3/5 full after a rebuild, 4/5 at
+ * most, where doubling would leave a shard anywhere between two fifths
+ * and four fifths full.  A key's first slot is its hash's low 32 bits
+ * scaled to the capacity (a multiply and a shift, no division).
  */
 struct axstm__shard_array {
     struct axstm__retired retire; /* when growth replaces it */
     size_t capacity;              /* slots, at most 2^32 */
-    _Atomic uint8_t tag[];        /* capacity of them, then the pointers */
+    _Atomic uint8_t tag[];        /* capacity of them, then the references */
 };
 
-/* Entries start at a cache line, so that one of a size class that is a
- * multiple of the line (64 bytes: most short keys) never straddles two:
- * a lookup reads its lock word and its key, at either end. */
-struct axstm__arena_chunk {
-    struct axstm__arena_chunk *next;
-    size_t size;
-    _Alignas(AXSTM__CACHELINE) char data[];
+/*
+ * Entries are carved from chunks of CHUNK_BYTES, each starting at a cache
+ * line, so that an entry of a size class that is a multiple of the line
+ * never straddles two: a lookup reads its lock word and its key, at either
+ * end.  Size classes are multiples of UNIT bytes, so a slot names its
+ * entry in 4 bytes where a pointer takes 8: the chunk's number in the
+ * shard's directory, and the entry's place in the chunk in units.  An
+ * entry never spans two chunks.
+ */
+#define UNIT 16
+#define UNIT_BITS 11
+#define CHUNK_BYTES ((size_t)UNIT << UNIT_BITS) /* 32 KiB */
+#define MAX_CHUNKS ((size_t)1 << (32 - UNIT_BITS))
+
+/* The shard's chunks: replaced by a larger copy when full, under the
+ * shard lock; lookups read it without one (pinned). */
+struct axstm__chunk_dir {
+    struct axstm__retired retire; /* when growth replaces it */
+    size_t cap;
+    char *chunk[];
 };
+
+static inline struct axstm__entry *entry_at(const struct axstm__chunk_dir *dir, uint32_t ref)
+{
+    size_t place = (size_t)(ref & ((UINT32_C(1) << UNIT_BITS) - 1)) * UNIT;
+    return (struct axstm__entry *)(void *)(dir->chunk[ref >> UNIT_BITS] + place);
+}
+
+/* The directory, for a caller holding the shard lock or pinned after
+ * reading a reference (whose chunk the directory it reads then holds:
+ * the reference was stored after the directory that holds its chunk). */
+static inline struct axstm__chunk_dir *dir_of(struct axstm__shard *sh)
+{
+    return atomic_load_explicit(&sh->dir, memory_order_acquire);
+}
 
 _Static_assert(AXSTM_KEY_MAX <= UINT16_MAX, "key lengths are stored in 16 bits");
 
@@ -66,7 +93,6 @@ static inline size_t next_slot(size_t i, size_t capacity)
 {
     return i + 1 < capacity ? i + 1 : 0;
 }
-#define ARENA_CHUNK ((size_t)32 * 1024)
 #define TOMBSTONE 0x01
 
 static size_t shard_of(uint64_t hash)
@@ -74,21 +100,21 @@ static size_t shard_of(uint64_t hash)
     return (size_t)(hash >> 58); /* top 6 bits: 64 shards */
 }
 
-/* Where the pointers start: after the tags, rounded up for alignment. */
+/* Where the references start: after the tags, rounded up for alignment. */
 static size_t slots_offset(size_t capacity)
 {
     size_t n = sizeof(struct axstm__shard_array) + capacity;
-    return (n + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
+    return (n + sizeof(uint32_t) - 1) & ~(sizeof(uint32_t) - 1);
 }
 
 static size_t array_size(size_t capacity)
 {
-    return slots_offset(capacity) + capacity * sizeof(struct axstm__entry *);
+    return slots_offset(capacity) + capacity * sizeof(uint32_t);
 }
 
-static _Atomic(struct axstm__entry *) *slots(const struct axstm__shard_array *arr)
+static _Atomic uint32_t *slots(const struct axstm__shard_array *arr)
 {
-    return (_Atomic(struct axstm__entry *) *)((uintptr_t)arr + slots_offset(arr->capacity));
+    return (_Atomic uint32_t *)(void *)((uintptr_t)arr + slots_offset(arr->capacity));
 }
 
 /* The tag of a key: 7 bits of its hash that neither the shard (the top 6)
@@ -120,6 +146,13 @@ _Static_assert(AXSTM__ENTRY_CLASSES >
                    15 + (offsetof(struct axstm__entry, key) + AXSTM_KEY_MAX + 1 - 256 + 127) / 128,
                "a size class for the longest key");
 
+/* The largest entry, and what a chunk is sure to hold of a batch: the
+ * tail of a chunk that the next entry does not fit is left unused. */
+#define LARGEST_ENTRY \
+    (256 + ((offsetof(struct axstm__entry, key) + AXSTM_KEY_MAX + 1 - 256 + 127) / 128) * 128)
+_Static_assert(LARGEST_ENTRY * 8 <= CHUNK_BYTES, "a chunk holds several of the largest entries");
+_Static_assert(UNIT == 16 && CHUNK_BYTES % AXSTM__CACHELINE == 0, "entries sit at whole units");
+
 int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
 {
     axstm__hash_seed(&t->seed);
@@ -137,7 +170,9 @@ int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
         atomic_init(&sh->bytes, 0);
         sh->tombstones = 0;
         sh->removed_stamp = 0;
-        sh->chunks = NULL;
+        atomic_init(&sh->dir, NULL);
+        sh->nchunks = 0;
+        sh->carving = 0;
         sh->arena_next = NULL;
         sh->arena_left = 0;
         for (size_t k = 0; k < AXSTM__ENTRY_CLASSES; k++)
@@ -151,28 +186,27 @@ void axstm__table_destroy(struct axstm__keytable *t, void (*drop)(struct axstm__
     for (size_t i = 0; i < AXSTM__SHARDS; i++) {
         struct axstm__shard *sh = &t->shard[i];
         struct axstm__shard_array *arr = atomic_load(&sh->array);
+        struct axstm__chunk_dir *dir = atomic_load(&sh->dir);
         if (arr != NULL) {
             for (size_t j = 0; j < arr->capacity; j++) {
                 if (atomic_load_explicit(&arr->tag[j], memory_order_relaxed) < 0x80)
                     continue;
-                struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_relaxed);
+                uint32_t ref = atomic_load_explicit(&slots(arr)[j], memory_order_relaxed);
                 if (drop != NULL)
-                    drop(e);
+                    drop(entry_at(dir, ref));
             }
             axstm__free(arr);
         }
-        struct axstm__arena_chunk *c = sh->chunks;
-        while (c != NULL) {
-            struct axstm__arena_chunk *next = c->next;
-            axstm__free(c);
-            c = next;
-        }
+        for (size_t k = 0; k < sh->nchunks; k++)
+            axstm__free(dir->chunk[k]);
+        axstm__free(dir);
         pthread_mutex_destroy(&sh->lock);
     }
 }
 
-static inline struct axstm__entry *probe(const struct axstm__shard_array *arr,
-                                         const struct axstm__keyref *r, size_t *where)
+static AXSTM__ALWAYS_INLINE struct axstm__entry *probe(struct axstm__shard *sh,
+                                                       const struct axstm__shard_array *arr,
+                                                       const struct axstm__keyref *r, size_t *where)
 {
     const _Atomic uint8_t *tag = arr->tag;
     uint8_t want = tag_of(r->hash);
@@ -184,11 +218,13 @@ static inline struct axstm__entry *probe(const struct axstm__shard_array *arr,
         if (t == 0)
             return NULL;
         if (t == want) {
-            /* Acquire too: the tag seen may be older than the pointer.  A
-             * slot emptied by a removal can be reused for the same key
+            /* Acquire too: the tag seen may be older than the reference.
+             * A slot emptied by a removal can be reused for the same key
              * (same tag) between the two loads; only this load then orders
-             * the new entry's initialisation before the reads below. */
-            struct axstm__entry *e = atomic_load_explicit(&slots(arr)[i], memory_order_acquire);
+             * the new entry's initialisation (and its chunk's place in the
+             * directory) before the reads below. */
+            uint32_t ref = atomic_load_explicit(&slots(arr)[i], memory_order_acquire);
+            struct axstm__entry *e = entry_at(dir_of(sh), ref);
             if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len)) {
                 if (where != NULL)
                     *where = i;
@@ -202,15 +238,15 @@ static inline struct axstm__entry *probe(const struct axstm__shard_array *arr,
 void axstm__table_find(struct axstm__keytable *t, struct axstm__keyref *r)
 {
     r->hash = axstm__hash(&t->seed, r->key, r->len);
-    struct axstm__shard_array *arr =
-        atomic_load_explicit(&t->shard[shard_of(r->hash)].array, memory_order_acquire);
-    r->entry = arr != NULL ? probe(arr, r, NULL) : NULL;
+    struct axstm__shard *sh = &t->shard[shard_of(r->hash)];
+    struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_acquire);
+    r->entry = arr != NULL ? probe(sh, arr, r, NULL) : NULL;
 }
 
 /* Places e (whose key hashes to hash) in an array nobody else writes
  * (a rebuild) or under the shard lock.  Returns whether it took a
  * tombstone's slot. */
-static bool place(struct axstm__shard_array *arr, struct axstm__entry *e, uint64_t hash)
+static bool place(struct axstm__shard_array *arr, uint32_t ref, uint64_t hash)
 {
     _Atomic uint8_t *tag = arr->tag;
     size_t i = home_slot(hash, arr->capacity);
@@ -218,10 +254,10 @@ static bool place(struct axstm__shard_array *arr, struct axstm__entry *e, uint64
     while ((t = atomic_load_explicit(&tag[i], memory_order_relaxed)) >= 0x80)
         i = next_slot(i, arr->capacity);
     /* Both release: probes find the entry through the tag, foreach through
-     * the pointer, and either must then see the entry whole.  A probe for
+     * the reference, and either must then see the entry whole.  A probe for
      * another key that passes a tombstone being reused sees either the
      * tombstone or this entry, and goes on past both. */
-    atomic_store_explicit(&slots(arr)[i], e, memory_order_release);
+    atomic_store_explicit(&slots(arr)[i], ref, memory_order_release);
     atomic_store_explicit(&tag[i], tag_of(hash), memory_order_release);
     return t == TOMBSTONE;
 }
@@ -236,22 +272,22 @@ static void reclaim_array(struct axstm__retired *node, void *owner)
  * read every field of the entry, so the retire node is kept beside it. */
 struct dead_entry {
     struct axstm__retired retire;
-    struct axstm__keytable *table;
+    struct axstm__shard *shard;
     struct axstm__entry *entry;
+    uint32_t ref;
 };
 
-/* The entry's memory goes back to its shard's free list; the shard is
- * found again from the key. */
-static void free_entry(struct axstm__keytable *t, struct axstm__entry *e)
+/* The entry's memory goes back to its shard's free list. */
+static void free_entry(struct axstm__shard *sh, struct axstm__entry *e, uint32_t ref)
 {
-    uint64_t hash = axstm__hash(&t->seed, e->key, e->keylen);
-    struct axstm__shard *sh = &t->shard[shard_of(hash)];
     size_t cls = class_of(offsetof(struct axstm__entry, key) + e->keylen + 1);
-    /* The link goes in the value word, never in the lock word: that stays
-     * AXSTM__DEAD, which every try-lock refuses, while the entry waits to
-     * be reused (a handle's commit may still try it: commit.c).  Pushes
-     * race with each other, and the one popper holds the shard lock, so
-     * no pop can see a node come back under it (no ABA). */
+    /* The link goes in the value word and the reference in the version
+     * word, never in the lock word: that stays AXSTM__DEAD, which every
+     * try-lock refuses, while the entry waits to be reused (a handle's
+     * commit may still try it: commit.c).  Pushes race with each other,
+     * and the one popper holds the shard lock, so no pop can see a node
+     * come back under it (no ABA). */
+    atomic_store_explicit(&e->version, ref, memory_order_relaxed);
     struct axstm__entry *head = atomic_load_explicit(&sh->free_list[cls], memory_order_relaxed);
     do
         atomic_store_explicit(&e->vword, (uint64_t)(uintptr_t)head, memory_order_relaxed);
@@ -263,17 +299,20 @@ static void reclaim_entry(struct axstm__retired *node, void *owner)
 {
     (void)owner;
     struct dead_entry *d = (struct dead_entry *)node;
-    free_entry(d->table, d->entry);
+    free_entry(d->shard, d->entry, d->ref);
     axstm__free(d);
 }
 
-/* Retires e, already out of every array, with the node d: `removals` is
- * raised first (see table.h), then e waits out the readers. */
-static int retire_entry(struct axstm__keytable *t, struct axstm__entry *e, struct dead_entry *d)
+/* Retires e (of shard sh, at ref), already out of every array, with the
+ * node d: `removals` is raised first (see table.h), then e waits out the
+ * readers. */
+static int retire_entry(struct axstm__keytable *t, struct axstm__shard *sh, struct axstm__entry *e,
+                        uint32_t ref, struct dead_entry *d)
 {
     atomic_fetch_add(&t->removals, 1);
-    d->table = t;
+    d->shard = sh;
     d->entry = e;
+    d->ref = ref;
     return axstm__epoch_retire(t->epoch, &d->retire, reclaim_entry, 0);
 }
 
@@ -286,10 +325,10 @@ static void note_removed(struct axstm__shard *sh, uint64_t was)
 
 /*
  * Replaces the shard's array with one sized for its entries and `more`
- * new ones at a load of 1/2 (a multiple of 8 slots, 8 at least), dropping
- * tombstones and the entries
- * nobody uses (gone, unwaited, unanchored: they are retired).  Shard lock
- * held.  Returns AXSTM_OK or AXSTM_ENOMEM (then nothing changed).
+ * new ones at a load of 3/5 (a multiple of 8 slots, 8 at least), dropping
+ * tombstones and the entries nobody uses (gone, unwaited, unanchored: they
+ * are retired).  Shard lock held.  Returns AXSTM_OK or AXSTM_ENOMEM (then
+ * nothing changed).
  */
 static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
                    int *reclaim_due)
@@ -297,36 +336,38 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
     struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
     size_t capacity = old != NULL ? old->capacity : 0;
-    if (count + more > MAX_CAPACITY / 2 ||
-        count + more > (SIZE_MAX - sizeof(struct axstm__shard_array) - 8) / 2 /
-                           (1 + sizeof(struct axstm__entry *)))
+    if (count + more > MAX_CAPACITY / 5 * 3 - 8 ||
+        count + more >
+            (SIZE_MAX - sizeof(struct axstm__shard_array) - 8) / 2 / (1 + sizeof(uint32_t)))
         return AXSTM_ENOMEM;
-    size_t want = (count + more) * 2;
+    size_t want = (count + more) * 5 / 3 + 1;
     want = want < FIRST_CAPACITY ? FIRST_CAPACITY : (want + 7) / 8 * 8;
     struct axstm__shard_array *grown = axstm__calloc(1, array_size(want));
     if (grown == NULL)
         return AXSTM_ENOMEM;
     grown->capacity = want;
     size_t kept = 0;
+    struct axstm__chunk_dir *dir = dir_of(sh);
     if (old != NULL)
         for (size_t j = 0; j < capacity; j++) {
             if (atomic_load_explicit(&old->tag[j], memory_order_relaxed) < 0x80)
                 continue;
-            struct axstm__entry *e = atomic_load_explicit(&slots(old)[j], memory_order_relaxed);
+            uint32_t ref = atomic_load_explicit(&slots(old)[j], memory_order_relaxed);
+            struct axstm__entry *e = entry_at(dir, ref);
             if (axstm__entry_unused(e)) {
                 /* Without a node it simply stays until a later rebuild. */
                 struct dead_entry *d = axstm__malloc(sizeof *d);
                 uint64_t was;
                 if (d != NULL && axstm__entry_kill(e, &was)) {
                     note_removed(sh, was);
-                    *reclaim_due |= retire_entry(t, e, d);
+                    *reclaim_due |= retire_entry(t, sh, e, ref, d);
                     continue;
                 }
                 axstm__free(d);
             }
             /* Entries keep no hash: a rebuild computes them again (cheap,
              * and rebuilds are rare; the bytes per key are saved). */
-            place(grown, e, axstm__hash(&t->seed, e->key, e->keylen));
+            place(grown, ref, axstm__hash(&t->seed, e->key, e->keylen));
             kept++;
         }
     /* Readers switch to the copy with this one store; those still in the
@@ -344,39 +385,102 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
 }
 
 /* Makes room for `more` entries, keeping the load factor (tombstones
- * count: probes pass them) at most 3/4.  Shard lock held. */
+ * count: probes pass them) at most 4/5.  Shard lock held. */
 static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
                          int *reclaim_due)
 {
     struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
     size_t capacity = old != NULL ? old->capacity : 0;
-    if (count + sh->tombstones + more <= capacity / 4 * 3)
+    if (count + sh->tombstones + more <= capacity / 5 * 4)
         return AXSTM_OK;
     return rebuild(t, sh, more, reclaim_due);
 }
 
-/* Makes sure the shard's arena can hand out `need` bytes.  Lock held. */
-static int reserve_arena(struct axstm__shard *sh, size_t need)
+static void reclaim_dir(struct axstm__retired *node, void *owner)
 {
-    if (sh->arena_left >= need)
-        return AXSTM_OK;
-    size_t size = need > ARENA_CHUNK ? need : ARENA_CHUNK;
-    struct axstm__arena_chunk *c = axstm__aligned_alloc(AXSTM__CACHELINE, sizeof *c + size);
-    if (c == NULL)
+    (void)owner;
+    axstm__free((struct axstm__chunk_dir *)node);
+}
+
+static size_t dir_size(size_t cap)
+{
+    return sizeof(struct axstm__chunk_dir) + cap * sizeof(char *);
+}
+
+/* Adds a chunk to the shard's directory, after the one being carved.
+ * Lock held.  Returns AXSTM_OK or AXSTM_ENOMEM (then nothing changed). */
+static int add_chunk(struct axstm__keytable *t, struct axstm__shard *sh, int *reclaim_due)
+{
+    if (sh->nchunks == MAX_CHUNKS)
         return AXSTM_ENOMEM;
-    c->next = sh->chunks;
-    c->size = size;
-    sh->chunks = c;
-    sh->arena_next = c->data;
-    sh->arena_left = size;
-    atomic_fetch_add_explicit(&sh->bytes, sizeof *c + size, memory_order_relaxed);
+    char *chunk = axstm__aligned_alloc(AXSTM__CACHELINE, CHUNK_BYTES);
+    if (chunk == NULL)
+        return AXSTM_ENOMEM;
+    struct axstm__chunk_dir *dir = dir_of(sh);
+    if (dir == NULL || sh->nchunks == dir->cap) {
+        size_t cap = dir != NULL ? dir->cap * 2 : 4;
+        struct axstm__chunk_dir *grown = axstm__malloc(dir_size(cap));
+        if (grown == NULL) {
+            axstm__free(chunk);
+            return AXSTM_ENOMEM;
+        }
+        grown->cap = cap;
+        for (size_t k = 0; k < sh->nchunks; k++)
+            grown->chunk[k] = dir->chunk[k];
+        /* Lookups switch with this store; those holding the old copy find
+         * every chunk a reference they can have read names. */
+        atomic_store_explicit(&sh->dir, grown, memory_order_release);
+        atomic_fetch_add_explicit(&sh->bytes, dir_size(cap), memory_order_relaxed);
+        if (dir != NULL) {
+            atomic_fetch_sub_explicit(&sh->bytes, dir_size(dir->cap), memory_order_relaxed);
+            *reclaim_due |=
+                axstm__epoch_retire(t->epoch, &dir->retire, reclaim_dir, dir_size(dir->cap));
+        }
+        dir = grown;
+    }
+    /* Read by lookups only through a reference into it, stored later. */
+    dir->chunk[sh->nchunks++] = chunk;
+    atomic_fetch_add_explicit(&sh->bytes, CHUNK_BYTES, memory_order_relaxed);
     return AXSTM_OK;
 }
 
-/* A new gone entry, anchored once.  Lock held; the arena was reserved for
- * it, in case its free list is empty. */
-static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axstm__keyref *r)
+/* Makes sure the shard's arena can hand out `need` bytes of entries: in
+ * what is left of the chunk being carved, or else in chunks reserved
+ * after it, each counted for what it is sure to hold.  Lock held. */
+static int reserve_arena(struct axstm__keytable *t, struct axstm__shard *sh, size_t need,
+                         int *reclaim_due)
+{
+    if (sh->arena_left >= need)
+        return AXSTM_OK;
+    while ((sh->nchunks - sh->carving) * (CHUNK_BYTES - LARGEST_ENTRY) < need) {
+        int rc = add_chunk(t, sh, reclaim_due);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    return AXSTM_OK;
+}
+
+/* Carves size bytes from the arena, reserved by reserve_arena, and gives
+ * their reference.  Lock held. */
+static struct axstm__entry *carve(struct axstm__shard *sh, size_t size, uint32_t *ref)
+{
+    if (sh->arena_left < size) { /* the rest of this chunk stays unused */
+        sh->arena_next = dir_of(sh)->chunk[sh->carving++];
+        sh->arena_left = CHUNK_BYTES;
+    }
+    struct axstm__entry *e = (struct axstm__entry *)(void *)sh->arena_next;
+    size_t place = CHUNK_BYTES - sh->arena_left;
+    *ref = (uint32_t)((sh->carving - 1) << UNIT_BITS | place / UNIT);
+    sh->arena_next += size;
+    sh->arena_left -= size;
+    return e;
+}
+
+/* A new gone entry, anchored once, and its reference.  Lock held; the
+ * arena was reserved for it, in case its free list is empty. */
+static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axstm__keyref *r,
+                                      uint32_t *ref)
 {
     size_t cls = class_of(offsetof(struct axstm__entry, key) + r->len + 1);
     struct axstm__entry *e = atomic_load_explicit(&sh->free_list[cls], memory_order_acquire);
@@ -387,12 +491,10 @@ static struct axstm__entry *new_entry(struct axstm__shard *sh, const struct axst
                                                   memory_order_acquire, memory_order_acquire))
             break;
     }
-    if (e == NULL) {
-        size_t size = class_size(cls);
-        e = (struct axstm__entry *)sh->arena_next;
-        sh->arena_next += size;
-        sh->arena_left -= size;
-    }
+    if (e != NULL)
+        *ref = (uint32_t)atomic_load_explicit(&e->version, memory_order_relaxed); /* free_entry */
+    else
+        e = carve(sh, class_size(cls), ref);
     axstm__entry_init(e, sh->removed_stamp, r->key, r->len);
     return e;
 }
@@ -435,7 +537,7 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n, 
             continue;
         struct axstm__shard *sh = &t->shard[shard_of(refs[i].hash)];
         struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_relaxed);
-        if (arr != NULL && probe(arr, &refs[i], NULL) != NULL)
+        if (arr != NULL && probe(sh, arr, &refs[i], NULL) != NULL)
             continue; /* added meanwhile; found again below */
         slots_needed[shard_of(refs[i].hash)]++;
         bytes_needed[shard_of(refs[i].hash)] += entry_size(refs[i].len);
@@ -445,7 +547,7 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n, 
         if (slots_needed[i] != 0) {
             rc = reserve_slots(t, &t->shard[i], slots_needed[i], &reclaim_due);
             if (rc == AXSTM_OK)
-                rc = reserve_arena(&t->shard[i], bytes_needed[i]);
+                rc = reserve_arena(t, &t->shard[i], bytes_needed[i], &reclaim_due);
         }
     if (rc != AXSTM_OK) {
         unlock_shards(t, locked);
@@ -463,7 +565,7 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n, 
             continue;
         struct axstm__shard *sh = &t->shard[shard_of(refs[i].hash)];
         struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_relaxed);
-        struct axstm__entry *e = probe(arr, &refs[i], NULL);
+        struct axstm__entry *e = probe(sh, arr, &refs[i], NULL);
         if (e != NULL) { /* added meanwhile, or a duplicate within refs */
             if (axstm__entry_anchor(e)) {
                 refs[i].entry = e;
@@ -471,9 +573,10 @@ static int add(struct axstm__keytable *t, struct axstm__keyref *refs, size_t n, 
             }
             continue;
         }
-        refs[i].entry = new_entry(sh, &refs[i]);
+        uint32_t ref;
+        refs[i].entry = new_entry(sh, &refs[i], &ref);
         anchored[i] = true;
-        if (place(arr, refs[i].entry, refs[i].hash))
+        if (place(arr, ref, refs[i].hash))
             sh->tombstones--;
         atomic_fetch_add_explicit(&sh->count, 1, memory_order_relaxed);
     }
@@ -531,12 +634,13 @@ static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
     bool removed = false;
     int reclaim_due = 0;
     uint64_t was;
-    if (arr != NULL && probe(arr, &r, &where) == e && axstm__entry_kill(e, &was)) {
+    if (arr != NULL && probe(sh, arr, &r, &where) == e && axstm__entry_kill(e, &was)) {
         note_removed(sh, was);
         atomic_store_explicit(&arr->tag[where], TOMBSTONE, memory_order_release);
         atomic_fetch_sub_explicit(&sh->count, 1, memory_order_relaxed);
         sh->tombstones++;
-        reclaim_due = retire_entry(t, e, d);
+        uint32_t ref = atomic_load_explicit(&slots(arr)[where], memory_order_relaxed);
+        reclaim_due = retire_entry(t, sh, e, ref, d);
         d = NULL;
         removed = true;
         /* Many tombstones: shrink (a failure to allocate just waits for
@@ -554,14 +658,15 @@ static bool remove_entry(struct axstm__keytable *t, struct axstm__entry *e)
 int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
                                int (*fn)(struct axstm__entry *, void *), void *arg)
 {
-    struct axstm__shard_array *arr = atomic_load_explicit(&t->shard[i].array, memory_order_acquire);
+    struct axstm__shard *sh = &t->shard[i];
+    struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_acquire);
     if (arr == NULL)
         return 0;
     for (size_t j = 0; j < arr->capacity; j++) {
         if (atomic_load_explicit(&arr->tag[j], memory_order_acquire) < 0x80)
             continue;
-        struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
-        int rc = fn(e, arg);
+        uint32_t ref = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
+        int rc = fn(entry_at(dir_of(sh), ref), arg);
         if (rc != 0)
             return rc;
     }
@@ -571,7 +676,8 @@ int axstm__table_foreach_shard(struct axstm__keytable *t, size_t i,
 int axstm__table_shard_entries(struct axstm__keytable *t, size_t i, struct axstm__entry ***out,
                                size_t *n)
 {
-    struct axstm__shard_array *arr = atomic_load_explicit(&t->shard[i].array, memory_order_acquire);
+    struct axstm__shard *sh = &t->shard[i];
+    struct axstm__shard_array *arr = atomic_load_explicit(&sh->array, memory_order_acquire);
     *out = NULL;
     *n = 0;
     if (arr == NULL)
@@ -587,7 +693,8 @@ int axstm__table_shard_entries(struct axstm__keytable *t, size_t i, struct axstm
     for (size_t j = 0; j < arr->capacity && m < cap; j++) {
         if (atomic_load_explicit(&arr->tag[j], memory_order_acquire) < 0x80)
             continue;
-        struct axstm__entry *e = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
+        uint32_t ref = atomic_load_explicit(&slots(arr)[j], memory_order_acquire);
+        struct axstm__entry *e = entry_at(dir_of(sh), ref);
         if (axstm__entry_anchor(e))
             a[m++] = e;
     }

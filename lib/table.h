@@ -36,7 +36,7 @@
 #define AXSTM__SHARDS 64
 
 struct axstm__shard_array;
-struct axstm__arena_chunk;
+struct axstm__chunk_dir;
 
 #define AXSTM__ENTRY_CLASSES 24
 
@@ -54,9 +54,14 @@ struct axstm__shard {
      * shard, so this bounds every stamp its earlier entries had. */
     uint64_t removed_stamp;
     /* Entries are carved from chunks, which saves malloc's per-block
-     * overhead; freed entries wait on a list per size class for reuse
-     * (pushed by any thread, popped under the lock). */
-    struct axstm__arena_chunk *chunks;
+     * overhead and lets a slot name its entry in 4 bytes (table.c): the
+     * directory of the chunks (read by lookups, replaced under the lock
+     * when it grows), how many there are, and the one being carved;
+     * chunks after it are reserved, not yet used.  Freed entries wait on
+     * a list per size class for reuse (pushed by any thread, popped under
+     * the lock). */
+    _Atomic(struct axstm__chunk_dir *) dir;
+    size_t nchunks, carving;
     char *arena_next;
     size_t arena_left;
     _Atomic(struct axstm__entry *) free_list[AXSTM__ENTRY_CLASSES];

@@ -2,6 +2,9 @@
 /*
  * check_store.c -- store lifecycle, stats, foreach, the key table.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "testutil.h"
 
 #include "axstm-internal.h" /* the key hash, tested directly */
@@ -605,6 +608,154 @@ START_TEST(many_keys)
 END_TEST
 
 /*
+ * Long keys take 1152-byte entries, 28 to a 32 KiB chunk, so 10 000 of
+ * them fill several chunks in every shard and make each shard's chunk
+ * directory grow (lib/table.c); deleted ones are reused for new keys by
+ * the reference they had.  Every key must read back as written.
+ */
+enum { LONG_KEYS = 10000, LONG_KEY_LEN = 1000 };
+
+static void long_key(char *key, int i)
+{
+    memset(key, 'x', LONG_KEY_LEN);
+    snprintf(key, 16, "L%06d.", i);
+    key[strlen(key)] = 'x'; /* snprintf's NUL, covered again */
+    key[LONG_KEY_LEN] = '\0';
+}
+
+/* Commits x to the long key i, or deletes it (del); counts failures. */
+static long put_long(axstm_store *s, int i, int64_t x, int del)
+{
+    char key[LONG_KEY_LEN + 1];
+    axstm_value *v = NULL;
+    int rc;
+    long_key(key, i);
+    TU_RETRY(rc, axstm_usevar(s, key, &v));
+    if (rc != AXSTM_OK)
+        return 1;
+    rc = del ? axstm_value_delete(v) : axstm_value_set_i64(v, x);
+    if (rc == AXSTM_OK)
+        TU_RETRY(rc, axstm_value_commit(v));
+    axstm_value_free(v);
+    return rc != AXSTM_OK;
+}
+
+/* Counts the long keys 0..n-1 (every step-th from first) that do not hold
+ * x(i). */
+static long check_long(axstm_store *s, int first, int step, int64_t sign)
+{
+    char key[LONG_KEY_LEN + 1];
+    long bad = 0;
+    for (int i = first; i < LONG_KEYS; i += step) {
+        axstm_value *v = NULL;
+        int64_t x = 0;
+        int rc;
+        long_key(key, i);
+        TU_RETRY(rc, axstm_usevar(s, key, &v));
+        if (rc != AXSTM_OK) {
+            bad++;
+            continue;
+        }
+        if (strcmp(axstm_value_key(v), key) != 0 || axstm_value_get_i64(v, &x) != AXSTM_OK ||
+            x != sign * i)
+            bad++;
+        axstm_value_free(v);
+    }
+    return bad;
+}
+
+START_TEST(long_keys_fill_many_chunks_and_come_back)
+{
+    axstm_store *s = tu_store_ok();
+    long bad = 0;
+    for (int i = 0; i < LONG_KEYS; i++)
+        bad += put_long(s, i, i, 0);
+    ck_assert_msg(bad == 0, "%ld long keys not created", bad);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, LONG_KEYS);
+    ck_assert_int_eq(check_long(s, 0, 1, 1), 0);
+    size_t most = 0;
+    for (size_t i = 0; i < AXSTM__SHARDS; i++)
+        if (s->table.shard[i].nchunks > most)
+            most = s->table.shard[i].nchunks;
+    ck_assert_msg(most > 4, "no shard's directory grew (at most %zu chunks)", most);
+
+    /* Half of them deleted, then created again with other values: their
+     * entries' memory comes back from the free lists, once reclaimed. */
+    for (int i = 0; i < LONG_KEYS; i += 2)
+        bad += put_long(s, i, 0, 1);
+    ck_assert_msg(bad == 0, "%ld long keys not deleted", bad);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, LONG_KEYS / 2);
+    for (int i = 0; i < 3; i++)
+        axstm__epoch_reclaim(&s->epoch);
+    for (int i = 0; i < LONG_KEYS; i += 2)
+        bad += put_long(s, i, -(int64_t)i, 0);
+    ck_assert_msg(bad == 0, "%ld long keys not created again", bad);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, LONG_KEYS);
+    ck_assert_int_eq(check_long(s, 0, 2, -1), 0);
+    ck_assert_int_eq(check_long(s, 1, 2, 1), 0);
+    axstm_store_free(s);
+}
+END_TEST
+
+/* Readers of existing keys while a writer adds long keys: the readers'
+ * lookups run while shards rebuild their arrays and replace their chunk
+ * directories (ThreadSanitizer sees the hand-over). */
+struct growth_reader {
+    axstm_store *s;
+    _Atomic int *done;
+    long bad, reads;
+};
+
+enum { STEADY_KEYS = 256 };
+
+static void *growth_read(void *arg)
+{
+    struct growth_reader *r = arg;
+    char key[32];
+    for (int round = 0; !atomic_load(r->done) || round < 2; round++)
+        for (int i = 0; i < STEADY_KEYS; i++) {
+            axstm_value *v = NULL;
+            int64_t x = 0;
+            int rc;
+            snprintf(key, sizeof key, "steady.%d", i);
+            TU_RETRY(rc, axstm_usevar(r->s, key, &v));
+            if (rc != AXSTM_OK || axstm_value_get_i64(v, &x) != AXSTM_OK || x != i)
+                r->bad++;
+            axstm_value_free(v);
+            r->reads++;
+        }
+    return NULL;
+}
+
+START_TEST(lookups_while_shards_grow)
+{
+    axstm_store *s = tu_store_ok();
+    char key[32];
+    for (int i = 0; i < STEADY_KEYS; i++) {
+        snprintf(key, sizeof key, "steady.%d", i);
+        tu_put_i64(s, key, i);
+    }
+    _Atomic int done = 0;
+    struct growth_reader r[2] = {{s, &done, 0, 0}, {s, &done, 0, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, growth_read, &r[i]), 0);
+    long bad = 0;
+    for (int i = 0; i < LONG_KEYS; i++)
+        bad += put_long(s, i, i, 0);
+    atomic_store(&done, 1);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    ck_assert_msg(bad == 0, "%ld long keys not created", bad);
+    ck_assert_msg(r[0].bad == 0 && r[1].bad == 0, "%ld and %ld of %ld and %ld reads wrong",
+                  r[0].bad, r[1].bad, r[0].reads, r[1].reads);
+    ck_assert_int_eq(check_long(s, 0, 1, 1), 0);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, LONG_KEYS + STEADY_KEYS);
+    axstm_store_free(s);
+}
+END_TEST
+
+/*
  * The key hash (lib/hash.h) places keys: its top 6 bits pick the shard, its
  * low bits the slot, bits 50..56 the probe tag.  Names that differ only in
  * a counter, as most programs' keys do, must spread evenly over all three,
@@ -839,6 +990,13 @@ static Suite *store_suite(void)
     tcase_add_test(tc, hash_spreads_similar_keys);
     tcase_add_test(tc, hash_depends_on_every_byte_and_the_seed);
     tcase_add_test(tc, key_is_copied);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Key table, in process");
+    tcase_set_tags(tc, "local"); /* this process's table and its chunks */
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, long_keys_fill_many_chunks_and_come_back);
+    tcase_add_test(tc, lookups_while_shards_grow);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Cancellation");

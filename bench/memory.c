@@ -155,7 +155,7 @@ int main(int argc, char **argv)
     double over = med[AXSTM_RSS] - key_value;
     printf("axstm resident bytes per key beyond key and value at %zu keys: %.1f ", n, over);
     /* The target is set at 1 000 000 keys; --quick measures fewer, where the
-     * table's fill (half to three quarters full) differs, so no verdict is given there. */
+     * table's fill (3/5 to 4/5 full) differs, so no verdict is given there. */
     if (n == 1000000)
         printf("(target <= %.0f): %s\n", TARGET_BYTES, bench_met(over <= TARGET_BYTES));
     else

@@ -31,9 +31,12 @@
  * the references follow them.
  *
  * The capacity is any number (not a power of two), so that a rebuild can
- * size the array to the keys it holds: 3/5 full after a rebuild, 4/5 at
- * most, where doubling would leave a shard anywhere between two fifths
- * and four fifths full.  A key's first slot is its hash's low 32 bits
+ * size the array to the keys it holds.  A small array (SPARSE_SLOTS or
+ * fewer) is rebuilt half full and at 3/4, a large one 3/5 full and at
+ * 4/5: in a small table the slots are few bytes in all and a lookup is
+ * cheap, so the shorter probes of a sparser array count; in a large one
+ * the slots are most of the table's memory, and a lookup's cache misses
+ * dwarf a probe or two.  A key's first slot is its hash's low 32 bits
  * scaled to the capacity (a multiply and a shift, no division).
  */
 struct axstm__shard_array {
@@ -78,10 +81,36 @@ static inline struct axstm__chunk_dir *dir_of(struct axstm__shard *sh)
     return atomic_load_explicit(&sh->dir, memory_order_acquire);
 }
 
+/* entry_at for a lookup: an entry in the shard's first chunk, where every
+ * entry of a shard of up to 680 or so short keys lies, is found without
+ * waiting for a load of the directory (the address then depends on the
+ * reference alone: the first chunk's address is loaded beside it). */
+static inline struct axstm__entry *entry_of(struct axstm__shard *sh, uint32_t ref)
+{
+    if (__builtin_expect((ref >> UNIT_BITS) != 0, 0))
+        return entry_at(dir_of(sh), ref);
+    char *chunk0 = atomic_load_explicit(&sh->chunk0, memory_order_relaxed);
+    return (struct axstm__entry *)(void *)(chunk0 + (size_t)ref * UNIT);
+}
+
 _Static_assert(AXSTM_KEY_MAX <= UINT16_MAX, "key lengths are stored in 16 bits");
 
 #define FIRST_CAPACITY 8
 #define MAX_CAPACITY (UINT64_C(1) << 32)
+#define SPARSE_SLOTS 4096
+
+/* The most entries (tombstones counting) an array of capacity holds
+ * before it is rebuilt, and the capacity a rebuild gives n entries. */
+static size_t fill_limit(size_t capacity)
+{
+    return capacity <= SPARSE_SLOTS ? capacity / 4 * 3 : capacity / 5 * 4;
+}
+
+static size_t capacity_for(size_t n)
+{
+    size_t want = n * 2 <= SPARSE_SLOTS ? n * 2 : n * 5 / 3 + 1;
+    return want < FIRST_CAPACITY ? FIRST_CAPACITY : (want + 7) / 8 * 8;
+}
 
 /* The first slot to probe for a key of that hash, and the one after i. */
 static inline size_t home_slot(uint64_t hash, size_t capacity)
@@ -171,6 +200,7 @@ int axstm__table_init(struct axstm__keytable *t, struct axstm__epoch *epoch)
         sh->tombstones = 0;
         sh->removed_stamp = 0;
         atomic_init(&sh->dir, NULL);
+        atomic_init(&sh->chunk0, NULL);
         sh->nchunks = 0;
         sh->carving = 0;
         sh->arena_next = NULL;
@@ -224,7 +254,7 @@ static AXSTM__ALWAYS_INLINE struct axstm__entry *probe(struct axstm__shard *sh,
              * the new entry's initialisation (and its chunk's place in the
              * directory) before the reads below. */
             uint32_t ref = atomic_load_explicit(&slots(arr)[i], memory_order_acquire);
-            struct axstm__entry *e = entry_at(dir_of(sh), ref);
+            struct axstm__entry *e = entry_of(sh, ref);
             if (e->keylen == r->len && axstm__same_bytes(e->key, r->key, r->len)) {
                 if (where != NULL)
                     *where = i;
@@ -325,7 +355,7 @@ static void note_removed(struct axstm__shard *sh, uint64_t was)
 
 /*
  * Replaces the shard's array with one sized for its entries and `more`
- * new ones at a load of 3/5 (a multiple of 8 slots, 8 at least), dropping
+ * new ones (capacity_for), dropping
  * tombstones and the entries nobody uses (gone, unwaited, unanchored: they
  * are retired).  Shard lock held.  Returns AXSTM_OK or AXSTM_ENOMEM (then
  * nothing changed).
@@ -340,8 +370,7 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
         count + more >
             (SIZE_MAX - sizeof(struct axstm__shard_array) - 8) / 2 / (1 + sizeof(uint32_t)))
         return AXSTM_ENOMEM;
-    size_t want = (count + more) * 5 / 3 + 1;
-    want = want < FIRST_CAPACITY ? FIRST_CAPACITY : (want + 7) / 8 * 8;
+    size_t want = capacity_for(count + more);
     struct axstm__shard_array *grown = axstm__calloc(1, array_size(want));
     if (grown == NULL)
         return AXSTM_ENOMEM;
@@ -385,14 +414,14 @@ static int rebuild(struct axstm__keytable *t, struct axstm__shard *sh, size_t mo
 }
 
 /* Makes room for `more` entries, keeping the load factor (tombstones
- * count: probes pass them) at most 4/5.  Shard lock held. */
+ * count: probes pass them) within fill_limit.  Shard lock held. */
 static int reserve_slots(struct axstm__keytable *t, struct axstm__shard *sh, size_t more,
                          int *reclaim_due)
 {
     struct axstm__shard_array *old = atomic_load_explicit(&sh->array, memory_order_relaxed);
     size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
     size_t capacity = old != NULL ? old->capacity : 0;
-    if (count + sh->tombstones + more <= capacity / 5 * 4)
+    if (count + sh->tombstones + more <= fill_limit(capacity))
         return AXSTM_OK;
     return rebuild(t, sh, more, reclaim_due);
 }
@@ -441,6 +470,8 @@ static int add_chunk(struct axstm__keytable *t, struct axstm__shard *sh, int *re
     }
     /* Read by lookups only through a reference into it, stored later. */
     dir->chunk[sh->nchunks++] = chunk;
+    if (sh->nchunks == 1)
+        atomic_store_explicit(&sh->chunk0, chunk, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->bytes, CHUNK_BYTES, memory_order_relaxed);
     return AXSTM_OK;
 }

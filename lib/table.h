@@ -3,7 +3,8 @@
  * table.h -- the concurrent key table: key string -> entry.
  *
  * 64 shards chosen by the top bits of a seeded hash; each shard is an
- * open-addressing array of entry pointers (linear probing):
+ * open-addressing array (linear probing) of 4-byte references to entries,
+ * which live in the shard's chunks (table.c):
  *   - lookups take no lock: they read the shard's current array (the caller
  *     is pinned, so an array replaced by a rebuild stays readable);
  *   - adding entries takes the shard's lock with a try-lock, so it never
@@ -16,8 +17,8 @@
  * `removals` has been raised: a handle that remembers the count it saw
  * when it found its entry knows, while the count is unchanged, that the
  * entry has not been freed (value.c); its commit, which is not pinned,
- * relies on entry memory being reused only as entries (entry.h).  Freed entries go to per-shard free
- * lists by size and are reused for new keys.
+ * relies on entry memory being reused only as entries (entry.h).  Freed
+ * entries go to per-shard free lists by size and are reused for new keys.
  * The table knows nothing of handles, commits or waiting.
  */
 #ifndef AXSTM_TABLE_H
@@ -61,6 +62,7 @@ struct axstm__shard {
      * a list per size class for reuse (pushed by any thread, popped under
      * the lock). */
     _Atomic(struct axstm__chunk_dir *) dir;
+    _Atomic(char *) chunk0; /* the first chunk, set once: lookups' fast way */
     size_t nchunks, carving;
     char *arena_next;
     size_t arena_left;

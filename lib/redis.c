@@ -54,8 +54,8 @@ static const char *const script_text[SCRIPTS] = {
     AXSTM__LUA_RESOLVE,  AXSTM__LUA_HOLD,   AXSTM__LUA_RELEASE, AXSTM__LUA_STATS};
 
 /* The names every script takes first (redis_scripts.h). */
-enum meta { META_BIRTHS, META_KEYS, META_STATS, META_DONE, META_HOLD, METAS };
-static const char *const meta_suffix[METAS] = {"births", "keys", "stats", "done", "hold"};
+enum meta { META_BIRTHS, META_KEYS, META_STATS, METAS };
+static const char *const meta_suffix[METAS] = {"births", "keys", "stats"};
 
 /* One connection to the server, with its name in the commit record. */
 struct conn {
@@ -649,8 +649,8 @@ static void forget_names(struct axstm__redis *r)
     size_t *lens = (size_t *)(argv + argc);
     argv[0] = "HDEL";
     lens[0] = 4;
-    argv[1] = r->meta[META_DONE];
-    lens[1] = strlen(r->meta[META_DONE]);
+    argv[1] = r->meta[META_STATS];
+    lens[1] = strlen(r->meta[META_STATS]);
     for (size_t i = 0; i < r->nidle; i++) {
         argv[2 + i] = r->idle[i]->name;
         lens[2 + i] = strlen(r->idle[i]->name);
@@ -989,18 +989,14 @@ static void args_push_commit_name(struct args *a)
 int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size_t n)
 {
     struct args a;
-    int rc = args_make(r, values, n, 5, 3, &a);
+    int rc = args_make(r, values, n, 6, 3, &a);
     if (rc != AXSTM_OK)
         return rc;
-    /* Versions and incarnations as decimal words; the answer's numbers. */
-    size_t cap = (2 * n + 2) * 21 + 8; /* "1,stamp,v,i,..." */
-    char *numbers = axstm__malloc(n * 2 * 21 + 1);
-    uint64_t *got = axstm__malloc((2 * n + 1) * sizeof *got);
-    char *answer = axstm__malloc(cap);
-    if (numbers == NULL || got == NULL || answer == NULL) {
-        axstm__free(numbers);
-        axstm__free(got);
-        axstm__free(answer);
+    /* Per key three decimal words: the version checked out, the next one
+     * and the incarnation. */
+    char *numbers = axstm__malloc(n * 3 * 21 + 1);
+    char answer[64]; /* "1,stamp", "0", "busy" or "fenced" */
+    if (numbers == NULL) {
         args_free(&a);
         return AXSTM_ENOMEM;
     }
@@ -1008,33 +1004,31 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size
     char *p = numbers;
     for (size_t i = 0; i < n; i++) {
         const struct axstm__item *it = &values[i]->item;
+        const unsigned long long words[3] = {it->version, it->version + 1, it->seen};
         args_push(&a, values[i]->key, values[i]->keylen);
-        int len = snprintf(p, 21, "%llu", (unsigned long long)it->version);
-        args_push(&a, p, (size_t)len);
-        p += len + 1;
-        len = snprintf(p, 21, "%llu", (unsigned long long)it->seen);
-        args_push(&a, p, (size_t)len);
-        p += len + 1;
+        for (int w = 0; w < 3; w++) {
+            int len = snprintf(p, 21, "%llu", words[w]);
+            args_push(&a, p, (size_t)len);
+            p += len + 1;
+        }
         args_push_write(&a, &it->val);
     }
     args_push(&a, r->channel, strlen(r->channel));
 
-    rc = run_commit(r, SCRIPT_COMMIT, a.argc, a.argv, a.lens, a.nkeys, answer, cap);
+    rc = run_commit(r, SCRIPT_COMMIT, a.argc, a.argv, a.lens, a.nkeys, answer, sizeof answer);
     if (rc == AXSTM_OK) {
-        uint64_t status;
+        uint64_t status, stamp;
         size_t count;
         if (strcmp(answer, "busy") == 0)
             rc = AXSTM_BUSY_RETRY; /* held for a transaction that kept losing */
-        else if (!parse_answer(answer, &status, got, 1 + 2 * n, &count))
+        else if (!parse_answer(answer, &status, &stamp, 1, &count) || status > 1)
             rc = AXSTM_EIO;
         else if (status == 0)
             rc = AXSTM_CONCURRENT_UPDATE;
-        else if (count != 1 + 2 * n)
-            rc = AXSTM_EINDOUBT; /* committed, but the versions are not known */
     }
+    /* Each key now has the next version, in the same incarnation. */
     for (size_t i = 0; i < n && rc == AXSTM_OK; i++) {
-        values[i]->item.version = got[1 + 2 * i];
-        values[i]->item.seen = got[2 + 2 * i];
+        values[i]->item.version++;
         if (values[i]->item.val.meta & AXSTM__VAL_DELETE)
             axstm__rcache_drop(r->cache, values[i]->key, values[i]->keylen);
         else
@@ -1047,9 +1041,7 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size
      * doubt may have happened. */
     for (size_t i = 0; i < n && (rc == AXSTM_OK || rc == AXSTM_EINDOUBT); i++)
         axstm__listen_fire_keys(r, &values[i]->key, &values[i]->keylen, 1);
-    axstm__free(answer);
     axstm__free(numbers);
-    axstm__free(got);
     args_free(&a);
     return rc;
 }

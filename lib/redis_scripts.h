@@ -5,66 +5,75 @@
  * checkout is one consistent snapshot and a commit is all or nothing.
  *
  * What the server holds, under the store's prefix P:
- *   P k:NAME   a hash per key: v (version, a decimal string bumped with
- *              HINCRBY so that it stays exact past 2^53), i (incarnation:
+ *   P k:NAME   a hash per key: v (version, a decimal string, bumped as a
+ *              string so that it stays exact past 2^53), i (incarnation:
  *              a new number each time the key is created, so that a handle
  *              of a deleted key never commits over its successor), d (the
  *              value's bytes; absent when the key has no value);
  *   P births   the last incarnation handed out;
  *   P keys     the set of every key's name (foreach, stats);
- *   P stats    a hash: commits (each commit's stamp is their count),
- *              conflicts, bytes (of values held);
- *   P hold     priority holds (HOLD): per key name, the token of the
- *              transaction run holding it and until when (ms);
- *   P done     the commit record: per connection that has committed, the
- *              sequence number and answer of its last commit, or "fenced"
- *              once a client gave up on an answer it lost (see RESOLVE).
+ *   P stats    a hash of what the store as a whole keeps:
+ *                commits, conflicts, bytes (of values held): counters;
+ *                per connection that has committed, under its name (see
+ *                redis.c: hex digits, dots and digits), the sequence
+ *                number and answer of its last commit, or "fenced" once a
+ *                client gave up on an answer it lost (see RESOLVE);
+ *                under a key's hash name (P k:NAME), a priority hold on
+ *                that key (see HOLD): the token of the transaction run
+ *                holding it, until when (ms) and since when it asked.
+ *              The three kinds of field never meet: a counter's name has
+ *              no ':' nor '.', a connection's name no ':', and a hold's
+ *              name has "k:".  One hash, so that a commit reads all it
+ *              needs of it with one command and writes it with one more.
  * Anything else under a name the scripts use (a string where a hash
  * should be, a hash without v or i) is foreign data: the script stops
  * before its first write with an error starting "AXSTM_FOREIGN" (or the
- * server's WRONGTYPE).  Each script is laid out so that the first command
- * that could meet foreign data comes before its first write, or is its
- * first write: a key's hash is read (HMGET) before anything, the meta
- * names are read or written first, and births and keys, which only
- * creating and deleting write, have their types checked first when a
- * script will write them.
+ * server's WRONGTYPE).  Each script is laid out so that everything that
+ * could meet foreign data is read before its first write: every key's
+ * hash and the stats hash first, and births and keys, which only creating
+ * and deleting write, have their types checked first when a script will
+ * write them.  (A version that is not a decimal number is found where it
+ * matters: a handle's commit compares it with the one checked out, a
+ * checkout hands it to the client, which refuses it, and a transaction's
+ * commit, which adds one to a key's version, stops when it does not end
+ * in a digit.)
  *
- * The server runs every command of a script, so a script is as short as
- * it can be: per key a checkout runs 2 commands, a commit 4 (read, value
- * size, version, value), and a commit publishes one message for all its
- * keys.
+ * Nearly all of a script's time goes to its calls into the server (each
+ * costs about as much as a small command sent by a client, thousands of
+ * instructions) and to the Lua functions it calls, so a script makes as
+ * few of both as it can.  A checkout makes one call per key.  A commit of
+ * handles of n keys makes 2n + 3: one per key to read it and one to write
+ * it, one to read the stats hash (the connection's record, the commit
+ * count and the keys' holds) and one to write it, and one to publish the
+ * names written; the client sends each key's new version, and versions
+ * and counters stay strings.
  *
- * Every script takes KEYS = P births, P keys, P stats, P done, P hold,
- * then the keys' hashes; ARGV starts with the script's own words, then
- * per key what the script needs.  The two commit scripts start ARGV with
- * the connection's name and the commit's sequence number on it: a commit
- * records its answer under that name before it returns, so that a client
- * whose connection was lost with the answer can learn what happened.
+ * Every script takes KEYS = P births, P keys, P stats, then the keys'
+ * hashes; ARGV starts with the script's own words, then per key what the
+ * script needs.  The two commit scripts start ARGV with the connection's
+ * name and the commit's sequence number on it: a commit records its
+ * answer under that name before it returns, so that a client whose
+ * connection was lost with the answer can learn what happened.
  */
 #ifndef AXSTM_REDIS_SCRIPTS_H
 #define AXSTM_REDIS_SCRIPTS_H
 
 /* clang-format off: each line of Lua stays a line of its own. */
 
-/* What every script over keys starts with: each key's hash read once
- * (state[j] = {version, incarnation} or false when it does not exist),
- * foreign data refused before anything is written, and meta_ok(j), the
- * check of a meta name's type that creating or deleting needs first. */
-#define AXSTM__LUA_CHECK_KEYS                                                 \
+/* What every script over keys starts with.  state_of(k, ...): HMGET of
+ * k's v, i and the fields named after k; answers that table, false when
+ * k does not exist, or nil for foreign data.  meta_ok(j): the type check
+ * of a meta name that creating or deleting needs first. */
+#define AXSTM__LUA_PRELUDE                                                    \
     "local function foreign(k)\n"                                             \
     "  return redis.error_reply('AXSTM_FOREIGN ' .. k)\n"                     \
     "end\n"                                                                   \
-    "local state = {}\n"                                                      \
-    "for j = 6, #KEYS do\n"                                                   \
-    "  local f = redis.pcall('HMGET', KEYS[j], 'v', 'i')\n"                   \
-    "  if f.err then return foreign(KEYS[j]) end\n"                           \
-    "  if f[1] and f[2] then\n"                                               \
-    "    state[j] = f\n"                                                      \
-    "  elseif f[1] or f[2] or redis.call('EXISTS', KEYS[j]) == 1 then\n"      \
-    "    return foreign(KEYS[j])\n"                                           \
-    "  else\n"                                                                \
-    "    state[j] = false\n"                                                  \
-    "  end\n"                                                                 \
+    "local function state_of(k, ...)\n"                                       \
+    "  local f = redis.pcall('HMGET', k, 'v', 'i', ...)\n"                    \
+    "  if f.err then return nil end\n"                                        \
+    "  if f[1] and f[2] then return f end\n"                                  \
+    "  if f[1] or f[2] or redis.call('EXISTS', k) == 1 then return nil end\n" \
+    "  return false\n"                                                        \
     "end\n"                                                                   \
     "local function meta_ok(j)\n"                                             \
     "  local t = redis.call('TYPE', KEYS[j])['ok']\n"                         \
@@ -72,13 +81,12 @@
     "                              or 'hash')\n"                              \
     "end\n"
 
-/* A key is born: a new incarnation, version 0, no value. */
-#define AXSTM__LUA_BIRTH                                   \
-    "local function birth(j, name)\n"                      \
-    "  local born = redis.call('INCR', KEYS[1])\n"         \
-    "  redis.call('HSET', KEYS[j], 'v', '0', 'i', born)\n" \
-    "  redis.call('SADD', KEYS[2], name)\n"                \
-    "  state[j] = {'0', tostring(born)}\n"                 \
+/* A key is born: a new incarnation, the key in the set of keys; answers
+ * the incarnation.  Its hash is written by the caller. */
+#define AXSTM__LUA_BIRTH                               \
+    "local function birth(name)\n"                     \
+    "  redis.call('SADD', KEYS[2], name)\n"            \
+    "  return tostring(redis.call('INCR', KEYS[1]))\n" \
     "end\n"
 
 /*
@@ -87,164 +95,162 @@
  * Returns per key {version, incarnation, data or nil}, or {} for an absent
  * key that was not created.
  */
-#define AXSTM__LUA_CHECKOUT                                                              \
-    AXSTM__LUA_CHECK_KEYS                                                                \
-    AXSTM__LUA_BIRTH                                                                     \
-    "local create = ARGV[1] == '1'\n"                                                    \
-    "if create then\n"                                                                   \
-    "  for j = 6, #KEYS do\n"                                                            \
-    "    if not state[j] and not (meta_ok(1) and meta_ok(2)) then\n"                     \
-    "      return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                               \
-    "    end\n"                                                                          \
-    "  end\n"                                                                            \
-    "end\n"                                                                              \
-    "local out = {}\n"                                                                   \
-    "for j = 6, #KEYS do\n"                                                              \
-    "  if not state[j] and create then birth(j, ARGV[j - 4]) end\n"                      \
-    "  if state[j] then\n"                                                               \
-    "    out[#out + 1] = {state[j][1], state[j][2], redis.call('HGET', KEYS[j], 'd')}\n" \
-    "  else\n"                                                                           \
-    "    out[#out + 1] = {}\n"                                                           \
-    "  end\n"                                                                            \
-    "end\n"                                                                              \
+#define AXSTM__LUA_CHECKOUT                                    \
+    AXSTM__LUA_PRELUDE                                         \
+    AXSTM__LUA_BIRTH                                           \
+    "local out, missing = {}, false\n"                         \
+    "for j = 4, #KEYS do\n"                                    \
+    "  local f = state_of(KEYS[j], 'd')\n"                     \
+    "  if f == nil then return foreign(KEYS[j]) end\n"         \
+    "  out[j - 3] = f\n"                                       \
+    "  missing = missing or not f\n"                           \
+    "end\n"                                                    \
+    "if missing and ARGV[1] == '1' then\n"                     \
+    "  if not (meta_ok(1) and meta_ok(2)) then\n"              \
+    "    return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"       \
+    "  end\n"                                                  \
+    "  for j = 4, #KEYS do\n"                                  \
+    "    if not out[j - 3] then\n"                             \
+    "      local born = birth(ARGV[j - 2])\n"                  \
+    "      redis.call('HSET', KEYS[j], 'v', '0', 'i', born)\n" \
+    "      out[j - 3] = {'0', born, false}\n"                  \
+    "    end\n"                                                \
+    "  end\n"                                                  \
+    "end\n"                                                    \
+    "for j = 1, #out do\n"                                     \
+    "  if not out[j] then out[j] = {} end\n"                   \
+    "end\n"                                                    \
     "return out\n"
 
 /*
- * What both commit scripts share.  fenced(): the client gave this
- * connection up (RESOLVE), so a commit still arriving on it must not run.
- * record(answer): keeps the answer as this connection's last commit.
- * greater(a, b): a > b for versions as decimal strings.  reads_valid(
- * first, n, a): the n keys from KEYS[first] were read at the version and
- * incarnation in ARGV[a], ARGV[a + 1], ... ("-" for a key read as absent)
- * and are still so.  begin_writes(creates): counts the commit and checks
- * what creating or deleting keys writes, before the first write to a key;
- * returns the commit's stamp, or an error reply.  write_key(j, name,
- * what, data): writes KEYS[j] ("s" set, "n" no value, "d" delete; a
- * missing key is created first, deleting one is nothing) and answers its
- * new version and incarnation.  finish(stamp): publishes the names
+ * What both commit scripts share.  bump(s): the decimal string s plus
+ * one (nil when s does not end in a digit).  read_meta(first): the stats
+ * hash's fields for the connection, the commit count and the holds of
+ * the keys' hashes KEYS[first..], or nil for foreign data.  held(h,
+ * token): the hold h is another run's than token's and lasts still.
+ * write_key(k, name, f, v, what, data): writes the key's hash k, whose
+ * state f was read with its data, at version v ("s" set, "n" no value,
+ * "d" delete; a missing key is born, deleting one is nothing).
+ * finish(stamp, answer): records the answer as this connection's last
+ * commit, counts the commit and the bytes, and publishes the names
  * written (one message: the connection's name, then each name, separated
- * by NUL bytes) and counts the bytes.
+ * by NUL bytes).
  */
-#define AXSTM__LUA_COMMIT_COMMON                                                \
-    AXSTM__LUA_BIRTH                                                            \
-    "local function fenced()\n"                                                 \
-    "  return redis.call('HGET', KEYS[4], ARGV[1]) == 'fenced'\n"               \
-    "end\n"                                                                     \
-    "local function record(answer)\n"                                           \
-    "  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. ' ' .. answer)\n"        \
-    "  return answer\n"                                                         \
-    "end\n"                                                                     \
-    "local function greater(a, b)\n"                                            \
-    "  if #a ~= #b then return #a > #b end\n"                                   \
-    "  return a > b\n"                                                          \
-    "end\n"                                                                     \
-    "local function reads_valid(first, n, a)\n"                                 \
-    "  for j = first, first + n - 1 do\n"                                       \
-    "    local v, i = ARGV[a], ARGV[a + 1]\n"                                   \
-    "    a = a + 2\n"                                                           \
-    "    if i == '-' then\n"                                                    \
-    "      if state[j] then return false end\n"                                 \
-    "    elseif not state[j] or state[j][1] ~= v or state[j][2] ~= i then\n"    \
-    "      return false\n"                                                      \
-    "    end\n"                                                                 \
-    "  end\n"                                                                   \
-    "  return true\n"                                                           \
-    "end\n"                                                                     \
-    "local function begin_writes(creates)\n"                                    \
-    "  if creates and not (meta_ok(1) and meta_ok(2)) then\n"                   \
-    "    return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                        \
-    "  end\n"                                                                   \
-    "  return redis.call('HINCRBY', KEYS[3], 'commits', 1)\n"                   \
-    "end\n"                                                                     \
-    "local bytes, written = 0, {ARGV[1]}\n"                                     \
-    "local function write_key(j, name, what, data)\n"                           \
-    "  local k = KEYS[j]\n"                                                     \
-    "  if what == 'd' and not state[j] then return nil end\n"                   \
-    "  if not state[j] then birth(j, name) end\n"                               \
-    "  bytes = bytes - redis.call('HSTRLEN', k, 'd')\n"                         \
-    "  local f = {redis.call('HINCRBY', k, 'v', 1), state[j][2]}\n"             \
-    "  if what == 'd' then\n"                                                   \
-    "    redis.call('DEL', k)\n"                                                \
-    "    redis.call('SREM', KEYS[2], name)\n"                                   \
-    "    state[j] = false\n"                                                    \
-    "  elseif what == 's' then\n"                                               \
-    "    redis.call('HSET', k, 'd', data)\n"                                    \
-    "    bytes = bytes + #data\n"                                               \
-    "  else\n"                                                                  \
-    "    redis.call('HDEL', k, 'd')\n"                                          \
-    "  end\n"                                                                   \
-    "  written[#written + 1] = name\n"                                          \
-    "  return f\n"                                                              \
-    "end\n"                                                                     \
-    "local function finish()\n"                                                 \
-    "  if #written > 1 then\n"                                                  \
-    "    redis.call('PUBLISH', ARGV[#ARGV], table.concat(written, '\\0'))\n"    \
-    "  end\n"                                                                   \
-    "  if bytes ~= 0 then redis.call('HINCRBY', KEYS[3], 'bytes', bytes) end\n" \
-    "end\n"                                                                     \
-    "local function conflict()\n"                                               \
-    "  redis.call('HINCRBY', KEYS[3], 'conflicts', 1)\n"                        \
-    "  return '0'\n"                                                            \
-    "end\n"
-
-/* held(name, token): another run than token's holds the key (HOLD). */
-#define AXSTM__LUA_HELD                                                         \
-    "local any_held = redis.call('HLEN', KEYS[5]) > 0\n"                        \
-    "local function held(name, token)\n"                                        \
-    "  if not any_held then return false end\n"                                 \
-    "  local h = redis.call('HGET', KEYS[5], name)\n"                           \
-    "  if not h then return false end\n"                                        \
-    "  local owner, until_ms = string.match(h, '^(%S+) (%d+)')\n"               \
-    "  if not owner or owner == token then return false end\n"                  \
-    "  local t = redis.call('TIME')\n"                                          \
-    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
-    "  return tonumber(until_ms) > now\n"                                       \
+#define AXSTM__LUA_COMMIT_COMMON                                                           \
+    AXSTM__LUA_BIRTH                                                                       \
+    "local function bump(s)\n"                                                             \
+    "  local last = string.byte(s, -1)\n"                                                  \
+    "  if last and last >= 48 and last < 57 then\n"                                        \
+    "    return string.sub(s, 1, -2) .. string.char(last + 1)\n"                           \
+    "  end\n"                                                                              \
+    "  if not string.find(s, '^%d+$') then return nil end\n"                               \
+    "  local p = #s\n"                                                                     \
+    "  while p > 0 and string.byte(s, p) == 57 do p = p - 1 end\n"                         \
+    "  if p == 0 then return '1' .. string.rep('0', #s) end\n"                             \
+    "  return string.sub(s, 1, p - 1) .. string.char(string.byte(s, p) + 1)\n"             \
+    "         .. string.rep('0', #s - p)\n"                                                \
+    "end\n"                                                                                \
+    "local function read_meta(first)\n"                                                    \
+    "  local f = redis.pcall('HMGET', KEYS[3], ARGV[1], 'commits', unpack(KEYS, first))\n" \
+    "  if f.err then return nil end\n"                                                     \
+    "  return f\n"                                                                         \
+    "end\n"                                                                                \
+    "local now\n"                                                                          \
+    "local function held(h, token)\n"                                                      \
+    "  local owner, until_ms = string.match(h, '^(%S+) (%d+)')\n"                          \
+    "  if not owner or owner == token then return false end\n"                             \
+    "  if not now then\n"                                                                  \
+    "    local t = redis.call('TIME')\n"                                                   \
+    "    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                \
+    "  end\n"                                                                              \
+    "  return tonumber(until_ms) > now\n"                                                  \
+    "end\n"                                                                                \
+    "local bytes, written = 0, {ARGV[1]}\n"                                                \
+    "local function write_key(k, name, f, v, what, data)\n"                                \
+    "  if what == 'd' and not f then return end\n"                                         \
+    "  local i\n"                                                                          \
+    "  if f then\n"                                                                        \
+    "    if f[3] then bytes = bytes - #f[3] end\n"                                         \
+    "  else\n"                                                                             \
+    "    i = birth(name)\n"                                                                \
+    "  end\n"                                                                              \
+    "  if what == 'd' then\n"                                                              \
+    "    redis.call('DEL', k)\n"                                                           \
+    "    redis.call('SREM', KEYS[2], name)\n"                                              \
+    "  elseif what == 's' then\n"                                                          \
+    "    if i then redis.call('HSET', k, 'v', v, 'i', i, 'd', data)\n"                     \
+    "    else redis.call('HSET', k, 'v', v, 'd', data) end\n"                              \
+    "    bytes = bytes + #data\n"                                                          \
+    "  else\n"                                                                             \
+    "    if i then redis.call('HSET', k, 'v', v, 'i', i)\n"                                \
+    "    else redis.call('HSET', k, 'v', v) end\n"                                         \
+    "    if f and f[3] then redis.call('HDEL', k, 'd') end\n"                              \
+    "  end\n"                                                                              \
+    "  written[#written + 1] = name\n"                                                     \
+    "end\n"                                                                                \
+    "local function finish(stamp, answer)\n"                                               \
+    "  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. ' ' .. answer, 'commits', stamp)\n" \
+    "  if bytes ~= 0 then redis.call('HINCRBY', KEYS[3], 'bytes', bytes) end\n"            \
+    "  if #written > 1 then\n"                                                             \
+    "    redis.call('PUBLISH', ARGV[#ARGV], table.concat(written, '\\0'))\n"               \
+    "  end\n"                                                                              \
+    "  return answer\n"                                                                    \
+    "end\n"                                                                                \
+    "local function conflict()\n"                                                          \
+    "  redis.call('HINCRBY', KEYS[3], 'conflicts', 1)\n"                                   \
+    "  return '0'\n"                                                                       \
     "end\n"
 
 /*
  * Commit of handles (Axon's rule): ARGV[1], ARGV[2] name the commit (see
- * above); then per key four words: name, the version and incarnation
- * checked out, and what to do ("s" set, "n" no value, "d" delete), and
- * for "s" a fifth, the bytes; the last word is the change channel.
- * Rejected, with nothing written but the conflict counted, when a key is
- * gone, was created again, or has a greater version: answers "0".  Else
- * every key is written, its version bumped, and the names published:
- * answers "1,stamp,version1,incarnation1,version2,...".  A key held by a
+ * above); then per key five words: name, the version checked out, that
+ * version plus one, the incarnation checked out, and what to do ("s" set,
+ * "n" no value, "d" delete), and for "s" a sixth, the bytes; the last
+ * word is the change channel.  Rejected, with nothing written but the
+ * conflict counted, when a key is gone, was created again, or has
+ * another version: answers "0".  Else every key is written at the new
+ * version and the names published: answers "1,stamp".  A key held by a
  * transaction that keeps losing (HOLD) answers "busy", nothing written; a
  * fenced connection's commit "fenced".
  */
-#define AXSTM__LUA_COMMIT                                                                   \
-    AXSTM__LUA_CHECK_KEYS                                                                   \
-    AXSTM__LUA_COMMIT_COMMON                                                                \
-    AXSTM__LUA_HELD                                                                         \
-    "if fenced() then return 'fenced' end\n"                                                \
-    "local ops, deletes = {}, false\n"                                                      \
-    "local a = 3\n"                                                                         \
-    "for j = 6, #KEYS do\n"                                                                 \
-    "  local op = {name = ARGV[a], v = ARGV[a + 1], i = ARGV[a + 2], what = ARGV[a + 3]}\n" \
-    "  a = a + 4\n"                                                                         \
-    "  if op.what == 's' then op.d = ARGV[a]; a = a + 1 end\n"                              \
-    "  ops[j] = op\n"                                                                       \
-    "  deletes = deletes or op.what == 'd'\n"                                               \
-    "  local f = state[j]\n"                                                                \
-    "  if not f or f[2] ~= op.i or greater(f[1], op.v) then return conflict() end\n"        \
-    "  if held(op.name, nil) then return 'busy' end\n"                                      \
-    "end\n"                                                                                 \
-    "local stamp = begin_writes(deletes)\n"                                                 \
-    "if type(stamp) == 'table' then return stamp end\n"                                     \
-    "local out = {}\n"                                                                      \
-    "for j = 6, #KEYS do\n"                                                                 \
-    "  local op = ops[j]\n"                                                                 \
-    "  local f = write_key(j, op.name, op.what, op.d)\n"                                    \
-    "  out[#out + 1] = f[1]\n"                                                              \
-    "  out[#out + 1] = f[2]\n"                                                              \
-    "end\n"                                                                                 \
-    "finish()\n"                                                                            \
-    "return record('1,' .. stamp .. (#out > 0 and ',' .. table.concat(out, ',') or ''))\n"
+#define AXSTM__LUA_COMMIT                                                       \
+    AXSTM__LUA_PRELUDE                                                          \
+    AXSTM__LUA_COMMIT_COMMON                                                    \
+    "local state = {}\n"                                                        \
+    "for j = 4, #KEYS do\n"                                                     \
+    "  local f = state_of(KEYS[j], 'd')\n"                                      \
+    "  if f == nil then return foreign(KEYS[j]) end\n"                          \
+    "  state[j] = f\n"                                                          \
+    "end\n"                                                                     \
+    "local meta = read_meta(4)\n"                                               \
+    "if not meta then return foreign(KEYS[3]) end\n"                            \
+    "if meta[1] == 'fenced' then return 'fenced' end\n"                         \
+    "local a, deletes = 3, false\n"                                             \
+    "for j = 4, #KEYS do\n"                                                     \
+    "  local f, what = state[j], ARGV[a + 4]\n"                                 \
+    "  if not f or f[1] ~= ARGV[a + 1] or f[2] ~= ARGV[a + 3] then\n"           \
+    "    return conflict()\n"                                                   \
+    "  end\n"                                                                   \
+    "  if meta[j - 1] and held(meta[j - 1], nil) then return 'busy' end\n"      \
+    "  deletes = deletes or what == 'd'\n"                                      \
+    "  a = a + (what == 's' and 6 or 5)\n"                                      \
+    "end\n"                                                                     \
+    "if deletes and not (meta_ok(1) and meta_ok(2)) then\n"                     \
+    "  return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                          \
+    "end\n"                                                                     \
+    "local stamp = bump(meta[2] or '0')\n"                                      \
+    "if not stamp then return foreign(KEYS[3]) end\n"                           \
+    "a = 3\n"                                                                   \
+    "for j = 4, #KEYS do\n"                                                     \
+    "  local what = ARGV[a + 4]\n"                                              \
+    "  write_key(KEYS[j], ARGV[a], state[j], ARGV[a + 2], what, ARGV[a + 5])\n" \
+    "  a = a + (what == 's' and 6 or 5)\n"                                      \
+    "end\n"                                                                     \
+    "return finish(stamp, '1,' .. stamp)\n"
 
 /*
  * A transaction's read: ARGV[1] is the number n of keys read so far, at
- * KEYS[6..5 + n], with their version and incarnation in ARGV[2..]; KEYS
+ * KEYS[4..3 + n], with their version and incarnation in ARGV[2..]; KEYS
  * may end with one more key to read.  Answers {0, changed...} when a key
  * read so far has changed (the transaction must run again), where each
  * changed key is {its place among the reads (from 1), version,
@@ -253,63 +259,93 @@
  * when it is absent.  Creates nothing: a transaction that does not commit
  * leaves no key.
  */
-#define AXSTM__LUA_READ                                                                 \
-    AXSTM__LUA_CHECK_KEYS                                                               \
-    AXSTM__LUA_COMMIT_COMMON                                                            \
-    "local n = tonumber(ARGV[1])\n"                                                     \
-    "if not reads_valid(6, n, 2) then\n"                                                \
-    "  local out, a = {0}, 2\n"                                                         \
-    "  for j = 6, 5 + n do\n"                                                           \
-    "    local v, i, now = ARGV[a], ARGV[a + 1], state[j]\n"                            \
-    "    a = a + 2\n"                                                                   \
-    "    if now and (now[1] ~= v or now[2] ~= i) then\n"                                \
-    "      out[#out + 1] = {j - 5, now[1], now[2], redis.call('HGET', KEYS[j], 'd')}\n" \
-    "    elseif not now and i ~= '-' then\n"                                            \
-    "      out[#out + 1] = {j - 5}\n"                                                   \
-    "    end\n"                                                                         \
-    "  end\n"                                                                           \
-    "  return out\n"                                                                    \
-    "end\n"                                                                             \
-    "local j = 6 + n\n"                                                                 \
-    "if j > #KEYS then return {1} end\n"                                                \
-    "if not state[j] then return {1, {}} end\n"                                         \
-    "return {1, {state[j][1], state[j][2], redis.call('HGET', KEYS[j], 'd')}}\n"
+#define AXSTM__LUA_READ                                                           \
+    AXSTM__LUA_PRELUDE                                                            \
+    "local n = tonumber(ARGV[1])\n"                                               \
+    "local out, a = {0}, 2\n"                                                     \
+    "for j = 4, 3 + n do\n"                                                       \
+    "  local f = state_of(KEYS[j])\n"                                             \
+    "  if f == nil then return foreign(KEYS[j]) end\n"                            \
+    "  local v, i = ARGV[a], ARGV[a + 1]\n"                                       \
+    "  a = a + 2\n"                                                               \
+    "  if f and (f[1] ~= v or f[2] ~= i) then\n"                                  \
+    "    out[#out + 1] = {j - 3, f[1], f[2], redis.call('HGET', KEYS[j], 'd')}\n" \
+    "  elseif not f and i ~= '-' then\n"                                          \
+    "    out[#out + 1] = {j - 3}\n"                                               \
+    "  end\n"                                                                     \
+    "end\n"                                                                       \
+    "if #out > 1 then return out end\n"                                           \
+    "local j = 4 + n\n"                                                           \
+    "if j > #KEYS then return {1} end\n"                                          \
+    "local f = state_of(KEYS[j], 'd')\n"                                          \
+    "if f == nil then return foreign(KEYS[j]) end\n"                              \
+    "return {1, f or {}}\n"
 
 /*
  * A transaction's commit: ARGV[1], ARGV[2] name the commit; ARGV[3] is the
  * run's token (its holds do not stop it; "-": none), ARGV[4] the number n
- * of keys read, at KEYS[6..5 + n] with their versions and incarnations
+ * of keys read, at KEYS[4..3 + n] with their versions and incarnations
  * from ARGV[5]; the keys written follow in KEYS, each with its name, what
  * to do and (for "s") its bytes in ARGV; the last word is the change
  * channel.  Answers "0" (a key read has changed: nothing written),
  * "1,stamp", "busy" (a key written is held by another run: nothing
- * written), or "fenced".
+ * written), or "fenced".  A key both read and written is read once.
  */
-#define AXSTM__LUA_TXCOMMIT                                    \
-    AXSTM__LUA_CHECK_KEYS                                      \
-    AXSTM__LUA_COMMIT_COMMON                                   \
-    AXSTM__LUA_HELD                                            \
-    "if fenced() then return 'fenced' end\n"                   \
-    "local token = ARGV[3]\n"                                  \
-    "local n = tonumber(ARGV[4])\n"                            \
-    "if not reads_valid(6, n, 5) then return conflict() end\n" \
-    "local ops, creates = {}, false\n"                         \
-    "local a = 5 + 2 * n\n"                                    \
-    "for j = 6 + n, #KEYS do\n"                                \
-    "  local op = {name = ARGV[a], what = ARGV[a + 1]}\n"      \
-    "  a = a + 2\n"                                            \
-    "  if op.what == 's' then op.d = ARGV[a]; a = a + 1 end\n" \
-    "  if held(op.name, token) then return 'busy' end\n"       \
-    "  creates = creates or op.what == 'd' or not state[j]\n"  \
-    "  ops[j] = op\n"                                          \
-    "end\n"                                                    \
-    "local stamp = begin_writes(creates)\n"                    \
-    "if type(stamp) == 'table' then return stamp end\n"        \
-    "for j = 6 + n, #KEYS do\n"                                \
-    "  write_key(j, ops[j].name, ops[j].what, ops[j].d)\n"     \
-    "end\n"                                                    \
-    "finish()\n"                                               \
-    "return record('1,' .. stamp)\n"
+#define AXSTM__LUA_TXCOMMIT                                                           \
+    AXSTM__LUA_PRELUDE                                                                \
+    AXSTM__LUA_COMMIT_COMMON                                                          \
+    "local token, n = ARGV[3], tonumber(ARGV[4])\n"                                   \
+    "local first = 4 + n\n"                                                           \
+    "local known, versions = {}, {}\n"                                                \
+    "for j = first, #KEYS do known[KEYS[j]] = true end\n"                             \
+    "local valid, a = true, 5\n"                                                      \
+    "for j = 4, first - 1 do\n"                                                       \
+    "  local k, f = KEYS[j], nil\n"                                                   \
+    "  if known[k] then f = state_of(k, 'd'); known[k] = f\n"                         \
+    "  else f = state_of(k) end\n"                                                    \
+    "  if f == nil then return foreign(k) end\n"                                      \
+    "  local i = ARGV[a + 1]\n"                                                       \
+    "  if i == '-' then valid = valid and not f\n"                                    \
+    "  else valid = valid and f and f[1] == ARGV[a] and f[2] == i end\n"              \
+    "  a = a + 2\n"                                                                   \
+    "end\n"                                                                           \
+    "local creates = false\n"                                                         \
+    "for j = first, #KEYS do\n"                                                       \
+    "  local k, what = KEYS[j], ARGV[a + 1]\n"                                        \
+    "  local f = known[k]\n"                                                          \
+    "  if f == true then\n"                                                           \
+    "    f = state_of(k, 'd')\n"                                                      \
+    "    if f == nil then return foreign(k) end\n"                                    \
+    "    known[k] = f\n"                                                              \
+    "  end\n"                                                                         \
+    "  if f then\n"                                                                   \
+    "    versions[j] = bump(f[1])\n"                                                  \
+    "    if not versions[j] then return foreign(k) end\n"                             \
+    "  else\n"                                                                        \
+    "    versions[j] = '1'\n"                                                         \
+    "  end\n"                                                                         \
+    "  creates = creates or what == 'd' or not f\n"                                   \
+    "  a = a + (what == 's' and 3 or 2)\n"                                            \
+    "end\n"                                                                           \
+    "local meta = read_meta(first)\n"                                                 \
+    "if not meta then return foreign(KEYS[3]) end\n"                                  \
+    "if meta[1] == 'fenced' then return 'fenced' end\n"                               \
+    "if not valid then return conflict() end\n"                                       \
+    "for h = 3, #meta do\n"                                                           \
+    "  if meta[h] and held(meta[h], token) then return 'busy' end\n"                  \
+    "end\n"                                                                           \
+    "if creates and not (meta_ok(1) and meta_ok(2)) then\n"                           \
+    "  return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                                \
+    "end\n"                                                                           \
+    "local stamp = bump(meta[2] or '0')\n"                                            \
+    "if not stamp then return foreign(KEYS[3]) end\n"                                 \
+    "a = 5 + 2 * n\n"                                                                 \
+    "for j = first, #KEYS do\n"                                                       \
+    "  local what = ARGV[a + 1]\n"                                                    \
+    "  write_key(KEYS[j], ARGV[a], known[KEYS[j]], versions[j], what, ARGV[a + 2])\n" \
+    "  a = a + (what == 's' and 3 or 2)\n"                                            \
+    "end\n"                                                                           \
+    "return finish(stamp, '1,' .. stamp)\n"
 
 /*
  * What became of a commit whose answer was lost: ARGV[1] names the
@@ -319,14 +355,14 @@
  * was stopped reads it when it resumes), and answers "fenced".
  */
 #define AXSTM__LUA_RESOLVE                                     \
-    "local rec = redis.call('HGET', KEYS[4], ARGV[1])\n"       \
+    "local rec = redis.call('HGET', KEYS[3], ARGV[1])\n"       \
     "if rec then\n"                                            \
     "  local sp = string.find(rec, ' ', 1, true)\n"            \
     "  if sp and string.sub(rec, 1, sp - 1) == ARGV[2] then\n" \
     "    return string.sub(rec, sp + 1)\n"                     \
     "  end\n"                                                  \
     "end\n"                                                    \
-    "redis.call('HSET', KEYS[4], ARGV[1], 'fenced')\n"         \
+    "redis.call('HSET', KEYS[3], ARGV[1], 'fenced')\n"         \
     "return 'fenced'\n"
 
 /*
@@ -346,31 +382,38 @@
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"           \
     "local since = tonumber(ARGV[3])\n"                                                 \
     "if since == 0 then since = now end\n"                                              \
-    "for a = 4, #ARGV do\n"                                                             \
-    "  local h = redis.call('HGET', KEYS[5], ARGV[a])\n"                                \
-    "  local owner, until_ms, asked\n"                                                  \
+    "if #KEYS < 4 then return {1, since} end\n"                                         \
+    "local got = redis.call('HMGET', KEYS[3], unpack(KEYS, 4))\n"                       \
+    "for x = 1, #got do\n"                                                              \
+    "  local h, owner, until_ms, asked = got[x]\n"                                      \
     "  if h then owner, until_ms, asked = string.match(h, '^(%S+) (%d+) (%d+)$') end\n" \
     "  if owner and owner ~= ARGV[1] and tonumber(until_ms) > now\n"                    \
     "     and tonumber(asked) <= since then return {0, since} end\n"                    \
     "end\n"                                                                             \
     "local hold = ARGV[1] .. ' ' .. (now + tonumber(ARGV[2])) .. ' ' .. since\n"        \
-    "for a = 4, #ARGV do redis.call('HSET', KEYS[5], ARGV[a], hold) end\n"              \
+    "local set = {}\n"                                                                  \
+    "for x = 1, #got do set[2 * x - 1], set[2 * x] = KEYS[3 + x], hold end\n"           \
+    "redis.call('HSET', KEYS[3], unpack(set))\n"                                        \
     "return {1, since}\n"
 
 /* The end of a hold: ARGV[1] is the token, ARGV[2..] the names; each
  * still held by that token is let go of. */
 #define AXSTM__LUA_RELEASE                                               \
-    "for a = 2, #ARGV do\n"                                              \
-    "  local h = redis.call('HGET', KEYS[5], ARGV[a])\n"                 \
+    "if #KEYS < 4 then return 1 end\n"                                   \
+    "local mine = {}\n"                                                  \
+    "local got = redis.call('HMGET', KEYS[3], unpack(KEYS, 4))\n"        \
+    "for x = 1, #got do\n"                                               \
+    "  local h = got[x]\n"                                               \
     "  if h and string.sub(h, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then\n" \
-    "    redis.call('HDEL', KEYS[5], ARGV[a])\n"                         \
+    "    mine[#mine + 1] = KEYS[3 + x]\n"                                \
     "  end\n"                                                            \
     "end\n"                                                              \
+    "if #mine > 0 then redis.call('HDEL', KEYS[3], unpack(mine)) end\n"  \
     "return 1\n"
 
 /* Stats: returns {keys, commits, conflicts, bytes}. */
 #define AXSTM__LUA_STATS                                                                \
-    AXSTM__LUA_CHECK_KEYS                                                               \
+    AXSTM__LUA_PRELUDE                                                                  \
     "if not meta_ok(2) or not meta_ok(3) then return foreign(KEYS[2]) end\n"            \
     "local f = redis.call('HMGET', KEYS[3], 'commits', 'conflicts', 'bytes')\n"         \
     "return {redis.call('SCARD', KEYS[2]), tonumber(f[1] or 0), tonumber(f[2] or 0),\n" \

@@ -28,6 +28,8 @@ static bool start(void)
 
 #define open_ok tu_redis_open_ok
 
+static int add_one(axstm_txn *tx, void *arg);
+
 static axstm_value *usevar_ok(axstm_store *s, const char *key)
 {
     axstm_value *v = NULL;
@@ -722,6 +724,108 @@ START_TEST(foreign_data_under_the_prefix_is_eio_and_nothing_is_written)
 }
 END_TEST
 
+/* The store's own hash (counters, commit records, holds) with someone
+ * else's string in it: every commit is AXSTM_EIO and writes nothing,
+ * handles and transactions alike; reads go on. */
+START_TEST(foreign_data_in_the_stats_hash_is_eio_and_nothing_is_written)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = open_ok(server.address);
+    put_str(s, "mine", "v");
+    ck_assert_int_eq(axstm_atomically(s, add_one, "count"), AXSTM_OK);
+    static const char *const plant[] = {"SET", "axstm:stats", "x", NULL};
+    if (!tu_redis_cli(&server, plant)) {
+        tu_redis_stop(&server);
+        return; /* no redis-cli: nothing to plant the data with */
+    }
+    axstm_value *v = usevar_ok(s, "mine");
+    ck_assert_int_eq(axstm_value_set_str(v, "w"), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(v), AXSTM_EIO);
+    ck_assert_int_eq(axstm_atomically(s, add_one, "count"), AXSTM_EIO);
+    ck_assert_int_eq(axstm_atomically(s, add_one, "new"), AXSTM_EIO);
+    axstm_stats st;
+    ck_assert_int_eq(axstm_store_stats(s, &st), AXSTM_EIO);
+    assert_str_value(s, "mine", "v", 1);
+    axstm_value *count = usevar_ok(s, "count");
+    int64_t x = 0;
+    ck_assert_int_eq(axstm_value_get_i64(count, &x), AXSTM_OK);
+    ck_assert_int_eq(x, 1);
+    ck_assert_uint_eq(axstm_value_version(count), 1);
+    axstm_value_free(count);
+    axstm_collection *c = NULL;
+    static const char *const new_key[] = {"new"};
+    ck_assert_int_eq(axstm_using(s, new_key, 1, &c), AXSTM_OK); /* creating needs no stats */
+    axstm_collection_free(c);
+    ck_assert_int_eq(axstm_value_refresh(v), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(v), 1);
+    axstm_value_free(v);
+    /* Taken away, the store works again. */
+    static const char *const unplant[] = {"DEL", "axstm:stats", NULL};
+    ck_assert(tu_redis_cli(&server, unplant));
+    put_str(s, "mine", "w");
+    assert_str_value(s, "mine", "w", 2);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+static void assert_version(axstm_store *s, const char *key, uint64_t version)
+{
+    axstm_value *v = usevar_ok(s, key);
+    ck_assert_uint_eq(axstm_value_version(v), version);
+    axstm_value_free(v);
+}
+
+/* Versions are exact decimal numbers on the server: past 2^53 (where a
+ * double, and so a Lua number, can no longer count by one) and across a
+ * carry, whether the client sends the next version (a handle's commit)
+ * or the server works it out (a transaction's). */
+START_TEST(versions_stay_exact_past_2_to_the_53)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = open_ok(server.address);
+    static const char *const plant_odd[] = {"HSET", "axstm:k:odd", "v", "9007199254740993",
+                                            "i",    "1001",        NULL};
+    static const char *const plant_nines[] = {"HSET", "axstm:k:nines", "v", "9999999999999999",
+                                              "i",    "1002",          NULL};
+    static const char *const plant_carry[] = {"HSET", "axstm:k:carry", "v", "1999999999999999999",
+                                              "i",    "1003",          NULL};
+    static const char *const add_names[] = {"SADD", "axstm:keys", "odd", "nines", "carry", NULL};
+    if (!tu_redis_cli(&server, plant_odd)) {
+        tu_redis_stop(&server);
+        return; /* no redis-cli: nothing to plant the data with */
+    }
+    ck_assert(tu_redis_cli(&server, plant_nines));
+    ck_assert(tu_redis_cli(&server, plant_carry));
+    ck_assert(tu_redis_cli(&server, add_names));
+    assert_version(s, "odd", UINT64_C(9007199254740993));
+
+    /* A handle's commit. */
+    put_str(s, "odd", "a");
+    put_str(s, "nines", "b");
+    assert_str_value(s, "odd", "a", UINT64_C(9007199254740994));
+    assert_str_value(s, "nines", "b", UINT64_C(10000000000000000));
+
+    /* A transaction's: the server adds one. */
+    ck_assert_int_eq(axstm_atomically(s, add_one, "carry"), AXSTM_OK);
+    assert_version(s, "carry", UINT64_C(2000000000000000000));
+    ck_assert_int_eq(axstm_atomically(s, add_one, "carry"), AXSTM_OK);
+    assert_version(s, "carry", UINT64_C(2000000000000000001));
+    static const char *const plant_more[] = {"HSET", "axstm:k:nines", "v", "99999999999999999",
+                                             NULL};
+    ck_assert(tu_redis_cli(&server, plant_more));
+    axstm_value *v = usevar_ok(s, "nines");
+    ck_assert_int_eq(axstm_value_set_i64(v, 5), AXSTM_OK);
+    ck_assert_int_eq(axstm_value_commit(v), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(v), UINT64_C(100000000000000000));
+    axstm_value_free(v);
+    ck_assert_int_eq(axstm_atomically(s, add_one, "nines"), AXSTM_OK);
+    assert_version(s, "nines", UINT64_C(100000000000000001));
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 START_TEST(wrong_password_is_eio_and_right_one_works)
 {
     static const char *const secret[] = {"--requirepass", "open sesame", NULL};
@@ -846,6 +950,7 @@ static Suite *redis_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, foreach_visits_every_key_once);
     tcase_add_test(tc, prefixes_keep_stores_apart);
+    tcase_add_test(tc, versions_stay_exact_past_2_to_the_53);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");
@@ -861,6 +966,7 @@ static Suite *redis_suite(void)
     tcase_add_test(tc, stopped_server_is_eio_after_the_timeout);
     tcase_add_test(tc, server_killed_and_restarted_mid_run_loses_no_money);
     tcase_add_test(tc, foreign_data_under_the_prefix_is_eio_and_nothing_is_written);
+    tcase_add_test(tc, foreign_data_in_the_stats_hash_is_eio_and_nothing_is_written);
     tcase_add_test(tc, wrong_password_is_eio_and_right_one_works);
     tcase_add_test(tc, forgotten_scripts_are_loaded_again);
     tcase_add_test(tc, a_lost_answer_of_a_commit_that_ran_is_looked_up);

@@ -1102,33 +1102,51 @@ static void learn_changed(struct axstm__rcache *cache, const redisReply *reply,
     }
 }
 
-/* Reads the READ script's answer for the target, if any. */
+/* Reads the READ script's answer: the clock, and the target, if any.
+ * READS_NEEDED when the server needs the reads that were not sent. */
+#define READS_NEEDED 2
 static int adopt_read(struct axstm__rcache *cache, const redisReply *reply,
                       const struct axstm__remote_read *reads, size_t n,
-                      struct axstm__remote_read *target, struct axstm__val *val)
+                      struct axstm__remote_read *target, struct axstm__val *val,
+                      struct axstm__remote_clock *clock)
 {
-    uint64_t status;
+    uint64_t status, at;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
-        !parse_u64(reply->element[0], &status) || status > 1)
+        !parse_u64(reply->element[0], &status) || status > 2)
         return AXSTM_EIO;
     if (status == 0) {
         learn_changed(cache, reply, reads, n);
         return AXSTM_CONCURRENT_UPDATE;
     }
-    if (target == NULL)
-        return reply->elements == 1 ? AXSTM_OK : AXSTM_EIO;
-    if (reply->elements != 2 || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    if (status == 2)
+        return reply->elements == 1 ? READS_NEEDED : AXSTM_EIO;
+    if (reply->elements != (target != NULL ? 3u : 2u))
         return AXSTM_EIO;
-    const redisReply *k = reply->element[1];
+    const redisReply *c = reply->element[1];
+    struct axstm__remote_clock now = {false, 0};
+    if (c->type == REDIS_REPLY_STRING && c->len == 1 && c->str[0] == '-')
+        now.known = false;
+    else if (parse_u64(c, &at))
+        now = (struct axstm__remote_clock){true, at};
+    else
+        return AXSTM_EIO;
+    if (target == NULL) {
+        *clock = now;
+        return AXSTM_OK;
+    }
+    const redisReply *k = reply->element[2];
+    if (k->type != REDIS_REPLY_ARRAY || (k->elements != 0 && k->elements != 3 && k->elements != 4))
+        return AXSTM_EIO;
     if (k->elements == 0) {
         target->present = false;
         target->version = target->born = 0;
         *val = (struct axstm__val){0, 0};
+        *clock = now;
         return AXSTM_OK;
     }
     uint64_t version, born;
     const redisReply *d = k->element[2];
-    if (k->elements != 3 || !parse_u64(k->element[0], &version) || !parse_u64(k->element[1], &born))
+    if (!parse_u64(k->element[0], &version) || !parse_u64(k->element[1], &born))
         return AXSTM_EIO;
     struct axstm__val got = {0, 0};
     if (d->type == REDIS_REPLY_STRING) {
@@ -1144,39 +1162,65 @@ static int adopt_read(struct axstm__rcache *cache, const redisReply *reply,
     target->version = version;
     target->born = born;
     *val = got;
+    *clock = now;
     return AXSTM_OK;
 }
 
-int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
-                      struct axstm__remote_read *target, struct axstm__val *val)
+/* One READ, sending reads[0..sent); clock as the script takes it. */
+static int read_once(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t sent,
+                     const char *clock_word, struct axstm__remote_read *target,
+                     struct axstm__val *val, struct axstm__remote_clock *clock)
 {
     size_t names = target != NULL ? target->keylen : 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < sent; i++)
         names += reads[i].keylen;
     struct args a;
-    size_t keys = n + (target != NULL);
-    int rc = args_alloc(r, keys, names, keys + 1 + 2 * n, &a);
+    size_t keys = sent + (target != NULL);
+    int rc = args_alloc(r, keys, names, keys + 2 + 2 * sent, &a);
     if (rc != AXSTM_OK)
         return rc;
-    char *numbers = axstm__malloc(READ_WORDS_BYTES(n) + 24);
+    char *numbers = axstm__malloc(READ_WORDS_BYTES(sent) + 24);
     if (numbers == NULL) {
         args_free(&a);
         return AXSTM_ENOMEM;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < sent; i++)
         args_key(&a, reads[i].key, reads[i].keylen);
     if (target != NULL)
         args_key(&a, target->key, target->keylen);
-    int len = snprintf(numbers, 24, "%zu", n);
+    int len = snprintf(numbers, 24, "%zu", sent);
     args_push(&a, numbers, (size_t)len);
-    args_push_reads(&a, reads, n, numbers + len + 1);
+    args_push(&a, clock_word, strlen(clock_word));
+    args_push_reads(&a, reads, sent, numbers + len + 1);
     redisReply *reply = NULL;
     rc = run_script(r, SCRIPT_READ, a.argc, a.argv, a.lens, a.nkeys, &reply);
     if (rc == AXSTM_OK)
-        rc = adopt_read(r->cache, reply, reads, n, target, val);
+        rc = adopt_read(r->cache, reply, reads, sent, target, val, clock);
     freeReplyObject(reply);
     axstm__free(numbers);
     args_free(&a);
+    return rc;
+}
+
+/* Reads before which a read checks them all rather than keep a clock:
+ * a few checks cost less than the clock's bookkeeping. */
+#define READS_BEFORE_CLOCK 4
+
+int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
+                      struct axstm__remote_read *target, struct axstm__val *val,
+                      struct axstm__remote_clock *clock)
+{
+    char word[24];
+    if (clock->known)
+        snprintf(word, sizeof word, "%llu", (unsigned long long)clock->at);
+    else
+        snprintf(word, sizeof word, "%s", n >= READS_BEFORE_CLOCK ? "-" : "?");
+    /* With a clock, a read leaves the reads before out: the server asks
+     * for them when the key changed since. */
+    size_t sent = clock->known && target != NULL ? 0 : n;
+    int rc = read_once(r, reads, sent, word, target, val, clock);
+    if (rc == READS_NEEDED)
+        rc = sent < n ? read_once(r, reads, n, word, target, val, clock) : AXSTM_EIO;
     return rc;
 }
 

@@ -90,15 +90,28 @@ int axstm__redis_commit(struct axstm__redis *r, axstm_value *const *values, size
 int axstm__redis_foreach(struct axstm__redis *r, axstm_visit_fn visit, void *arg);
 int axstm__redis_stats(struct axstm__redis *r, axstm_stats *out);
 
+/* A transaction attempt's commit clock (redis_scripts.h, READ): the
+ * store's commit count at a moment when every key the attempt has read
+ * was as it read it; kept from the attempt's fifth read on. */
+struct axstm__remote_clock {
+    bool known;
+    uint64_t at;
+};
+
 /*
- * A transaction's read, in one round trip: checks that every key of
- * reads[0..n) is still as it was read (AXSTM_CONCURRENT_UPDATE if not),
- * and, with a target (key and keylen set), reads it as of that same
- * moment: target's present, version and born, and *val (owned by the
- * caller; no value: meta 0).  Creates nothing.
+ * A transaction's read.  With a target (key and keylen set): reads it
+ * (target's present, version and born, and *val, owned by the caller; no
+ * value: meta 0) consistently with reads[0..n), as of a moment inside the
+ * call, in one round trip.  Without a clock, the server checks that every
+ * key of reads[0..n) is still as it was read (AXSTM_CONCURRENT_UPDATE if
+ * not), and from the fourth read on sets *clock.  With one, that check
+ * is needed only when the key changed since the clock (and then costs a
+ * second round trip), and moves *clock to now.  Without a target: only
+ * the check.  Creates nothing.
  */
 int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
-                      struct axstm__remote_read *target, struct axstm__val *val);
+                      struct axstm__remote_read *target, struct axstm__val *val,
+                      struct axstm__remote_clock *clock);
 
 /*
  * A transaction's commit: if every key of reads[0..nreads) is still as it

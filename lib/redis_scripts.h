@@ -9,11 +9,14 @@
  *              string so that it stays exact past 2^53), i (incarnation:
  *              a new number each time the key is created, so that a handle
  *              of a deleted key never commits over its successor), d (the
- *              value's bytes; absent when the key has no value);
+ *              value's bytes; absent when the key has no value), s (the
+ *              stamp of the last commit that wrote it: see READ);
  *   P births   the last incarnation handed out;
  *   P keys     the set of every key's name (foreach, stats);
  *   P stats    a hash of what the store as a whole keeps:
- *                commits, conflicts, bytes (of values held): counters;
+ *                commits, conflicts, bytes (of values held): counters
+ *                (a commit's stamp is the commit count it makes, so
+ *                stamps only grow);
  *                per connection that has committed, under its name (see
  *                redis.c: hex digits, dots and digits), the sequence
  *                number and answer of its last commit, or "fenced" once a
@@ -128,9 +131,10 @@
  * hash's fields for the connection, the commit count and the holds of
  * the keys' hashes KEYS[first..], or nil for foreign data.  held(h,
  * token): the hold h is another run's than token's and lasts still.
- * write_key(k, name, f, v, what, data): writes the key's hash k, whose
- * state f was read with its data, at version v ("s" set, "n" no value,
- * "d" delete; a missing key is born, deleting one is nothing).
+ * write_key(k, name, f, v, what, data, stamp): writes the key's hash k,
+ * whose state f was read with its data, at version v by the commit
+ * stamped stamp ("s" set, "n" no value, "d" delete; a missing key is
+ * born, deleting one is nothing).
  * finish(stamp, answer): records the answer as this connection's last
  * commit, counts the commit and the bytes, and publishes the names
  * written (one message: the connection's name, then each name, separated
@@ -166,7 +170,7 @@
     "  return tonumber(until_ms) > now\n"                                                  \
     "end\n"                                                                                \
     "local bytes, written = 0, {ARGV[1]}\n"                                                \
-    "local function write_key(k, name, f, v, what, data)\n"                                \
+    "local function write_key(k, name, f, v, what, data, stamp)\n"                         \
     "  if what == 'd' and not f then return end\n"                                         \
     "  local i\n"                                                                          \
     "  if f then\n"                                                                        \
@@ -178,12 +182,12 @@
     "    redis.call('DEL', k)\n"                                                           \
     "    redis.call('SREM', KEYS[2], name)\n"                                              \
     "  elseif what == 's' then\n"                                                          \
-    "    if i then redis.call('HSET', k, 'v', v, 'i', i, 'd', data)\n"                     \
-    "    else redis.call('HSET', k, 'v', v, 'd', data) end\n"                              \
+    "    if i then redis.call('HSET', k, 'v', v, 's', stamp, 'i', i, 'd', data)\n"         \
+    "    else redis.call('HSET', k, 'v', v, 's', stamp, 'd', data) end\n"                  \
     "    bytes = bytes + #data\n"                                                          \
     "  else\n"                                                                             \
-    "    if i then redis.call('HSET', k, 'v', v, 'i', i)\n"                                \
-    "    else redis.call('HSET', k, 'v', v) end\n"                                         \
+    "    if i then redis.call('HSET', k, 'v', v, 's', stamp, 'i', i)\n"                    \
+    "    else redis.call('HSET', k, 'v', v, 's', stamp) end\n"                             \
     "    if f and f[3] then redis.call('HDEL', k, 'd') end\n"                              \
     "  end\n"                                                                              \
     "  written[#written + 1] = name\n"                                                     \
@@ -213,73 +217,102 @@
  * transaction that keeps losing (HOLD) answers "busy", nothing written; a
  * fenced connection's commit "fenced".
  */
-#define AXSTM__LUA_COMMIT                                                       \
-    AXSTM__LUA_PRELUDE                                                          \
-    AXSTM__LUA_COMMIT_COMMON                                                    \
-    "local state = {}\n"                                                        \
-    "for j = 4, #KEYS do\n"                                                     \
-    "  local f = state_of(KEYS[j], 'd')\n"                                      \
-    "  if f == nil then return foreign(KEYS[j]) end\n"                          \
-    "  state[j] = f\n"                                                          \
-    "end\n"                                                                     \
-    "local meta = read_meta(4)\n"                                               \
-    "if not meta then return foreign(KEYS[3]) end\n"                            \
-    "if meta[1] == 'fenced' then return 'fenced' end\n"                         \
-    "local a, deletes = 3, false\n"                                             \
-    "for j = 4, #KEYS do\n"                                                     \
-    "  local f, what = state[j], ARGV[a + 4]\n"                                 \
-    "  if not f or f[1] ~= ARGV[a + 1] or f[2] ~= ARGV[a + 3] then\n"           \
-    "    return conflict()\n"                                                   \
-    "  end\n"                                                                   \
-    "  if meta[j - 1] and held(meta[j - 1], nil) then return 'busy' end\n"      \
-    "  deletes = deletes or what == 'd'\n"                                      \
-    "  a = a + (what == 's' and 6 or 5)\n"                                      \
-    "end\n"                                                                     \
-    "if deletes and not (meta_ok(1) and meta_ok(2)) then\n"                     \
-    "  return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                          \
-    "end\n"                                                                     \
-    "local stamp = bump(meta[2] or '0')\n"                                      \
-    "if not stamp then return foreign(KEYS[3]) end\n"                           \
-    "a = 3\n"                                                                   \
-    "for j = 4, #KEYS do\n"                                                     \
-    "  local what = ARGV[a + 4]\n"                                              \
-    "  write_key(KEYS[j], ARGV[a], state[j], ARGV[a + 2], what, ARGV[a + 5])\n" \
-    "  a = a + (what == 's' and 6 or 5)\n"                                      \
-    "end\n"                                                                     \
+#define AXSTM__LUA_COMMIT                                                              \
+    AXSTM__LUA_PRELUDE                                                                 \
+    AXSTM__LUA_COMMIT_COMMON                                                           \
+    "local state = {}\n"                                                               \
+    "for j = 4, #KEYS do\n"                                                            \
+    "  local f = state_of(KEYS[j], 'd')\n"                                             \
+    "  if f == nil then return foreign(KEYS[j]) end\n"                                 \
+    "  state[j] = f\n"                                                                 \
+    "end\n"                                                                            \
+    "local meta = read_meta(4)\n"                                                      \
+    "if not meta then return foreign(KEYS[3]) end\n"                                   \
+    "if meta[1] == 'fenced' then return 'fenced' end\n"                                \
+    "local a, deletes = 3, false\n"                                                    \
+    "for j = 4, #KEYS do\n"                                                            \
+    "  local f, what = state[j], ARGV[a + 4]\n"                                        \
+    "  if not f or f[1] ~= ARGV[a + 1] or f[2] ~= ARGV[a + 3] then\n"                  \
+    "    return conflict()\n"                                                          \
+    "  end\n"                                                                          \
+    "  if meta[j - 1] and held(meta[j - 1], nil) then return 'busy' end\n"             \
+    "  deletes = deletes or what == 'd'\n"                                             \
+    "  a = a + (what == 's' and 6 or 5)\n"                                             \
+    "end\n"                                                                            \
+    "if deletes and not (meta_ok(1) and meta_ok(2)) then\n"                            \
+    "  return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                                 \
+    "end\n"                                                                            \
+    "local stamp = bump(meta[2] or '0')\n"                                             \
+    "if not stamp then return foreign(KEYS[3]) end\n"                                  \
+    "a = 3\n"                                                                          \
+    "for j = 4, #KEYS do\n"                                                            \
+    "  local what = ARGV[a + 4]\n"                                                     \
+    "  write_key(KEYS[j], ARGV[a], state[j], ARGV[a + 2], what, ARGV[a + 5], stamp)\n" \
+    "  a = a + (what == 's' and 6 or 5)\n"                                             \
+    "end\n"                                                                            \
     "return finish(stamp, '1,' .. stamp)\n"
 
 /*
- * A transaction's read: ARGV[1] is the number n of keys read so far, at
- * KEYS[4..3 + n], with their version and incarnation in ARGV[2..]; KEYS
- * may end with one more key to read.  Answers {0, changed...} when a key
- * read so far has changed (the transaction must run again), where each
- * changed key is {its place among the reads (from 1), version,
- * incarnation, data or nil}, or {place} when it is absent now; else {1}
- * and, for the key to read, {version, incarnation, data or nil} or {}
- * when it is absent.  Creates nothing: a transaction that does not commit
- * leaves no key.
+ * A transaction's read.  An attempt's first few reads each check the keys
+ * read before it.  From then on the attempt keeps a commit clock instead:
+ * the store's commit count (each commit's stamp) at a moment when every
+ * key it has read was as it read it.  A key whose last commit is not
+ * after the clock (its field s, written by every commit; a key no commit
+ * of this layout wrote counts as 0) has the state it had at that moment,
+ * so reading it needs no look at the keys read before, and a read costs
+ * the same however many came before it.  A key that changed since, or is
+ * absent (it may have been deleted since), has the keys read before
+ * checked, and if none changed the clock moves on to now.
+ *
+ * ARGV[1] is the number n of keys read before that are sent, at
+ * KEYS[4..3 + n], with their version and incarnation in ARGV[3..];
+ * ARGV[2] is the clock: "?" (none, and none wanted), "-" (none yet: answer
+ * one) or the attempt's; with a clock and no reads sent, the keys read
+ * before were left out.  KEYS may end with one more key to read.  Answers
+ * {0, changed...} when a key read before has changed (the transaction
+ * must run again), where each changed key is {its place among the reads
+ * (from 1), version, incarnation, data or nil}, or {place} when it is
+ * absent now; {2} when the keys read before are needed and were left out;
+ * else {1, clock or "-"} and, for the key to read, {version, incarnation,
+ * data or nil[, stamp or nil]} or {} when it is absent.  Creates nothing:
+ * a transaction that does not commit leaves no key.
  */
-#define AXSTM__LUA_READ                                                           \
-    AXSTM__LUA_PRELUDE                                                            \
-    "local n = tonumber(ARGV[1])\n"                                               \
-    "local out, a = {0}, 2\n"                                                     \
-    "for j = 4, 3 + n do\n"                                                       \
-    "  local f = state_of(KEYS[j])\n"                                             \
-    "  if f == nil then return foreign(KEYS[j]) end\n"                            \
-    "  local v, i = ARGV[a], ARGV[a + 1]\n"                                       \
-    "  a = a + 2\n"                                                               \
-    "  if f and (f[1] ~= v or f[2] ~= i) then\n"                                  \
-    "    out[#out + 1] = {j - 3, f[1], f[2], redis.call('HGET', KEYS[j], 'd')}\n" \
-    "  elseif not f and i ~= '-' then\n"                                          \
-    "    out[#out + 1] = {j - 3}\n"                                               \
-    "  end\n"                                                                     \
-    "end\n"                                                                       \
-    "if #out > 1 then return out end\n"                                           \
-    "local j = 4 + n\n"                                                           \
-    "if j > #KEYS then return {1} end\n"                                          \
-    "local f = state_of(KEYS[j], 'd')\n"                                          \
-    "if f == nil then return foreign(KEYS[j]) end\n"                              \
-    "return {1, f or {}}\n"
+#define AXSTM__LUA_READ                                                                            \
+    AXSTM__LUA_PRELUDE                                                                             \
+    "local n, clock = tonumber(ARGV[1]), ARGV[2]\n"                                                \
+    "local timed = clock ~= '?' and clock ~= '-'\n"                                                \
+    "local j = 4 + n\n"                                                                            \
+    "local f = false\n"                                                                            \
+    "if j <= #KEYS then\n"                                                                         \
+    "  if clock == '?' then f = state_of(KEYS[j], 'd') else f = state_of(KEYS[j], 'd', 's') end\n" \
+    "  if f == nil then return foreign(KEYS[j]) end\n"                                             \
+    "  if f and timed then\n"                                                                      \
+    "    local s = f[4] or '0'\n"                                                                  \
+    "    if #s < #clock or (#s == #clock and s <= clock) then return {1, clock, f} end\n"          \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "if timed and n == 0 then return {2} end\n"                                                    \
+    "local out, a = {0}, 3\n"                                                                      \
+    "for r = 4, 3 + n do\n"                                                                        \
+    "  local g = state_of(KEYS[r])\n"                                                              \
+    "  if g == nil then return foreign(KEYS[r]) end\n"                                             \
+    "  local v, i = ARGV[a], ARGV[a + 1]\n"                                                        \
+    "  a = a + 2\n"                                                                                \
+    "  if g and (g[1] ~= v or g[2] ~= i) then\n"                                                   \
+    "    out[#out + 1] = {r - 3, g[1], g[2], redis.call('HGET', KEYS[r], 'd')}\n"                  \
+    "  elseif not g and i ~= '-' then\n"                                                           \
+    "    out[#out + 1] = {r - 3}\n"                                                                \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "if #out > 1 then return out end\n"                                                            \
+    "local now = '-'\n"                                                                            \
+    "if clock ~= '?' then\n"                                                                       \
+    "  now = redis.pcall('HGET', KEYS[3], 'commits')\n"                                            \
+    "  if type(now) == 'table' then return foreign(KEYS[3]) end\n"                                 \
+    "  now = now or '0'\n"                                                                         \
+    "end\n"                                                                                        \
+    "if j > #KEYS then return {1, now} end\n"                                                      \
+    "return {1, now, f or {}}\n"
 
 /*
  * A transaction's commit: ARGV[1], ARGV[2] name the commit; ARGV[3] is the
@@ -291,60 +324,60 @@
  * "1,stamp", "busy" (a key written is held by another run: nothing
  * written), or "fenced".  A key both read and written is read once.
  */
-#define AXSTM__LUA_TXCOMMIT                                                           \
-    AXSTM__LUA_PRELUDE                                                                \
-    AXSTM__LUA_COMMIT_COMMON                                                          \
-    "local token, n = ARGV[3], tonumber(ARGV[4])\n"                                   \
-    "local first = 4 + n\n"                                                           \
-    "local known, versions = {}, {}\n"                                                \
-    "for j = first, #KEYS do known[KEYS[j]] = true end\n"                             \
-    "local valid, a = true, 5\n"                                                      \
-    "for j = 4, first - 1 do\n"                                                       \
-    "  local k, f = KEYS[j], nil\n"                                                   \
-    "  if known[k] then f = state_of(k, 'd'); known[k] = f\n"                         \
-    "  else f = state_of(k) end\n"                                                    \
-    "  if f == nil then return foreign(k) end\n"                                      \
-    "  local i = ARGV[a + 1]\n"                                                       \
-    "  if i == '-' then valid = valid and not f\n"                                    \
-    "  else valid = valid and f and f[1] == ARGV[a] and f[2] == i end\n"              \
-    "  a = a + 2\n"                                                                   \
-    "end\n"                                                                           \
-    "local creates = false\n"                                                         \
-    "for j = first, #KEYS do\n"                                                       \
-    "  local k, what = KEYS[j], ARGV[a + 1]\n"                                        \
-    "  local f = known[k]\n"                                                          \
-    "  if f == true then\n"                                                           \
-    "    f = state_of(k, 'd')\n"                                                      \
-    "    if f == nil then return foreign(k) end\n"                                    \
-    "    known[k] = f\n"                                                              \
-    "  end\n"                                                                         \
-    "  if f then\n"                                                                   \
-    "    versions[j] = bump(f[1])\n"                                                  \
-    "    if not versions[j] then return foreign(k) end\n"                             \
-    "  else\n"                                                                        \
-    "    versions[j] = '1'\n"                                                         \
-    "  end\n"                                                                         \
-    "  creates = creates or what == 'd' or not f\n"                                   \
-    "  a = a + (what == 's' and 3 or 2)\n"                                            \
-    "end\n"                                                                           \
-    "local meta = read_meta(first)\n"                                                 \
-    "if not meta then return foreign(KEYS[3]) end\n"                                  \
-    "if meta[1] == 'fenced' then return 'fenced' end\n"                               \
-    "if not valid then return conflict() end\n"                                       \
-    "for h = 3, #meta do\n"                                                           \
-    "  if meta[h] and held(meta[h], token) then return 'busy' end\n"                  \
-    "end\n"                                                                           \
-    "if creates and not (meta_ok(1) and meta_ok(2)) then\n"                           \
-    "  return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                                \
-    "end\n"                                                                           \
-    "local stamp = bump(meta[2] or '0')\n"                                            \
-    "if not stamp then return foreign(KEYS[3]) end\n"                                 \
-    "a = 5 + 2 * n\n"                                                                 \
-    "for j = first, #KEYS do\n"                                                       \
-    "  local what = ARGV[a + 1]\n"                                                    \
-    "  write_key(KEYS[j], ARGV[a], known[KEYS[j]], versions[j], what, ARGV[a + 2])\n" \
-    "  a = a + (what == 's' and 3 or 2)\n"                                            \
-    "end\n"                                                                           \
+#define AXSTM__LUA_TXCOMMIT                                                                  \
+    AXSTM__LUA_PRELUDE                                                                       \
+    AXSTM__LUA_COMMIT_COMMON                                                                 \
+    "local token, n = ARGV[3], tonumber(ARGV[4])\n"                                          \
+    "local first = 4 + n\n"                                                                  \
+    "local known, versions = {}, {}\n"                                                       \
+    "for j = first, #KEYS do known[KEYS[j]] = true end\n"                                    \
+    "local valid, a = true, 5\n"                                                             \
+    "for j = 4, first - 1 do\n"                                                              \
+    "  local k, f = KEYS[j], nil\n"                                                          \
+    "  if known[k] then f = state_of(k, 'd'); known[k] = f\n"                                \
+    "  else f = state_of(k) end\n"                                                           \
+    "  if f == nil then return foreign(k) end\n"                                             \
+    "  local i = ARGV[a + 1]\n"                                                              \
+    "  if i == '-' then valid = valid and not f\n"                                           \
+    "  else valid = valid and f and f[1] == ARGV[a] and f[2] == i end\n"                     \
+    "  a = a + 2\n"                                                                          \
+    "end\n"                                                                                  \
+    "local creates = false\n"                                                                \
+    "for j = first, #KEYS do\n"                                                              \
+    "  local k, what = KEYS[j], ARGV[a + 1]\n"                                               \
+    "  local f = known[k]\n"                                                                 \
+    "  if f == true then\n"                                                                  \
+    "    f = state_of(k, 'd')\n"                                                             \
+    "    if f == nil then return foreign(k) end\n"                                           \
+    "    known[k] = f\n"                                                                     \
+    "  end\n"                                                                                \
+    "  if f then\n"                                                                          \
+    "    versions[j] = bump(f[1])\n"                                                         \
+    "    if not versions[j] then return foreign(k) end\n"                                    \
+    "  else\n"                                                                               \
+    "    versions[j] = '1'\n"                                                                \
+    "  end\n"                                                                                \
+    "  creates = creates or what == 'd' or not f\n"                                          \
+    "  a = a + (what == 's' and 3 or 2)\n"                                                   \
+    "end\n"                                                                                  \
+    "local meta = read_meta(first)\n"                                                        \
+    "if not meta then return foreign(KEYS[3]) end\n"                                         \
+    "if meta[1] == 'fenced' then return 'fenced' end\n"                                      \
+    "if not valid then return conflict() end\n"                                              \
+    "for h = 3, #meta do\n"                                                                  \
+    "  if meta[h] and held(meta[h], token) then return 'busy' end\n"                         \
+    "end\n"                                                                                  \
+    "if creates and not (meta_ok(1) and meta_ok(2)) then\n"                                  \
+    "  return foreign(KEYS[1] .. ' or ' .. KEYS[2])\n"                                       \
+    "end\n"                                                                                  \
+    "local stamp = bump(meta[2] or '0')\n"                                                   \
+    "if not stamp then return foreign(KEYS[3]) end\n"                                        \
+    "a = 5 + 2 * n\n"                                                                        \
+    "for j = first, #KEYS do\n"                                                              \
+    "  local what = ARGV[a + 1]\n"                                                           \
+    "  write_key(KEYS[j], ARGV[a], known[KEYS[j]], versions[j], what, ARGV[a + 2], stamp)\n" \
+    "  a = a + (what == 's' and 3 or 2)\n"                                                   \
+    "end\n"                                                                                  \
     "return finish(stamp, '1,' .. stamp)\n"
 
 /*

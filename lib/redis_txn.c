@@ -5,10 +5,15 @@
  *
  * The server does what locks and the clock do in process (txn.c):
  *   - The first read of a key in an attempt is one round trip, a script
- *     that checks that every key read before is still as it was read and
- *     reads the new key at that same moment (redis_scripts.h, READ).  So
- *     every read is consistent with all reads before it (opacity), and a
- *     key read again is answered from the attempt's own copy.
+ *     that reads the key consistently with every key read before
+ *     (redis_scripts.h, READ), so that the body never sees a mixed state
+ *     (opacity); a key read again is answered from the attempt's own
+ *     copy.  The first few reads each have the keys read before checked;
+ *     from then on the attempt keeps a commit clock, the store's commit
+ *     count when all its reads were still as read: a key no commit wrote
+ *     since needs no look at the keys read before, so a read costs the
+ *     same however many came before it, and only a key that did change
+ *     has them checked (and, if none changed, the clock moves on).
  *   - With first_read=cache in the store's address, the attempt's very
  *     first read is answered, with no round trip, from what this process
  *     knows of the key (redis_cache.h: from its own reads, checkouts and
@@ -88,12 +93,13 @@ struct rwrite {
 struct rtx {
     axstm_store *store;
     struct axstm__redis *r;
-    bool doomed;           /* a read found the attempt's reads stale */
-    bool unchecked;        /* the first read came from the cache, unchecked since */
-    bool cached;           /* this attempt's first read came from the cache */
-    unsigned cache_losses; /* attempts in a row lost with a read from the
+    bool doomed;                      /* a read found the attempt's reads stale */
+    bool unchecked;                   /* the first read came from the cache, unchecked since */
+    bool cached;                      /* this attempt's first read came from the cache */
+    unsigned cache_losses;            /* attempts in a row lost with a read from the
                             * cache: after two, the next asks the server
                             * (progress, whatever the cache holds) */
+    struct axstm__remote_clock clock; /* the attempt's (redis.h) */
     struct axstm__remote_read *reads;
     struct rkey **read_keys;
     size_t nreads, reads_cap;
@@ -207,7 +213,7 @@ static void forget_reads(const struct rtx *t)
 /* Has the server check that every key read is still as it was read. */
 static int check_reads(struct rtx *t)
 {
-    int rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL);
+    int rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL, &t->clock);
     if (rc == AXSTM_OK)
         t->unchecked = false;
     return rc;
@@ -259,7 +265,7 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
         target.present = true; /* a state the key had: checked later */
         t->unchecked = t->cached = true;
     } else {
-        rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got);
+        rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got, &t->clock);
         if (rc == AXSTM_CONCURRENT_UPDATE)
             t->doomed = true; /* even if the body carries on, it cannot commit */
         if (rc != AXSTM_OK)
@@ -370,6 +376,7 @@ static void end_attempt(struct rtx *t)
         rkey_free(t->writes[i].k);
     t->nreads = t->nwrites = 0;
     t->doomed = t->unchecked = t->cached = false;
+    t->clock.known = false;
 }
 
 /* Runs the body once and commits; the reads stay for a wait. */

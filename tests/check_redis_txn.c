@@ -737,6 +737,185 @@ START_TEST(a_transfer_takes_three_round_trips_or_two_with_first_read_cache)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* The commit clock                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Calls of the command `name` the server has run since its counts were
+ * reset, those run by scripts included. */
+static long long command_calls(redisContext *c, const char *name)
+{
+    char field[64];
+    snprintf(field, sizeof field, "cmdstat_%s:calls=", name);
+    redisReply *r = redisCommand(c, "INFO commandstats");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->type, REDIS_REPLY_STRING);
+    long long calls = 0;
+    const char *p = strstr(r->str, field);
+    if (p != NULL)
+        calls = strtoll(p + strlen(field), NULL, 10);
+    freeReplyObject(r);
+    return calls;
+}
+
+#define MANY_READS 200
+
+static int sum_many(axstm_txn *tx, void *arg)
+{
+    int64_t *sum = arg;
+    *sum = 0;
+    for (int i = 0; i < MANY_READS; i++) {
+        char key[16];
+        int64_t x;
+        snprintf(key, sizeof key, "n%d", i);
+        int rc = axstm_txn_get_i64(tx, key, &x);
+        if (rc != AXSTM_OK)
+            return rc;
+        *sum += x;
+    }
+    return AXSTM_OK;
+}
+
+/* A read costs the same however many came before it in the attempt: one
+ * round trip reading one key's hash, not a check of every key read
+ * before (which made a transaction of n reads cost n^2 / 2 of them).
+ * Only the first few reads check those before them. */
+START_TEST(a_read_costs_the_same_however_many_came_before)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    redisContext *c = redisConnectUnix(server.socket);
+    ck_assert_msg(c != NULL && c->err == 0, "connect to %s", server.socket);
+    for (int i = 0; i < MANY_READS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "n%d", i);
+        tu_put_i64(s, key, i);
+    }
+    reset_counts(c);
+    int64_t sum = 0;
+    ck_assert_int_eq(axstm_atomically(s, sum_many, &sum), AXSTM_OK);
+    ck_assert_int_eq(sum, MANY_READS * (MANY_READS - 1) / 2);
+    ck_assert_int_eq(script_calls(c), MANY_READS); /* read-only: no commit */
+    /* One hash read per key, and the checks of the first few reads
+     * (without the clock: 200 * 201 / 2). */
+    long long hmget = command_calls(c, "hmget");
+    ck_assert_msg(hmget >= MANY_READS && hmget <= MANY_READS + 16, "%lld hash reads", hmget);
+    redisFree(c);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
+/* A body that reads `before` keys, the first of them "a" (the others
+ * fillers), then "b"; between the two, on its first run only, another
+ * client ("other") commits: both a and b (kept equal), only b, or deletes
+ * both.  A run that saw a and b from two different states is noted. */
+enum change { CHANGE_BOTH, CHANGE_B, DELETE_BOTH };
+struct between {
+    axstm_store *other;
+    enum change change;
+    int before, runs;
+    bool mixed;
+    int64_t b; /* what the last run read of b (-1: absent) */
+};
+
+static int64_t read_or_absent(axstm_txn *tx, const char *key, int *rc)
+{
+    int64_t x = -1;
+    *rc = axstm_txn_get_i64(tx, key, &x);
+    if (*rc == AXSTM_ENOVALUE) {
+        *rc = AXSTM_OK;
+        x = -1;
+    }
+    return x;
+}
+
+static void other_commits(struct between *m)
+{
+    axstm_value *a = tu_usevar_ok(m->other, "a");
+    axstm_value *b = tu_usevar_ok(m->other, "b");
+    int64_t x = tu_get_i64_ok(b);
+    if (m->change == DELETE_BOTH) {
+        ck_assert_int_eq(axstm_value_delete(a), AXSTM_OK);
+        ck_assert_int_eq(axstm_value_delete(b), AXSTM_OK);
+    } else {
+        if (m->change == CHANGE_BOTH)
+            ck_assert_int_eq(axstm_value_set_i64(a, x + 1), AXSTM_OK);
+        ck_assert_int_eq(axstm_value_set_i64(b, x + 1), AXSTM_OK);
+    }
+    axstm_value *both[2] = {b, a}; /* b alone for CHANGE_B */
+    ck_assert_int_eq(axstm_values_commit(both, m->change == CHANGE_B ? 1 : 2), AXSTM_OK);
+    axstm_value_free(a);
+    axstm_value_free(b);
+}
+
+static int read_a_then_b(axstm_txn *tx, void *arg)
+{
+    struct between *m = arg;
+    int rc;
+    int64_t a = read_or_absent(tx, "a", &rc);
+    for (int i = 1; i < m->before && rc == AXSTM_OK; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "filler%d", i);
+        read_or_absent(tx, key, &rc);
+    }
+    if (rc != AXSTM_OK)
+        return rc;
+    if (m->runs++ == 0)
+        other_commits(m);
+    int64_t b = read_or_absent(tx, "b", &rc);
+    if (rc != AXSTM_OK)
+        return rc;
+    m->b = b;
+    /* a and b are equal in every state but the one after CHANGE_B. */
+    if (m->change != CHANGE_B && a != b)
+        m->mixed = true;
+    if (m->change == CHANGE_B && !((a == 7 && b == 7) || (a == 7 && b == 8)))
+        m->mixed = true;
+    return AXSTM_OK;
+}
+
+static void run_between(axstm_store *s, axstm_store *other, enum change change, int before,
+                        int want_runs, int64_t want_b)
+{
+    tu_put_i64(s, "a", 7);
+    tu_put_i64(s, "b", 7);
+    for (int i = 1; i < before; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "filler%d", i);
+        tu_put_i64(s, key, i);
+    }
+    struct between m = {other, change, before, 0, false, 0};
+    ck_assert_int_eq(axstm_atomically(s, read_a_then_b, &m), AXSTM_OK);
+    ck_assert_msg(!m.mixed, "change %d, %d reads before: a and b from two states", change, before);
+    ck_assert_int_eq(m.runs, want_runs);
+    ck_assert_int_eq(m.b, want_b);
+}
+
+/* The clock: a key another client committed after the attempt's first
+ * read has the reads before it checked.  When they changed too the body
+ * runs again (it never sees two states mixed); when they did not, the
+ * clock moves on and the body goes on with the new value.  A key absent
+ * now may have been deleted since, so it is checked the same way.  With
+ * few reads before, they go with the read; with many, the server asks
+ * for them. */
+START_TEST(a_key_changed_since_the_clock_has_the_reads_before_checked)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    axstm_store *other = tu_redis_open_ok(server.address);
+    static const int befores[] = {1, 3, 10};
+    for (size_t i = 0; i < sizeof befores / sizeof befores[0]; i++) {
+        run_between(s, other, CHANGE_BOTH, befores[i], 2, 8);
+        run_between(s, other, CHANGE_B, befores[i], 1, 8);
+        run_between(s, other, DELETE_BOTH, befores[i], 2, -1);
+    }
+    axstm_store_free(other);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 static Suite *redis_txn_suite(void)
 {
     Suite *s = suite_create("redis transactions");
@@ -750,6 +929,12 @@ static Suite *redis_txn_suite(void)
     tcase_add_test(tc, by_default_every_read_is_as_of_a_moment_inside_the_call);
     tcase_add_test(tc, a_read_of_what_this_process_knew_is_checked_before_anything_rests_on_it);
     tcase_add_test(tc, a_transfer_takes_three_round_trips_or_two_with_first_read_cache);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("Commit clock");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, a_read_costs_the_same_however_many_came_before);
+    tcase_add_test(tc, a_key_changed_since_the_clock_has_the_reads_before_checked);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");

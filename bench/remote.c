@@ -38,7 +38,10 @@
  *       (c2) the same on a store opened with first_read=cache (its first
  *            read from what the process knows: two round trips, not
  *            three; the other rows' commits make some of what it knows
- *            old, as other processes' would).
+ *            old, as other processes' would);
+ *       (c3) the same body on the shared store, after it names both
+ *            accounts with axstm_txn_prefetch: two round trips, every
+ *            read as of a moment inside the call.
  *     Per row: transfers/s (median of the runs), its ratio to (a) and to
  *     (a2) (medians of the per-run ratios), conflicts/s, and round trips
  *     per committed transfer (rt/xfer, what the target is about), per try
@@ -504,13 +507,14 @@ enum row {
     ROW_KEPT,
     ROW_ATOMICALLY,
     ROW_ATOMICALLY_CACHED,
+    ROW_ATOMICALLY_PREFETCH,
     NROWS
 };
 
-static const char *const row_name[NROWS] = {"(a)  WATCH/MULTI/EXEC",    "(a2) WATCH, pipelined",
-                                            "(b)  using, shared store", "(b)  using, store/thread",
-                                            "(d)  kept handles",        "(c)  atomically",
-                                            "(c2) atomically, cache"};
+static const char *const row_name[NROWS] = {
+    "(a)  WATCH/MULTI/EXEC",    "(a2) WATCH, pipelined",    "(b)  using, shared store",
+    "(b)  using, store/thread", "(d)  kept handles",        "(c)  atomically",
+    "(c2) atomically, cache",   "(c3) atomically, prefetch"};
 
 enum { X_CONFLICTS, X_BUSY }; /* bench_worker extra[] */
 
@@ -687,10 +691,21 @@ static void body_kept(struct bench_worker *w)
 /* The store a transaction row runs on, or NULL for the other rows. */
 static axstm_store *txn_store(const struct bank_ctx *x, enum row row)
 {
-    return row == ROW_ATOMICALLY ? x->shared : row == ROW_ATOMICALLY_CACHED ? x->cached : NULL;
+    return row == ROW_ATOMICALLY || row == ROW_ATOMICALLY_PREFETCH ? x->shared
+           : row == ROW_ATOMICALLY_CACHED                          ? x->cached
+                                                                   : NULL;
 }
 
-static void body_atomically_on(struct bench_worker *w, axstm_store *s)
+/* The transfer of (c3): it names both accounts before it reads them. */
+static int prefetched_xfer_body(axstm_txn *tx, void *arg)
+{
+    const struct bank_xfer *t = arg;
+    const char *const keys[2] = {t->from, t->to};
+    int rc = axstm_txn_prefetch(tx, keys, 2);
+    return rc == AXSTM_OK ? bank_xfer_body(tx, arg) : rc;
+}
+
+static void body_atomically_on(struct bench_worker *w, axstm_store *s, axstm_fn fn)
 {
     struct bank_ctx *x = w->arg;
     while (!bench_stopped(w)) {
@@ -699,7 +714,7 @@ static void body_atomically_on(struct bench_worker *w, axstm_store *s)
         struct bank_xfer t = {bench_name(&x->names, a), bench_name(&x->names, b), 1};
         int rc;
         /* BUSY_RETRY: the server is loading or running a long script. */
-        while ((rc = axstm_atomically(s, bank_xfer_body, &t)) == AXSTM_BUSY_RETRY)
+        while ((rc = axstm_atomically(s, fn, &t)) == AXSTM_BUSY_RETRY)
             w->extra[X_BUSY]++;
         if (rc != AXSTM_OK) {
             w->failed = rc;
@@ -711,17 +726,27 @@ static void body_atomically_on(struct bench_worker *w, axstm_store *s)
 
 static void body_atomically(struct bench_worker *w)
 {
-    body_atomically_on(w, ((struct bank_ctx *)w->arg)->shared);
+    body_atomically_on(w, ((struct bank_ctx *)w->arg)->shared, bank_xfer_body);
 }
 
 static void body_atomically_cached(struct bench_worker *w)
 {
-    body_atomically_on(w, ((struct bank_ctx *)w->arg)->cached);
+    body_atomically_on(w, ((struct bank_ctx *)w->arg)->cached, bank_xfer_body);
 }
 
-static void (*const row_body[NROWS])(struct bench_worker *) = {
-    body_watch, body_watch_pipelined, body_shared,           body_per_thread,
-    body_kept,  body_atomically,      body_atomically_cached};
+static void body_atomically_prefetch(struct bench_worker *w)
+{
+    body_atomically_on(w, ((struct bank_ctx *)w->arg)->shared, prefetched_xfer_body);
+}
+
+static void (*const row_body[NROWS])(struct bench_worker *) = {body_watch,
+                                                               body_watch_pipelined,
+                                                               body_shared,
+                                                               body_per_thread,
+                                                               body_kept,
+                                                               body_atomically,
+                                                               body_atomically_cached,
+                                                               body_atomically_prefetch};
 
 /* ---- setting up and auditing ---------------------------------------- */
 

@@ -1089,7 +1089,7 @@ static void op_watch(struct input *in)
 /* ------------------------------------------------------------------ */
 
 enum {
-    T_GET,      /* key, how (data and len, len only, neither) */
+    T_GET,      /* key, how (data and len, len only, neither, neither after a prefetch) */
     T_GET_I64,  /* key */
     T_SET,      /* key, value */
     T_SET_BAD,  /* key, which: NULL data with a length, or too long */
@@ -1153,7 +1153,7 @@ static void decode_body(struct input *in, struct prog *p, int bi, int depth, boo
         switch (o->kind) {
         case T_GET:
             o->key = decode_key(u8(in));
-            o->how = u8(in) % 3;
+            o->how = u8(in) % 4;
             break;
         case T_GET_I64:
         case T_DELETE:
@@ -1272,8 +1272,21 @@ static int tx_get(axstm_txn *tx, struct run *r, const struct kref *k, int how)
         rc = axstm_txn_get(tx, k->s, &data, &len);
     else if (how == 1)
         rc = axstm_txn_get(tx, k->s, NULL, &len);
-    else
+    else if (how == 2)
         rc = axstm_txn_get(tx, k->s, NULL, NULL);
+    else {
+        /* The key prefetched (twice: the second is passed over), then got. */
+        const char *const keys[2] = {k->s, k->s};
+        rc = axstm_txn_prefetch(tx, keys, 2);
+        if (k->idx < 0) {
+            expect_rc("axstm_txn_prefetch(bad key)", rc, k->err);
+            return AXSTM_OK;
+        }
+        if (injected_enomem(rc))
+            return tx_enomem(r, k);
+        expect_rc("axstm_txn_prefetch", rc, AXSTM_OK);
+        rc = axstm_txn_get(tx, k->s, NULL, NULL);
+    }
     if (k->idx < 0) {
         expect_rc("axstm_txn_get(bad key)", rc, k->err);
         return AXSTM_OK; /* nothing happened: go on */
@@ -1287,7 +1300,7 @@ static int tx_get(axstm_txn *tx, struct run *r, const struct kref *k, int how)
         return AXSTM_OK;
     }
     expect_rc("axstm_txn_get", rc, AXSTM_OK);
-    if (how == 2)
+    if (how >= 2)
         return AXSTM_OK;
     CHECK(len == want->len, "axstm_txn_get of %.20s: %zu bytes, model %u", k->s, len, want->len);
     if (how == 0) {
@@ -1410,6 +1423,9 @@ static int nested_calls(axstm_txn *tx, struct run *r)
     expect_rc("axstm_txn_set(tx NULL)", axstm_txn_set(NULL, "a", "x", 1), AXSTM_EINVAL);
     expect_rc("axstm_txn_get_i64(out NULL)", axstm_txn_get_i64(tx, "a", NULL), AXSTM_EINVAL);
     expect_rc("axstm_txn_delete(tx NULL)", axstm_txn_delete(NULL, "a"), AXSTM_EINVAL);
+    static const char *const one[1] = {"a"};
+    expect_rc("axstm_txn_prefetch(tx NULL)", axstm_txn_prefetch(NULL, one, 1), AXSTM_EINVAL);
+    expect_rc("axstm_txn_prefetch(keys NULL)", axstm_txn_prefetch(tx, NULL, 1), AXSTM_EINVAL);
     return AXSTM_OK;
 }
 

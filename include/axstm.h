@@ -963,6 +963,39 @@ AXSTM_API int axstm_atomically_timed(axstm_store *s, axstm_fn fn, void *arg, int
 AXSTM_API int axstm_txn_get(axstm_txn *tx, const char *key, const void **data, size_t *len);
 
 /*
+ * Reads keys[0..nkeys) inside a transaction, all at once, as axstm_txn_get
+ * would one by one: each counts as read (its commit is checked, and
+ * AXSTM_RETRY waits on it), and later axstm_txn_get calls of them are
+ * answered from the transaction's own copy.  A body that knows its keys
+ * before it reads them says so here: on a store kept in Redis this is
+ * one round trip for all of them instead of one per key, so that a
+ * transfer between two accounts takes two round trips (this and the
+ * commit), with every read as of a moment inside the call.  In process it
+ * changes nothing but the order of the lookups.  Keys already read or
+ * written by this attempt, and repeated keys, are passed over.
+ *
+ * @tx:     the running transaction (its body's argument).
+ * @keys:   the names, each as for axstm_usevar; may be NULL only when
+ *          nkeys is 0.
+ * @nkeys:  how many.
+ *
+ * Returns:   AXSTM_OK (also for keys that have no value: they read as
+ *            AXSTM_ENOVALUE afterwards);
+ *            AXSTM_EINVAL: tx NULL or not running on this thread, keys
+ *            NULL with nkeys not 0, or a key NULL or empty (nothing is
+ *            read);
+ *            AXSTM_E2BIG: a key longer than AXSTM_KEY_MAX (nothing is
+ *            read);
+ *            AXSTM_CONCURRENT_UPDATE, AXSTM_BUSY_RETRY, AXSTM_EIO: as for
+ *            axstm_txn_get: return them;
+ *            AXSTM_ENOMEM: out of memory.
+ * Ownership: nothing changes hands.
+ * Blocking:  as axstm_txn_get.
+ * Threads:   the body's thread, inside the body.
+ */
+AXSTM_API int axstm_txn_prefetch(axstm_txn *tx, const char *const keys[], size_t nkeys);
+
+/*
  * Writes a copy of len bytes from data to key inside a transaction: seen by
  * its later reads, published when it commits.  A key that does not exist
  * is created by the commit, not before.

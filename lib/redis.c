@@ -1102,46 +1102,17 @@ static void learn_changed(struct axstm__rcache *cache, const redisReply *reply,
     }
 }
 
-/* Reads the READ script's answer: the clock, and the target, if any.
- * READS_NEEDED when the server needs the reads that were not sent. */
-#define READS_NEEDED 2
-static int adopt_read(struct axstm__rcache *cache, const redisReply *reply,
-                      const struct axstm__remote_read *reads, size_t n,
-                      struct axstm__remote_read *target, struct axstm__val *val,
-                      struct axstm__remote_clock *clock)
+/* One target's state in a READ answer: {version, incarnation, data or
+ * nil[, stamp or nil]}, or {} when the key is absent. */
+static int adopt_target(const redisReply *k, struct axstm__remote_read *target,
+                        struct axstm__val *val)
 {
-    uint64_t status, at;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
-        !parse_u64(reply->element[0], &status) || status > 2)
-        return AXSTM_EIO;
-    if (status == 0) {
-        learn_changed(cache, reply, reads, n);
-        return AXSTM_CONCURRENT_UPDATE;
-    }
-    if (status == 2)
-        return reply->elements == 1 ? READS_NEEDED : AXSTM_EIO;
-    if (reply->elements != (target != NULL ? 3u : 2u))
-        return AXSTM_EIO;
-    const redisReply *c = reply->element[1];
-    struct axstm__remote_clock now = {false, 0};
-    if (c->type == REDIS_REPLY_STRING && c->len == 1 && c->str[0] == '-')
-        now.known = false;
-    else if (parse_u64(c, &at))
-        now = (struct axstm__remote_clock){true, at};
-    else
-        return AXSTM_EIO;
-    if (target == NULL) {
-        *clock = now;
-        return AXSTM_OK;
-    }
-    const redisReply *k = reply->element[2];
     if (k->type != REDIS_REPLY_ARRAY || (k->elements != 0 && k->elements != 3 && k->elements != 4))
         return AXSTM_EIO;
     if (k->elements == 0) {
         target->present = false;
         target->version = target->born = 0;
         *val = (struct axstm__val){0, 0};
-        *clock = now;
         return AXSTM_OK;
     }
     uint64_t version, born;
@@ -1162,20 +1133,63 @@ static int adopt_read(struct axstm__rcache *cache, const redisReply *reply,
     target->version = version;
     target->born = born;
     *val = got;
+    return AXSTM_OK;
+}
+
+/* Reads the READ script's answer: the clock, and the targets, all or
+ * nothing.  READS_NEEDED when the server needs the reads that were not
+ * sent. */
+#define READS_NEEDED 2
+static int adopt_read(struct axstm__rcache *cache, const redisReply *reply,
+                      const struct axstm__remote_read *reads, size_t n,
+                      struct axstm__remote_read *targets, struct axstm__val *vals, size_t ntargets,
+                      struct axstm__remote_clock *clock)
+{
+    uint64_t status, at;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 ||
+        !parse_u64(reply->element[0], &status) || status > 2)
+        return AXSTM_EIO;
+    if (status == 0) {
+        learn_changed(cache, reply, reads, n);
+        return AXSTM_CONCURRENT_UPDATE;
+    }
+    if (status == 2)
+        return reply->elements == 1 ? READS_NEEDED : AXSTM_EIO;
+    if (reply->elements != 2 + ntargets)
+        return AXSTM_EIO;
+    const redisReply *c = reply->element[1];
+    struct axstm__remote_clock now = {false, 0};
+    if (parse_u64(c, &at))
+        now = (struct axstm__remote_clock){true, at};
+    else if (c->type != REDIS_REPLY_STRING || c->len != 1 || c->str[0] != '-')
+        return AXSTM_EIO;
+    int rc = AXSTM_OK;
+    size_t made = 0;
+    for (; made < ntargets && rc == AXSTM_OK; made++)
+        rc = adopt_target(reply->element[2 + made], &targets[made], &vals[made]);
+    if (rc != AXSTM_OK) {
+        for (size_t i = 0; i + 1 < made; i++)
+            axstm__val_release(&vals[i]);
+        return rc;
+    }
     *clock = now;
     return AXSTM_OK;
 }
 
 /* One READ, sending reads[0..sent); clock as the script takes it. */
 static int read_once(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t sent,
-                     const char *clock_word, struct axstm__remote_read *target,
-                     struct axstm__val *val, struct axstm__remote_clock *clock)
+                     const char *clock_word, struct axstm__remote_read *targets,
+                     struct axstm__val *vals, size_t ntargets, struct axstm__remote_clock *clock)
 {
-    size_t names = target != NULL ? target->keylen : 0;
+    size_t names = 0;
+    for (size_t i = 0; i < ntargets; i++)
+        names += targets[i].keylen;
     for (size_t i = 0; i < sent; i++)
         names += reads[i].keylen;
     struct args a;
-    size_t keys = sent + (target != NULL);
+    size_t keys = sent + ntargets;
+    if (keys < sent)
+        return AXSTM_E2BIG;
     int rc = args_alloc(r, keys, names, keys + 2 + 2 * sent, &a);
     if (rc != AXSTM_OK)
         return rc;
@@ -1186,8 +1200,8 @@ static int read_once(struct axstm__redis *r, const struct axstm__remote_read *re
     }
     for (size_t i = 0; i < sent; i++)
         args_key(&a, reads[i].key, reads[i].keylen);
-    if (target != NULL)
-        args_key(&a, target->key, target->keylen);
+    for (size_t i = 0; i < ntargets; i++)
+        args_key(&a, targets[i].key, targets[i].keylen);
     int len = snprintf(numbers, 24, "%zu", sent);
     args_push(&a, numbers, (size_t)len);
     args_push(&a, clock_word, strlen(clock_word));
@@ -1195,7 +1209,7 @@ static int read_once(struct axstm__redis *r, const struct axstm__remote_read *re
     redisReply *reply = NULL;
     rc = run_script(r, SCRIPT_READ, a.argc, a.argv, a.lens, a.nkeys, &reply);
     if (rc == AXSTM_OK)
-        rc = adopt_read(r->cache, reply, reads, sent, target, val, clock);
+        rc = adopt_read(r->cache, reply, reads, sent, targets, vals, ntargets, clock);
     freeReplyObject(reply);
     axstm__free(numbers);
     args_free(&a);
@@ -1207,20 +1221,20 @@ static int read_once(struct axstm__redis *r, const struct axstm__remote_read *re
 #define READS_BEFORE_CLOCK 4
 
 int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
-                      struct axstm__remote_read *target, struct axstm__val *val,
+                      struct axstm__remote_read *targets, struct axstm__val *vals, size_t ntargets,
                       struct axstm__remote_clock *clock)
 {
     char word[24];
     if (clock->known)
         snprintf(word, sizeof word, "%llu", (unsigned long long)clock->at);
     else
-        snprintf(word, sizeof word, "%s", n >= READS_BEFORE_CLOCK ? "-" : "?");
+        snprintf(word, sizeof word, "%s", n + ntargets >= READS_BEFORE_CLOCK ? "-" : "?");
     /* With a clock, a read leaves the reads before out: the server asks
-     * for them when the key changed since. */
-    size_t sent = clock->known && target != NULL ? 0 : n;
-    int rc = read_once(r, reads, sent, word, target, val, clock);
+     * for them when a key changed since. */
+    size_t sent = clock->known && ntargets != 0 ? 0 : n;
+    int rc = read_once(r, reads, sent, word, targets, vals, ntargets, clock);
     if (rc == READS_NEEDED)
-        rc = sent < n ? read_once(r, reads, n, word, target, val, clock) : AXSTM_EIO;
+        rc = sent < n ? read_once(r, reads, n, word, targets, vals, ntargets, clock) : AXSTM_EIO;
     return rc;
 }
 

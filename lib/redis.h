@@ -92,25 +92,25 @@ int axstm__redis_stats(struct axstm__redis *r, axstm_stats *out);
 
 /* A transaction attempt's commit clock (redis_scripts.h, READ): the
  * store's commit count at a moment when every key the attempt has read
- * was as it read it; kept from the attempt's fifth read on. */
+ * was as it read it; kept once the attempt has read a few keys. */
 struct axstm__remote_clock {
     bool known;
     uint64_t at;
 };
 
 /*
- * A transaction's read.  With a target (key and keylen set): reads it
- * (target's present, version and born, and *val, owned by the caller; no
- * value: meta 0) consistently with reads[0..n), as of a moment inside the
- * call, in one round trip.  Without a clock, the server checks that every
- * key of reads[0..n) is still as it was read (AXSTM_CONCURRENT_UPDATE if
- * not), and from the fourth read on sets *clock.  With one, that check
- * is needed only when the key changed since the clock (and then costs a
- * second round trip), and moves *clock to now.  Without a target: only
- * the check.  Creates nothing.
+ * A transaction's read.  Reads targets[0..ntargets) (key and keylen set;
+ * each target's present, version and born, and vals[], owned by the
+ * caller on AXSTM_OK; no value: meta 0) consistently with reads[0..n), as
+ * of a moment inside the call, in one round trip.  Without a clock, the
+ * server checks that every key of reads[0..n) is still as it was read
+ * (AXSTM_CONCURRENT_UPDATE if not), and sets *clock once there are a few
+ * reads.  With one, that check is needed only when a target changed
+ * since the clock (and then costs a second round trip), and moves *clock
+ * to now.  Without targets: only the check.  Creates nothing.
  */
 int axstm__redis_read(struct axstm__redis *r, const struct axstm__remote_read *reads, size_t n,
-                      struct axstm__remote_read *target, struct axstm__val *val,
+                      struct axstm__remote_read *targets, struct axstm__val *vals, size_t ntargets,
                       struct axstm__remote_clock *clock);
 
 /*

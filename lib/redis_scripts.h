@@ -253,66 +253,69 @@
     "return finish(stamp, '1,' .. stamp)\n"
 
 /*
- * A transaction's read.  An attempt's first few reads each check the keys
- * read before it.  From then on the attempt keeps a commit clock instead:
- * the store's commit count (each commit's stamp) at a moment when every
- * key it has read was as it read it.  A key whose last commit is not
- * after the clock (its field s, written by every commit; a key no commit
- * of this layout wrote counts as 0) has the state it had at that moment,
- * so reading it needs no look at the keys read before, and a read costs
- * the same however many came before it.  A key that changed since, or is
- * absent (it may have been deleted since), has the keys read before
- * checked, and if none changed the clock moves on to now.
+ * A transaction's read of one or more keys.  An attempt's first few reads
+ * each check the keys read before it.  From then on the attempt keeps a
+ * commit clock instead: the store's commit count (each commit's stamp)
+ * at a moment when every key it has read was as it read it.  A key whose
+ * last commit is not after the clock (its field s, written by every
+ * commit; a key no commit of this layout wrote counts as 0) has the state
+ * it had at that moment, so reading it needs no look at the keys read
+ * before, and a read costs the same however many came before it.  When a
+ * key changed since, or is absent (it may have been deleted since), the
+ * keys read before are checked, and if none changed the clock moves on
+ * to now.
  *
  * ARGV[1] is the number n of keys read before that are sent, at
  * KEYS[4..3 + n], with their version and incarnation in ARGV[3..];
  * ARGV[2] is the clock: "?" (none, and none wanted), "-" (none yet: answer
  * one) or the attempt's; with a clock and no reads sent, the keys read
- * before were left out.  KEYS may end with one more key to read.  Answers
- * {0, changed...} when a key read before has changed (the transaction
- * must run again), where each changed key is {its place among the reads
- * (from 1), version, incarnation, data or nil}, or {place} when it is
- * absent now; {2} when the keys read before are needed and were left out;
- * else {1, clock or "-"} and, for the key to read, {version, incarnation,
- * data or nil[, stamp or nil]} or {} when it is absent.  Creates nothing:
- * a transaction that does not commit leaves no key.
+ * before were left out.  The keys to read follow in KEYS.  Answers {0,
+ * changed...} when a key read before has changed (the transaction must
+ * run again), where each changed key is {its place among the reads (from
+ * 1), version, incarnation, data or nil}, or {place} when it is absent
+ * now; {2} when the keys read before are needed and were left out; else
+ * {1, clock or "-"} and, per key to read, {version, incarnation, data or
+ * nil[, stamp or nil]} or {} when it is absent.  Creates nothing: a
+ * transaction that does not commit leaves no key.
  */
 #define AXSTM__LUA_READ                                                                            \
     AXSTM__LUA_PRELUDE                                                                             \
     "local n, clock = tonumber(ARGV[1]), ARGV[2]\n"                                                \
     "local timed = clock ~= '?' and clock ~= '-'\n"                                                \
-    "local j = 4 + n\n"                                                                            \
-    "local f = false\n"                                                                            \
-    "if j <= #KEYS then\n"                                                                         \
+    "local out, fresh = {1, clock}, timed\n"                                                       \
+    "for j = 4 + n, #KEYS do\n"                                                                    \
+    "  local f\n"                                                                                  \
     "  if clock == '?' then f = state_of(KEYS[j], 'd') else f = state_of(KEYS[j], 'd', 's') end\n" \
     "  if f == nil then return foreign(KEYS[j]) end\n"                                             \
-    "  if f and timed then\n"                                                                      \
-    "    local s = f[4] or '0'\n"                                                                  \
-    "    if #s < #clock or (#s == #clock and s <= clock) then return {1, clock, f} end\n"          \
+    "  out[#out + 1] = f or {}\n"                                                                  \
+    "  if fresh then\n"                                                                            \
+    "    local s = f and (f[4] or '0')\n"                                                          \
+    "    fresh = s and (#s < #clock or (#s == #clock and s <= clock))\n"                           \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
+    "if fresh and #out > 2 then return out end\n"                                                  \
     "if timed and n == 0 then return {2} end\n"                                                    \
-    "local out, a = {0}, 3\n"                                                                      \
+    "local changed, a = {0}, 3\n"                                                                  \
     "for r = 4, 3 + n do\n"                                                                        \
     "  local g = state_of(KEYS[r])\n"                                                              \
     "  if g == nil then return foreign(KEYS[r]) end\n"                                             \
     "  local v, i = ARGV[a], ARGV[a + 1]\n"                                                        \
     "  a = a + 2\n"                                                                                \
     "  if g and (g[1] ~= v or g[2] ~= i) then\n"                                                   \
-    "    out[#out + 1] = {r - 3, g[1], g[2], redis.call('HGET', KEYS[r], 'd')}\n"                  \
+    "    changed[#changed + 1] = {r - 3, g[1], g[2], redis.call('HGET', KEYS[r], 'd')}\n"          \
     "  elseif not g and i ~= '-' then\n"                                                           \
-    "    out[#out + 1] = {r - 3}\n"                                                                \
+    "    changed[#changed + 1] = {r - 3}\n"                                                        \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "if #out > 1 then return out end\n"                                                            \
-    "local now = '-'\n"                                                                            \
+    "if #changed > 1 then return changed end\n"                                                    \
     "if clock ~= '?' then\n"                                                                       \
-    "  now = redis.pcall('HGET', KEYS[3], 'commits')\n"                                            \
+    "  local now = redis.pcall('HGET', KEYS[3], 'commits')\n"                                      \
     "  if type(now) == 'table' then return foreign(KEYS[3]) end\n"                                 \
-    "  now = now or '0'\n"                                                                         \
+    "  out[2] = now or '0'\n"                                                                      \
+    "else\n"                                                                                       \
+    "  out[2] = '-'\n"                                                                             \
     "end\n"                                                                                        \
-    "if j > #KEYS then return {1, now} end\n"                                                      \
-    "return {1, now, f or {}}\n"
+    "return out\n"
 
 /*
  * A transaction's commit: ARGV[1], ARGV[2] name the commit; ARGV[3] is the

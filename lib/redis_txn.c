@@ -65,6 +65,7 @@
 #include "redis_txn.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -136,11 +137,15 @@ static void rkey_free(struct rkey *k)
     axstm__free(k);
 }
 
-/* Room for one more read and one more write. */
-static int reserve(struct rtx *t)
+/* Room for `more` more reads and one more write. */
+static int reserve(struct rtx *t, size_t more)
 {
-    if (t->nreads == t->reads_cap) {
+    if (t->reads_cap - t->nreads < more) {
+        if (more > SIZE_MAX / 4 - t->reads_cap)
+            return AXSTM_ENOMEM;
         size_t cap = t->reads_cap * 2 + 8;
+        if (cap - t->nreads < more)
+            cap = t->nreads + more;
         struct axstm__remote_read *reads = axstm__malloc(cap * sizeof *reads);
         struct rkey **keys = axstm__malloc(cap * sizeof *keys);
         if (reads == NULL || keys == NULL) {
@@ -213,7 +218,7 @@ static void forget_reads(const struct rtx *t)
 /* Has the server check that every key read is still as it was read. */
 static int check_reads(struct rtx *t)
 {
-    int rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL, &t->clock);
+    int rc = axstm__redis_read(t->r, t->reads, t->nreads, NULL, NULL, 0, &t->clock);
     if (rc == AXSTM_OK)
         t->unchecked = false;
     return rc;
@@ -255,7 +260,7 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
     }
     if (t->doomed)
         return AXSTM_CONCURRENT_UPDATE;
-    if ((rc = reserve(t)) != AXSTM_OK)
+    if ((rc = reserve(t, 1)) != AXSTM_OK)
         return rc;
     struct axstm__remote_read target = {key, len, 0, 0, false};
     struct axstm__val got;
@@ -265,7 +270,7 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
         target.present = true; /* a state the key had: checked later */
         t->unchecked = t->cached = true;
     } else {
-        rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got, &t->clock);
+        rc = axstm__redis_read(t->r, t->reads, t->nreads, &target, &got, 1, &t->clock);
         if (rc == AXSTM_CONCURRENT_UPDATE)
             t->doomed = true; /* even if the body carries on, it cannot commit */
         if (rc != AXSTM_OK)
@@ -285,13 +290,68 @@ int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **
     return AXSTM_OK;
 }
 
+int axstm__remote_prefetch(axstm_txn *tx, const char *const keys[], size_t nkeys)
+{
+    struct rtx *t = current(tx);
+    if (t == NULL)
+        return AXSTM_EINVAL;
+    size_t len;
+    for (size_t i = 0; i < nkeys; i++) {
+        int rc = axstm__check_key(keys[i], &len);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    if (t->doomed)
+        return AXSTM_CONCURRENT_UPDATE;
+    struct axstm__remote_read *targets = axstm__malloc((nkeys + 1) * sizeof *targets);
+    struct axstm__val *vals = axstm__malloc((nkeys + 1) * sizeof *vals);
+    int rc = targets != NULL && vals != NULL ? reserve(t, nkeys) : AXSTM_ENOMEM;
+    /* The keys not read nor written yet, each once. */
+    size_t m = 0;
+    for (size_t i = 0; i < nkeys && rc == AXSTM_OK; i++) {
+        len = strlen(keys[i]);
+        bool known = find_write(t, keys[i], len) != NULL || find_read(t, keys[i], len) != NULL;
+        for (size_t j = 0; j < m && !known; j++)
+            known = targets[j].keylen == len && memcmp(targets[j].key, keys[i], len) == 0;
+        if (!known)
+            targets[m++] = (struct axstm__remote_read){keys[i], len, 0, 0, false};
+    }
+    if (rc == AXSTM_OK && m != 0) {
+        rc = axstm__redis_read(t->r, t->reads, t->nreads, targets, vals, m, &t->clock);
+        if (rc == AXSTM_CONCURRENT_UPDATE)
+            t->doomed = true;
+        if (rc == AXSTM_OK)
+            t->unchecked = false; /* the server checked every read before */
+        struct axstm__rcache *cache = axstm__redis_cache(t->r);
+        for (size_t i = 0; i < m && rc == AXSTM_OK; i++) {
+            struct rkey *k = rkey_new(targets[i].key, targets[i].keylen, vals[i]);
+            if (k == NULL) {
+                /* The rest are not kept: read again if asked for. */
+                for (size_t j = i; j < m; j++)
+                    axstm__val_release(&vals[j]);
+                rc = AXSTM_ENOMEM;
+                break;
+            }
+            if (targets[i].present)
+                axstm__rcache_put(cache, k->key, k->len, targets[i].version, targets[i].born,
+                                  &k->val);
+            targets[i].key = k->key;
+            t->reads[t->nreads] = targets[i];
+            t->read_keys[t->nreads++] = k;
+        }
+    }
+    axstm__free(targets);
+    axstm__free(vals);
+    return rc;
+}
+
 /* Logs a write of key: its value, or a delete. */
 static int log_write(struct rtx *t, const char *key, struct axstm__val val)
 {
     size_t len;
     int rc = axstm__check_key(key, &len);
     if (rc == AXSTM_OK)
-        rc = reserve(t);
+        rc = reserve(t, 0);
     struct rkey *k = rc == AXSTM_OK ? rkey_new(key, len, val) : NULL;
     if (k == NULL) {
         axstm__val_release(&val);

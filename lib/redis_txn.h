@@ -25,6 +25,7 @@ int axstm__remote_run(axstm_store *s, axstm_fn fn, void *arg, const struct axstm
 /* The calls of a body, for tx the remote transaction running on this
  * thread (else AXSTM_EINVAL).  *val stays put until the attempt ends. */
 int axstm__remote_get(axstm_txn *tx, const char *key, const struct axstm__val **val);
+int axstm__remote_prefetch(axstm_txn *tx, const char *const keys[], size_t nkeys);
 int axstm__remote_set(axstm_txn *tx, const char *key, const void *data, size_t len);
 int axstm__remote_delete(axstm_txn *tx, const char *key);
 int axstm__remote_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *arg);
@@ -38,6 +39,8 @@ int axstm__remote_or_else(axstm_txn *tx, axstm_fn first, axstm_fn second, void *
 #define axstm__remote_run(s, fn, arg, mode) \
     ((void)(fn), (void)(arg), (void)(mode), AXSTM__NO_REMOTE_TXN_(s))
 #define axstm__remote_get(tx, key, val) ((void)(key), (void)(val), AXSTM__NO_REMOTE_TXN_(tx))
+#define axstm__remote_prefetch(tx, keys, nkeys) \
+    ((void)(keys), (void)(nkeys), AXSTM__NO_REMOTE_TXN_(tx))
 #define axstm__remote_set(tx, key, data, len) \
     ((void)(key), (void)(data), (void)(len), AXSTM__NO_REMOTE_TXN_(tx))
 #define axstm__remote_delete(tx, key) ((void)(key), AXSTM__NO_REMOTE_TXN_(tx))

@@ -499,6 +499,31 @@ AXSTM_API int axstm_txn_get_i64(axstm_txn *tx, const char *key, int64_t *out)
     return rc == AXSTM_OK ? axstm__val_get_i64(&val, out) : rc;
 }
 
+AXSTM_API int axstm_txn_prefetch(axstm_txn *tx, const char *const keys[], size_t nkeys)
+{
+    if (keys == NULL && nkeys != 0)
+        return AXSTM_EINVAL;
+    if (tx != running)
+        return axstm__remote_prefetch(tx, keys, nkeys);
+    if (tx == NULL)
+        return AXSTM_EINVAL;
+    size_t len;
+    for (size_t i = 0; i < nkeys; i++) {
+        int rc = axstm__check_key(keys[i], &len);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    /* In process a read costs no more alone: each is read as
+     * axstm_txn_get reads it. */
+    for (size_t i = 0; i < nkeys; i++) {
+        struct axstm__val val;
+        int rc = get_value(tx, keys[i], &val);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    return AXSTM_OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* Writes                                                             */
 /* ------------------------------------------------------------------ */

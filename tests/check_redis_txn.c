@@ -916,6 +916,61 @@ START_TEST(a_key_changed_since_the_clock_has_the_reads_before_checked)
 }
 END_TEST
 
+static int prefetched_transfer(axstm_txn *tx, void *arg)
+{
+    const struct transfer *t = arg;
+    const char *const keys[] = {accounts[t->from], accounts[t->to]};
+    int rc = axstm_txn_prefetch(tx, keys, 2);
+    return rc == AXSTM_OK ? transfer(tx, arg) : rc;
+}
+
+static int prefetch_many(axstm_txn *tx, void *arg)
+{
+    static char names[MANY_READS][16];
+    const char *keys[MANY_READS];
+    for (int i = 0; i < MANY_READS; i++) {
+        snprintf(names[i], sizeof names[i], "n%d", i);
+        keys[i] = names[i];
+    }
+    int rc = axstm_txn_prefetch(tx, keys, MANY_READS);
+    return rc == AXSTM_OK ? sum_many(tx, arg) : rc;
+}
+
+/* A body that names its keys first reads them all in one round trip: a
+ * transfer is two (the reads and the commit), 200 reads one. */
+START_TEST(a_prefetch_is_one_round_trip)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    redisContext *c = redisConnectUnix(server.socket);
+    ck_assert_msg(c != NULL && c->err == 0, "connect to %s", server.socket);
+    struct transfer t = {0, 1};
+    tu_put_i64(s, accounts[0], 1000);
+    tu_put_i64(s, accounts[1], 0);
+    reset_counts(c);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(axstm_atomically(s, prefetched_transfer, &t), AXSTM_OK);
+    ck_assert_int_eq(script_calls(c), 20);
+    axstm_value *v = tu_usevar_ok(s, accounts[1]);
+    ck_assert_int_eq(tu_get_i64_ok(v), 10);
+    axstm_value_free(v);
+
+    for (int i = 0; i < MANY_READS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "n%d", i);
+        tu_put_i64(s, key, i);
+    }
+    reset_counts(c);
+    int64_t sum = 0;
+    ck_assert_int_eq(axstm_atomically(s, prefetch_many, &sum), AXSTM_OK);
+    ck_assert_int_eq(sum, MANY_READS * (MANY_READS - 1) / 2);
+    ck_assert_int_eq(script_calls(c), 1);
+    redisFree(c);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 static Suite *redis_txn_suite(void)
 {
     Suite *s = suite_create("redis transactions");
@@ -935,6 +990,7 @@ static Suite *redis_txn_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, a_read_costs_the_same_however_many_came_before);
     tcase_add_test(tc, a_key_changed_since_the_clock_has_the_reads_before_checked);
+    tcase_add_test(tc, a_prefetch_is_one_round_trip);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");

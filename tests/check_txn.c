@@ -718,6 +718,98 @@ START_TEST(bad_input_inside_a_body)
 }
 END_TEST
 
+/* Prefetches a, b and a missing key, lets another thread commit a, then
+ * reads only b (and the missing key) and writes c = b + 1: a, though never
+ * got, was read, so its commit in between must run the body again. */
+struct prefetching {
+    struct interloper *it;
+    unsigned runs;
+    int missing_rc, again_rc;
+};
+
+static int prefetch_body(axstm_txn *tx, void *arg)
+{
+    struct prefetching *p = arg;
+    static const char *const keys[] = {"a", "b", "missing", "b"};
+    int64_t b;
+    p->runs++;
+    TU_TRY(axstm_txn_prefetch(tx, keys, 4));
+    interloper_meet(p->it);
+    TU_TRY(axstm_txn_get_i64(tx, "b", &b));
+    p->missing_rc = axstm_txn_get(tx, "missing", NULL, NULL);
+    p->again_rc = axstm_txn_prefetch(tx, keys, 2); /* read already: nothing to do */
+    return axstm_txn_set_i64(tx, "c", b + 1);
+}
+
+START_TEST(prefetched_keys_count_as_read)
+{
+    axstm_store *s = tu_store_ok();
+    struct interloper it;
+    struct prefetching p = {&it, 0, 0, -1};
+    tu_put_i64(s, "a", 0);
+    tu_put_i64(s, "b", 41);
+    interloper_start(&it, s, op_txn_set, 100, "a", NULL);
+    int rc = axstm_atomically(s, prefetch_body, &p);
+    ck_assert_msg(interloper_finish(&it), "the body never reached the interloper");
+    ck_assert_int_eq(it.rc, AXSTM_OK);
+    ck_assert_int_eq(rc, AXSTM_OK);
+    ck_assert_uint_eq(p.runs, 2);
+    ck_assert_int_eq(p.missing_rc, AXSTM_ENOVALUE);
+    ck_assert_int_eq(p.again_rc, AXSTM_OK);
+    tu_assert_committed(s, "a", 2, 1, 100);
+    tu_assert_committed(s, "c", 1, 1, 42);
+    ck_assert_uint_eq(tu_stats_ok(s).keys, 3); /* the missing key was not created */
+    axstm_store_free(s);
+}
+END_TEST
+
+/* Bad arguments to axstm_txn_prefetch read nothing: a body that only
+ * tries them and returns its own code leaves the store as it was, and a
+ * good prefetch after them works. */
+struct bad_prefetch {
+    int rc[6];
+};
+
+static int bad_prefetch_body(axstm_txn *tx, void *arg)
+{
+    struct bad_prefetch *b = arg;
+    const char *empty[] = {"k", ""};
+    const char *null_key[] = {"k", NULL};
+    const char *too_long[] = {"k", long_key};
+    const char *good[] = {"k", "k"};
+    b->rc[0] = axstm_txn_prefetch(tx, NULL, 1);
+    b->rc[1] = axstm_txn_prefetch(tx, empty, 2);
+    b->rc[2] = axstm_txn_prefetch(tx, null_key, 2);
+    b->rc[3] = axstm_txn_prefetch(tx, too_long, 2);
+    b->rc[4] = axstm_txn_prefetch(tx, NULL, 0);
+    b->rc[5] = axstm_txn_prefetch(tx, good, 2);
+    return 77;
+}
+
+START_TEST(prefetch_of_bad_keys_is_einval_and_reads_nothing)
+{
+    axstm_store *s = tu_store_ok();
+    struct bad_prefetch b;
+    static const int want[] = {AXSTM_EINVAL, AXSTM_EINVAL, AXSTM_EINVAL,
+                               AXSTM_E2BIG,  AXSTM_OK,     AXSTM_OK};
+    make_long_key();
+    tu_put_i64(s, "k", 7);
+    axstm_stats before = tu_stats_ok(s);
+    ck_assert_int_eq(axstm_atomically(s, bad_prefetch_body, &b), 77);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(b.rc[i] == want[i], "call %zu gave %d (%s), not %d", i, b.rc[i],
+                      axstm_strerror(b.rc[i]), want[i]);
+    axstm_stats after = tu_stats_ok(s);
+    ck_assert_uint_eq(after.keys, before.keys);
+    ck_assert_uint_eq(after.commits, before.commits);
+    tu_assert_committed(s, "k", 1, 1, 7);
+    /* Outside a body. */
+    static const char *const keys[] = {"k"};
+    ck_assert_int_eq(axstm_txn_prefetch(NULL, keys, 1), AXSTM_EINVAL);
+    axstm_store_free(s);
+}
+END_TEST
+
 START_TEST(bad_input_outside_a_body)
 {
     axstm_store *s = tu_store_ok();
@@ -1269,6 +1361,8 @@ static Suite *txn_suite(void)
     tcase_add_test(tc, bad_input_outside_a_body);
     tcase_add_test(tc, txn_used_outside_its_body_is_einval);
     tcase_add_test(tc, retry_without_reads_is_einval);
+    tcase_add_test(tc, prefetched_keys_count_as_read);
+    tcase_add_test(tc, prefetch_of_bad_keys_is_einval_and_reads_nothing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Interop with handles");

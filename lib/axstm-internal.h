@@ -105,6 +105,19 @@ static inline int axstm__check_key(const char *key, size_t *len)
     return *len > AXSTM_KEY_MAX ? AXSTM_E2BIG : AXSTM_OK;
 }
 
+/* Checks every key of keys[0..n) (keys not NULL when n is not 0): the
+ * first failing check's code, else AXSTM_OK. */
+static inline int axstm__check_keys(const char *const keys[], size_t n)
+{
+    size_t len;
+    for (size_t i = 0; i < n; i++) {
+        int rc = axstm__check_key(keys[i], &len);
+        if (rc != AXSTM_OK)
+            return rc;
+    }
+    return AXSTM_OK;
+}
+
 /* memcpy, out of line (checkout.c): see axstm__copy_key. */
 void axstm__copy_bytes(char *dst, const char *src, size_t len);
 

@@ -295,21 +295,18 @@ int axstm__remote_prefetch(axstm_txn *tx, const char *const keys[], size_t nkeys
     struct rtx *t = current(tx);
     if (t == NULL)
         return AXSTM_EINVAL;
-    size_t len;
-    for (size_t i = 0; i < nkeys; i++) {
-        int rc = axstm__check_key(keys[i], &len);
-        if (rc != AXSTM_OK)
-            return rc;
-    }
+    int rc = axstm__check_keys(keys, nkeys);
+    if (rc != AXSTM_OK)
+        return rc;
     if (t->doomed)
         return AXSTM_CONCURRENT_UPDATE;
     struct axstm__remote_read *targets = axstm__malloc((nkeys + 1) * sizeof *targets);
     struct axstm__val *vals = axstm__malloc((nkeys + 1) * sizeof *vals);
-    int rc = targets != NULL && vals != NULL ? reserve(t, nkeys) : AXSTM_ENOMEM;
+    rc = targets != NULL && vals != NULL ? reserve(t, nkeys) : AXSTM_ENOMEM;
     /* The keys not read nor written yet, each once. */
     size_t m = 0;
     for (size_t i = 0; i < nkeys && rc == AXSTM_OK; i++) {
-        len = strlen(keys[i]);
+        size_t len = strlen(keys[i]);
         bool known = find_write(t, keys[i], len) != NULL || find_read(t, keys[i], len) != NULL;
         for (size_t j = 0; j < m && !known; j++)
             known = targets[j].keylen == len && memcmp(targets[j].key, keys[i], len) == 0;

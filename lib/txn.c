@@ -507,18 +507,14 @@ AXSTM_API int axstm_txn_prefetch(axstm_txn *tx, const char *const keys[], size_t
         return axstm__remote_prefetch(tx, keys, nkeys);
     if (tx == NULL)
         return AXSTM_EINVAL;
-    size_t len;
-    for (size_t i = 0; i < nkeys; i++) {
-        int rc = axstm__check_key(keys[i], &len);
-        if (rc != AXSTM_OK)
-            return rc;
-    }
+    int rc = axstm__check_keys(keys, nkeys);
+    if (rc != AXSTM_OK)
+        return rc;
     /* In process a read costs no more alone: each is read as
      * axstm_txn_get reads it. */
     for (size_t i = 0; i < nkeys; i++) {
         struct axstm__val val;
-        int rc = get_value(tx, keys[i], &val);
-        if (rc != AXSTM_OK)
+        if ((rc = get_value(tx, keys[i], &val)) != AXSTM_OK)
             return rc;
     }
     return AXSTM_OK;

@@ -205,17 +205,14 @@ AXSTM_API int axstm_watch_new(axstm_store *s, const char *const keys[], size_t n
 {
     if (s == NULL || out == NULL || (keys == NULL && nkeys != 0))
         return AXSTM_EINVAL;
-    size_t len;
-    for (size_t i = 0; i < nkeys; i++) {
-        int rc = axstm__check_key(keys[i], &len);
-        if (rc != AXSTM_OK)
-            return rc;
-    }
+    int rc = axstm__check_keys(keys, nkeys);
+    if (rc != AXSTM_OK)
+        return rc;
     if (s->remote != NULL)
         return remote_watch_new(s, keys, nkeys, out);
     /* Allocate first: a failed call must leave the store as it was. */
     axstm_watch *w;
-    int rc = watch_alloc(s, nkeys, &w);
+    rc = watch_alloc(s, nkeys, &w);
     if (rc != AXSTM_OK)
         return rc;
 

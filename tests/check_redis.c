@@ -56,6 +56,16 @@ static void assert_str_value(axstm_store *s, const char *key, const char *want, 
     axstm_value_free(v);
 }
 
+static void assert_i64_value(axstm_store *s, const char *key, int64_t want, uint64_t version)
+{
+    axstm_value *v = usevar_ok(s, key);
+    int64_t x = 0;
+    ck_assert_int_eq(axstm_value_get_i64(v, &x), AXSTM_OK);
+    ck_assert_int_eq(x, want);
+    ck_assert_uint_eq(axstm_value_version(v), version);
+    axstm_value_free(v);
+}
+
 #define SKIP_WITHOUT_SERVER()                                                      \
     do {                                                                           \
         if (!start())                                                              \
@@ -746,12 +756,7 @@ START_TEST(foreign_data_in_the_stats_hash_is_eio_and_nothing_is_written)
     axstm_stats st;
     ck_assert_int_eq(axstm_store_stats(s, &st), AXSTM_EIO);
     assert_str_value(s, "mine", "v", 1);
-    axstm_value *count = usevar_ok(s, "count");
-    int64_t x = 0;
-    ck_assert_int_eq(axstm_value_get_i64(count, &x), AXSTM_OK);
-    ck_assert_int_eq(x, 1);
-    ck_assert_uint_eq(axstm_value_version(count), 1);
-    axstm_value_free(count);
+    assert_i64_value(s, "count", 1, 1);
     axstm_collection *c = NULL;
     static const char *const new_key[] = {"new"};
     ck_assert_int_eq(axstm_using(s, new_key, 1, &c), AXSTM_OK); /* creating needs no stats */
@@ -915,12 +920,7 @@ START_TEST(a_commit_sent_but_never_run_is_fenced_and_sent_again)
     ck_assert_int_eq(axstm_atomically(s, add_one, "n"), AXSTM_OK);
     atomic_store(&axstm__redis_lose_answer, AXSTM__REDIS_NEVER_RUN);
     ck_assert_int_eq(axstm_atomically(s, add_one, "n"), AXSTM_OK);
-    axstm_value *n = usevar_ok(s, "n");
-    int64_t x = 0;
-    ck_assert_int_eq(axstm_value_get_i64(n, &x), AXSTM_OK);
-    ck_assert_int_eq(x, 2);
-    ck_assert_uint_eq(axstm_value_version(n), 2);
-    axstm_value_free(n);
+    assert_i64_value(s, "n", 2, 2);
     axstm_stats st;
     ck_assert_int_eq(axstm_store_stats(s, &st), AXSTM_OK);
     ck_assert_uint_eq(st.commits, 4); /* put, the handle's, two transactions */

@@ -760,6 +760,16 @@ static long long command_calls(redisContext *c, const char *name)
 
 #define MANY_READS 200
 
+/* Keys n0..n199, each holding its number. */
+static void put_many(axstm_store *s)
+{
+    for (int i = 0; i < MANY_READS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "n%d", i);
+        tu_put_i64(s, key, i);
+    }
+}
+
 static int sum_many(axstm_txn *tx, void *arg)
 {
     int64_t *sum = arg;
@@ -786,11 +796,7 @@ START_TEST(a_read_costs_the_same_however_many_came_before)
     axstm_store *s = tu_redis_open_ok(server.address);
     redisContext *c = redisConnectUnix(server.socket);
     ck_assert_msg(c != NULL && c->err == 0, "connect to %s", server.socket);
-    for (int i = 0; i < MANY_READS; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "n%d", i);
-        tu_put_i64(s, key, i);
-    }
+    put_many(s);
     reset_counts(c);
     int64_t sum = 0;
     ck_assert_int_eq(axstm_atomically(s, sum_many, &sum), AXSTM_OK);
@@ -955,11 +961,7 @@ START_TEST(a_prefetch_is_one_round_trip)
     ck_assert_int_eq(tu_get_i64_ok(v), 10);
     axstm_value_free(v);
 
-    for (int i = 0; i < MANY_READS; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "n%d", i);
-        tu_put_i64(s, key, i);
-    }
+    put_many(s);
     reset_counts(c);
     int64_t sum = 0;
     ck_assert_int_eq(axstm_atomically(s, prefetch_many, &sum), AXSTM_OK);

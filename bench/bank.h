@@ -150,8 +150,9 @@ static inline int bank_xfer_body(axstm_txn *tx, void *arg)
  * account, made once (each name looked up once) and kept; a transfer
  * changes the two handles and commits them together, with no lookup,
  * checkout or allocation.  CONCURRENT_UPDATE: another thread committed
- * one of them since this thread last looked, so refresh both and redo the
- * work; BUSY_RETRY: call again.
+ * one of them since this thread last looked, so refresh both together
+ * (one round trip on a store kept in Redis) and redo the work;
+ * BUSY_RETRY: call again.
  */
 static inline int bank_transfer_kept(axstm_value *from, axstm_value *to, int64_t amount,
                                      uint64_t *conflicts, uint64_t *busy)
@@ -171,12 +172,10 @@ static inline int bank_transfer_kept(axstm_value *from, axstm_value *to, int64_t
         if (rc != AXSTM_CONCURRENT_UPDATE)
             return rc;
         ++*conflicts;
-        for (int i = 0; i < 2; i++) {
-            while ((rc = axstm_value_refresh(both[i])) == AXSTM_BUSY_RETRY)
-                bank_busy(busy, &spins);
-            if (rc != AXSTM_OK)
-                return rc;
-        }
+        while ((rc = axstm_values_refresh(both, 2)) == AXSTM_BUSY_RETRY)
+            bank_busy(busy, &spins);
+        if (rc != AXSTM_OK)
+            return rc;
     }
 }
 

@@ -765,6 +765,33 @@ AXSTM_API int axstm_collection_commit(axstm_collection *c);
 AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n);
 
 /*
+ * Refreshes several handles together, as axstm_collection_refresh does a
+ * collection's: local changes are dropped and every handle gets its key's
+ * committed value and version, all as of one moment (a consistent
+ * snapshot of the keys).  A key deleted since its handle was made is
+ * created afresh (version 0, no value), as axstm_value_refresh does.  The
+ * complement of axstm_values_commit: after a conflict, the handles that
+ * lost are brought up to date together, in one round trip on a store kept
+ * in Redis.  n = 0 succeeds and does nothing.
+ *
+ * @values:  n handles made by axstm_usevar on one store (not borrowed
+ *           from a collection), each of a different key.
+ * @n:       how many.
+ *
+ * Returns:   AXSTM_OK;
+ *            AXSTM_BUSY_RETRY: a key was being committed (or, over and
+ *            over, deleted) at that instant: nothing changed, call again;
+ *            AXSTM_EINVAL: as for axstm_values_commit (nothing changed);
+ *            AXSTM_ENOMEM: out of memory (nothing changed).
+ *            On a store kept in Redis, also the codes of a remote call
+ *            (axstm_store_open).
+ * Ownership: the handles stay the caller's; their old bytes are released.
+ * Blocking:  never waits (on a store kept in Redis: for the server only).
+ * Threads:   the handles' owner; others may use the keys meanwhile.
+ */
+AXSTM_API int axstm_values_refresh(axstm_value *const values[], size_t n);
+
+/*
  * Drops all local changes and takes a new consistent snapshot of the same
  * keys; keys deleted since are created afresh, as by axstm_using.
  *

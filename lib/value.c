@@ -348,6 +348,141 @@ AXSTM_API int axstm_values_commit(axstm_value *const values[], size_t n)
     return axstm__commit_handles(s, true, items, n, old);
 }
 
+/* ------------------------------------------------------------------ */
+/* Refreshing several handles                                         */
+/* ------------------------------------------------------------------ */
+
+/* What a refresh of n handles works in: values_scratch's arrays, the
+ * snapshot's, and each handle's entry and removal count before. */
+struct refresh_scratch {
+    struct values_scratch x;
+    uint64_t *version;
+    struct axstm__val *val;
+    struct axstm__entry **entry;
+    uint64_t *removals;
+};
+
+/* Finds v's key again (a key gone is born again), for a refresh: only the
+ * handle's entry and removal count change, and the caller puts them back
+ * unless the snapshot that follows succeeds.  Caller pinned. */
+static int find_again(axstm_store *s, axstm_value *v)
+{
+    struct axstm__keyref ref = {v->key, v->keylen, 0, NULL};
+    bool anchored[2];
+    uint64_t vlock;
+    uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
+    int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (anchored[0])
+        rc = axstm__revive(s, &ref.entry, 1, &vlock);
+    axstm__release_anchors(s, &ref, 1, anchored);
+    if (rc == AXSTM_OK) {
+        v->item.entry = ref.entry;
+        v->removals = removals;
+    }
+    return rc;
+}
+
+/*
+ * A refresh of n >= 2 handles of s, a store in this process: one snapshot
+ * of their entries while every entry is current; otherwise (or when a key
+ * turns out gone) each key is found again first.  On failure every
+ * handle is as it was.
+ */
+static int refresh_local(axstm_store *s, axstm_value *const *values, size_t n,
+                         const struct refresh_scratch *r)
+{
+    enum { ATTEMPTS = 4 };
+    for (size_t i = 0; i < n; i++) {
+        if (values[i] == NULL || values[i]->owner != NULL || values[i]->store != s)
+            return AXSTM_EINVAL;
+        r->entry[i] = values[i]->item.entry;
+        r->removals[i] = values[i]->removals;
+    }
+    if (!distinct_keys(values, n, r->x.names))
+        return AXSTM_EINVAL;
+    unsigned pin = axstm__epoch_pin(&s->epoch);
+    int rc = AXSTM_BUSY_RETRY;
+    bool find = false;
+    for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+        bool current, shared_entry;
+        rc = order_handles(s, values, n, r->x.items, axstm__table_removals(&s->table), &current,
+                           &shared_entry);
+        if (rc == AXSTM_OK && (find || !current || shared_entry)) {
+            for (size_t i = 0; i < n && rc == AXSTM_OK; i++)
+                rc = find_again(s, values[i]);
+            find = false;
+            if (rc == AXSTM_OK)
+                rc = order_handles(s, values, n, r->x.items, axstm__table_removals(&s->table),
+                                   &current, &shared_entry);
+        }
+        if (rc == AXSTM_OK)
+            rc = axstm__snapshot(s, r->x.items, n, r->x.old, r->version, r->val);
+        if (rc != AXSTM__KEY_GONE)
+            break;
+        find = true; /* a key deleted since: found (born) again */
+        rc = AXSTM_BUSY_RETRY;
+    }
+    axstm__epoch_unpin(&s->epoch, pin);
+    for (size_t i = 0; i < n && rc != AXSTM_OK; i++) {
+        values[i]->item.entry = r->entry[i];
+        values[i]->removals = r->removals[i];
+    }
+    return rc;
+}
+
+/* The same on a store kept in Redis: one checkout script for them all. */
+static int refresh_remote(axstm_store *s, axstm_value *const *values, size_t n,
+                          const struct refresh_scratch *r)
+{
+    for (size_t i = 0; i < n; i++)
+        if (values[i] == NULL || values[i]->owner != NULL || values[i]->store != s)
+            return AXSTM_EINVAL;
+    if (!distinct_keys(values, n, r->x.names))
+        return AXSTM_EINVAL;
+    return axstm__redis_checkout(s->remote, values, n);
+}
+
+AXSTM_API int axstm_values_refresh(axstm_value *const values[], size_t n)
+{
+    if (values == NULL)
+        return n == 0 ? AXSTM_OK : AXSTM_EINVAL;
+    if (n == 0)
+        return AXSTM_OK;
+    if (values[0] == NULL)
+        return AXSTM_EINVAL;
+    if (n == 1)
+        return axstm_value_refresh(values[0]);
+    axstm_store *s = values[0]->store;
+    int rc;
+    if (n <= FEW_VALUES) {
+        struct axstm__item *items[FEW_VALUES];
+        uint64_t old[FEW_VALUES], version[FEW_VALUES], removals[FEW_VALUES];
+        struct axstm__val val[FEW_VALUES];
+        struct axstm__entry *entry[FEW_VALUES];
+        const struct refresh_scratch r = {{items, old, NULL}, version, val, entry, removals};
+        rc = s->remote != NULL ? refresh_remote(s, values, n, &r) : refresh_local(s, values, n, &r);
+        return axstm__busy(s, rc);
+    }
+    /* Six arrays of n words and one of n values. */
+    size_t each = 6 * sizeof(uint64_t) + sizeof(struct axstm__val);
+    if (n > SIZE_MAX / each)
+        return AXSTM_ENOMEM;
+    uint64_t *block = axstm__malloc(n * each);
+    if (block == NULL)
+        return AXSTM_ENOMEM;
+    const struct refresh_scratch r = {
+        {(struct axstm__item **)(block + n), block, (axstm_value **)(block + 2 * n)},
+        block + 3 * n,
+        (struct axstm__val *)(block + 6 * n),
+        (struct axstm__entry **)(block + 4 * n),
+        block + 5 * n};
+    rc = s->remote != NULL ? refresh_remote(s, values, n, &r) : refresh_local(s, values, n, &r);
+    axstm__free(block);
+    return axstm__busy(s, rc);
+}
+
 AXSTM_API int axstm_value_refresh(axstm_value *v)
 {
     if (v == NULL || v->owner != NULL)

@@ -642,6 +642,46 @@ START_TEST(values_commit_out_of_memory)
 }
 END_TEST
 
+/* The kept handles committed (version 2), then changed locally. */
+static void setup_changed_kept_handles(struct fctx *x)
+{
+    setup_kept_handles(x);
+    ck_assert_int_eq(axstm_values_commit(x->kept, KEPT), AXSTM_OK);
+    for (size_t i = 0; i < KEPT; i++)
+        tu_set_str_ok(x->kept[i], "local");
+    remember(x);
+}
+
+static int call_values_refresh(struct fctx *x)
+{
+    return axstm_values_refresh(x->kept, KEPT);
+}
+
+static void failed_values_refresh(struct fctx *x)
+{
+    for (size_t i = 0; i < KEPT; i++) {
+        ck_assert_uint_eq(axstm_value_version(x->kept[i]), 2);
+        tu_assert_str(x->kept[i], "local");
+    }
+    assert_store_unchanged(x);
+}
+
+static void done_values_refresh(struct fctx *x)
+{
+    for (size_t i = 0; i < KEPT; i++)
+        assert_holds_big(x, x->kept[i], 2);
+    assert_store_unchanged(x);
+}
+
+START_TEST(values_refresh_out_of_memory)
+{
+    static const struct fault_case fc = {setup_changed_kept_handles, call_values_refresh,
+                                         failed_values_refresh, done_values_refresh,
+                                         teardown_kept_handles};
+    run_both(&fc, 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* Refresh                                                            */
 /* ------------------------------------------------------------------ */
@@ -830,6 +870,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(tc, value_commit_out_of_memory);
     tcase_add_test(tc, collection_commit_out_of_memory);
     tcase_add_test(tc, values_commit_out_of_memory);
+    tcase_add_test(tc, values_refresh_out_of_memory);
     tcase_add_test(tc, value_refresh_out_of_memory);
     tcase_add_test(tc, collection_refresh_out_of_memory);
     tcase_add_test(tc, stats_out_of_memory);

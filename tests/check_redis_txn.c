@@ -973,6 +973,35 @@ START_TEST(a_prefetch_is_one_round_trip)
 }
 END_TEST
 
+/* Kept handles that lost a commit are brought up to date together: one
+ * round trip for all of them. */
+START_TEST(values_refresh_is_one_round_trip)
+{
+    SKIP_WITHOUT_SERVER();
+    axstm_store *s = tu_redis_open_ok(server.address);
+    redisContext *c = redisConnectUnix(server.socket);
+    ck_assert_msg(c != NULL && c->err == 0, "connect to %s", server.socket);
+    put_many(s);
+    axstm_value *h[MANY_READS];
+    for (int i = 0; i < MANY_READS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "n%d", i);
+        h[i] = tu_usevar_ok(s, key);
+    }
+    tu_put_i64(s, "n7", 700);
+    reset_counts(c);
+    ck_assert_int_eq(axstm_values_refresh(h, MANY_READS), AXSTM_OK);
+    ck_assert_int_eq(script_calls(c), 1);
+    ck_assert_int_eq(tu_get_i64_ok(h[7]), 700);
+    ck_assert_uint_eq(axstm_value_version(h[7]), 2);
+    for (int i = 0; i < MANY_READS; i++)
+        axstm_value_free(h[i]);
+    redisFree(c);
+    axstm_store_free(s);
+    tu_redis_stop(&server);
+}
+END_TEST
+
 static Suite *redis_txn_suite(void)
 {
     Suite *s = suite_create("redis transactions");
@@ -993,6 +1022,7 @@ static Suite *redis_txn_suite(void)
     tcase_add_test(tc, a_read_costs_the_same_however_many_came_before);
     tcase_add_test(tc, a_key_changed_since_the_clock_has_the_reads_before_checked);
     tcase_add_test(tc, a_prefetch_is_one_round_trip);
+    tcase_add_test(tc, values_refresh_is_one_round_trip);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Several processes");

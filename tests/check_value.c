@@ -4,6 +4,7 @@
  * typed access, limits, bad input, and one key read under writers.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "testutil.h"
 
@@ -1174,6 +1175,169 @@ START_TEST(values_commit_bad_input)
 }
 END_TEST
 
+START_TEST(values_refresh_drops_changes_and_brings_back_deleted_keys)
+{
+    axstm_store *s = tu_store_ok();
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    axstm_value *v[3] = {tu_usevar_ok(s, "a"), tu_usevar_ok(s, "b"), tu_usevar_ok(s, "c")};
+    for (int i = 0; i < 3; i++)
+        tu_set_i64_ok(v[i], 10 + i);
+    axstm_value *other = tu_usevar_ok(s, "a");
+    tu_set_i64_ok(other, 5);
+    ck_assert_int_eq(tu_commit(other), AXSTM_OK);
+    axstm_value_free(other);
+    /* b deleted, by another handle: its handle gets the key born again. */
+    other = tu_usevar_ok(s, "b");
+    ck_assert_int_eq(axstm_value_delete(other), AXSTM_OK);
+    ck_assert_int_eq(tu_commit(other), AXSTM_OK);
+    axstm_value_free(other);
+
+    ck_assert_int_eq(axstm_values_refresh(v, 3), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(v[0]), 2);
+    ck_assert_int_eq(tu_get_i64_ok(v[0]), 5);
+    ck_assert_uint_eq(axstm_value_version(v[1]), 0);
+    ck_assert_ptr_null(axstm_value_data(v[1], NULL));
+    ck_assert_uint_eq(axstm_value_version(v[2]), 0);
+    ck_assert_ptr_null(axstm_value_data(v[2], NULL));
+    /* Current again: they commit. */
+    for (int i = 0; i < 3; i++)
+        tu_set_i64_ok(v[i], 20 + i);
+    ck_assert_int_eq(values_commit(v, 3), AXSTM_OK);
+    tu_assert_committed(s, "a", 3, 1, 20);
+    tu_assert_committed(s, "b", 1, 1, 21);
+    tu_assert_committed(s, "c", 1, 1, 22);
+    ck_assert_int_eq(axstm_values_refresh(v, 0), AXSTM_OK);
+    ck_assert_int_eq(axstm_values_refresh(NULL, 0), AXSTM_OK);
+    for (int i = 0; i < 3; i++)
+        axstm_value_free(v[i]);
+    axstm_store_free(s);
+}
+END_TEST
+
+START_TEST(values_refresh_bad_input_changes_nothing)
+{
+    axstm_store *s = tu_store_ok(), *t = tu_store_ok();
+    tu_put_i64(s, "a", 1);
+    tu_put_i64(s, "b", 2);
+    axstm_value *a = tu_usevar_ok(s, "a"), *b = tu_usevar_ok(s, "b");
+    axstm_value *a2 = tu_usevar_ok(s, "a"), *elsewhere = tu_usevar_ok(t, "b");
+    const char *keys[1] = {"b"};
+    axstm_collection *c = tu_using_ok(s, keys, 1);
+    tu_set_i64_ok(a, 10);
+    tu_set_i64_ok(b, 20);
+    tu_put_i64(s, "a", 3); /* a refresh would change a */
+
+    ck_assert_int_eq(axstm_values_refresh(NULL, 2), AXSTM_EINVAL);
+    axstm_value *with_null[2] = {a, NULL}, *null_first[2] = {NULL, a};
+    ck_assert_int_eq(axstm_values_refresh(with_null, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_values_refresh(null_first, 1), AXSTM_EINVAL);
+    axstm_value *borrowed[2] = {a, axstm_collection_at(c, 0)};
+    ck_assert_int_eq(axstm_values_refresh(borrowed, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_values_refresh(&borrowed[1], 1), AXSTM_EINVAL);
+    axstm_value *two_stores[2] = {a, elsewhere};
+    ck_assert_int_eq(axstm_values_refresh(two_stores, 2), AXSTM_EINVAL);
+    axstm_value *same_key[3] = {a, b, a2}, *same_handle[2] = {b, b};
+    ck_assert_int_eq(axstm_values_refresh(same_key, 3), AXSTM_EINVAL);
+    ck_assert_int_eq(axstm_values_refresh(same_handle, 2), AXSTM_EINVAL);
+
+    ck_assert_uint_eq(axstm_value_version(a), 1);
+    ck_assert_int_eq(tu_get_i64_ok(a), 10);
+    ck_assert_int_eq(tu_get_i64_ok(b), 20);
+    axstm_value *good[2] = {b, a};
+    ck_assert_int_eq(axstm_values_refresh(good, 2), AXSTM_OK);
+    ck_assert_uint_eq(axstm_value_version(a), 2);
+    ck_assert_int_eq(tu_get_i64_ok(a), 3);
+    ck_assert_int_eq(tu_get_i64_ok(b), 2);
+    axstm_collection_free(c);
+    axstm_value_free(a);
+    axstm_value_free(b);
+    axstm_value_free(a2);
+    axstm_value_free(elsewhere);
+    axstm_store_free(s);
+    axstm_store_free(t);
+}
+END_TEST
+
+/* One snapshot: while another thread moves money between the accounts
+ * (all of them together, so that the total stays), a refresh of the kept
+ * handles always sees the total; refreshing them one by one would not. */
+#define SNAP_ACCOUNTS 12 /* more than values_refresh orders on the stack */
+
+struct mover {
+    axstm_store *s;
+    pthread_t thread;
+    atomic_bool stop;
+    long moves;
+    int rc;
+};
+
+static void *move_money(void *arg)
+{
+    struct mover *m = arg;
+    axstm_value *h[SNAP_ACCOUNTS];
+    char name[32];
+    int rc = AXSTM_OK;
+    for (int i = 0; i < SNAP_ACCOUNTS && rc == AXSTM_OK; i++) {
+        snprintf(name, sizeof name, "snap-%d", i);
+        TU_RETRY(rc, axstm_usevar(m->s, name, &h[i]));
+    }
+    for (long round = 0; rc == AXSTM_OK && !atomic_load(&m->stop); round++) {
+        /* Every account's balance moves on by one place. */
+        int64_t x[SNAP_ACCOUNTS];
+        for (int i = 0; i < SNAP_ACCOUNTS && rc == AXSTM_OK; i++)
+            rc = axstm_value_get_i64(h[i], &x[i]);
+        for (int i = 0; i < SNAP_ACCOUNTS && rc == AXSTM_OK; i++)
+            rc = axstm_value_set_i64(h[i], x[(i + 1) % SNAP_ACCOUNTS]);
+        if (rc == AXSTM_OK)
+            TU_RETRY(rc, axstm_values_commit(h, SNAP_ACCOUNTS));
+        if (rc == AXSTM_CONCURRENT_UPDATE)
+            TU_RETRY(rc, axstm_values_refresh(h, SNAP_ACCOUNTS));
+        else if (rc == AXSTM_OK)
+            m->moves++;
+    }
+    m->rc = rc;
+    for (int i = 0; i < SNAP_ACCOUNTS; i++)
+        axstm_value_free(h[i]);
+    return NULL;
+}
+
+START_TEST(values_refresh_takes_one_snapshot)
+{
+    axstm_store *s = tu_store_ok();
+    char name[32];
+    axstm_value *h[SNAP_ACCOUNTS];
+    int64_t total = 0;
+    for (int i = 0; i < SNAP_ACCOUNTS; i++) {
+        snprintf(name, sizeof name, "snap-%d", i);
+        tu_put_i64(s, name, (int64_t)1 << i);
+        total += (int64_t)1 << i;
+        h[i] = tu_usevar_ok(s, name);
+    }
+    struct mover m = {s, 0, false, 0, AXSTM_OK};
+    tu_start(&m.thread, move_money, &m);
+    int rounds = tu_store_is_remote() ? 300 : (tu_under_valgrind() ? 300 : 3000);
+    for (int r = 0; r < rounds; r++) {
+        int rc;
+        TU_RETRY(rc, axstm_values_refresh(h, SNAP_ACCOUNTS));
+        ck_assert_int_eq(rc, AXSTM_OK);
+        int64_t sum = 0, mask = 0;
+        for (int i = 0; i < SNAP_ACCOUNTS; i++) {
+            int64_t x = tu_get_i64_ok(h[i]);
+            sum += x;
+            mask |= x;
+        }
+        ck_assert_msg(sum == total && mask == total, "round %d: a mix of two states", r);
+    }
+    atomic_store(&m.stop, true);
+    tu_join(m.thread);
+    ck_assert_int_eq(m.rc, AXSTM_OK);
+    for (int i = 0; i < SNAP_ACCOUNTS; i++)
+        axstm_value_free(h[i]);
+    axstm_store_free(s);
+}
+END_TEST
+
 /*
  * Transfers between kept handles from several threads, each thread with a
  * handle per account: the total never moves, and every key's version is
@@ -1215,9 +1379,7 @@ static void *kept_transfers(void *arg)
             w->transfers++;
         } else if (rc == AXSTM_CONCURRENT_UPDATE) {
             w->conflicts++;
-            TU_RETRY(rc, axstm_value_refresh(h[a]));
-            if (rc == AXSTM_OK)
-                TU_RETRY(rc, axstm_value_refresh(h[b]));
+            TU_RETRY(rc, axstm_values_refresh(pair, 2));
         }
     }
     if (rc != AXSTM_OK)
@@ -1317,6 +1479,9 @@ static Suite *value_suite(void)
     tcase_add_test(tc, values_commit_many_handles);
     tcase_add_test(tc, values_commit_bad_input);
     tcase_add_test(tc, kept_handle_transfers_lose_nothing);
+    tcase_add_test(tc, values_refresh_drops_changes_and_brings_back_deleted_keys);
+    tcase_add_test(tc, values_refresh_bad_input_changes_nothing);
+    tcase_add_test(tc, values_refresh_takes_one_snapshot);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("Concurrency");

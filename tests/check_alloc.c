@@ -649,6 +649,7 @@ static void setup_changed_kept_handles(struct fctx *x)
     ck_assert_int_eq(axstm_values_commit(x->kept, KEPT), AXSTM_OK);
     for (size_t i = 0; i < KEPT; i++)
         tu_set_str_ok(x->kept[i], "local");
+    tu_snapshot_free(&x->before); /* what setup_kept_handles remembered */
     remember(x);
 }
 

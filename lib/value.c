@@ -29,6 +29,27 @@ static inline int read_into(axstm_value *v, struct axstm__entry *e, uint64_t rem
     return AXSTM_OK;
 }
 
+/* Finds the entry of the key name (len bytes) for a checkout, creating it
+ * or bringing it back to life (version 0, no value) when it is missing or
+ * deleted.  *removals: the table's removal count before the lookup.
+ * Caller pinned. */
+static int find_or_birth(axstm_store *s, const char *name, size_t len, struct axstm__entry **entry,
+                         uint64_t *removals)
+{
+    struct axstm__keyref ref = {name, len, 0, NULL};
+    bool anchored[2];
+    uint64_t vlock;
+    *removals = axstm__table_removals(&s->table);
+    int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
+    if (rc != AXSTM_OK)
+        return rc;
+    if (anchored[0])
+        rc = axstm__revive(s, &ref.entry, 1, &vlock);
+    axstm__release_anchors(s, &ref, 1, anchored);
+    *entry = ref.entry;
+    return rc;
+}
+
 /* Checks out v's key into v: finds it (creating it, or bringing it back
  * if it was deleted), then reads it.  The name is looked up as `name`, v's
  * key or the caller's string it was copied from: hashing a copy just made
@@ -48,19 +69,11 @@ static int checkout(axstm_store *s, axstm_value *v, const char *name)
     /* A key deleted between being born and being read is simply born
      * again; a store that keeps deleting it answers BUSY_RETRY. */
     enum { ATTEMPTS = 4 };
-    uint64_t vlock;
-    bool anchored[2];
     for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
-        struct axstm__keyref ref = {name, v->keylen, 0, NULL};
-        removals = axstm__table_removals(&s->table);
-        int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
-        if (rc != AXSTM_OK)
-            return rc;
-        if (anchored[0])
-            rc = axstm__revive(s, &ref.entry, 1, &vlock);
-        axstm__release_anchors(s, &ref, 1, anchored);
+        struct axstm__entry *entry;
+        int rc = find_or_birth(s, name, v->keylen, &entry, &removals);
         if (rc == AXSTM_OK)
-            rc = read_into(v, ref.entry, removals);
+            rc = read_into(v, entry, removals);
         if (rc != AXSTM__KEY_GONE)
             return rc;
     }
@@ -296,16 +309,26 @@ static int commit_remote(axstm_store *s, axstm_value *const *values, size_t n,
     return axstm__busy(s, axstm__redis_commit(s->remote, values, n));
 }
 
-/* axstm_values_commit in every case: bad input, one handle, many, a
- * remote store, entries that may not be current. */
-static AXSTM__NOINLINE int commit_general(axstm_value *const values[], size_t n)
+/* What axstm_values_commit and axstm_values_refresh answer for a list
+ * that needs no work (none, or NULL where a handle should be), else
+ * LIST_WORK. */
+#define LIST_WORK 1
+static int list_needs_work(axstm_value *const values[], size_t n)
 {
     if (values == NULL)
         return n == 0 ? AXSTM_OK : AXSTM_EINVAL;
     if (n == 0)
         return AXSTM_OK;
-    if (values[0] == NULL)
-        return AXSTM_EINVAL;
+    return values[0] == NULL ? AXSTM_EINVAL : LIST_WORK;
+}
+
+/* axstm_values_commit in every case: bad input, one handle, many, a
+ * remote store, entries that may not be current. */
+static AXSTM__NOINLINE int commit_general(axstm_value *const values[], size_t n)
+{
+    int rc = list_needs_work(values, n);
+    if (rc != LIST_WORK)
+        return rc;
     axstm_store *s = values[0]->store;
     if (n == 1)
         return values[0]->owner != NULL ? AXSTM_EINVAL : axstm__commit_handle(values[0]);
@@ -325,7 +348,7 @@ static AXSTM__NOINLINE int commit_general(axstm_value *const values[], size_t n)
         return AXSTM_ENOMEM;
     struct values_scratch x = {(struct axstm__item **)(block + n), block,
                                (axstm_value **)(block + 2 * n)};
-    int rc = s->remote != NULL ? commit_remote(s, values, n, &x) : commit_local(s, values, n, &x);
+    rc = s->remote != NULL ? commit_remote(s, values, n, &x) : commit_local(s, values, n, &x);
     axstm__free(block);
     return rc;
 }
@@ -367,18 +390,11 @@ struct refresh_scratch {
  * unless the snapshot that follows succeeds.  Caller pinned. */
 static int find_again(axstm_store *s, axstm_value *v)
 {
-    struct axstm__keyref ref = {v->key, v->keylen, 0, NULL};
-    bool anchored[2];
-    uint64_t vlock;
-    uint64_t removals = axstm__table_removals(&s->table); /* before the lookup */
-    int rc = axstm__find_for_checkout(s, &ref, 1, anchored);
-    if (rc != AXSTM_OK)
-        return rc;
-    if (anchored[0])
-        rc = axstm__revive(s, &ref.entry, 1, &vlock);
-    axstm__release_anchors(s, &ref, 1, anchored);
+    struct axstm__entry *entry;
+    uint64_t removals;
+    int rc = find_or_birth(s, v->key, v->keylen, &entry, &removals);
     if (rc == AXSTM_OK) {
-        v->item.entry = ref.entry;
+        v->item.entry = entry;
         v->removals = removals;
     }
     return rc;
@@ -446,16 +462,12 @@ static int refresh_remote(axstm_store *s, axstm_value *const *values, size_t n,
 
 AXSTM_API int axstm_values_refresh(axstm_value *const values[], size_t n)
 {
-    if (values == NULL)
-        return n == 0 ? AXSTM_OK : AXSTM_EINVAL;
-    if (n == 0)
-        return AXSTM_OK;
-    if (values[0] == NULL)
-        return AXSTM_EINVAL;
+    int rc = list_needs_work(values, n);
+    if (rc != LIST_WORK)
+        return rc;
     if (n == 1)
         return axstm_value_refresh(values[0]);
     axstm_store *s = values[0]->store;
-    int rc;
     if (n <= FEW_VALUES) {
         struct axstm__item *items[FEW_VALUES];
         uint64_t old[FEW_VALUES], version[FEW_VALUES], removals[FEW_VALUES];

@@ -1132,48 +1132,67 @@ START_TEST(values_commit_many_handles)
 END_TEST
 
 /* Each bad argument is AXSTM_EINVAL with nothing written. */
-START_TEST(values_commit_bad_input)
+/* a = 1 and b = 2 committed at version 1; handles of them changed to 10
+ * and 20. */
+static void two_changed_handles(axstm_store *s, axstm_value **a, axstm_value **b)
 {
-    axstm_store *s = tu_store_ok(), *t = tu_store_ok();
     tu_put_i64(s, "a", 1);
     tu_put_i64(s, "b", 2);
-    axstm_value *a = tu_usevar_ok(s, "a"), *b = tu_usevar_ok(s, "b");
+    *a = tu_usevar_ok(s, "a");
+    *b = tu_usevar_ok(s, "b");
+    tu_set_i64_ok(*a, 10);
+    tu_set_i64_ok(*b, 20);
+}
+
+/* Every bad list of handles is AXSTM_EINVAL for fn (axstm_values_commit
+ * or axstm_values_refresh) and changes nothing: a and b keep their local
+ * 10 and 20 at version 1. */
+static void assert_bad_lists_are_einval(int (*fn)(axstm_value *const[], size_t), axstm_store *s,
+                                        axstm_value *a, axstm_value *b)
+{
+    axstm_store *t = tu_store_ok();
     axstm_value *a2 = tu_usevar_ok(s, "a"), *elsewhere = tu_usevar_ok(t, "b");
     const char *keys[1] = {"b"};
     axstm_collection *c = tu_using_ok(s, keys, 1);
-    tu_set_i64_ok(a, 10);
-    tu_set_i64_ok(b, 20);
-
-    ck_assert_int_eq(axstm_values_commit(NULL, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(NULL, 2), AXSTM_EINVAL);
     axstm_value *with_null[2] = {a, NULL}, *null_first[2] = {NULL, a};
-    ck_assert_int_eq(axstm_values_commit(with_null, 2), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_values_commit(null_first, 1), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(with_null, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(null_first, 1), AXSTM_EINVAL);
     axstm_value *borrowed[2] = {a, axstm_collection_at(c, 0)};
-    ck_assert_int_eq(axstm_values_commit(borrowed, 2), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_values_commit(&borrowed[1], 1), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(borrowed, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(&borrowed[1], 1), AXSTM_EINVAL);
     axstm_value *two_stores[2] = {a, elsewhere};
-    ck_assert_int_eq(axstm_values_commit(two_stores, 2), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(two_stores, 2), AXSTM_EINVAL);
     axstm_value *same_key[3] = {a, b, a2}, *same_handle[2] = {b, b};
-    ck_assert_int_eq(axstm_values_commit(same_key, 3), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_values_commit(same_handle, 2), AXSTM_EINVAL);
-
-    tu_assert_committed(s, "a", 1, 1, 1);
-    tu_assert_committed(s, "b", 1, 1, 2);
+    ck_assert_int_eq(fn(same_key, 3), AXSTM_EINVAL);
+    ck_assert_int_eq(fn(same_handle, 2), AXSTM_EINVAL);
     ck_assert_uint_eq(axstm_value_version(a), 1);
     ck_assert_int_eq(tu_get_i64_ok(a), 10);
+    ck_assert_int_eq(tu_get_i64_ok(b), 20);
+    axstm_collection_free(c);
+    axstm_value_free(a2);
+    axstm_value_free(elsewhere);
+    axstm_store_free(t);
+}
+
+START_TEST(values_commit_bad_input)
+{
+    axstm_store *s = tu_store_ok();
+    axstm_value *a, *b;
+    two_changed_handles(s, &a, &b);
+    assert_bad_lists_are_einval(axstm_values_commit, s, a, b);
+    tu_assert_committed(s, "a", 1, 1, 1);
+    tu_assert_committed(s, "b", 1, 1, 2);
     axstm_value *good[2] = {b, a};
     ck_assert_int_eq(values_commit(good, 2), AXSTM_OK);
     tu_assert_committed(s, "a", 2, 1, 10);
     tu_assert_committed(s, "b", 2, 1, 20);
-    axstm_collection_free(c);
     axstm_value_free(a);
     axstm_value_free(b);
-    axstm_value_free(a2);
-    axstm_value_free(elsewhere);
     axstm_store_free(s);
-    axstm_store_free(t);
 }
 END_TEST
+
 
 START_TEST(values_refresh_drops_changes_and_brings_back_deleted_keys)
 {
@@ -1217,45 +1236,19 @@ END_TEST
 
 START_TEST(values_refresh_bad_input_changes_nothing)
 {
-    axstm_store *s = tu_store_ok(), *t = tu_store_ok();
-    tu_put_i64(s, "a", 1);
-    tu_put_i64(s, "b", 2);
-    axstm_value *a = tu_usevar_ok(s, "a"), *b = tu_usevar_ok(s, "b");
-    axstm_value *a2 = tu_usevar_ok(s, "a"), *elsewhere = tu_usevar_ok(t, "b");
-    const char *keys[1] = {"b"};
-    axstm_collection *c = tu_using_ok(s, keys, 1);
-    tu_set_i64_ok(a, 10);
-    tu_set_i64_ok(b, 20);
+    axstm_store *s = tu_store_ok();
+    axstm_value *a, *b;
+    two_changed_handles(s, &a, &b);
     tu_put_i64(s, "a", 3); /* a refresh would change a */
-
-    ck_assert_int_eq(axstm_values_refresh(NULL, 2), AXSTM_EINVAL);
-    axstm_value *with_null[2] = {a, NULL}, *null_first[2] = {NULL, a};
-    ck_assert_int_eq(axstm_values_refresh(with_null, 2), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_values_refresh(null_first, 1), AXSTM_EINVAL);
-    axstm_value *borrowed[2] = {a, axstm_collection_at(c, 0)};
-    ck_assert_int_eq(axstm_values_refresh(borrowed, 2), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_values_refresh(&borrowed[1], 1), AXSTM_EINVAL);
-    axstm_value *two_stores[2] = {a, elsewhere};
-    ck_assert_int_eq(axstm_values_refresh(two_stores, 2), AXSTM_EINVAL);
-    axstm_value *same_key[3] = {a, b, a2}, *same_handle[2] = {b, b};
-    ck_assert_int_eq(axstm_values_refresh(same_key, 3), AXSTM_EINVAL);
-    ck_assert_int_eq(axstm_values_refresh(same_handle, 2), AXSTM_EINVAL);
-
-    ck_assert_uint_eq(axstm_value_version(a), 1);
-    ck_assert_int_eq(tu_get_i64_ok(a), 10);
-    ck_assert_int_eq(tu_get_i64_ok(b), 20);
+    assert_bad_lists_are_einval(axstm_values_refresh, s, a, b);
     axstm_value *good[2] = {b, a};
     ck_assert_int_eq(axstm_values_refresh(good, 2), AXSTM_OK);
     ck_assert_uint_eq(axstm_value_version(a), 2);
     ck_assert_int_eq(tu_get_i64_ok(a), 3);
     ck_assert_int_eq(tu_get_i64_ok(b), 2);
-    axstm_collection_free(c);
     axstm_value_free(a);
     axstm_value_free(b);
-    axstm_value_free(a2);
-    axstm_value_free(elsewhere);
     axstm_store_free(s);
-    axstm_store_free(t);
 }
 END_TEST
 

@@ -42,6 +42,7 @@ from ._axstm import (
     atomically,
     in_transaction,
     library_version,
+    prefetch,
     retry,
     strerror,
 )
@@ -49,7 +50,7 @@ from ._keys import key_from_name as _key_from_name
 
 __all__ = [
     "Store", "Value", "Collection", "ConcurrentUpdate", "BusyRetry",
-    "TVar", "atomically", "retry", "or_else", "in_transaction", "TList", "TDict",
+    "TVar", "atomically", "retry", "or_else", "in_transaction", "prefetch", "TList", "TDict",
     "Error", "InvalidArgument", "TooBig", "OutOfMemory", "NoValue", "WrongType",
     "Timeout", "StoreIOError", "InDoubt", "NoTransaction", "Retry",
     "default_store", "KEY_MAX", "VALUE_MAX", "library_version", "strerror",

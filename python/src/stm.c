@@ -619,6 +619,42 @@ PyTypeObject PyAxstm_TVarType = {
     .tp_weaklistoffset = offsetof(TVarObject, weakreflist),
 };
 
+/* prefetch(*tvars): axstm_txn_prefetch of their names, in the running
+ * transaction, all of whose store they must be. */
+static PyObject *mod_prefetch(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    struct txn_ctx *ctx = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(args, i);
+        if (!PyObject_TypeCheck(v, &PyAxstm_TVarType)) {
+            PyErr_SetString(PyExc_TypeError, "prefetch() takes TVars");
+            return NULL;
+        }
+        if ((ctx = txn_for((TVarObject *)v)) == NULL)
+            return NULL;
+    }
+    if (n == 0) {
+        if (current == NULL || current->tx == NULL) {
+            PyErr_SetString(PyAxstm_NoTransaction, "prefetch() runs only inside atomically()");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    const char **names = PyMem_Malloc((size_t)n * sizeof *names);
+    if (names == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++)
+        names[i] = PyBytes_AS_STRING(((TVarObject *)PyTuple_GET_ITEM(args, i))->name);
+    int rc;
+    PYAXSTM_CALL(ctx->store, rc, axstm_txn_prefetch(ctx->tx, names, (size_t)n));
+    PyMem_Free(names);
+    if (rc != AXSTM_OK)
+        return txn_failed(ctx, rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *mod_set_default_store(PyObject *self, PyObject *store)
 {
     (void)self;
@@ -641,6 +677,10 @@ static PyMethodDef stm_methods[] = {
     {"retry", (PyCFunction)mod_retry, METH_NOARGS,
      "retry(): abandons this run of the transaction; atomically runs it again once a TVar it "
      "read has changed."},
+    {"prefetch", (PyCFunction)mod_prefetch, METH_VARARGS,
+     "prefetch(*tvars): inside atomically(), reads the TVars all at once, as get() would one "
+     "by one (each counts as read); on a store kept in a server that is one round trip for all "
+     "of them, and their get() calls after it cost none."},
     {"in_transaction", (PyCFunction)mod_in_transaction, METH_NOARGS,
      "in_transaction() -> whether this thread is inside atomically()."},
     {NULL, NULL, 0, NULL},

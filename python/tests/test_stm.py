@@ -25,6 +25,41 @@ class Basics(unittest.TestCase):
         self.assertEqual(atomically(v.get), [2])
         self.assertIsNone(atomically(TVar().get))
 
+    def test_prefetch(self):
+        a, b, empty = TVar(1), TVar(2), TVar()
+        other = TVar(3, store=Store())
+
+        def body():
+            axstm.prefetch(a, b, empty, a)
+            axstm.prefetch()
+            return a.get() + b.get(), empty.get()
+        self.assertEqual(atomically(body), (3, None))
+        with self.assertRaises(NoTransaction):
+            axstm.prefetch(a)
+        with self.assertRaises(NoTransaction):
+            axstm.prefetch()
+        with self.assertRaises(TypeError):
+            atomically(lambda: axstm.prefetch(a, 5))
+        with self.assertRaises(ValueError):
+            atomically(lambda: axstm.prefetch(a, other))
+
+    def test_prefetched_tvar_counts_as_read(self):
+        a, b = TVar(0), TVar(0)
+        runs = []
+
+        def body():
+            axstm.prefetch(a, b)
+            if not runs:
+                # Another thread commits a, which this run never gets.
+                t = threading.Thread(target=lambda: atomically(lambda: a.set(1)))
+                t.start()
+                t.join()
+            runs.append(b.get())
+            b.set(b.get() + 1)
+        atomically(body)
+        self.assertEqual(len(runs), 2)
+        self.assertEqual(atomically(b.get), 1)
+
     def test_outside_a_transaction(self):
         v = TVar(1)
         with self.assertRaises(NoTransaction):

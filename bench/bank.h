@@ -150,12 +150,15 @@ static inline int bank_xfer_body(axstm_txn *tx, void *arg)
  * account, made once (each name looked up once) and kept; a transfer
  * changes the two handles and commits them together, with no lookup,
  * checkout or allocation.  CONCURRENT_UPDATE: another thread committed
- * one of them since this thread last looked, so refresh both together
- * (one round trip on a store kept in Redis) and redo the work;
- * BUSY_RETRY: call again.
+ * one of them since this thread last looked, so refresh both and redo the
+ * work; BUSY_RETRY: call again.  `together`: refresh them with one
+ * axstm_values_refresh (one round trip on a store kept in Redis: what
+ * bench/remote does) rather than one at a time (in process, where each
+ * refresh is a few loads and needs only its own key unlocked, not both at
+ * one instant).
  */
 static inline int bank_transfer_kept(axstm_value *from, axstm_value *to, int64_t amount,
-                                     uint64_t *conflicts, uint64_t *busy)
+                                     bool together, uint64_t *conflicts, uint64_t *busy)
 {
     axstm_value *const both[2] = {from, to};
     unsigned spins = 0;
@@ -172,10 +175,19 @@ static inline int bank_transfer_kept(axstm_value *from, axstm_value *to, int64_t
         if (rc != AXSTM_CONCURRENT_UPDATE)
             return rc;
         ++*conflicts;
-        while ((rc = axstm_values_refresh(both, 2)) == AXSTM_BUSY_RETRY)
-            bank_busy(busy, &spins);
-        if (rc != AXSTM_OK)
-            return rc;
+        if (together) {
+            while ((rc = axstm_values_refresh(both, 2)) == AXSTM_BUSY_RETRY)
+                bank_busy(busy, &spins);
+            if (rc != AXSTM_OK)
+                return rc;
+            continue;
+        }
+        for (int i = 0; i < 2; i++) {
+            while ((rc = axstm_value_refresh(both[i])) == AXSTM_BUSY_RETRY)
+                bank_busy(busy, &spins);
+            if (rc != AXSTM_OK)
+                return rc;
+        }
     }
 }
 
@@ -265,7 +277,7 @@ static inline void bank_body_kept(struct bench_worker *w)
         size_t a, b;
         int64_t amount;
         bank_pick(w, bk->n, &a, &b, &amount);
-        int rc = bank_transfer_kept(kept[a], kept[b], amount, &w->extra[BANK_X_CONFLICTS],
+        int rc = bank_transfer_kept(kept[a], kept[b], amount, false, &w->extra[BANK_X_CONFLICTS],
                                     &w->extra[BANK_X_BUSY]);
         if (rc != AXSTM_OK) {
             w->failed = rc;

@@ -122,7 +122,7 @@ __attribute__((noinline)) static void op_handles(void)
         unsigned a, b;
         pick_two(&a, &b);
         uint64_t conflicts = 0, busy = 0;
-        check(bank_transfer_kept(bk.kept[0][a], bk.kept[0][b], 1, &conflicts, &busy),
+        check(bank_transfer_kept(bk.kept[0][a], bk.kept[0][b], 1, false, &conflicts, &busy),
               "kept transfer");
     }
 }

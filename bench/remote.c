@@ -679,7 +679,8 @@ static void body_kept(struct bench_worker *w)
     while (!bench_stopped(w)) {
         size_t a, b;
         pick(w, x->n, &a, &b);
-        int rc = bank_transfer_kept(kept[a], kept[b], 1, &w->extra[X_CONFLICTS], &w->extra[X_BUSY]);
+        int rc = bank_transfer_kept(kept[a], kept[b], 1, true, &w->extra[X_CONFLICTS],
+                                    &w->extra[X_BUSY]);
         if (rc != AXSTM_OK) {
             w->failed = rc;
             return;

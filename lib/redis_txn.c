@@ -300,6 +300,8 @@ int axstm__remote_prefetch(axstm_txn *tx, const char *const keys[], size_t nkeys
         return rc;
     if (t->doomed)
         return AXSTM_CONCURRENT_UPDATE;
+    if (nkeys >= SIZE_MAX / sizeof(struct axstm__remote_read))
+        return AXSTM_ENOMEM; /* no such array fits in memory */
     struct axstm__remote_read *targets = axstm__malloc((nkeys + 1) * sizeof *targets);
     struct axstm__val *vals = axstm__malloc((nkeys + 1) * sizeof *vals);
     rc = targets != NULL && vals != NULL ? reserve(t, nkeys) : AXSTM_ENOMEM;
